@@ -1,0 +1,23 @@
+"""The `dexstack` command line: one typer app, one sub-command module per area."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="dexstack: serve, train, evaluate and store learned manipulation policies.")
+
+
+def _register() -> None:
+    # Each area registers its own commands; importing lazily keeps `dexstack --help` fast.
+    from dexstack.cli import bringup, data, policy, store
+
+    app.add_typer(store.app, name="store", help="List, inspect, verify, publish and promote policies.")
+    app.add_typer(data.app, name="dataset", help="Build training datasets from MCAP recordings.")
+    policy.register(app)
+    bringup.register(app)
+
+
+def main() -> None:
+    _register()
+    app()

@@ -1,0 +1,7 @@
+"""dexstack up/demo commands."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

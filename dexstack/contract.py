@@ -1,0 +1,134 @@
+"""The interface contract: topic names, message types, QoS and rates (BRIEF §2).
+
+This module is the single source of truth for every name and rate the nodes, tests, launch
+files and recorder use. It is plain Python so that code without rclpy (trainers, the
+dataset converter) can read it; `dexstack.ros_nodes.qos` maps the QoS kinds to rclpy.
+Robot-specific names (controller, cameras, joints) live in `dexstack.hardware.profiles`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class QoSKind(enum.StrEnum):
+    """Named QoS policies; publishers are reliable so every pairing is compatible."""
+
+    DEFAULT = "default"  # reliable, volatile, keep-last 10
+    STATE_PUB = "state_pub"  # reliable, keep-last 10 (joint states publisher)
+    STATE_SUB = "state_sub"  # best-effort, keep-last 1 (latest state is all that matters)
+    COMMAND = "command"  # reliable, keep-last 1 (a newer chunk supersedes an older one)
+    SENSOR_DATA = "sensor_data"  # best-effort, keep-last 5 (rclpy's qos_profile_sensor_data)
+    LATCHED = "latched"  # reliable, transient-local, keep-last 1
+
+
+# --- rates (Hz) -------------------------------------------------------------------------
+PHYSICS_HZ = 500.0  # MuJoCo timestep 2 ms
+JOINT_STATE_HZ = 100.0
+CAMERA_HZ = 15.0
+POLICY_HZ = 10.0
+DIAGNOSTICS_HZ = 1.0
+
+# Observations older than this (seconds, on the node's clock) make the policy hold.
+JOINT_STATE_MAX_AGE_S = 0.1
+CAMERA_MAX_AGE_S = 0.25
+
+
+# --- fixed topics -------------------------------------------------------------------------
+CLOCK = "/clock"
+JOINT_STATES = "/joint_states"
+GRASP_TARGET_POSE = "/grasp/target_pose"
+TASK_INSTRUCTION = "/task/instruction"
+ESTOP = "/safety/estop"
+DIAGNOSTICS = "/diagnostics"
+# Ground truth that only the simulator can know (like Gazebo's model states); used by
+# scripted experts and evaluation, never by learned policies.
+SIM_OBJECT_POSE = "/sim/object_pose"
+SIM_EPISODE = "/sim/episode"  # std_msgs/String JSON: seed, task, success, step count
+
+
+def trajectory_topic(controller: str) -> str:
+    """Command topic of a JointTrajectoryController-like consumer."""
+    return f"/{controller}/joint_trajectory"
+
+
+def policy_output_topic(controller: str) -> str:
+    """Where the policy node publishes; the safety filter relays it to `trajectory_topic`."""
+    return f"/policy/{controller}/joint_trajectory"
+
+
+def camera_color_topic(camera: str) -> str:
+    return f"/camera/{camera}/color/image_raw"
+
+
+def camera_info_topic(camera: str) -> str:
+    return f"/camera/{camera}/color/camera_info"
+
+
+def camera_depth_topic(camera: str) -> str:
+    return f"/camera/{camera}/aligned_depth_to_color/image_raw"
+
+
+def tactile_topic(pad: str) -> str:
+    return f"/tactile/{pad}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic of the contract: name, ROS type (`pkg/msg/Type`) and the publisher's QoS."""
+
+    name: str
+    msg_type: str
+    qos: QoSKind
+
+
+def robot_topics(controller: str, cameras: tuple[str, ...]) -> list[TopicSpec]:
+    """Every topic a robot (or the sim standing in for it) exposes, for tests and the recorder."""
+    topics = [
+        TopicSpec(JOINT_STATES, "sensor_msgs/msg/JointState", QoSKind.STATE_PUB),
+        TopicSpec(trajectory_topic(controller), "trajectory_msgs/msg/JointTrajectory", QoSKind.COMMAND),
+    ]
+    for cam in cameras:
+        topics += [
+            TopicSpec(camera_color_topic(cam), "sensor_msgs/msg/Image", QoSKind.SENSOR_DATA),
+            TopicSpec(camera_info_topic(cam), "sensor_msgs/msg/CameraInfo", QoSKind.SENSOR_DATA),
+            TopicSpec(camera_depth_topic(cam), "sensor_msgs/msg/Image", QoSKind.SENSOR_DATA),
+        ]
+    return topics
+
+
+SIM_ONLY_TOPICS = [
+    TopicSpec(CLOCK, "rosgraph_msgs/msg/Clock", QoSKind.DEFAULT),
+    TopicSpec(SIM_OBJECT_POSE, "geometry_msgs/msg/PoseStamped", QoSKind.DEFAULT),
+    TopicSpec(SIM_EPISODE, "std_msgs/msg/String", QoSKind.LATCHED),
+]
+
+OPERATOR_TOPICS = [
+    TopicSpec(TASK_INSTRUCTION, "std_msgs/msg/String", QoSKind.LATCHED),
+    TopicSpec(ESTOP, "std_msgs/msg/Bool", QoSKind.LATCHED),
+    TopicSpec(DIAGNOSTICS, "diagnostic_msgs/msg/DiagnosticArray", QoSKind.DEFAULT),
+]
+
+
+def ros_environment(domain_id: int | None = None) -> dict[str, str]:
+    """Environment every process that starts ROS must carry: discovery stays on this host."""
+    env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+    return env
+
+
+# --- observation keys -------------------------------------------------------------------
+# A policy runtime receives a dict keyed by these names; the policy node fills it from the
+# topics the manifest names, the in-process env fills it directly. Images: rgb (H, W, 3)
+# uint8; depth (H, W) float32 metres. Joint positions in the manifest's joint order.
+JOINT_POSITIONS = "joint_positions"
+
+
+def rgb_key(camera: str) -> str:
+    return f"{camera}_rgb"
+
+
+def depth_key(camera: str) -> str:
+    return f"{camera}_depth"

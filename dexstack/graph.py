@@ -1,0 +1,123 @@
+"""What runs: the launch arguments and the node list, in one place.
+
+`launch/bringup.launch.py` turns `node_list()` into launch_ros Node actions for `ros2 launch`;
+`dexstack up` spawns the same list as processes with `--ros-args` on machines that only have
+the pip ROS 2 wheels. Nothing else decides which nodes run or with which parameters.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from dexstack import contract
+
+PACKAGE = "dexstack"
+DEFAULT_POLICY = "bc_pick_lift"
+
+
+@dataclass(frozen=True)
+class LaunchArg:
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] | None = None
+
+
+LAUNCH_ARGS: tuple[LaunchArg, ...] = (
+    LaunchArg("hardware", "mujoco", "what the stack drives: the MuJoCo sim, the robot's own driver, or mock hardware",
+              ("mujoco", "real", "mock")),
+    LaunchArg("policy", DEFAULT_POLICY, "policy to serve from the store, NAME or NAME@VERSION; 'none' runs no policy"),
+    LaunchArg("task", "pick_lift", "sim task (ignored on real hardware)", ("pick_lift",)),
+    LaunchArg("profile", "panda", "robot profile (joint names, limits, topics)", ("panda",)),
+    LaunchArg("rtf", "1.0", "sim real-time factor in realtime pacing (0 = as fast as possible)"),
+    LaunchArg("pacing", "realtime", "realtime: sim runs on its own clock; lockstep: physics waits for each policy answer",
+              ("realtime", "lockstep")),
+    LaunchArg("record", "false", "start the MCAP recorder", ("true", "false")),
+    LaunchArg("seed", "0", "seed of the first sim episode"),
+    LaunchArg("cameras", "true", "render and publish sim cameras", ("true", "false")),
+    LaunchArg("policy_rate", str(contract.POLICY_HZ), "policy loop rate in Hz"),
+)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node: what `ros2 run PACKAGE EXECUTABLE --ros-args ...` would start."""
+
+    executable: str
+    name: str
+    parameters: dict[str, object] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+    package: str = PACKAGE
+
+    @property
+    def module(self) -> str:
+        return f"dexstack.ros_nodes.{self.executable}"
+
+    def ros_args(self) -> list[str]:
+        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        for key, value in self.parameters.items():
+            args += ["-p", f"{key}:={_param_text(value)}"]
+        for src, dst in self.remappings:
+            args += ["-r", f"{src}:={dst}"]
+        return args
+
+    def command(self) -> list[str]:
+        """The process `dexstack up` starts: this interpreter running the node's module."""
+        return [sys.executable, "-m", self.module, *self.ros_args()]
+
+
+def _param_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_launch_args(tokens: list[str]) -> dict[str, str]:
+    """Parse `name:=value` tokens (the `ros2 launch` form), validating names and choices."""
+    known = {a.name: a for a in LAUNCH_ARGS}
+    values = {a.name: a.default for a in LAUNCH_ARGS}
+    for token in tokens:
+        name, sep, value = token.partition(":=")
+        if not sep:
+            raise ValueError(f"expected NAME:=VALUE, got {token!r}")
+        if name not in known:
+            raise ValueError(f"unknown launch argument {name!r}; known: {', '.join(known)}")
+        choices = known[name].choices
+        if choices and value not in choices:
+            raise ValueError(f"{name}:={value} is not one of {', '.join(choices)}")
+        values[name] = value
+    return values
+
+
+def node_list(args: dict[str, str]) -> list[NodeSpec]:
+    """The nodes for one bringup, from launch-argument values (all strings, as launch gives them)."""
+    values = {a.name: a.default for a in LAUNCH_ARGS} | dict(args)
+    hardware = values["hardware"]
+    sim = hardware == "mujoco"
+    lockstep = sim and values["pacing"] == "lockstep"
+    common = {"use_sim_time": sim, "profile": values["profile"]}
+    nodes: list[NodeSpec] = []
+    if sim:
+        nodes.append(NodeSpec("sim_node", "sim", common | {
+            "task": values["task"],
+            "rtf": float(values["rtf"]),
+            "pacing": values["pacing"],
+            "seed": int(values["seed"]),
+            "cameras": values["cameras"] == "true",
+            "policy_rate": float(values["policy_rate"]),
+        }))
+    elif hardware == "mock":
+        nodes.append(NodeSpec("mock_hardware", "mock_hardware", dict(common)))
+    # On a real robot nothing moves until an operator enables it; the gate then ramps in.
+    nodes.append(NodeSpec("safety_filter", "safety_filter", common | {"start_enabled": hardware != "real"}))
+    if values["policy"] != "none":
+        nodes.append(NodeSpec("policy_node", "policy", common | {
+            "policy": values["policy"],
+            "rate": float(values["policy_rate"]),
+            "trigger": "observation" if lockstep else "timer",
+            "start_enabled": hardware != "real",
+        }))
+    if values["record"] == "true":
+        nodes.append(NodeSpec("recorder", "recorder", common | {"task": values["task"]}))
+    return nodes

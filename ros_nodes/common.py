@@ -1,0 +1,183 @@
+"""What every node shares: QoS profiles for the contract's kinds, message <-> numpy
+conversions, clock helpers and node start-up. Nodes stay thin by calling these."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from dexstack import contract
+from dexstack.trajectory import ActionChunk
+
+QOS: dict[contract.QoSKind, QoSProfile] = {
+    contract.QoSKind.DEFAULT: QoSProfile(depth=10),
+    contract.QoSKind.STATE_PUB: QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    contract.QoSKind.STATE_SUB: QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                                           history=HistoryPolicy.KEEP_LAST),
+    contract.QoSKind.COMMAND: QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE),
+    contract.QoSKind.SENSOR_DATA: qos_profile_sensor_data,
+    contract.QoSKind.LATCHED: QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                         durability=DurabilityPolicy.TRANSIENT_LOCAL),
+}
+
+
+# --- time -------------------------------------------------------------------------------
+def to_sec(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def to_stamp(seconds: float) -> Time:
+    ns = int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def now_sec(node: Node) -> float:
+    """The node's clock (sim time when use_sim_time is set) in seconds."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+# --- joint states / trajectories --------------------------------------------------------
+def joint_state_msg(names, position, velocity=None, effort=None, stamp: float = 0.0) -> JointState:
+    msg = JointState()
+    msg.header.stamp = to_stamp(stamp)
+    msg.name = list(names)
+    msg.position = [float(x) for x in position]
+    if velocity is not None:
+        msg.velocity = [float(x) for x in velocity]
+    if effort is not None:
+        msg.effort = [float(x) for x in effort]
+    return msg
+
+
+def joint_positions(msg: JointState, names) -> np.ndarray:
+    """Positions of `names` in that order; raises KeyError naming any missing joint."""
+    index = {n: i for i, n in enumerate(msg.name)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise KeyError(f"joint_states lacks joints {missing}; it has {list(msg.name)}")
+    if len(msg.position) != len(msg.name):
+        raise ValueError(f"joint_states has {len(msg.name)} names but {len(msg.position)} positions")
+    return np.array([msg.position[index[n]] for n in names], dtype=np.float64)
+
+
+def chunk_to_msg(chunk: ActionChunk) -> JointTrajectory:
+    msg = JointTrajectory()
+    msg.header.stamp = to_stamp(chunk.stamp)
+    msg.joint_names = list(chunk.joint_names)
+    for q, t in zip(chunk.positions, chunk.times, strict=True):
+        pt = JointTrajectoryPoint()
+        pt.positions = [float(x) for x in q]
+        pt.time_from_start = _duration(t)
+        msg.points.append(pt)
+    return msg
+
+
+def msg_to_chunk(msg: JointTrajectory) -> ActionChunk:
+    """Raises ValueError on empty, ragged or non-finite trajectories."""
+    if not msg.points:
+        raise ValueError("trajectory has no points")
+    width = len(msg.joint_names)
+    if any(len(p.positions) != width for p in msg.points):
+        raise ValueError(f"trajectory points do not all have {width} positions")
+    positions = np.array([p.positions for p in msg.points], dtype=np.float64)
+    times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+    return ActionChunk(tuple(msg.joint_names), positions, times, to_sec(msg.header.stamp))
+
+
+def _duration(seconds: float):
+    from builtin_interfaces.msg import Duration
+
+    ns = int(round(seconds * 1e9))
+    return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+# --- images -----------------------------------------------------------------------------
+def rgb_msg(rgb: np.ndarray, frame_id: str, stamp: float) -> Image:
+    h, w, _ = rgb.shape
+    msg = Image(height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3)
+    msg.header.stamp, msg.header.frame_id = to_stamp(stamp), frame_id
+    msg.data = np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()
+    return msg
+
+
+def depth_msg(depth_m: np.ndarray, frame_id: str, stamp: float) -> Image:
+    """Depth in metres -> 16UC1 millimetres (0 = no return), like RealSense aligned depth."""
+    h, w = depth_m.shape
+    mm = np.clip(np.nan_to_num(depth_m * 1000.0, nan=0.0, posinf=0.0), 0, 65535).astype(np.uint16)
+    msg = Image(height=h, width=w, encoding="16UC1", is_bigendian=0, step=w * 2)
+    msg.header.stamp, msg.header.frame_id = to_stamp(stamp), frame_id
+    msg.data = mm.tobytes()
+    return msg
+
+
+def image_to_array(msg: Image) -> np.ndarray:
+    """rgb8 -> (H, W, 3) uint8; 16UC1 -> (H, W) float32 metres. Other encodings raise."""
+    if msg.encoding == "rgb8":
+        return np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.width, 3)
+    if msg.encoding == "16UC1":
+        mm = np.frombuffer(bytes(msg.data), dtype=np.uint16).reshape(msg.height, msg.width)
+        return mm.astype(np.float32) / 1000.0
+    raise ValueError(f"unsupported image encoding {msg.encoding!r}")
+
+
+def camera_info_msg(width: int, height: int, fx: float, fy: float, cx: float, cy: float,
+                    frame_id: str, stamp: float) -> CameraInfo:
+    msg = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+    msg.header.stamp, msg.header.frame_id = to_stamp(stamp), frame_id
+    msg.d = [0.0] * 5
+    msg.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+# --- diagnostics ------------------------------------------------------------------------
+LEVEL = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR,
+         "STALE": DiagnosticStatus.STALE}
+
+
+def diagnostic_status(node: Node, level: str, message: str, values: dict[str, object]) -> DiagnosticStatus:
+    return DiagnosticStatus(level=LEVEL[level], name=node.get_fully_qualified_name(), message=message,
+                            hardware_id="dexstack",
+                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+
+# --- start-up ---------------------------------------------------------------------------
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multithreaded: bool = False) -> None:
+    """Standard `main()`: init, spin until Ctrl-C or shutdown, then destroy cleanly."""
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    rclpy.init(args=sys.argv if args is None else args)
+    node = None
+    try:
+        node = make_node()
+        if multithreaded:
+            from rclpy.executors import MultiThreadedExecutor
+
+            executor = MultiThreadedExecutor(num_threads=2)
+            executor.add_node(node)
+            executor.spin()
+        else:
+            rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
