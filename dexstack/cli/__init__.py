@@ -9,12 +9,13 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 
 
 def _register() -> None:
-    # Each area registers its own commands; importing lazily keeps `dexstack --help` fast.
-    from dexstack.cli import bringup, data, policy, store
+    # Each area registers its own commands; importing here keeps module import cheap.
+    from dexstack.cli import bringup, data, evaluate, store, train
 
     app.add_typer(store.app, name="store", help="List, inspect, verify, publish and promote policies.")
     app.add_typer(data.app, name="dataset", help="Build training datasets from MCAP recordings.")
-    policy.register(app)
+    train.register(app)
+    evaluate.register(app)
     bringup.register(app)
 
 

@@ -1,4 +1,4 @@
-"""dexstack train/export/eval commands."""
+"""dexstack evaluate commands."""
 
 import typer
 

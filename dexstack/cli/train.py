@@ -1,0 +1,7 @@
+"""dexstack train commands."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass
