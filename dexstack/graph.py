@@ -27,7 +27,9 @@ class LaunchArg:
 LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg("hardware", "mujoco", "what the stack drives: the MuJoCo sim, the robot's own driver, or mock hardware",
               ("mujoco", "real", "mock")),
-    LaunchArg("policy", DEFAULT_POLICY, "policy to serve from the store, NAME or NAME@VERSION; 'none' runs no policy"),
+    LaunchArg("policy", DEFAULT_POLICY,
+              "policy to serve from the store, NAME or NAME@VERSION; 'expert' runs the sim's scripted expert; "
+              "'none' runs no policy"),
     LaunchArg("task", "pick_lift", "sim task (ignored on real hardware)", ("pick_lift",)),
     LaunchArg("profile", "panda", "robot profile (joint names, limits, topics)", ("panda",)),
     LaunchArg("rtf", "1.0", "sim real-time factor in realtime pacing (0 = as fast as possible)"),
@@ -111,7 +113,14 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
         nodes.append(NodeSpec("mock_hardware", "mock_hardware", dict(common)))
     # On a real robot nothing moves until an operator enables it; the gate then ramps in.
     nodes.append(NodeSpec("safety_filter", "safety_filter", common | {"start_enabled": hardware != "real"}))
-    if values["policy"] != "none":
+    if values["policy"] == "expert":
+        if not sim:
+            raise ValueError("policy:=expert needs hardware:=mujoco (the expert reads the sim's ground truth)")
+        nodes.append(NodeSpec("expert_node", "expert", common | {
+            "rate": float(values["policy_rate"]),
+            "trigger": "observation" if lockstep else "timer",
+        }))
+    elif values["policy"] != "none":
         nodes.append(NodeSpec("policy_node", "policy", common | {
             "policy": values["policy"],
             "rate": float(values["policy_rate"]),
