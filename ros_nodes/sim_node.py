@@ -25,6 +25,7 @@ import time
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
@@ -40,6 +41,7 @@ from dexstack.trajectory import ActionChunk
 # Wall-clock wait before a lockstep observation is published again (a best-effort
 # subscriber may have dropped it; re-publishing the same stamp is idempotent).
 LOCKSTEP_REPUBLISH_S = 1.0
+EPISODE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class SimNode(Node):
@@ -75,7 +77,8 @@ class SimNode(Node):
         self.pub_clock = self.create_publisher(Clock, contract.CLOCK, qos[K.DEFAULT])
         self.pub_joints = self.create_publisher(JointState, contract.JOINT_STATES, qos[K.STATE_PUB])
         self.pub_object = self.create_publisher(PoseStamped, contract.SIM_OBJECT_POSE, qos[K.DEFAULT])
-        self.pub_episode = self.create_publisher(String, contract.SIM_EPISODE, qos[K.LATCHED])
+        # Latched, and deep enough that "done" is not overwritten by the next "running".
+        self.pub_episode = self.create_publisher(String, contract.SIM_EPISODE, EPISODE_QOS)
         self.pub_cam = {
             cam: (self.create_publisher(Image, contract.camera_color_topic(cam), qos[K.SENSOR_DATA]),
                   self.create_publisher(Image, contract.camera_depth_topic(cam), qos[K.SENSOR_DATA]),
