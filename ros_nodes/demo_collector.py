@@ -1,0 +1,118 @@
+"""Record scripted-expert demonstrations through the ROS graph.
+
+Brings up sim (lockstep, paused between episodes) + expert + safety filter + recorder, and
+for each episode: recorder ~/start_episode, set the sim's seed, sim ~/reset, wait for the
+episode to end on /sim/episode, recorder ~/stop_episode (or ~/cancel_episode for failed
+demonstrations when asked). One MCAP file per episode lands in the recorder's output dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+
+import rclpy
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from dexstack import contract
+from dexstack.graph import node_list
+from dexstack.launcher import node_environment, start_nodes, stop_nodes
+
+
+class _Client:
+    def __init__(self, domain_id: int) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("dexstack_demo_collector", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def call(self, srv_type, name: str, request, timeout_s: float = 30.0):
+        client = self.node.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise TimeoutError(f"service {name} not available after {timeout_s:.0f} s")
+        future = client.call_async(request)
+        self.executor.spin_until_future_complete(future, timeout_sec=timeout_s)
+        if not future.done():
+            raise TimeoutError(f"service {name} did not answer in {timeout_s:.0f} s")
+        self.node.destroy_client(client)
+        return future.result()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+def collect_demonstrations(episodes: int, seed: int, output_dir: str, *, task: str = "pick_lift",
+                           keep_failures: bool = False, domain_id: int | None = None, log_dir: str | None = None,
+                           progress: Callable[[int, bool, str | None], None] | None = None) -> list[dict]:
+    """Returns one record per episode: seed, success, mcap path (None when discarded)."""
+    values = {"hardware": "mujoco", "policy": "expert", "task": task, "pacing": "lockstep", "record": "true",
+              "seed": str(seed), "rtf": "0"}
+    specs = []
+    for spec in node_list(values):
+        extra = {}
+        if spec.name == "sim":
+            extra = {"auto_reset": False, "start_paused": True}
+        elif spec.name == "recorder":
+            extra = {"output_dir": output_dir}
+        specs.append(dataclasses.replace(spec, parameters=spec.parameters | extra))
+    env = node_environment(domain_id)
+    procs = start_nodes(specs, env=env, log_dir=log_dir)
+    client = _Client(int(env.get("ROS_DOMAIN_ID", "0")))
+    done: dict[int, dict] = {}
+
+    def on_episode(msg: String) -> None:
+        info = json.loads(msg.data)
+        if info["status"] == "done":
+            done[info["seed"]] = info
+
+    events = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    client.node.create_subscription(String, contract.SIM_EPISODE, on_episode, events)
+    records = []
+    try:
+        for i in range(episodes):
+            episode_seed = seed + i
+            _ok(client.call(Trigger, "/recorder/start_episode", Trigger.Request()), "start recording")
+            param = ParameterMsg(name="seed", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER,
+                                                                  integer_value=episode_seed))
+            result = client.call(SetParameters, "/sim/set_parameters", SetParameters.Request(parameters=[param]))
+            if not result.results[0].successful:
+                raise RuntimeError(f"sim refused seed {episode_seed}: {result.results[0].reason}")
+            _ok(client.call(Trigger, "/sim/reset", Trigger.Request()), "reset the sim")
+            deadline = time.monotonic() + 600.0
+            while episode_seed not in done:
+                client.executor.spin_once(timeout_sec=0.1)
+                if any(p.poll() is not None for p in procs):
+                    raise RuntimeError(f"a node exited during collection; see logs in {log_dir}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"episode with seed {episode_seed} did not end")
+            success = bool(done[episode_seed]["success"])
+            if success or keep_failures:
+                path = _ok(client.call(Trigger, "/recorder/stop_episode", Trigger.Request()), "stop recording")
+            else:
+                _ok(client.call(Trigger, "/recorder/cancel_episode", Trigger.Request()), "cancel recording")
+                path = None
+            records.append({"seed": episode_seed, "success": success, "mcap": path})
+            if progress:
+                progress(i + 1, success, path)
+    finally:
+        client.close()
+        stop_nodes(procs)
+    return records
+
+
+def _ok(response, what: str) -> str:
+    if not response.success:
+        raise RuntimeError(f"could not {what}: {response.message}")
+    return response.message
