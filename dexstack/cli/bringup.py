@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import sys
 import time
@@ -9,7 +11,7 @@ import time
 import typer
 from rich.console import Console
 
-from dexstack.graph import LAUNCH_ARGS, node_list, parse_launch_args
+from dexstack.graph import DEFAULT_POLICY, LAUNCH_ARGS, node_list, parse_launch_args
 from dexstack.launcher import node_environment, start_nodes, stop_nodes
 
 console = Console(stderr=True)
@@ -54,5 +56,60 @@ def up(
     sys.exit(1 if died is not None else 0)
 
 
+def record_demos(
+    episodes: int = typer.Option(150, "--episodes", min=1),
+    seed: int = typer.Option(0, "--seed", help="first episode's seed; episode i uses seed + i"),
+    out: str = typer.Option("data/recordings", "--out", help="directory for the MCAP episode files"),
+    task: str = typer.Option("pick_lift", "--task"),
+    keep_failures: bool = typer.Option(False, "--keep-failures", help="also keep episodes the expert failed"),
+) -> None:
+    """Record scripted-expert demonstrations through the ROS graph (sim lockstep + recorder)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dexstack.cli.evaluate import private_domain_id
+    from dexstack.ros_nodes.demo_collector import collect_demonstrations
+
+    out_dir = os.path.abspath(out)
+    os.makedirs(out_dir, exist_ok=True)
+    with Progress(TextColumn("[bold]recording"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[ok]}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task("", total=episodes, ok="")
+        kept = []
+
+        def tick(done, success, path):
+            kept.append(success)
+            progress.update(bar, completed=done, ok=f"expert success {sum(kept)}/{len(kept)}")
+
+        records = collect_demonstrations(episodes, seed, out_dir, task=task, keep_failures=keep_failures,
+                                         domain_id=private_domain_id(), log_dir=os.path.join(out_dir, "logs"),
+                                         progress=tick)
+    ok = sum(r["success"] for r in records)
+    typer.echo(json.dumps({"episodes": len(records), "expert_success_rate": round(ok / len(records), 4),
+                           "kept": sum(r["mcap"] is not None for r in records), "out": out_dir}))
+
+
+def demo(
+    episodes: int = typer.Option(20, "--episodes", min=1),
+    out: str = typer.Option("out/demo", "--out", help="where the MP4 and PNG go"),
+    policy: str = typer.Option(DEFAULT_POLICY, "--policy"),
+) -> None:
+    """Bring up sim + safety filter + policy node (shipped policy) and run episodes through ROS."""
+    from dexstack.cli import report
+    from dexstack.cli.evaluate import run_eval
+
+    out_dir = os.path.abspath(out)
+    console.print(f"[bold]dexstack demo[/]: sim (lockstep) + safety filter + policy node serving '{policy}', "
+                  f"{episodes} episodes of pick_lift through ROS 2 (private domain, localhost only)")
+    summary = run_eval(policy, "pick_lift", episodes, seed=1000, through_ros=True, pacing="lockstep",
+                       video=os.path.join(out_dir, "episode.mp4"), plot=os.path.join(out_dir, "summary.png"),
+                       log_dir=os.path.join(out_dir, "logs"))
+    console.print(f"success {summary['success_rate']:.0%} over {summary['episodes']} episodes; "
+                  f"inference p50 {summary.get('inference_ms_p50')} ms, p99 {summary.get('inference_ms_p99')} ms")
+    console.print(f"video: {summary.get('video')}\nplot:  {summary.get('plot')}\nnode logs: {out_dir}/logs")
+    typer.echo(report.json_line(summary))
+
+
 def register(app: typer.Typer) -> None:
     app.command(context_settings={"allow_extra_args": False})(up)
+    app.command("record-demos")(record_demos)
+    app.command()(demo)
