@@ -181,3 +181,11 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multi
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
+
+
+def message_class(type_name: str):
+    """'sensor_msgs/msg/Image' -> the message class (rosidl_runtime_py is not in the pip wheels)."""
+    import importlib
+
+    package, kind, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{package}.{kind}"), name)
