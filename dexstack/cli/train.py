@@ -1,7 +1,78 @@
-"""dexstack train commands."""
+"""dexstack train / export commands.
+
+    dexstack train bc --dataset DIR --out RUN_DIR [--epochs N] [--seed S] [--resume]
+    dexstack export --run RUN_DIR --out EXPORT_DIR
+
+Torch is imported only inside the commands, so `dexstack --help` stays fast and works on a
+serving machine without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+train_app = typer.Typer(no_args_is_help=True, help="Train a policy family on a dataset.")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+@train_app.command("bc")
+def train_bc(
+    dataset: Annotated[Path, typer.Option(help="dataset directory (meta.json + episode_*.npz)")],
+    out: Annotated[Path, typer.Option(help="run directory: checkpoints, loss curve, config")],
+    epochs: Annotated[int | None, typer.Option(help="total epochs (default: the config's)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (default: the config's)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")] = False,
+) -> None:
+    """Behaviour cloning: CNN keypoint encoders + MLP predicting a chunk of joint targets."""
+    from dexstack.policies.bc.config import BCConfig
+    from dexstack.policies.bc.train import train
+
+    config = BCConfig()
+    if seed is not None:
+        if resume:
+            _fail("--seed cannot change when resuming (the run keeps its own config)")
+        config.seed = seed
+    try:
+        history = train(dataset, out, config, resume=resume, epochs=epochs, progress=True)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        _fail(str(exc))
+    last = history[-1]
+    typer.echo(json.dumps({"run": str(out), "epochs": last["epoch"], "initial_loss": history[0]["train_loss"],
+                           "train_loss": last["train_loss"], "val_loss": last["val_loss"],
+                           "loss_curve": str(out / "loss.png")}))
+
+
+def export_cmd(
+    run: Annotated[Path, typer.Option(help="run directory written by `dexstack train`")],
+    out: Annotated[Path, typer.Option(help="new export directory (policy graph(s) + manifest.json)")],
+) -> None:
+    """Export a trained run to ONNX + manifest.json, ready for `dexstack store publish`."""
+    run_json = run / "run.json"
+    if not run_json.is_file():
+        _fail(f"{run} is not a training run directory ({run_json.name} not found)")
+    family = json.loads(run_json.read_text()).get("family")
+    try:
+        module = importlib.import_module(f"dexstack.policies.{family}.export")
+    except ModuleNotFoundError:
+        _fail(f"run {run} is of family {family!r}, which has no exporter (dexstack.policies.{family}.export)")
+    try:
+        path = module.export(run, out)
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    manifest = json.loads((path / "manifest.json").read_text())
+    typer.echo(json.dumps({"export": str(path), "family": family, "graphs": manifest["graphs"],
+                           "onnx_max_abs_diff": manifest["provenance"].get("onnx_max_abs_diff")}))
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(train_app, name="train")
+    app.command("export")(export_cmd)

@@ -1,0 +1,121 @@
+"""The BC policy network and its normalisation (torch; training, export and reference only).
+
+Network input, per observation: joint positions normalised with per-joint mean/std, and one
+RGB image (H, W, 3) per camera scaled to [0, 1]. Output: a chunk (H_chunk, J) of normalised
+targets. With `predict_relative` the targets are `action[k + i] - joint_positions[k]`
+(radians / metres, in the dataset's joint order), normalised per (i, joint); absolute joint
+targets are `joint_positions + target * std + mean`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dexstack import contract
+from dexstack.policies.bc.config import BCConfig
+from dexstack.policies.common.vision import ConvKeypointEncoder
+
+IMAGE_SCALE = 1.0 / 255.0  # uint8 -> [0, 1]; GroupNorm takes care of centring
+
+
+@dataclass
+class NormalizationStats:
+    """Statistics computed on the training episodes; exported into the manifest."""
+
+    joint_mean: np.ndarray  # (J,) rad / m
+    joint_std: np.ndarray  # (J,)
+    target_mean: np.ndarray  # (H, J) rad / m (relative to the current joint positions if relative)
+    target_std: np.ndarray  # (H, J)
+    relative: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"joint_mean": self.joint_mean.tolist(), "joint_std": self.joint_std.tolist(),
+                "target_mean": self.target_mean.tolist(), "target_std": self.target_std.tolist(),
+                "relative": self.relative}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NormalizationStats:
+        return cls(np.asarray(d["joint_mean"], np.float32), np.asarray(d["joint_std"], np.float32),
+                   np.asarray(d["target_mean"], np.float32), np.asarray(d["target_std"], np.float32),
+                   bool(d["relative"]))
+
+
+class BCPolicy(nn.Module):
+    """Per-camera keypoint encoders + an MLP head predicting a normalised chunk of joint targets."""
+
+    def __init__(self, config: BCConfig, n_joints: int, image_hw: dict[str, tuple[int, int]]) -> None:
+        super().__init__()
+        self.cameras = tuple(config.cameras)
+        self.chunk_length = config.chunk_length
+        self.n_joints = n_joints
+        self.encoders = nn.ModuleDict({
+            cam: ConvKeypointEncoder(*image_hw[cam], channels=tuple(config.conv_channels),
+                                     num_keypoints=config.num_keypoints, groups=config.group_norm_groups)
+            for cam in self.cameras
+        })
+        width = n_joints + sum(enc.out_dim for enc in self.encoders.values())
+        layers: list[nn.Module] = []
+        for _ in range(config.hidden_layers):
+            layers += [nn.Linear(width, config.hidden_dim), nn.ReLU(inplace=True)]
+            width = config.hidden_dim
+        layers.append(nn.Linear(width, self.chunk_length * n_joints))
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, joint_positions: torch.Tensor, *images: torch.Tensor) -> torch.Tensor:
+        """joint_positions (B, J) normalised; images (B, H, W, 3) in `self.cameras` order, scaled.
+        Returns (B, chunk_length, J) normalised targets."""
+        features = [joint_positions] + [self.encoders[cam](img) for cam, img in zip(self.cameras, images, strict=True)]
+        out = self.head(torch.cat(features, dim=1))
+        return out.reshape(-1, self.chunk_length, self.n_joints)
+
+
+def input_names(cameras: tuple[str, ...]) -> list[str]:
+    """Graph input names, in forward() order: observation keys of the contract."""
+    return [contract.JOINT_POSITIONS] + [contract.rgb_key(cam) for cam in cameras]
+
+
+class Normalizer(nn.Module):
+    """The normalisation as torch ops, for training batches and the torch reference prediction."""
+
+    def __init__(self, stats: NormalizationStats) -> None:
+        super().__init__()
+        self.relative = stats.relative
+        for name in ("joint_mean", "joint_std", "target_mean", "target_std"):
+            self.register_buffer(name, torch.as_tensor(getattr(stats, name), dtype=torch.float32))
+
+    def joints(self, q: torch.Tensor) -> torch.Tensor:
+        return (q - self.joint_mean) / self.joint_std
+
+    @staticmethod
+    def image(rgb_uint8: torch.Tensor) -> torch.Tensor:
+        return rgb_uint8.to(torch.float32) * IMAGE_SCALE
+
+    def targets(self, actions: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """actions (B, H, J) absolute, q (B, J) -> normalised training targets."""
+        if self.relative:
+            actions = actions - q[:, None, :]
+        return (actions - self.target_mean) / self.target_std
+
+    def absolute(self, normalised: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        out = normalised * self.target_std + self.target_mean
+        return out + q[:, None, :] if self.relative else out
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def predict_chunk(model: BCPolicy, normalizer: Normalizer, observation: dict[str, np.ndarray]) -> np.ndarray:
+    """Torch reference for one observation -> (chunk_length, J) absolute joint targets (float64)."""
+    model.eval()
+    q = torch.as_tensor(np.asarray(observation[contract.JOINT_POSITIONS], np.float32))[None]
+    images = [normalizer.image(torch.as_tensor(np.asarray(observation[contract.rgb_key(cam)]))[None])
+              for cam in model.cameras]
+    out = normalizer.absolute(model(normalizer.joints(q), *images), q)
+    return out[0].numpy().astype(np.float64)

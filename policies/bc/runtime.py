@@ -1,0 +1,113 @@
+"""Serving runtime of the BC family: numpy + onnxruntime only (never torch).
+
+`act(observation)` validates the observation against the manifest, normalises each input with
+the statistics in the manifest into preallocated buffers, runs `policy.onnx` and turns the
+normalised chunk back into absolute joint targets (radians / metres, in
+`manifest["outputs"]["joint_names"]` order; point i is due (i + 1) * dt after the observation).
+The same object serves the policy node and in-process evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from dexstack.runtime import ObservationError, check_observation
+
+# onnxruntime threads per session. The robot computer (and this 2-core dev machine) also runs the
+# sim or drivers; a ~0.2M-parameter network at batch 1 gains little from a second thread.
+THREADS_ENV = "DEXSTACK_ORT_THREADS"
+DEFAULT_THREADS = 1
+
+
+def _normalizer(spec: dict[str, Any], where: str) -> Callable[[np.ndarray, np.ndarray], None]:
+    """`fn(raw, out)` writes the normalised float32 input into `out` without allocating."""
+    norm = spec.get("normalization") or {"type": "none"}
+    kind = norm.get("type")
+    if kind == "mean_std":
+        mean, std = np.float32(norm["mean"]), np.float32(norm["std"])
+
+        def fn(raw: np.ndarray, out: np.ndarray) -> None:
+            np.subtract(raw, mean, out=out, casting="unsafe")
+            np.divide(out, std, out=out)
+    elif kind == "scale":
+        scale, offset = np.float32(norm["scale"]), np.float32(norm.get("offset", 0.0))
+
+        def fn(raw: np.ndarray, out: np.ndarray) -> None:
+            np.multiply(raw, scale, out=out, casting="unsafe")
+            if offset.any():
+                np.add(out, offset, out=out)
+    elif kind == "none":
+
+        def fn(raw: np.ndarray, out: np.ndarray) -> None:
+            out[...] = raw
+    else:
+        raise ValueError(f"{where}: normalization type {kind!r} is not supported by the bc runtime")
+    return fn
+
+
+class Runtime:
+    """BC policy runtime (stateless between calls: `reset` has nothing to forget)."""
+
+    def __init__(self, policy_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+        self.manifest = manifest
+        self.policy_dir = Path(policy_dir)
+        graph = self.policy_dir / manifest["graphs"]["policy"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for corrupt/missing graphs
+            raise ValueError(f"cannot load ONNX graph {graph}: {exc}") from exc
+
+        self._inputs: list[dict[str, Any]] = list(manifest["inputs"])
+        graph_inputs = {i.name: i for i in self._session.get_inputs()}
+        expected = [spec["name"] for spec in self._inputs]
+        if sorted(graph_inputs) != sorted(expected):
+            raise ValueError(f"{graph.name} takes inputs {sorted(graph_inputs)}, manifest lists {sorted(expected)}")
+        self._rgb_names = [spec["name"] for spec in self._inputs if spec["kind"] == "rgb"]
+        # One float32 buffer per input, batch 1, reused by every call.
+        self._buffers = {spec["name"]: np.zeros((1, *spec["shape"]), np.float32) for spec in self._inputs}
+        self._normalizers = {spec["name"]: _normalizer(spec, f"input {spec['name']!r}") for spec in self._inputs}
+        self._output_name = self._session.get_outputs()[0].name
+
+        out = manifest["outputs"]
+        self.joint_names: list[str] = list(out["joint_names"])
+        self.chunk_length = int(out["chunk_length"])
+        self.dt = float(out["dt"])
+        shape = (self.chunk_length, len(self.joint_names))
+        chunk_norm = out.get("chunk_normalization") or {"type": "mean_std", "mean": 0.0, "std": 1.0}
+        if chunk_norm.get("type") != "mean_std":
+            raise ValueError(f"outputs.chunk_normalization type {chunk_norm.get('type')!r} is not supported")
+        self._chunk_mean = np.broadcast_to(np.asarray(chunk_norm["mean"], np.float64), shape).copy()
+        self._chunk_std = np.broadcast_to(np.asarray(chunk_norm["std"], np.float64), shape).copy()
+        self._relative_to = chunk_norm.get("relative_to")
+        if self._relative_to is not None and self._relative_to not in expected:
+            raise ValueError(f"outputs.chunk_normalization.relative_to {self._relative_to!r} is not an input")
+        self._feeds = self._buffers  # onnxruntime reads the buffers directly
+
+    def reset(self) -> None:
+        """Nothing to forget: the BC policy acts on the current observation only."""
+
+    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """Observation (contract keys: joint positions (J,), rgb (H, W, 3) uint8 per camera) ->
+        (chunk_length, J) absolute joint targets, float64. Raises ObservationError on bad input."""
+        check_observation(observation, self._inputs)
+        for name in self._rgb_names:
+            if np.asarray(observation[name]).dtype != np.uint8:
+                raise ObservationError(f"{name}: dtype {np.asarray(observation[name]).dtype}, expected uint8 rgb")
+        for name, buf in self._buffers.items():
+            self._normalizers[name](observation[name], buf[0])
+        (out,) = self._session.run([self._output_name], self._feeds)
+        chunk = out[0] * self._chunk_std + self._chunk_mean
+        if self._relative_to is not None:
+            chunk += np.asarray(observation[self._relative_to], np.float64)
+        return chunk
