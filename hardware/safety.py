@@ -138,6 +138,9 @@ class SafetyFilter:
         if not (np.all(np.isfinite(target)) and np.all(np.isfinite(times))) or np.any(np.diff(times) <= 0):
             self.stats.bad_input += 1
             return self._hold("bad input: chunk contains non-finite values or non-increasing times")
+        if np.isfinite(self._enabled_at) and now < self._enabled_at:
+            # The clock went backwards (a restarted sim): restart the ramp rather than freeze.
+            self._enabled_at = float(now)
         if self.estop_latched:
             return self._hold("e-stop latched")
         if not self.enabled:

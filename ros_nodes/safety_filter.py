@@ -151,6 +151,11 @@ class SafetyFilterNode(Node):
     # --- watchdog and diagnostics -----------------------------------------------------
     def on_watchdog(self) -> None:
         now = now_sec(self)
+        # A clock that jumped back (restarted sim) would otherwise mask staleness until it caught up.
+        if self.last_state_time is not None and now < self.last_state_time:
+            self.last_state_time = now
+        if self.last_command_time is not None and now < self.last_command_time:
+            self.last_command_time = now
         reason = self.safety.check(now, self.last_state_time, self.last_command_time)
         if reason is not None and self.watchdog_reason is None:
             self.watchdog_trips_since_report += 1

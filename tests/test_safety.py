@@ -175,3 +175,12 @@ def test_wrong_joint_names_give_hold():
     out, reasons = f.filter(chunk_from([HOME], names=names), HOME, now=10.0)
     assert out is None and "do not match" in reasons[0] and "panda_finger_joint2" in reasons[0]
     assert f.last_hold_reason == reasons[0]
+
+
+def test_clock_jumping_back_restarts_the_ramp_instead_of_freezing():
+    f = SafetyFilter(PANDA, ramp_time_s=2.0)
+    f.enable(50.0)
+    target = HOME.copy()
+    target[0] += 1.0
+    f.filter(chunk_from([target], stamp=1.0), HOME, now=1.0)  # sim restarted: time 50 -> 1
+    assert f.ramp_scale(2.0) == pytest.approx(0.5)
