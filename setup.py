@@ -1,5 +1,6 @@
 """ament_python package `dexstack`; subpackages live at the repo root (BRIEF §1)."""
 
+import os
 from glob import glob
 
 from setuptools import setup
@@ -30,6 +31,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # Policies shipped with the repo: the read-only bundled store.
+        *[(f"share/{PACKAGE}/{d}", [os.path.join(d, f) for f in fs]) for d, _, fs in os.walk("policy_store") if fs],
     ],
     install_requires=["setuptools"],
     zip_safe=True,
