@@ -1,0 +1,164 @@
+"""The one physics core shared by the ROS sim node and the in-process env.
+
+`SimCore` owns the MuJoCo model and data, executes action chunks with
+JointTrajectoryController semantics (`dexstack.trajectory.TrajectoryExecutor`) and renders
+the profile's cameras. Time is simulation time in seconds since the last `reset`. Joint
+vectors are in the profile's joint order: 7 arm joints (rad) then the gripper as one joint,
+each finger's opening in metres (the sim drives both fingers from it).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import mujoco
+import numpy as np
+
+from dexstack.hardware.profiles import PANDA, RobotProfile
+from dexstack.sim import scene as scene_lib
+from dexstack.sim.tasks import get_task_class
+from dexstack.trajectory import ActionChunk, TrajectoryExecutor
+
+SETTLE_STEPS = 50  # physics steps run at reset so the object rests on the table before t = 0
+
+
+def _close_renderers(renderers: dict) -> None:
+    for pair in renderers.values():
+        for r in pair:
+            r.close()
+    renderers.clear()
+
+
+class SimCore:
+    """MuJoCo physics + chunk execution + cameras for one task scene."""
+
+    def __init__(self, task: str = "pick_lift", profile: RobotProfile = PANDA, render: bool = True,
+                 camera_size: tuple[int, int] | None = None) -> None:
+        task_cls = get_task_class(task)
+        self.profile = profile
+        root, self.names = scene_lib.build_scene(profile)
+        self.model: mujoco.MjModel = scene_lib.compile_model(root)
+        self.data = mujoco.MjData(self.model)
+        self.dt: float = float(self.model.opt.timestep)
+        m = self.model
+        self._arm_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in self.names.arm_joints])
+        self._arm_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in self.names.arm_joints])
+        self._finger_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in self.names.finger_joints])
+        self._finger_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in self.names.finger_joints])
+        self._arm_act = np.array([m.actuator(a).id for a in self.names.arm_actuators])
+        self._finger_act = np.array([m.actuator(a).id for a in self.names.finger_actuators])
+        self._lower, self._upper = profile.lower, profile.upper
+        self.executor = TrajectoryExecutor(profile.joint_names, np.asarray(profile.home))
+        self.task = task_cls(self.model, self.data, self.names)
+
+        self._cam_size: dict[str, tuple[int, int]] = {}
+        for cam in profile.cameras:
+            self._cam_size[cam.name] = tuple(camera_size) if camera_size is not None else (cam.width, cam.height)
+        self._cam_id = {c: m.camera(scene_lib.camera_model_name(c)).id for c in self._cam_size}
+        self._renderers: dict[tuple[int, int], tuple[mujoco.Renderer, mujoco.Renderer]] = {}
+        self.render_enabled = render
+        if render:
+            for width, height in set(self._cam_size.values()):
+                self._renderers[(width, height)] = (self._make_renderer(width, height, depth=False),
+                                                    self._make_renderer(width, height, depth=True))
+        # Free GL contexts when the core is collected or at exit, while EGL is still loaded.
+        self._finalizer = weakref.finalize(self, _close_renderers, self._renderers)
+        self.reset(0)
+
+    def _make_renderer(self, width: int, height: int, depth: bool) -> mujoco.Renderer:
+        renderer = mujoco.Renderer(self.model, height=height, width=width)
+        # Shadows and reflections cost 5-30x on a software GL and add nothing a policy needs.
+        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = False
+        if depth:
+            renderer.enable_depth_rendering()
+        return renderer
+
+    # --- episode --------------------------------------------------------------------------
+    @property
+    def time(self) -> float:
+        """Seconds of simulation time since the last reset."""
+        return float(self.data.time)
+
+    def reset(self, seed: int) -> None:
+        """Start an episode: the task places its object from `seed`, the arm is at home, t = 0."""
+        mujoco.mj_resetData(self.model, self.data)
+        home = np.asarray(self.profile.home, dtype=np.float64)
+        self.data.qpos[self._arm_qpos] = home[:7]
+        self.data.qpos[self._finger_qpos] = home[7]
+        self.task.reset(np.random.default_rng(seed))
+        self.executor.reset(home)
+        self._apply_command(home)
+        mujoco.mj_forward(self.model, self.data)
+        # Let the object settle onto the table so episodes start at rest, then restart the clock.
+        for _ in range(SETTLE_STEPS):
+            mujoco.mj_step(self.model, self.data)
+        self.data.time = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
+    # --- commands -------------------------------------------------------------------------
+    def submit(self, chunk: ActionChunk) -> int:
+        """Execute `chunk` from now on (stamp = its start time); returns the points kept."""
+        return self.executor.set_chunk(chunk, now=self.time)
+
+    def hold(self) -> None:
+        """Stop the active trajectory and hold the current command."""
+        self.executor.hold(self.time)
+
+    def _apply_command(self, q: np.ndarray) -> None:
+        q = np.clip(q, self._lower, self._upper)
+        self.data.ctrl[self._arm_act] = q[:7]
+        self.data.ctrl[self._finger_act] = q[7]
+
+    def step(self, n: int = 1) -> None:
+        """Advance `n` physics steps, each tracking the executor's command at that time."""
+        for _ in range(n):
+            self._apply_command(self.executor.sample(self.data.time))
+            mujoco.mj_step(self.model, self.data)
+
+    # --- state ----------------------------------------------------------------------------
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Position (rad, m), velocity (rad/s, m/s) and actuator effort (N m, N), profile order."""
+        d = self.data
+        q = np.append(d.qpos[self._arm_qpos], d.qpos[self._finger_qpos[0]])
+        v = np.append(d.qvel[self._arm_dof], d.qvel[self._finger_dof[0]])
+        e = np.append(d.actuator_force[self._arm_act], d.actuator_force[self._finger_act[0]])
+        return q, v, e
+
+    def object_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """Object grasp-frame position (3,) m and quaternion wxyz (4,), world (= robot base) frame."""
+        return self.task.object_pose()
+
+    # --- cameras --------------------------------------------------------------------------
+    def camera_size(self, camera: str) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        try:
+            return self._cam_size[camera]
+        except KeyError:
+            raise KeyError(f"no camera {camera!r}; cameras: {sorted(self._cam_size)}") from None
+
+    def render(self, camera: str) -> tuple[np.ndarray, np.ndarray]:
+        """RGB (H, W, 3) uint8 and depth (H, W) float32 in metres along the optical axis."""
+        size = self.camera_size(camera)
+        if not self.render_enabled:
+            raise RuntimeError("this SimCore was created with render=False")
+        rgb_renderer, depth_renderer = self._renderers[size]
+        cam_id = self._cam_id[camera]
+        rgb_renderer.update_scene(self.data, camera=cam_id)
+        rgb = rgb_renderer.render().copy()
+        depth_renderer.update_scene(self.data, camera=cam_id)
+        depth = depth_renderer.render().astype(np.float32)
+        return rgb, depth
+
+    def camera_intrinsics(self, camera: str) -> tuple[float, float, float, float]:
+        """Pinhole fx, fy, cx, cy in pixels (pixel centres at integer coordinates, as in ROS)."""
+        width, height = self.camera_size(camera)
+        fovy = np.deg2rad(self.model.cam_fovy[self._cam_id[camera]])
+        f = 0.5 * height / np.tan(0.5 * fovy)  # MuJoCo's fovy is vertical; pixels are square
+        return float(f), float(f), (width - 1) / 2.0, (height - 1) / 2.0
+
+    def close(self) -> None:
+        """Release the GL contexts (renderers)."""
+        _close_renderers(self._renderers)
+        self.render_enabled = False
