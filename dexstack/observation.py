@@ -96,16 +96,16 @@ class ObservationAssembler:
         joint_inputs = [s["name"] for s in self.inputs if s["kind"] == JOINT_POSITIONS_KIND]
         self.primary = joint_inputs[0] if joint_inputs else names[0]
         self._samples: dict[str, deque[_Sample]] = {n: deque(maxlen=history) for n in names}
+        self._by_source: dict[str, list[dict[str, Any]]] = {}
+        for spec in self.inputs:
+            self._by_source.setdefault(spec["source"], []).append(spec)
         self.answered_ns: int | None = None  # newest stamp answered by take_matched
         self.time_jumps = 0  # how often an input's stamps went backwards (sim reset)
 
     # --- wiring -------------------------------------------------------------------------
     def sources(self) -> dict[str, list[dict[str, Any]]]:
-        """Input specs grouped by source topic, in manifest order."""
-        grouped: dict[str, list[dict[str, Any]]] = {}
-        for spec in self.inputs:
-            grouped.setdefault(spec["source"], []).append(spec)
-        return grouped
+        """Input specs grouped by source topic, in manifest order (do not modify)."""
+        return self._by_source
 
     # --- feeding ------------------------------------------------------------------------
     def add(self, name: str, stamp_ns: int, value: np.ndarray) -> None:
