@@ -217,9 +217,9 @@ def build_scene(profile: RobotProfile = PANDA, object_names: tuple[str, ...] | N
 
     scene_cam = profile.camera("scene") if "scene" in profile.camera_names else None
     if scene_cam is not None:
-        cam_pos = [1.15, 0.55, 0.55]
+        cam_pos = [1.25, 0.5, 0.6]
         scene.worldbody.add("camera", name=scene_cam.name, pos=cam_pos,
-                            xyaxes=look_at_xyaxes(cam_pos, [0.45, 0.0, 0.05]), fovy=45.0)
+                            xyaxes=look_at_xyaxes(cam_pos, [0.4, 0.0, 0.1]), fovy=50.0)
 
     robot = robot_model(profile, camera_size)
     scene.worldbody.attach(robot)

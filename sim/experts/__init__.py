@@ -1,1 +1,5 @@
-"""sim/experts"""
+"""Scripted experts, by task name."""
+
+from dexstack.sim.experts.pick_lift import PickLiftExpert
+
+EXPERTS = {"pick_lift": PickLiftExpert}

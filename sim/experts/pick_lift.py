@@ -86,7 +86,7 @@ def _top_down_rotation(closing_axis: np.ndarray) -> np.ndarray:
 class PickLiftExpert:
     """Joint-space action chunks that pick up the object and lift it."""
 
-    def __init__(self, profile: PANDA.__class__ = PANDA, policy_hz: float = contract.POLICY_HZ,
+    def __init__(self, profile: RobotProfile = PANDA, policy_hz: float = contract.POLICY_HZ,
                  chunk_points: int = CHUNK_POINTS) -> None:
         self.profile = profile
         self.dt = 1.0 / policy_hz
