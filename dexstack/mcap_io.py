@@ -129,6 +129,22 @@ def header_stamp_ns(cdr: bytes) -> int:
 
 
 # --- writing ----------------------------------------------------------------------------
+_INFINITE = "\n    sec: 9223372036\n    nsec: 854775807"  # RMW_DURATION_INFINITE
+
+
+def offered_qos_yaml(profiles: Sequence[dict]) -> str:
+    """The ros2 MCAP profile's `offered_qos_profiles` channel metadata, in rosbag2's current
+    (metadata version >= 9) YAML form. Each profile: history, depth, reliability, durability
+    as rmw names ("keep_last", "reliable", "transient_local", ...). Empty list -> ""."""
+    out = []
+    for p in profiles:
+        out.append(f"- history: {p.get('history', 'keep_last')}\n  depth: {int(p.get('depth', 10))}\n"
+                   f"  reliability: {p.get('reliability', 'reliable')}\n  durability: {p.get('durability', 'volatile')}\n"
+                   f"  deadline:{_INFINITE}\n  lifespan:{_INFINITE}\n  liveliness: automatic\n"
+                   f"  liveliness_lease_duration:{_INFINITE}\n  avoid_ros_namespace_conventions: false")
+    return "\n".join(out)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -157,15 +173,17 @@ class EpisodeWriter:
         self.message_count = 0
         self.closed = False
 
-    def add_channel(self, topic: str, type_name: str) -> int:
-        """Register `topic` (once) with the ROS 2 schema of `type_name`; returns the channel id."""
+    def add_channel(self, topic: str, type_name: str, offered_qos: Sequence[dict] = ()) -> int:
+        """Register `topic` (once) with the ROS 2 schema of `type_name`; returns the channel id.
+        `offered_qos`: the publishers' QoS (see `offered_qos_yaml`), kept for `ros2 bag play`."""
         if topic in self._channels:
             return self._channels[topic]
         if type_name not in self._schemas:
             self._schemas[type_name] = self._writer.register_schema(
                 name=type_name, encoding="ros2msg", data=message_definition(type_name).encode())
         self._channels[topic] = self._writer.register_channel(
-            topic=topic, message_encoding="cdr", schema_id=self._schemas[type_name])
+            topic=topic, message_encoding="cdr", schema_id=self._schemas[type_name],
+            metadata={"offered_qos_profiles": offered_qos_yaml(offered_qos)})
         return self._channels[topic]
 
     def write(self, channel_id: int, cdr: bytes, log_time_ns: int, publish_time_ns: int) -> None:

@@ -63,6 +63,11 @@ def _message_class(type_name: str):
     return getattr(importlib.import_module(f"{package}.msg"), name)
 
 
+def _qos_dict(qos: QoSProfile) -> dict:
+    return {"history": qos.history.name.lower(), "depth": qos.depth,
+            "reliability": qos.reliability.name.lower(), "durability": qos.durability.name.lower()}
+
+
 class RecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("recorder")
@@ -84,6 +89,7 @@ class RecorderNode(Node):
 
         self._subs: dict[str, object] = {}
         self._types: dict[str, str] = {}
+        self._offered: dict[str, list[dict]] = {}  # publishers' QoS per topic, for the file
         self._has_header: dict[str, bool] = {}
         self._latched: dict[str, bytes] = {}  # latest message of each transient-local topic
         self._warned: set[str] = set()
@@ -133,6 +139,7 @@ class RecorderNode(Node):
                 reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
                 durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
             )
+            self._offered[topic] = [_qos_dict(i.qos_profile) for i in infos]
             msg_class = _message_class(type_name)
             fields = list(msg_class.get_fields_and_field_types().items())
             self._has_header[topic] = bool(fields) and fields[0][1] == "std_msgs/Header"
@@ -140,7 +147,7 @@ class RecorderNode(Node):
             self._subs[topic] = self.create_subscription(
                 msg_class, topic, lambda data, t=topic, lt=latched: self._on_message(t, data, lt), qos, raw=True)
             if self._writer is not None:
-                self._writer.add_channel(topic, type_name)
+                self._writer.add_channel(topic, type_name, self._offered[topic])
             self.get_logger().info(f"subscribed {topic} [{type_name}] "
                                    f"{'reliable' if reliable else 'best-effort'}{', latched' if latched else ''}")
 
@@ -164,7 +171,7 @@ class RecorderNode(Node):
 
     def _write(self, topic: str, data: bytes, log_ns: int) -> None:
         try:
-            channel = self._writer.add_channel(topic, self._types[topic])
+            channel = self._writer.add_channel(topic, self._types[topic], self._offered[topic])
             publish_ns = header_stamp_ns(data) if self._has_header[topic] else log_ns
             self._writer.write(channel, data, log_ns, publish_ns)
             self._counts[topic] = self._counts.get(topic, 0) + 1
@@ -200,7 +207,7 @@ class RecorderNode(Node):
         self._episode_start_ns = self.get_clock().now().nanoseconds
         self._episode_start_wall = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         for topic, type_name in self._types.items():
-            self._writer.add_channel(topic, type_name)
+            self._writer.add_channel(topic, type_name, self._offered[topic])
         # Latched state (task text, e-stop) was published before the episode; carry it in
         # so each file is self-contained.
         for topic, data in self._latched.items():

@@ -123,6 +123,9 @@ def test_round_trip_keeps_every_message(ros_client, launch_nodes, tmp_path):
     assert schemas[contract.camera_info_topic("wrist")].name == "sensor_msgs/msg/CameraInfo"
     assert all(s.encoding == "ros2msg" for s in schemas.values())
     assert b"MSG: std_msgs/Header" in schemas[contract.JOINT_STATES].data
+    qos = {ch.topic: ch.metadata["offered_qos_profiles"] for ch in summary.channels.values()}
+    assert "reliability: reliable" in qos[contract.JOINT_STATES]  # (DDS discovery does not carry depth)
+    assert "durability: transient_local" in qos[contract.TASK_INSTRUCTION]
 
     for topic, msgs in sent.items():
         got = received.get(topic, [])
