@@ -266,11 +266,12 @@ def test_chunks_holds_hot_swap_and_enable(tmp_path, dexstack_home, ros_client, l
     # ~/enable false: no chunk for any observation sent after the call.
     from std_srvs.srv import SetBool
 
+    mark = len(rig.answers)
     assert rig.call(rig.enable, SetBool.Request(data=False)).success
     first_after = time.time_ns()
-    mark = len(rig.answers)
     rig.feed_until(lambda: False, timeout_s=1.5)
     assert not [m for m in rig.chunks(mark) if _ns(m.header.stamp) >= first_after]
+    assert rig.holds(mark), "disabling must send one hold to stop the chunk being executed"
     assert rig.diagnostics[-1][2]["enabled"] == "False"
 
 
@@ -278,7 +279,8 @@ def test_observation_trigger_answers_each_complete_stamp_once(tmp_path, dexstack
                                                               monkeypatch):
     monkeypatch.setenv("DEXSTACK_BUNDLED_STORE", "")
     publish(tmp_path, "v1", offset=0.01)
-    launch_nodes([policy_spec("observation", sim_time=True)],
+    # Plain NAME: the store's promoted/newest version, re-resolved by ~/reload.
+    launch_nodes([policy_spec("observation", ref=NAME, sim_time=True)],
                  extra_env={"DEXSTACK_HOME": dexstack_home, "DEXSTACK_BUNDLED_STORE": ""})
     rig = Rig(ros_client)
     rig.wait_connected()
@@ -323,6 +325,20 @@ def test_observation_trigger_answers_each_complete_stamp_once(tmp_path, dexstack
     values = rig.diagnostics[-1][2]
     assert (values["chunks"], values["hold_count"]) == ("2", "1")
     assert float(values["inference_ms_p50"]) > 0.0
+
+    # ~/reload picks up a newly published version of NAME; the next stamp is answered by it.
+    from std_srvs.srv import Trigger
+
+    publish(tmp_path, "v2", offset=0.02)
+    reload = ros_client.node.create_client(Trigger, "/policy/reload")
+    assert ros_client.spin_until(reload.service_is_ready, 10.0)
+    response = rig.call(reload, Trigger.Request())
+    assert response.success and f"{NAME}@2" in response.message
+    s4 = s3 + 100_000_000
+    rig.set_clock(s4)
+    rig.send(stamp_ns=s4)
+    assert ros_client.spin_until(lambda: _ns(rig.answers[-1].header.stamp) == s4, 10.0)
+    assert rig.offset_of(rig.answers[-1]) == pytest.approx(0.02, abs=1e-6)
 
 
 def test_serving_path_imports_no_torch(tmp_path, dexstack_home, monkeypatch):
