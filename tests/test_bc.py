@@ -229,3 +229,22 @@ def test_cli_export_and_bad_run(trained, tmp_path):
     result = runner.invoke(app, ["export", "--run", str(tmp_path), "--out", str(tmp_path / "exp2")])
     assert result.exit_code == 1 and "not a training run" in result.output
     assert not (tmp_path / "exp2").exists()
+
+
+def test_cli_train_and_resume_errors(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from dexstack.cli import _register, app
+
+    _register()
+    data, _, _, _ = trained
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "bc", "--dataset", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["epochs"] == 1 and summary["train_loss"] > 0
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    result = runner.invoke(app, ["train", "bc", "--dataset", str(data), "--out", str(tmp_path / "none"), "--resume"])
+    assert result.exit_code == 1 and "no checkpoint.pt" in result.output
+    result = runner.invoke(app, ["train", "bc", "--dataset", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 1 and "not a dataset" in result.output

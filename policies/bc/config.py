@@ -27,7 +27,7 @@ class BCConfig:
     # Per camera: conv stack with GroupNorm, then a 1x1 conv to keypoint heat maps and a spatial
     # softmax (expected x, y per keypoint). Much smaller than diffusion_policy's ResNet-18 so it
     # trains from scratch on a 2-core CPU.
-    conv_channels: tuple[int, ...] = (32, 32, 64)
+    conv_channels: tuple[int, ...] = (16, 32, 32)
     group_norm_groups: int = 8
     num_keypoints: int = 32
     hidden_dim: int = 256
