@@ -159,7 +159,7 @@ class PolicyNode(Node):
         self.last_answer: JointTrajectory | None = None
         # Rolling stats (ms) and counters for diagnostics and benchmarks.
         self.inference_ms, self.e2e_ms, self.age_ms, self.jitter_ms = Window(), Window(), Window(), Window()
-        self.period_ms = Window()
+        self.period_ms, self.compute_ms = Window(), Window()  # compute: trigger -> chunk published (steady)
         self.last_tick_ns: int | None = None
         self.chunks = self.holds = 0
         self.last_hold: HoldReason | None = None
@@ -261,6 +261,7 @@ class PolicyNode(Node):
 
     # --- acting -----------------------------------------------------------------------------
     def _on_input(self, source: str, msg: JointState | Image) -> None:
+        started = time.perf_counter()
         active = self.active
         if active is None:
             return
@@ -278,7 +279,7 @@ class PolicyNode(Node):
         now_ns = self.get_clock().now().nanoseconds
         result = active.assembler.take_matched(now_ns)
         if result is not None:
-            self._answer(active, result, now_ns)
+            self._answer(active, result, started)
         elif (stamp_ns == active.assembler.answered_ns and source == contract.JOINT_STATES
               and self.last_answer is not None and _stamp_ns(self.last_answer.header.stamp) == stamp_ns):
             # The lockstep sim re-sent an observation we answered: our answer was lost. Send
@@ -286,6 +287,7 @@ class PolicyNode(Node):
             self.pub.publish(self.last_answer)
 
     def _on_tick(self) -> None:
+        started = time.perf_counter()
         now_ns = self.get_clock().now().nanoseconds
         if self.last_tick_ns is not None and now_ns > self.last_tick_ns:
             period_ms = (now_ns - self.last_tick_ns) / 1e6
@@ -294,9 +296,10 @@ class PolicyNode(Node):
         self.last_tick_ns = now_ns
         if not self.enabled or self.active is None:
             return
-        self._answer(self.active, self.active.assembler.latest(now_ns), now_ns)
+        self._answer(self.active, self.active.assembler.latest(now_ns), started)
 
-    def _answer(self, active: ActivePolicy, result: Assembly, now_ns: int) -> None:
+    def _answer(self, active: ActivePolicy, result: Assembly, started: float) -> None:
+        """Publish a chunk for `result`, or a hold. `started`: perf_counter at the trigger."""
         if result.age_s is not None:
             self.age_ms.add(result.age_s * 1e3)
         if result.hold is not None:
@@ -322,6 +325,7 @@ class PolicyNode(Node):
         msg.header.stamp = _time_msg(result.stamp_ns)
         self._publish(msg)
         self.chunks += 1
+        self.compute_ms.add((time.perf_counter() - started) * 1e3)
         self.e2e_ms.add((self.get_clock().now().nanoseconds - result.stamp_ns) / 1e6)
 
     def _hold_msg(self, stamp_ns: int) -> JointTrajectory:
@@ -363,6 +367,7 @@ class PolicyNode(Node):
             "enabled": self.enabled, "trigger": self.trigger, "rate_hz": self.rate,
             "inference_ms_p50": ms(self.inference_ms, 50), "inference_ms_p99": ms(self.inference_ms, 99),
             "e2e_ms_p50": ms(self.e2e_ms, 50), "e2e_ms_p99": ms(self.e2e_ms, 99),
+            "compute_ms_p50": ms(self.compute_ms, 50), "compute_ms_p99": ms(self.compute_ms, 99),
             "observation_age_ms": f"{self.age_ms.values[-1]:.3f}" if self.age_ms.values else "",
             "observation_age_ms_p99": ms(self.age_ms, 99),
             "chunks": self.chunks, "hold_count": self.holds,
