@@ -16,6 +16,7 @@ import numpy as np
 
 from dexstack.hardware.profiles import PANDA, RobotProfile
 from dexstack.sim import scene as scene_lib
+from dexstack.sim.render import RgbdRenderer
 from dexstack.sim.tasks import get_task_class
 from dexstack.trajectory import ActionChunk, TrajectoryExecutor
 
@@ -23,9 +24,8 @@ SETTLE_STEPS = 50  # physics steps run at reset so the object rests on the table
 
 
 def _close_renderers(renderers: dict) -> None:
-    for pair in renderers.values():
-        for r in pair:
-            r.close()
+    for renderer in renderers.values():
+        renderer.close()
     renderers.clear()
 
 
@@ -33,10 +33,14 @@ class SimCore:
     """MuJoCo physics + chunk execution + cameras for one task scene."""
 
     def __init__(self, task: str = "pick_lift", profile: RobotProfile = PANDA, render: bool = True,
-                 camera_size: tuple[int, int] | None = None) -> None:
+                 camera_size: tuple[int, int] | None = None, *, mesh_detail: str = "low") -> None:
+        """camera_size: (width, height) for every camera, None = the profile's sizes;
+        mesh_detail: "low" (fast, collision hulls) or "high" (detailed arm meshes) in images."""
         task_cls = get_task_class(task)
         self.profile = profile
-        root, self.names = scene_lib.build_scene(profile)
+        if camera_size is not None and (len(camera_size) != 2 or min(camera_size) < 1):
+            raise ValueError(f"camera_size must be (width, height) in pixels, got {camera_size}")
+        root, self.names = scene_lib.build_scene(profile, camera_size=camera_size, mesh_detail=mesh_detail)
         self.model: mujoco.MjModel = scene_lib.compile_model(root)
         self.data = mujoco.MjData(self.model)
         self.dt: float = float(self.model.opt.timestep)
@@ -55,25 +59,14 @@ class SimCore:
         for cam in profile.cameras:
             self._cam_size[cam.name] = tuple(camera_size) if camera_size is not None else (cam.width, cam.height)
         self._cam_id = {c: m.camera(scene_lib.camera_model_name(c)).id for c in self._cam_size}
-        self._renderers: dict[tuple[int, int], tuple[mujoco.Renderer, mujoco.Renderer]] = {}
+        self._renderers: dict[tuple[int, int], RgbdRenderer] = {}
         self.render_enabled = render
         if render:
-            for width, height in set(self._cam_size.values()):
-                self._renderers[(width, height)] = (self._make_renderer(width, height, depth=False),
-                                                    self._make_renderer(width, height, depth=True))
+            for width, height in sorted(set(self._cam_size.values())):
+                self._renderers[(width, height)] = RgbdRenderer(self.model, width, height)
         # Free GL contexts when the core is collected or at exit, while EGL is still loaded.
         self._finalizer = weakref.finalize(self, _close_renderers, self._renderers)
         self.reset(0)
-
-    def _make_renderer(self, width: int, height: int, depth: bool) -> mujoco.Renderer:
-        renderer = mujoco.Renderer(self.model, height=height, width=width)
-        # Shadows and reflections cost 5-30x on a software GL and add nothing a policy needs.
-        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
-        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = False
-        if depth:
-            renderer.enable_depth_rendering()
-        return renderer
 
     # --- episode --------------------------------------------------------------------------
     @property
@@ -139,17 +132,12 @@ class SimCore:
             raise KeyError(f"no camera {camera!r}; cameras: {sorted(self._cam_size)}") from None
 
     def render(self, camera: str) -> tuple[np.ndarray, np.ndarray]:
-        """RGB (H, W, 3) uint8 and depth (H, W) float32 in metres along the optical axis."""
+        """RGB (H, W, 3) uint8 and depth (H, W) float32 in metres along the optical axis
+        (0 where nothing is within range), from one render pass."""
         size = self.camera_size(camera)
         if not self.render_enabled:
-            raise RuntimeError("this SimCore was created with render=False")
-        rgb_renderer, depth_renderer = self._renderers[size]
-        cam_id = self._cam_id[camera]
-        rgb_renderer.update_scene(self.data, camera=cam_id)
-        rgb = rgb_renderer.render().copy()
-        depth_renderer.update_scene(self.data, camera=cam_id)
-        depth = depth_renderer.render().astype(np.float32)
-        return rgb, depth
+            raise RuntimeError("this SimCore was created with render=False (or closed)")
+        return self._renderers[size].render(self.data, self._cam_id[camera])
 
     def camera_intrinsics(self, camera: str) -> tuple[float, float, float, float]:
         """Pinhole fx, fy, cx, cy in pixels (pixel centres at integer coordinates, as in ROS)."""

@@ -89,9 +89,18 @@ def look_at_xyaxes(pos, target, up=(0.0, 0.0, 1.0)) -> list[float]:
     return [*x, *y]
 
 
-def robot_model(profile: RobotProfile = PANDA, camera_size: tuple[int, int] | None = None,
-                with_cameras: bool = True) -> mjcf.RootElement:
-    """The Panda arm + gripper as an mjcf model named "panda" (base at its origin)."""
+MESH_DETAIL = ("low", "high")
+
+
+def robot_model(profile: RobotProfile = PANDA, with_cameras: bool = True, mesh_detail: str = "low") -> mjcf.RootElement:
+    """The Panda arm + gripper as an mjcf model named "panda" (base at its origin).
+
+    mesh_detail "low" draws the links with their collision hulls (~250 triangles each),
+    "high" with the detailed visual meshes (~136k triangles in all, ~3x slower to render on a
+    software GL). Physics is identical: visual geoms have no mass and no contacts.
+    """
+    if mesh_detail not in MESH_DETAIL:
+        raise ValueError(f"mesh_detail must be one of {MESH_DETAIL}, got {mesh_detail!r}")
     if profile.joint_names[:7] != tuple(f"panda_joint{i}" for i in range(1, 8)) or profile.n_joints != 8:
         raise ValueError(f"robot_model builds a Panda; profile {profile.name} has joints {profile.joint_names}")
     mesh_dir = franka_mesh_dir()
@@ -99,7 +108,8 @@ def robot_model(profile: RobotProfile = PANDA, camera_size: tuple[int, int] | No
     root.compiler.angle = "radian"
     for part in ("link0", "link1", "link2", "link3", "link4", "link5", "link6", "link7", "hand"):
         root.asset.add("mesh", name=f"{part}_col", file=str(mesh_dir / "collision" / f"{part}.stl"))
-        root.asset.add("mesh", name=f"{part}_viz", file=str(mesh_dir / "visual" / f"{part}.stl"))
+        if mesh_detail == "high":
+            root.asset.add("mesh", name=f"{part}_viz", file=str(mesh_dir / "visual" / f"{part}.stl"))
     root.asset.add("mesh", name="finger", file=str(mesh_dir / "collision" / "finger.stl"), scale=[1.75, 1.0, 1.75])
 
     viz = root.default.add("default", dclass="viz")
@@ -112,19 +122,20 @@ def robot_model(profile: RobotProfile = PANDA, camera_size: tuple[int, int] | No
     pad.geom.set_attributes(contype=1, conaffinity=0, group=3, condim=6, friction=[1.5, 0.05, 0.001],
                             solref=[0.005, 1.0], rgba=[0.3, 0.3, 0.3, 1.0])
 
+    viz_suffix = "_viz" if mesh_detail == "high" else "_col"
     lower, upper = profile.lower, profile.upper
     parent = root.worldbody.add("body", name="panda_link0", gravcomp=1)
-    parent.add("geom", dclass="viz", mesh="link0_viz")
+    parent.add("geom", dclass="viz", mesh="link0" + viz_suffix)
     parent.add("geom", dclass="col", mesh="link0_col", mass=_LINK_MASS[0])
     for i, (pos, quat) in enumerate(_LINK_FRAMES, start=1):
         body = parent.add("body", name=f"panda_link{i}", pos=pos, quat=quat, gravcomp=1)
         body.add("joint", name=f"panda_joint{i}", type="hinge", axis=[0, 0, 1], range=[lower[i - 1], upper[i - 1]],
                  armature=0.1, damping=1.0)
-        body.add("geom", dclass="viz", mesh=f"link{i}_viz")
+        body.add("geom", dclass="viz", mesh=f"link{i}{viz_suffix}")
         body.add("geom", dclass="col", mesh=f"link{i}_col", mass=_LINK_MASS[i])
         parent = body
     hand = parent.add("body", name="panda_hand", pos=[0, 0, HAND_OFFSET], quat=_HAND_QUAT, gravcomp=1)
-    hand.add("geom", dclass="viz", mesh="hand_viz")
+    hand.add("geom", dclass="viz", mesh="hand" + viz_suffix)
     hand.add("geom", dclass="col", mesh="hand_col", mass=_HAND_MASS)
     hand.add("site", name="tcp", pos=[0, 0, TCP_OFFSET], size=[0.005], rgba=[1, 0, 0, 0], group=4)
     for side, sign in (("1", 1.0), ("2", -1.0)):
@@ -178,8 +189,12 @@ class SceneNames:
 
 
 def build_scene(profile: RobotProfile = PANDA, object_names: tuple[str, ...] | None = None,
-                camera_size: tuple[int, int] | None = None) -> tuple[mjcf.RootElement, SceneNames]:
-    """Compose robot, table, floor, lights, cameras and objects; returns the model and its names."""
+                camera_size: tuple[int, int] | None = None,
+                mesh_detail: str = "low") -> tuple[mjcf.RootElement, SceneNames]:
+    """Compose robot, table, floor, lights, cameras and objects; returns the model and its names.
+
+    camera_size (width, height) only sizes the offscreen buffer (at least 640x480).
+    """
     object_names = tuple(objects_lib.CATALOG) if object_names is None else tuple(object_names)
     unknown = [n for n in object_names if n not in objects_lib.CATALOG]
     if unknown:
@@ -194,8 +209,9 @@ def build_scene(profile: RobotProfile = PANDA, object_names: tuple[str, ...] | N
     scene.option.impratio = 10
     scene.visual.quality.shadowsize = 0
     scene.visual.quality.offsamples = 0
-    getattr(scene.visual, "global").offwidth = 640
-    getattr(scene.visual, "global").offheight = 480
+    sizes = [(c.width, c.height) for c in profile.cameras] + ([tuple(camera_size)] if camera_size else [])
+    getattr(scene.visual, "global").offwidth = max([640] + [w for w, _ in sizes])
+    getattr(scene.visual, "global").offheight = max([480] + [h for _, h in sizes])
     scene.visual.headlight.ambient = [0.4, 0.4, 0.4]
     scene.visual.headlight.diffuse = [0.5, 0.5, 0.5]
 
@@ -221,7 +237,7 @@ def build_scene(profile: RobotProfile = PANDA, object_names: tuple[str, ...] | N
         scene.worldbody.add("camera", name=scene_cam.name, pos=cam_pos,
                             xyaxes=look_at_xyaxes(cam_pos, [0.4, 0.0, 0.1]), fovy=50.0)
 
-    robot = robot_model(profile, camera_size)
+    robot = robot_model(profile, mesh_detail=mesh_detail)
     scene.worldbody.attach(robot)
 
     body_names = []

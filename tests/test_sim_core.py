@@ -155,3 +155,25 @@ def test_intrinsics_project_the_object_onto_its_depth(rendering_core):
     # The grasp point is inside the object, so the visible surface there is a little nearer.
     assert z - 0.06 < depth[v, u] < z
     assert abs(depth[v, u] - z) < abs(np.median(depth) - z) + 0.06
+
+
+def test_single_pass_rgbd_matches_mujoco_renderer(rendering_core):
+    sim = rendering_core
+    sim.reset(2)
+    rgb, depth = sim.render("scene")
+    reference = mujoco.Renderer(sim.model, height=96, width=128)
+    try:
+        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
+            reference.scene.flags[flag] = False
+        reference.update_scene(sim.data, camera="scene")
+        ref_rgb = reference.render()
+        reference.enable_depth_rendering()
+        reference.update_scene(sim.data, camera="scene")
+        ref_depth = reference.render()
+    finally:
+        reference.close()
+    assert np.mean(np.abs(rgb.astype(int) - ref_rgb.astype(int))) < 2.0
+    hit = depth > 0
+    assert 0.3 < hit.mean() < 1.0  # the table fills much of the view; the sky beyond it is "no return"
+    np.testing.assert_allclose(depth[hit], ref_depth[hit], rtol=1e-3)
+    assert np.all(ref_depth[~hit] > 50.0)  # what we report as 0 is the far plane there
