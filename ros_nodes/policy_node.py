@@ -141,7 +141,8 @@ class PolicyNode(Node):
         fixed = ParameterDescriptor(read_only=True)
         self.declare_parameter("profile", "panda", fixed)
         self.declare_parameter("policy", "", ParameterDescriptor(description="NAME or NAME@VERSION in the store"))
-        self.declare_parameter("rate", contract.POLICY_HZ, fixed)
+        # `-p rate:=50` arrives as an integer: accept any number.
+        self.declare_parameter("rate", contract.POLICY_HZ, ParameterDescriptor(read_only=True, dynamic_typing=True))
         self.declare_parameter("trigger", "timer", fixed)
         self.declare_parameter("start_enabled", True, fixed)
         self.profile = get_profile(self.get_parameter("profile").value)
@@ -173,9 +174,7 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/reload", self._on_reload)
         ref = self.get_parameter("policy").value
         if ref:
-            ok, reason = self.swap(ref)
-            if not ok:
-                self.get_logger().error(f"no policy served: {reason}")
+            self.swap(ref)  # on failure: logged, ERROR in diagnostics, a later set/reload may fix it
         else:
             self.load_error = "parameter 'policy' is empty"
         self.add_on_set_parameters_callback(self._on_set_parameters)
