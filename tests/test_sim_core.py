@@ -177,3 +177,12 @@ def test_single_pass_rgbd_matches_mujoco_renderer(rendering_core):
     assert 0.3 < hit.mean() < 1.0  # the table fills much of the view; the sky beyond it is "no return"
     np.testing.assert_allclose(depth[hit], ref_depth[hit], rtol=1e-3)
     assert np.all(ref_depth[~hit] > 50.0)  # what we report as 0 is the far plane there
+
+
+def test_separate_cores_agree_exactly(core):
+    """Two processes (sim node, env) build their own core; the same seed must match bit for bit."""
+    other = SimCore(render=False)
+    try:
+        assert np.array_equal(_run(core, seed=21), _run(other, seed=21))
+    finally:
+        other.close()
