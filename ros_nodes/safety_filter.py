@@ -10,6 +10,10 @@ Parameters: profile, start_enabled, ramp_time_s, state_timeout_s, command_timeou
 
 from __future__ import annotations
 
+import collections
+import time
+
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -29,8 +33,13 @@ from dexstack.ros_nodes.common import (
     msg_to_chunk,
     now_sec,
     run_node,
+    to_sec,
     to_stamp,
 )
+
+STATE_BUFFER = 64  # joint states kept by stamp (0.64 s at 100 Hz)
+STATE_WAIT_S = 0.05  # how long a chunk waits for the state it was computed from (steady clock)
+_STAMP_TOL = 1e-6
 
 
 def hold_msg(joint_names, stamp) -> JointTrajectory:
@@ -56,6 +65,11 @@ class SafetyFilterNode(Node):
 
         self.measured_q = None
         self.last_state_time: float | None = None
+        # Recent joint states by header stamp: a chunk is checked against the state of the
+        # observation it answers, not whichever state arrived last (that makes lockstep runs
+        # deterministic). A chunk that overtook its state waits for it, briefly.
+        self.states: collections.OrderedDict[float, tuple[np.ndarray, float]] = collections.OrderedDict()
+        self.waiting: list[tuple[JointTrajectory, float]] = []  # (chunk, steady deadline)
         self.last_command_time: float | None = None
         self.watchdog_reason: str | None = None  # set while tripped: one hold per trip
         # What happened since the last diagnostics message, so a 1 Hz report misses nothing.
@@ -76,6 +90,7 @@ class SafetyFilterNode(Node):
         # The watchdog runs on the node clock (sim time in sim: a paused sim is not stale);
         # diagnostics on the steady clock so operators hear from us even when the sim is paused.
         self.create_timer(1.0 / watchdog_hz, self.on_watchdog)
+        self.create_timer(STATE_WAIT_S / 2, self.on_wait_timeout, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self.publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
@@ -91,16 +106,49 @@ class SafetyFilterNode(Node):
             return
         # Receipt time on our clock, not the header stamp: a driver's clock may differ from ours.
         self.last_state_time = now_sec(self)
+        stamp = to_sec(msg.header.stamp)
+        self.states[stamp] = (self.measured_q, self.last_state_time)
+        while len(self.states) > STATE_BUFFER:
+            self.states.popitem(last=False)
+        if self.waiting:
+            ready = [w for w in self.waiting if to_sec(w[0].header.stamp) <= stamp + _STAMP_TOL]
+            self.waiting = [w for w in self.waiting if w not in ready]
+            for chunk_msg, _ in ready:
+                self._answer(chunk_msg)
+
+    def _measurement_for(self, stamp: float) -> tuple[np.ndarray | None, float | None]:
+        """The joint state with this stamp if we have it, else the latest one."""
+        for t, (q, received) in reversed(self.states.items()):
+            if abs(t - stamp) <= _STAMP_TOL:
+                return q, received
+        return self.measured_q, self.last_state_time
+
+    def on_wait_timeout(self) -> None:
+        """Chunks whose state never came are checked against the latest one."""
+        now = time.monotonic()
+        expired = [w for w in self.waiting if w[1] <= now]
+        self.waiting = [w for w in self.waiting if w[1] > now]
+        for chunk_msg, _ in expired:
+            self._answer(chunk_msg)
 
     def on_chunk(self, msg: JointTrajectory) -> None:
+        self.last_command_time = now_sec(self)
+        stamp = to_sec(msg.header.stamp)
+        newest = next(reversed(self.states)) if self.states else None
+        if stamp > 0.0 and (newest is None or stamp > newest + _STAMP_TOL):
+            self.waiting.append((msg, time.monotonic() + STATE_WAIT_S))
+            return
+        self._answer(msg)
+
+    def _answer(self, msg: JointTrajectory) -> None:
         now = now_sec(self)
-        self.last_command_time = now
         try:
             chunk = msg_to_chunk(msg)
         except ValueError as exc:
             out, reasons = self.safety.reject(str(exc))
         else:
-            out, reasons = self.safety.filter(chunk, self.measured_q, now, self.last_state_time)
+            measured_q, measured_time = self._measurement_for(chunk.stamp)
+            out, reasons = self.safety.filter(chunk, measured_q, now, measured_time)
         if out is None:
             if reasons[0].startswith("bad input"):
                 self.bad_input_since_report += 1

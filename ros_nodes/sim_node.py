@@ -41,6 +41,9 @@ from dexstack.trajectory import ActionChunk
 # Wall-clock wait before a lockstep observation is published again (a best-effort
 # subscriber may have dropped it; re-publishing the same stamp is idempotent).
 LOCKSTEP_REPUBLISH_S = 1.0
+# Sim time starts here, not at 0: a zero stamp on a trajectory means "now", so no
+# observation may carry it.
+SIM_TIME_START_S = 1.0
 EPISODE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
@@ -64,8 +67,12 @@ class SimNode(Node):
             raise ValueError(f"pacing must be realtime or lockstep, got {params['pacing']!r}")
         self.rtf = float(params["rtf"])
         self.auto_reset = bool(params["auto_reset"])
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.running = True
         size = (params["camera_width"], params["camera_height"]) if params["camera_width"] > 0 else None
-        self.core = SimCore(params["task"], self.profile, render=bool(params["cameras"]), camera_size=size)
+        # The physics thread owns the core: an EGL context is only valid in the thread that made it.
+        self.core = self._start_physics_thread(params["task"], bool(params["cameras"]), size)
         self.cameras = self.profile.camera_names if params["cameras"] else ()
         dt = self.core.dt
         self.steps_per_tick = max(1, round(1.0 / (params["policy_rate"] * dt)))
@@ -90,8 +97,6 @@ class SimNode(Node):
         self.create_service(Trigger, "~/step", self._srv_step)
         self.create_service(SetBool, "~/set_pause", self._srv_pause)
 
-        self.lock = threading.Lock()
-        self.wake = threading.Condition(self.lock)
         self.paused = bool(params["start_paused"])
         self.pending_steps = 0  # control periods requested by ~/step while paused
         self.reset_requested = False
@@ -101,12 +106,35 @@ class SimNode(Node):
         self.awaiting: float | None = None  # lockstep: stamp of the observation awaiting an answer
         self.answer: JointTrajectory | None = None
         self.rejected = 0
-        self.running = True
+        self.ignored_answers = 0
         self.add_on_set_parameters_callback(self._on_params)
-        with self.lock:
+        with self.wake:
             self._reset_episode()
-        self.thread = threading.Thread(target=self._loop, name="physics", daemon=True)
+            if self.paused:
+                self.next_seed = self.seed  # the episode never ran: the first ~/reset replays its seed
+            self.started = True
+            self.wake.notify_all()
+
+    def _start_physics_thread(self, task: str, render: bool, size) -> SimCore:
+        built: dict = {}
+        ready = threading.Event()
+
+        def run() -> None:
+            try:
+                built["core"] = SimCore(task, self.profile, render=render, camera_size=size)
+            except Exception as exc:  # reported in the constructor below
+                built["error"] = exc
+            ready.set()
+            if "core" in built:
+                self._loop()
+
+        self.started = False
+        self.thread = threading.Thread(target=run, name="physics", daemon=True)
         self.thread.start()
+        ready.wait()
+        if "error" in built:
+            raise built["error"]
+        return built["core"]
 
     # --- time ---------------------------------------------------------------------------
     def ros_time(self) -> float:
@@ -127,11 +155,14 @@ class SimNode(Node):
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         with self.wake:
             stamp = common.to_sec(msg.header.stamp)
-            if self.lockstep and self.awaiting is not None:
-                if abs(stamp - self.awaiting) > 1e-6:
-                    return  # an answer to an older observation; the one we wait for is coming
-                self.answer = msg
-                self.wake.notify_all()
+            if self.lockstep:
+                # Only the answer to the observation being awaited moves the robot; answers to
+                # older or intermediate observations would land at DDS-dependent times.
+                if self.awaiting is not None and abs(stamp - self.awaiting) <= 1e-6:
+                    self.answer = msg
+                    self.wake.notify_all()
+                else:
+                    self.ignored_answers += 1
                 return
             self._apply(msg)
 
@@ -178,7 +209,7 @@ class SimNode(Node):
     # --- physics thread -----------------------------------------------------------------
     def _reset_episode(self) -> None:
         """Start the next episode (lock held)."""
-        end = self.ros_time() if self.episode >= 0 else 0.0
+        end = self.ros_time() if self.episode >= 0 else SIM_TIME_START_S
         self.seed = self.next_seed
         self.next_seed += 1
         self.core.reset(self.seed)
@@ -194,11 +225,15 @@ class SimNode(Node):
                 "sim_time": round(self.core.time, 6), "stamp": round(self.ros_time(), 6)}
         self.pub_episode.publish(String(data=json.dumps(info)))
 
-    def _publish_state(self, cameras: bool) -> None:
+    def _publish_state(self, cameras: bool, tick: bool = True) -> None:
+        """Clock + joint states; at control ticks (every state in realtime) also the object
+        pose, and the cameras when asked. In lockstep, a complete observation is one stamp."""
         t = self.ros_time()
         self.pub_clock.publish(Clock(clock=common.to_stamp(t)))
         q, v, e = self.core.joint_state()
         self.pub_joints.publish(common.joint_state_msg(self.profile.joint_names, q, v, e, stamp=t))
+        if not tick:
+            return
         pos, quat = self.core.object_pose()
         pose = PoseStamped()
         pose.header.stamp, pose.header.frame_id = common.to_stamp(t), "world"
@@ -235,6 +270,8 @@ class SimNode(Node):
         step_index = 0
         wall0, sim0 = time.monotonic(), 0.0
         with self.wake:
+            while self.running and not self.started:  # the node finishes setting up first
+                self.wake.wait(0.1)
             while self.running:
                 if self.reset_requested or (self.done and self.auto_reset):
                     self.reset_requested = False
@@ -255,7 +292,7 @@ class SimNode(Node):
                 else:
                     due_camera = not self.lockstep and step_index % self.steps_per_camera == 0
                     if step_index % self.steps_per_joint_state == 0 or due_camera:
-                        self._publish_state(cameras=due_camera and bool(self.cameras))
+                        self._publish_state(cameras=due_camera and bool(self.cameras), tick=not self.lockstep)
                     else:
                         self.pub_clock.publish(Clock(clock=common.to_stamp(self.ros_time())))
                 self.core.step(1)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dexstack import contract
@@ -137,11 +138,18 @@ def test_past_points_are_skipped_and_consecutive_chunks_join(launch_nodes, ros_c
 
 def run_lockstep_episode(launch_nodes, ros_client, seed: int, n_states: int) -> dict[float, tuple]:
     specs = node_list(parse_launch_args(["policy:=expert", "pacing:=lockstep", "cameras:=false", f"seed:={seed}"]))
-    specs = [dataclasses.replace(s, parameters=s.parameters | {"auto_reset": False}) if s.name == "sim" else s
-             for s in specs]
-    procs = launch_nodes(specs)
+    # Paused until this client is connected, so it sees the episode from its first state.
+    specs = [dataclasses.replace(s, parameters=s.parameters | {"auto_reset": False, "start_paused": True})
+             if s.name == "sim" else s for s in specs]
     log = JointLog(ros_client)
+    procs = launch_nodes(specs)
+    assert ros_client.spin_until(lambda: ros_client.node.count_publishers(contract.JOINT_STATES) > 0, 30)
+    reset = ros_client.node.create_client(Trigger, "/sim/reset")
+    assert reset.wait_for_service(timeout_sec=30)
+    future = reset.call_async(Trigger.Request())
+    assert ros_client.spin_until(future.done, 10) and future.result().success
     assert ros_client.spin_until(lambda: len(log.positions) >= n_states, 90), len(log.positions)
+    ros_client.node.destroy_client(reset)
     from dexstack.launcher import stop_nodes
 
     stop_nodes(procs)
