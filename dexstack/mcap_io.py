@@ -365,7 +365,7 @@ def convert_episode(path: str | Path, fps: float, profile, cameras: Sequence[str
     success: bool | None = None
     if meta.get("success") in ("true", "false"):
         success = meta["success"] == "true"
-    elif isinstance(sim_episode.get("success"), bool):
+    elif isinstance(sim_episode.get("success"), bool) and sim_episode.get("status", "done") == "done":
         success = sim_episode["success"]
     task = meta.get("task") or last_task or sim_episode.get("task") or ""
     return frames, {"task": task, "success": success, "source": str(path)}

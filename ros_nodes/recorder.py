@@ -219,9 +219,11 @@ class RecorderNode(Node):
 
     def _metadata(self, end_reason: str) -> dict[str, str]:
         sim = self._sim_episode or {}
-        success = sim.get("success")
+        # Success is only known once the sim says the episode is done; "running" means unknown.
+        success = sim.get("success") if sim.get("status", "done") == "done" else None
         return {
-            "task": self._task_text or self.task,
+            # Operator's text first, then the sim task's own instruction, then the task name.
+            "task": self._task_text or sim.get("instruction") or self.task,
             "task_name": self.task,
             "profile": self.profile_name,
             "start_time_ns": str(self._episode_start_ns),

@@ -159,7 +159,8 @@ def test_start_twice_fails_and_cancel_deletes(ros_client, launch_nodes, tmp_path
     out_dir = tmp_path / "recordings"
     _start_recorder(launch_nodes, out_dir, task="stack cubes")
     episode_pub = ros_client.node.create_publisher(String, contract.SIM_EPISODE, LATCHED)
-    episode_pub.publish(String(data=json.dumps({"seed": 42, "task": "pick_lift", "success": True, "steps": 10})))
+    episode_pub.publish(String(data=json.dumps({"seed": 42, "task": "pick_lift", "status": "done", "success": True,
+                                                "instruction": "stack the cubes"})))
     diagnostics: list[DiagnosticArray] = []
     ros_client.node.create_subscription(DiagnosticArray, contract.DIAGNOSTICS, diagnostics.append, 10)
 
@@ -189,4 +190,4 @@ def test_start_twice_fails_and_cancel_deletes(ros_client, launch_nodes, tmp_path
     assert stopped.success
     with open(stopped.message, "rb") as f:
         meta = {m.name: dict(m.metadata) for m in make_reader(f).iter_metadata()}["dexstack.episode"]
-    assert meta["seed"] == "42" and meta["success"] == "true" and meta["task"] == "stack cubes"
+    assert meta["seed"] == "42" and meta["success"] == "true" and meta["task"] == "stack the cubes"
