@@ -114,6 +114,11 @@ class SafetyFilter:
         self.stats.bad_input += 1
         return self._hold(f"bad input: {reason}")
 
+    def upstream_hold(self) -> tuple[None, list[str]]:
+        """The policy itself asked to hold (an empty trajectory): relay it, it is not bad input."""
+        self.stats.commands += 1
+        return self._hold("policy holds")
+
     def filter(self, chunk: ActionChunk, measured_q: np.ndarray | None, now: float,
                measured_time: float | None = None) -> tuple[ActionChunk | None, list[str]]:
         """Make `chunk` safe to execute, or return `None` (hold) with the reasons.

@@ -34,6 +34,7 @@ class ExpertNode(Node):
         self.episode_key = None
         self.episode_start = 0.0
         self.last_answered = -1.0
+        self.last_answer: JointTrajectory | None = None
         K, qos = contract.QoSKind, common.QOS
         self.pub = self.create_publisher(JointTrajectory, self.profile.policy_output_topic, qos[K.COMMAND])
         self.create_subscription(JointState, contract.JOINT_STATES, self._on_joints, qos[K.STATE_SUB])
@@ -64,9 +65,15 @@ class ExpertNode(Node):
         if self.joint_msg is None or self.object_msg is None or self.episode_key is None:
             return
         stamp = common.to_sec(self.joint_msg.header.stamp)
-        if self.on_observation and (stamp <= self.last_answered
-                                    or abs(common.to_sec(self.object_msg.header.stamp) - stamp) > 1e-6):
-            return  # lockstep: answer each observation once, when joint state and pose agree
+        if self.on_observation:
+            # Lockstep: answer each observation once, when joint state and pose agree. The sim
+            # re-sends an observation whose answer was lost: re-send the same answer.
+            if abs(common.to_sec(self.object_msg.header.stamp) - stamp) > 1e-6 or stamp < self.last_answered:
+                return
+            if stamp == self.last_answered:
+                if self.last_answer is not None:
+                    self.pub.publish(self.last_answer)
+                return
         self.last_answered = stamp
         q = common.joint_positions(self.joint_msg, self.profile.joint_names)
         pose = self.object_msg.pose
@@ -74,7 +81,9 @@ class ExpertNode(Node):
         quat = [pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z]
         chunk = self.expert.act(stamp - self.episode_start, q, position, quat)
         # The expert plans in episode time; the answer carries the observation's ROS stamp.
-        self.pub.publish(common.chunk_to_msg(ActionChunk(chunk.joint_names, chunk.positions, chunk.times, stamp)))
+        self.last_answer = common.chunk_to_msg(ActionChunk(chunk.joint_names, chunk.positions, chunk.times, stamp))
+        self.last_answer.header.stamp = self.joint_msg.header.stamp  # exact, no float round trip
+        self.pub.publish(self.last_answer)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -105,8 +105,10 @@ class SafetyFilterNode(Node):
             self.get_logger().error(f"ignoring joint_states: {exc}", throttle_duration_sec=5.0)
             return
         # Receipt time on our clock, not the header stamp: a driver's clock may differ from ours.
-        self.last_state_time = now_sec(self)
+        # Before our clock has started (sim time, no /clock yet) the stamp is the best estimate.
         stamp = to_sec(msg.header.stamp)
+        received = now_sec(self)
+        self.last_state_time = received if received > 0.0 else stamp
         self.states[stamp] = (self.measured_q, self.last_state_time)
         while len(self.states) > STATE_BUFFER:
             self.states.popitem(last=False)
@@ -142,6 +144,10 @@ class SafetyFilterNode(Node):
 
     def _answer(self, msg: JointTrajectory) -> None:
         now = now_sec(self)
+        if not msg.points:
+            out, reasons = self.safety.upstream_hold()
+            self.pub.publish(hold_msg(self.profile.joint_names, msg.header.stamp))
+            return
         try:
             chunk = msg_to_chunk(msg)
         except ValueError as exc:

@@ -44,6 +44,7 @@ LOCKSTEP_REPUBLISH_S = 1.0
 # Sim time starts here, not at 0: a zero stamp on a trajectory means "now", so no
 # observation may carry it.
 SIM_TIME_START_S = 1.0
+EPISODE_ANNOUNCE_S = 0.1
 EPISODE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
@@ -218,6 +219,11 @@ class SimNode(Node):
         self.success_since: float | None = None
         self.done = False
         self._publish_episode("running", False)
+        if self.lockstep and self.started:
+            # Nodes reset episode state (expert plan, policy history) on /sim/episode; give the
+            # announcement a head start over the first observation, which travels on other
+            # topics. The wait is wall time only: sim time and determinism are unaffected.
+            self.wake.wait(EPISODE_ANNOUNCE_S)
 
     def _publish_episode(self, status: str, success: bool) -> None:
         info = {"episode": self.episode, "seed": self.seed, "task": self.task_name,
@@ -228,12 +234,16 @@ class SimNode(Node):
     def _publish_state(self, cameras: bool, tick: bool = True) -> None:
         """Clock + joint states; at control ticks (every state in realtime) also the object
         pose, and the cameras when asked. In lockstep, a complete observation is one stamp."""
+        # Observations go out before the /clock that reaches their stamp, so a sim-time timer
+        # firing at t already finds the state of t (as with a robot's driver and system time).
         t = self.ros_time()
-        self.pub_clock.publish(Clock(clock=common.to_stamp(t)))
         q, v, e = self.core.joint_state()
         self.pub_joints.publish(common.joint_state_msg(self.profile.joint_names, q, v, e, stamp=t))
-        if not tick:
-            return
+        if tick:
+            self._publish_tick_observation(t, cameras)
+        self.pub_clock.publish(Clock(clock=common.to_stamp(t)))
+
+    def _publish_tick_observation(self, t: float, cameras: bool) -> None:
         pos, quat = self.core.object_pose()
         pose = PoseStamped()
         pose.header.stamp, pose.header.frame_id = common.to_stamp(t), "world"
