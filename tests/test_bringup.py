@@ -1,0 +1,54 @@
+"""`dexstack up`: the launch node list as processes, stopped cleanly by Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from sensor_msgs.msg import JointState
+
+from dexstack import contract
+from dexstack.launcher import node_environment
+
+pytestmark = pytest.mark.ros
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie has exited
+        return f.read().split()[2] != "Z"
+
+
+def test_up_starts_the_node_list_and_ctrl_c_stops_every_node(ros_client, tmp_path):
+    log_dir = tmp_path / "logs"
+    cmd = [sys.executable, "-m", "dexstack.cli", "up", "hardware:=mock", "policy:=none", "--log-dir", str(log_dir)]
+    up = subprocess.Popen(cmd, env=node_environment(), stderr=subprocess.PIPE, text=True)
+    states = []
+    ros_client.node.create_subscription(JointState, contract.JOINT_STATES, states.append, 10)
+    try:
+        assert ros_client.spin_until(lambda: len(states) > 3, 40), "mock hardware never published"
+        assert ros_client.spin_until(lambda: {"mock_hardware", "safety_filter"}
+                                     <= {n for n, _ in ros_client.node.get_node_names_and_namespaces()}, 20)
+        children = [int(p) for p in open(f"/proc/{up.pid}/task/{up.pid}/children").read().split()]
+        assert len(children) == 2
+        up.send_signal(signal.SIGINT)
+        _, err = up.communicate(timeout=30)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, err
+    assert "stopped: mock_hardware=0, safety_filter=0" in err
+    assert not any(_alive(pid) for pid in children)
+
+
+def test_up_rejects_unknown_arguments_before_starting_anything():
+    out = subprocess.run([sys.executable, "-m", "dexstack.cli", "up", "hardware:=gazebo"], env=node_environment(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "not one of mujoco, real, mock" in out.stderr
