@@ -22,7 +22,10 @@ import json
 import threading
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
+from rclpy.clock import Clock as RosClock
+from rclpy.clock import ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -108,6 +111,11 @@ class SimNode(Node):
         self.answer: JointTrajectory | None = None
         self.rejected = 0
         self.ignored_answers = 0
+        self.pub_diag = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, qos[K.DEFAULT])
+        # Steady clock: diagnostics keep coming while the sim is paused or waiting in lockstep.
+        self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self._publish_diagnostics,
+                          clock=RosClock(clock_type=ClockType.STEADY_TIME))
+        self._diag_last = (time.monotonic(), 0.0)
         self.add_on_set_parameters_callback(self._on_params)
         with self.wake:
             self._reset_episode()
@@ -206,6 +214,22 @@ class SimNode(Node):
             self.wake.notify_all()
         response.success, response.message = True, "paused" if self.paused else "running"
         return response
+
+    def _publish_diagnostics(self) -> None:
+        with self.lock:
+            sim_t, wall_t = self.ros_time(), time.monotonic()
+            values = {"episode": self.episode, "seed": self.seed, "pacing": "lockstep" if self.lockstep else "realtime",
+                      "paused": self.paused, "sim_time_s": f"{sim_t:.3f}",
+                      "rejected_trajectories": self.rejected, "ignored_answers": self.ignored_answers,
+                      "skipped_points": self.core.executor.skipped_points}
+        last_wall, last_sim = self._diag_last
+        self._diag_last = (wall_t, sim_t)
+        values["rtf"] = f"{(sim_t - last_sim) / max(wall_t - last_wall, 1e-9):.2f}"
+        level = "WARN" if self.rejected else "OK"
+        status = common.diagnostic_status(self, level, f"episode {self.episode}, rtf {values['rtf']}", values)
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(array)
 
     # --- physics thread -----------------------------------------------------------------
     def _reset_episode(self) -> None:

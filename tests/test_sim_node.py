@@ -88,6 +88,17 @@ def test_plain_client_sees_every_contract_topic_and_moves_the_arm(launch_nodes, 
         assert info.k[0] > 0 and len(bytes(rgb.data)) == rgb.width * rgb.height * 3
     assert list(got[contract.JOINT_STATES].name) == list(PANDA.joint_names)
 
+    # The sim reports on /diagnostics like every node.
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    sim_status = {}
+    ros_client.node.create_subscription(
+        DiagnosticArray, contract.DIAGNOSTICS,
+        lambda m: sim_status.update({kv.key: kv.value for s in m.status if s.name.endswith("/sim") for kv in s.values}),
+        QoSProfile(depth=10))
+    assert ros_client.spin_until(lambda: "rtf" in sim_status, 10)
+    assert float(sim_status["rtf"]) > 0.2 and sim_status["pacing"] == "realtime"
+
     # A JointTrajectory from this plain client moves the simulated arm.
     log = JointLog(ros_client)
     assert ros_client.spin_until(lambda: len(log.positions) > 5, 10)
