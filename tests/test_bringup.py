@@ -31,17 +31,26 @@ def test_up_starts_the_node_list_and_ctrl_c_stops_every_node(ros_client, tmp_pat
     up = subprocess.Popen(cmd, env=node_environment(), stderr=subprocess.PIPE, text=True)
     states = []
     ros_client.node.create_subscription(JointState, contract.JOINT_STATES, states.append, 10)
+    children: list[int] = []
     try:
         assert ros_client.spin_until(lambda: len(states) > 3, 40), "mock hardware never published"
         assert ros_client.spin_until(lambda: {"mock_hardware", "safety_filter"}
                                      <= {n for n, _ in ros_client.node.get_node_names_and_namespaces()}, 20)
-        children = [int(p) for p in open(f"/proc/{up.pid}/task/{up.pid}/children").read().split()]
+        with open(f"/proc/{up.pid}/task/{up.pid}/children") as f:
+            children = [int(p) for p in f.read().split()]
         assert len(children) == 2
         up.send_signal(signal.SIGINT)
         _, err = up.communicate(timeout=30)
     finally:
-        if up.poll() is None:
-            up.kill()
+        if up.poll() is None:  # the test failed before Ctrl-C: leave no node behind
+            up.send_signal(signal.SIGINT)
+            try:
+                up.wait(15)
+            except subprocess.TimeoutExpired:
+                up.kill()
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
     assert up.returncode == 0, err
     assert "stopped: mock_hardware=0, safety_filter=0" in err
     assert not any(_alive(pid) for pid in children)
