@@ -55,7 +55,7 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
 
     def on_episode(msg: String) -> None:
         info = json.loads(msg.data)
-        if info["status"] == "done" and info["episode"] != state["episode"]:
+        if info["status"] == "done" and info["episode"] != state["episode"] and len(result.successes) < episodes:
             state["episode"] = info["episode"]
             result.successes.append(bool(info["success"]))
             result.seeds.append(int(info["seed"]))
