@@ -52,7 +52,8 @@ def main() -> None:
         model = BCPolicy(config, PANDA.n_joints, {c: tuple(s[:2]) for c, s in shapes.items()}).eval()
         h, j = config.chunk_length, PANDA.n_joints
         stats = NormalizationStats(np.asarray(PANDA.home, np.float32), np.full(j, 0.3, np.float32),
-                                   np.zeros((h, j), np.float32), np.full((h, j), 0.1, np.float32), True)
+                                   np.zeros((h, j), np.float32), np.full((h, j), 0.1, np.float32), True,
+                                   np.zeros(j, np.float32), np.full(j, 0.02, np.float32))
         normalizer = Normalizer(stats)
 
     with tempfile.TemporaryDirectory() as tmp:

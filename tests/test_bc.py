@@ -123,7 +123,8 @@ def test_onnx_matches_torch(trained):
     inputs = sample_inputs(model, stats, batch=3, seed=123)
     with torch.no_grad():
         expected = model(*inputs).numpy()
-    (got,) = session.run([OUTPUT_NAME], dict(zip(input_names(model.cameras), [t.numpy() for t in inputs], strict=True)))
+    (got,) = session.run([OUTPUT_NAME], dict(zip(input_names(model.cameras, model.uses_joint_delta),
+                                                  [t.numpy() for t in inputs], strict=True)))
     assert got.shape == (3, 8, 8)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
     assert np.abs(expected).max() > 1e-2  # a trained network, not an all-zero output
@@ -138,13 +139,24 @@ def test_runtime_act_equals_torch_prediction(trained):
     manifest = json.loads((export_dir / "manifest.json").read_text())
     runtime = Runtime(export_dir, manifest)
     model, normalizer, _, _ = load_trained(run)
-    for episode, frame in ((0, 0), (3, 7), (15, 14)):
-        obs = observation_from(data, episode, frame)
-        chunk = runtime.act(obs)
-        assert chunk.shape == (8, 8) and chunk.dtype == np.float64
-        np.testing.assert_allclose(chunk, predict_chunk(model, normalizer, obs), atol=1e-4, rtol=0)
-        # Absolute targets: near the current joint positions, not offsets around zero.
-        assert np.abs(chunk[0] - obs[contract.JOINT_POSITIONS]).max() < 0.5
+    assert model.uses_joint_delta and manifest["runtime"]["joint_delta"]["graph_input"] in [
+        i.name for i in runtime._session.get_inputs()]
+    for episode in (3, 15):
+        runtime.reset()
+        previous = None
+        for frame in range(6):  # one call per policy step: the runtime tracks the joint delta itself
+            obs = observation_from(data, episode, frame)
+            chunk = runtime.act(obs)
+            assert chunk.shape == (8, 8) and chunk.dtype == np.float64
+            expected = predict_chunk(model, normalizer, obs, previous)
+            np.testing.assert_allclose(chunk, expected, atol=1e-4, rtol=0)
+            # Absolute targets: near the current joint positions, not offsets around zero.
+            assert np.abs(chunk[0] - obs[contract.JOINT_POSITIONS]).max() < 0.5
+            previous = obs[contract.JOINT_POSITIONS]
+    # The joint delta matters: the same observation without history gives another chunk.
+    assert np.abs(predict_chunk(model, normalizer, obs) - expected).max() > 1e-4
+    runtime.reset()
+    np.testing.assert_allclose(runtime.act(obs), predict_chunk(model, normalizer, obs), atol=1e-4, rtol=0)
     assert manifest["outputs"]["joint_names"] == list(PANDA.joint_names)
     assert manifest["outputs"]["dt"] == pytest.approx(0.1)
 

@@ -35,6 +35,10 @@ class BCConfig:
     # Targets are action[k + i] - joint_positions[k], normalised per (i, joint): small, centred
     # numbers, and a policy that outputs zeros simply holds still.
     predict_relative: bool = True
+    # Also feed q_k - q_{k-1} (one policy step, normalised): the arm's velocity decides how far the
+    # commanded target must lead the measured position, which q_k alone cannot tell. Zero on the
+    # first step of an episode, in training and in the runtime alike.
+    joint_delta_input: bool = True
 
     # --- optimisation -----------------------------------------------------------------
     epochs: int = 30

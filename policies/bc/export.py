@@ -13,6 +13,7 @@ The export fails unless onnxruntime reproduces torch within `atol` on sample inp
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -26,7 +27,7 @@ import torch
 
 from dexstack import contract
 from dexstack.policies.bc.config import FAMILY, BCConfig
-from dexstack.policies.bc.model import IMAGE_SCALE, BCPolicy, NormalizationStats, input_names
+from dexstack.policies.bc.model import IMAGE_SCALE, JOINT_DELTA, BCPolicy, NormalizationStats, input_names
 from dexstack.policies.bc.train import load_trained
 
 GRAPH_FILE = "policy.onnx"
@@ -75,11 +76,22 @@ def build_manifest(config: BCConfig, run_info: dict[str, Any], stats: Normalizat
             "config": config.to_dict(),
             "training_time_s": round(float(run_info.get("training_time_s", 0.0)), 3),
             "epochs_trained": len(run_info.get("history", [])) - 1,
-            "final_val_loss": (run_info.get("history") or [{}])[-1].get("val_loss"),
+            "final_val_loss": _finite_or_none((run_info.get("history") or [{}])[-1].get("val_loss")),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         },
         "evaluation": {},
+        **({"runtime": {"joint_delta": {
+            # The runtime feeds q_k - q_{k-1} (previous call's observation; zero after reset) to this
+            # graph input: act() must be called once per policy step (dt).
+            "graph_input": JOINT_DELTA,
+            "normalization": {"type": "mean_std", "mean": stats.delta_mean.tolist(), "std": stats.delta_std.tolist()},
+        }}} if config.joint_delta_input else {}),
     }
+
+
+def _finite_or_none(value: Any) -> float | None:
+    # NaN (no validation episodes) is not valid strict JSON; the manifest stays strict.
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def sample_inputs(model: BCPolicy, stats: NormalizationStats, batch: int, seed: int = 0) -> list[torch.Tensor]:
@@ -87,17 +99,18 @@ def sample_inputs(model: BCPolicy, stats: NormalizationStats, batch: int, seed: 
     gen = torch.Generator().manual_seed(seed)
     q = torch.as_tensor(stats.joint_mean) + torch.as_tensor(stats.joint_std) * torch.randn(batch, model.n_joints, generator=gen)
     q_norm = (q - torch.as_tensor(stats.joint_mean)) / torch.as_tensor(stats.joint_std)
+    extra = [torch.randn(batch, model.n_joints, generator=gen)] if model.uses_joint_delta else []
     images = []
     for cam in model.cameras:
         h, w = model.encoders[cam].image_hw
         images.append(torch.randint(0, 256, (batch, h, w, 3), generator=gen).to(torch.float32) * IMAGE_SCALE)
-    return [q_norm.to(torch.float32)] + images
+    return [q_norm.to(torch.float32), *extra, *images]
 
 
 def export_onnx(model: BCPolicy, stats: NormalizationStats, path: Path) -> None:
     """torch -> ONNX with a dynamic batch axis. The legacy TorchScript exporter handles this
     conv/GroupNorm/softmax/MLP network directly and needs no onnxscript at export time."""
-    names = input_names(model.cameras)
+    names = input_names(model.cameras, model.uses_joint_delta)
     dynamic = {name: {0: "batch"} for name in names + [OUTPUT_NAME]}
     with warnings.catch_warnings():
         # The legacy exporter's deprecation notice, and GroupNorm's trace-time check that a group
@@ -114,7 +127,7 @@ def check_onnx_matches(model: BCPolicy, stats: NormalizationStats, path: Path, a
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = input_names(model.cameras)
+    names = input_names(model.cameras, model.uses_joint_delta)
     worst = 0.0
     for batch, seed in ((1, 1), (5, 2)):
         inputs = sample_inputs(model, stats, batch, seed)

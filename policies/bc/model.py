@@ -32,17 +32,22 @@ class NormalizationStats:
     target_mean: np.ndarray  # (H, J) rad / m (relative to the current joint positions if relative)
     target_std: np.ndarray  # (H, J)
     relative: bool
+    delta_mean: np.ndarray | None = None  # (J,) per-step joint motion, rad / m (None: not an input)
+    delta_std: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"joint_mean": self.joint_mean.tolist(), "joint_std": self.joint_std.tolist(),
                 "target_mean": self.target_mean.tolist(), "target_std": self.target_std.tolist(),
-                "relative": self.relative}
+                "relative": self.relative,
+                "delta_mean": None if self.delta_mean is None else self.delta_mean.tolist(),
+                "delta_std": None if self.delta_std is None else self.delta_std.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NormalizationStats:
+        delta = {k: None if d.get(k) is None else np.asarray(d[k], np.float32) for k in ("delta_mean", "delta_std")}
         return cls(np.asarray(d["joint_mean"], np.float32), np.asarray(d["joint_std"], np.float32),
                    np.asarray(d["target_mean"], np.float32), np.asarray(d["target_std"], np.float32),
-                   bool(d["relative"]))
+                   bool(d["relative"]), **delta)
 
 
 class BCPolicy(nn.Module):
@@ -53,12 +58,13 @@ class BCPolicy(nn.Module):
         self.cameras = tuple(config.cameras)
         self.chunk_length = config.chunk_length
         self.n_joints = n_joints
+        self.uses_joint_delta = config.joint_delta_input
         self.encoders = nn.ModuleDict({
             cam: ConvKeypointEncoder(*image_hw[cam], channels=tuple(config.conv_channels),
                                      num_keypoints=config.num_keypoints, groups=config.group_norm_groups)
             for cam in self.cameras
         })
-        width = n_joints + sum(enc.out_dim for enc in self.encoders.values())
+        width = n_joints * (2 if self.uses_joint_delta else 1) + sum(enc.out_dim for enc in self.encoders.values())
         layers: list[nn.Module] = []
         for _ in range(config.hidden_layers):
             layers += [nn.Linear(width, config.hidden_dim), nn.ReLU(inplace=True)]
@@ -66,17 +72,25 @@ class BCPolicy(nn.Module):
         layers.append(nn.Linear(width, self.chunk_length * n_joints))
         self.head = nn.Sequential(*layers)
 
-    def forward(self, joint_positions: torch.Tensor, *images: torch.Tensor) -> torch.Tensor:
-        """joint_positions (B, J) normalised; images (B, H, W, 3) in `self.cameras` order, scaled.
+    def forward(self, joint_positions: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        """joint_positions (B, J) normalised; then, if `uses_joint_delta`, the normalised joint delta
+        (B, J); then images (B, H, W, 3) in `self.cameras` order, scaled.
         Returns (B, chunk_length, J) normalised targets."""
-        features = [joint_positions] + [self.encoders[cam](img) for cam, img in zip(self.cameras, images, strict=True)]
+        features = [joint_positions]
+        if self.uses_joint_delta:
+            features.append(rest[0])
+            rest = rest[1:]
+        features += [self.encoders[cam](img) for cam, img in zip(self.cameras, rest, strict=True)]
         out = self.head(torch.cat(features, dim=1))
         return out.reshape(-1, self.chunk_length, self.n_joints)
 
 
-def input_names(cameras: tuple[str, ...]) -> list[str]:
-    """Graph input names, in forward() order: observation keys of the contract."""
-    return [contract.JOINT_POSITIONS] + [contract.rgb_key(cam) for cam in cameras]
+JOINT_DELTA = "joint_positions_delta"  # graph input computed by the runtime, not an observation key
+
+
+def input_names(cameras: tuple[str, ...], joint_delta: bool) -> list[str]:
+    """Graph input names, in forward() order: observation keys of the contract (+ the joint delta)."""
+    return [contract.JOINT_POSITIONS] + ([JOINT_DELTA] if joint_delta else []) + [contract.rgb_key(c) for c in cameras]
 
 
 class Normalizer(nn.Module):
@@ -85,11 +99,16 @@ class Normalizer(nn.Module):
     def __init__(self, stats: NormalizationStats) -> None:
         super().__init__()
         self.relative = stats.relative
-        for name in ("joint_mean", "joint_std", "target_mean", "target_std"):
-            self.register_buffer(name, torch.as_tensor(getattr(stats, name), dtype=torch.float32))
+        for name in ("joint_mean", "joint_std", "target_mean", "target_std", "delta_mean", "delta_std"):
+            value = getattr(stats, name)
+            value = np.zeros(1, np.float32) if value is None else value
+            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32))
 
     def joints(self, q: torch.Tensor) -> torch.Tensor:
         return (q - self.joint_mean) / self.joint_std
+
+    def deltas(self, dq: torch.Tensor) -> torch.Tensor:
+        return (dq - self.delta_mean) / self.delta_std
 
     @staticmethod
     def image(rgb_uint8: torch.Tensor) -> torch.Tensor:
@@ -111,11 +130,18 @@ def count_parameters(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def predict_chunk(model: BCPolicy, normalizer: Normalizer, observation: dict[str, np.ndarray]) -> np.ndarray:
-    """Torch reference for one observation -> (chunk_length, J) absolute joint targets (float64)."""
+def predict_chunk(model: BCPolicy, normalizer: Normalizer, observation: dict[str, np.ndarray],
+                  previous_joint_positions: np.ndarray | None = None) -> np.ndarray:
+    """Torch reference for one observation -> (chunk_length, J) absolute joint targets (float64).
+    `previous_joint_positions`: the observation one policy step earlier (None: first step)."""
     model.eval()
     q = torch.as_tensor(np.asarray(observation[contract.JOINT_POSITIONS], np.float32))[None]
+    extra = []
+    if model.uses_joint_delta:
+        prev = q if previous_joint_positions is None else torch.as_tensor(
+            np.asarray(previous_joint_positions, np.float32))[None]
+        extra.append(normalizer.deltas(q - prev))
     images = [normalizer.image(torch.as_tensor(np.asarray(observation[contract.rgb_key(cam)]))[None])
               for cam in model.cameras]
-    out = normalizer.absolute(model(normalizer.joints(q), *images), q)
+    out = normalizer.absolute(model(normalizer.joints(q), *extra, *images), q)
     return out[0].numpy().astype(np.float64)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from dexstack import contract
 from dexstack.runtime import ObservationError, check_observation
 
 # onnxruntime threads per session. The robot computer (and this 2-core dev machine) also runs the
@@ -52,7 +53,8 @@ def _normalizer(spec: dict[str, Any], where: str) -> Callable[[np.ndarray, np.nd
 
 
 class Runtime:
-    """BC policy runtime (stateless between calls: `reset` has nothing to forget)."""
+    """BC policy runtime. State between calls: the previous joint positions (for the joint-delta
+    input); call `reset()` at the start of each episode and `act()` once per policy step."""
 
     def __init__(self, policy_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
         self.manifest = manifest
@@ -69,14 +71,26 @@ class Runtime:
             raise ValueError(f"cannot load ONNX graph {graph}: {exc}") from exc
 
         self._inputs: list[dict[str, Any]] = list(manifest["inputs"])
-        graph_inputs = {i.name: i for i in self._session.get_inputs()}
         expected = [spec["name"] for spec in self._inputs]
-        if sorted(graph_inputs) != sorted(expected):
-            raise ValueError(f"{graph.name} takes inputs {sorted(graph_inputs)}, manifest lists {sorted(expected)}")
+        # Optional: the joint motion over the last policy step, as an extra graph input.
+        delta = (manifest.get("runtime") or {}).get("joint_delta")
+        self._delta_input: str | None = delta["graph_input"] if delta else None
+        graph_inputs = {i.name: i for i in self._session.get_inputs()}
+        wanted = expected + ([self._delta_input] if self._delta_input else [])
+        if sorted(graph_inputs) != sorted(wanted):
+            raise ValueError(f"{graph.name} takes inputs {sorted(graph_inputs)}, manifest lists {sorted(wanted)}")
         self._rgb_names = [spec["name"] for spec in self._inputs if spec["kind"] == "rgb"]
         # One float32 buffer per input, batch 1, reused by every call.
         self._buffers = {spec["name"]: np.zeros((1, *spec["shape"]), np.float32) for spec in self._inputs}
         self._normalizers = {spec["name"]: _normalizer(spec, f"input {spec['name']!r}") for spec in self._inputs}
+        if self._delta_input:
+            if contract.JOINT_POSITIONS not in expected:
+                raise ValueError("runtime.joint_delta needs a joint_positions input")
+            n = len(next(s for s in self._inputs if s["name"] == contract.JOINT_POSITIONS)["names"])
+            self._buffers[self._delta_input] = np.zeros((1, n), np.float32)
+            self._normalizers[self._delta_input] = _normalizer(delta, "runtime.joint_delta")
+            self._delta = np.zeros(n, np.float64)
+        self._previous_q: np.ndarray | None = None
         self._output_name = self._session.get_outputs()[0].name
 
         out = manifest["outputs"]
@@ -95,7 +109,8 @@ class Runtime:
         self._feeds = self._buffers  # onnxruntime reads the buffers directly
 
     def reset(self) -> None:
-        """Nothing to forget: the BC policy acts on the current observation only."""
+        """Forget the previous joint positions (the next call sees zero joint motion)."""
+        self._previous_q = None
 
     def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """Observation (contract keys: joint positions (J,), rgb (H, W, 3) uint8 per camera) ->
@@ -104,10 +119,18 @@ class Runtime:
         for name in self._rgb_names:
             if np.asarray(observation[name]).dtype != np.uint8:
                 raise ObservationError(f"{name}: dtype {np.asarray(observation[name]).dtype}, expected uint8 rgb")
+        q = np.asarray(observation[contract.JOINT_POSITIONS], np.float64) if self._delta_input else None
+        if self._delta_input:
+            if self._previous_q is None:
+                self._delta[:] = 0.0
+            else:
+                np.subtract(q, self._previous_q, out=self._delta)
         for name, buf in self._buffers.items():
-            self._normalizers[name](observation[name], buf[0])
+            self._normalizers[name](self._delta if name == self._delta_input else observation[name], buf[0])
         (out,) = self._session.run([self._output_name], self._feeds)
         chunk = out[0] * self._chunk_std + self._chunk_mean
         if self._relative_to is not None:
             chunk += np.asarray(observation[self._relative_to], np.float64)
+        if self._delta_input:  # only after a successful call: a rejected observation changes nothing
+            self._previous_q = q.copy()
         return chunk

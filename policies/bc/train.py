@@ -45,6 +45,7 @@ class DemoCache:
     at 96x96 is ~660 MB)."""
 
     joint_positions: np.ndarray  # (N, J) float32, rad / m
+    joint_deltas: np.ndarray  # (N, J) float32: q_k - q_{k-1} within the episode, 0 at its first frame
     actions: np.ndarray  # (N, J) float32, absolute joint targets
     images: dict[str, np.ndarray]  # camera -> (N, H, W, 3) uint8
     chunk_index: np.ndarray  # (N, H) int64: rows of `actions` forming each frame's target chunk
@@ -73,6 +74,7 @@ def load_demonstrations(dataset: Any, config: BCConfig) -> DemoCache:
     n_joints = len(dataset.joint_names)
     cache = DemoCache(
         joint_positions=np.empty((total, n_joints), np.float32),
+        joint_deltas=np.zeros((total, n_joints), np.float32),
         actions=np.empty((total, n_joints), np.float32),
         images={c: np.empty((total, *features[contract.rgb_key(c)]["shape"]), np.uint8) for c in config.cameras},
         chunk_index=np.empty((total, config.chunk_length), np.int64),
@@ -87,6 +89,7 @@ def load_demonstrations(dataset: Any, config: BCConfig) -> DemoCache:
             raise ValueError(f"episode {ep['index']}: {length} frames on disk, meta says {ep['length']}")
         end = start + length
         cache.joint_positions[start:end] = data[contract.JOINT_POSITIONS]
+        cache.joint_deltas[start + 1:end] = np.diff(cache.joint_positions[start:end], axis=0)
         cache.actions[start:end] = data["action"]
         for cam in config.cameras:
             cache.images[cam][start:end] = data[contract.rgb_key(cam)]
@@ -117,16 +120,28 @@ def compute_stats(cache: DemoCache, frames: np.ndarray, config: BCConfig) -> Nor
         target_mean=targets.mean(0).astype(np.float32),
         target_std=np.maximum(targets.std(0), config.std_floor).astype(np.float32),
         relative=config.predict_relative,
+        delta_mean=cache.joint_deltas[frames].mean(0).astype(np.float32) if config.joint_delta_input else None,
+        delta_std=(np.maximum(cache.joint_deltas[frames].std(0), config.std_floor).astype(np.float32)
+                   if config.joint_delta_input else None),
     )
 
 
 def make_batch(cache: DemoCache, frames: np.ndarray, cameras: tuple[str, ...], device: torch.device
-               ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """Raw (un-normalised) tensors: joint positions (B, J), uint8 images (B, H, W, 3), actions (B, H, J)."""
+               ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """Raw (un-normalised) tensors: joint positions (B, J), joint deltas (B, J), uint8 images
+    (B, H, W, 3) per camera, target actions (B, H, J)."""
     q = torch.from_numpy(cache.joint_positions[frames]).to(device)
+    dq = torch.from_numpy(cache.joint_deltas[frames]).to(device)
     images = [torch.from_numpy(cache.images[cam][frames]).to(device) for cam in cameras]
     actions = torch.from_numpy(cache.actions[cache.chunk_index[frames]]).to(device)
-    return q, images, actions
+    return q, dq, images, actions
+
+
+def network_inputs(model: BCPolicy, normalizer: Normalizer, q: torch.Tensor, dq: torch.Tensor,
+                   images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Normalised inputs in forward() order."""
+    extra = [normalizer.deltas(dq)] if model.uses_joint_delta else []
+    return [normalizer.joints(q), *extra, *[normalizer.image(img) for img in images]]
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -157,8 +172,8 @@ def evaluate(model: BCPolicy, normalizer: Normalizer, cache: DemoCache, frames: 
     for b, start in enumerate(range(0, len(frames), config.batch_size)):
         if max_batches and b >= max_batches:
             break
-        q, images, actions = make_batch(cache, frames[start:start + config.batch_size], model.cameras, device)
-        pred = model(normalizer.joints(q), *[normalizer.image(img) for img in images])
+        q, dq, images, actions = make_batch(cache, frames[start:start + config.batch_size], model.cameras, device)
+        pred = model(*network_inputs(model, normalizer, q, dq, images))
         total += F.l1_loss(pred, normalizer.targets(actions, q), reduction="sum").item() / pred[0].numel()
         count += len(q)
     model.train()
@@ -265,9 +280,9 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None
             order = rng.permutation(train_frames)
             running, seen = 0.0, 0
             for start in range(0, len(order), config.batch_size):
-                q, images, actions = make_batch(cache, order[start:start + config.batch_size], model.cameras, device)
-                images = [normalizer.image(random_shift(img, config.random_shift_px, shift_gen)) for img in images]
-                pred = model(normalizer.joints(q), *images)
+                q, dq, images, actions = make_batch(cache, order[start:start + config.batch_size], model.cameras, device)
+                images = [random_shift(img, config.random_shift_px, shift_gen) for img in images]
+                pred = model(*network_inputs(model, normalizer, q, dq, images))
                 loss = F.l1_loss(pred, normalizer.targets(actions, q))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
