@@ -255,6 +255,8 @@ class PolicyNode(Node):
             return
         if key != self.episode_key:
             self.episode_key = key
+            if self.trigger == "observation":
+                self.last_tick_ns = None  # the gap between two episodes is not loop jitter
             if self.active is not None:
                 self.active.runtime.reset()
 
@@ -278,6 +280,7 @@ class PolicyNode(Node):
         now_ns = self.get_clock().now().nanoseconds
         result = active.assembler.take_matched(now_ns)
         if result is not None:
+            self._track_period(result.stamp_ns)  # lockstep: the loop is one answer per observation
             self._answer(active, result, started)
         elif (stamp_ns == active.assembler.answered_ns and source == contract.JOINT_STATES
               and self.last_answer is not None and _stamp_ns(self.last_answer.header.stamp) == stamp_ns):
@@ -285,14 +288,18 @@ class PolicyNode(Node):
             # the same answer again; the stamp is still computed on only once.
             self.pub.publish(self.last_answer)
 
-    def _on_tick(self) -> None:
-        started = time.perf_counter()
-        now_ns = self.get_clock().now().nanoseconds
+    def _track_period(self, now_ns: int) -> None:
+        """Loop period and its jitter against 1/rate, on the node clock."""
         if self.last_tick_ns is not None and now_ns > self.last_tick_ns:
             period_ms = (now_ns - self.last_tick_ns) / 1e6
             self.period_ms.add(period_ms)
             self.jitter_ms.add(abs(period_ms - 1000.0 / self.rate))
         self.last_tick_ns = now_ns
+
+    def _on_tick(self) -> None:
+        started = time.perf_counter()
+        now_ns = self.get_clock().now().nanoseconds
+        self._track_period(now_ns)
         if not self.enabled or self.active is None:
             return
         self._answer(self.active, self.active.assembler.latest(now_ns), started)
@@ -373,8 +380,7 @@ class PolicyNode(Node):
             "last_hold_reason": self.last_hold.message if self.last_hold else "",
             "load_error": self.load_error,
         }
-        if self.trigger == "timer":
-            values |= {"loop_period_ms_p50": ms(self.period_ms, 50), "loop_jitter_ms_p99": ms(self.jitter_ms, 99)}
+        values |= {"loop_period_ms_p50": ms(self.period_ms, 50), "loop_jitter_ms_p99": ms(self.jitter_ms, 99)}
         if active is None:
             level, message = "ERROR", f"no policy loaded: {self.load_error}"
         elif self.worst is not None:
