@@ -130,6 +130,17 @@ def test_onnx_matches_torch(trained):
     assert np.abs(expected).max() > 1e-2  # a trained network, not an all-zero output
 
 
+def ensemble_reference(chunks: list[np.ndarray], decay: float) -> np.ndarray:
+    """ACT temporal ensembling written out: point i of the newest call is the weighted mean of every
+    chunk predicting that time step; a chunk from `age` calls ago weighs exp(decay * age)."""
+    k, h = len(chunks) - 1, len(chunks[-1])
+    out = np.empty_like(chunks[-1])
+    for i in range(h):
+        preds = [(chunks[j][k - j + i], np.exp(decay * (k - j))) for j in range(k + 1) if k - j + i < h]
+        out[i] = sum(w * p for p, w in preds) / sum(w for _, w in preds)
+    return out
+
+
 def test_runtime_act_equals_torch_prediction(trained):
     from dexstack.policies.bc.model import predict_chunk
     from dexstack.policies.bc.runtime import Runtime
@@ -141,21 +152,23 @@ def test_runtime_act_equals_torch_prediction(trained):
     model, normalizer, _, _ = load_trained(run)
     assert model.uses_joint_delta and manifest["runtime"]["joint_delta"]["graph_input"] in [
         i.name for i in runtime._session.get_inputs()]
+    decay = manifest["runtime"]["temporal_ensemble"]["decay"]
     for episode in (3, 15):
         runtime.reset()
-        previous = None
-        for frame in range(6):  # one call per policy step: the runtime tracks the joint delta itself
+        previous, raw = None, []
+        for frame in range(12):  # one call per policy step: the runtime tracks delta and past chunks itself
             obs = observation_from(data, episode, frame)
             chunk = runtime.act(obs)
             assert chunk.shape == (8, 8) and chunk.dtype == np.float64
-            expected = predict_chunk(model, normalizer, obs, previous)
-            np.testing.assert_allclose(chunk, expected, atol=1e-4, rtol=0)
+            raw.append(predict_chunk(model, normalizer, obs, previous))
+            np.testing.assert_allclose(chunk, ensemble_reference(raw, decay), atol=1e-4, rtol=0)
             # Absolute targets: near the current joint positions, not offsets around zero.
             assert np.abs(chunk[0] - obs[contract.JOINT_POSITIONS]).max() < 0.5
             previous = obs[contract.JOINT_POSITIONS]
+        assert np.abs(chunk - raw[-1]).max() > 1e-4  # the ensemble really mixes in past chunks
     # The joint delta matters: the same observation without history gives another chunk.
-    assert np.abs(predict_chunk(model, normalizer, obs) - expected).max() > 1e-4
-    runtime.reset()
+    assert np.abs(predict_chunk(model, normalizer, obs) - raw[-1]).max() > 1e-4
+    runtime.reset()  # a new episode: no history, no past chunks -> exactly the network's chunk
     np.testing.assert_allclose(runtime.act(obs), predict_chunk(model, normalizer, obs), atol=1e-4, rtol=0)
     assert manifest["outputs"]["joint_names"] == list(PANDA.joint_names)
     assert manifest["outputs"]["dt"] == pytest.approx(0.1)
@@ -180,7 +193,11 @@ def test_runtime_rejects_bad_observations(trained):
         runtime.act(missing)
     with pytest.raises(ObservationError, match="expected uint8"):
         runtime.act(dict(good, wrist_rgb=good["wrist_rgb"].astype(np.float32) / 255))
-    np.testing.assert_array_equal(runtime.act(good), reference)  # rejected calls left no state behind
+    # Rejected calls left no state behind: the next good call equals that of a runtime that never
+    # saw them.
+    untouched = Runtime(export_dir, json.loads((export_dir / "manifest.json").read_text()))
+    np.testing.assert_array_equal(untouched.act(good), reference)
+    np.testing.assert_array_equal(runtime.act(good), untouched.act(good))
 
 
 def test_runtime_does_not_import_torch(trained):
@@ -219,7 +236,8 @@ def test_export_publishes_validates_and_loads(trained, dexstack_home):
     from dexstack.policies.bc.runtime import Runtime
 
     direct = Runtime(export_dir, json.loads((export_dir / "manifest.json").read_text()))
-    np.testing.assert_array_equal(runtime.act(obs), direct.act(obs))
+    for _ in range(3):
+        np.testing.assert_array_equal(runtime.act(obs), direct.act(obs))
 
 
 def test_cli_export_and_bad_run(trained, tmp_path):

@@ -40,6 +40,13 @@ class BCConfig:
     # first step of an episode, in training and in the runtime alike.
     joint_delta_input: bool = True
 
+    # --- serving (written to manifest["runtime"]; no retraining needed to change) ------------
+    # ACT-style temporal ensembling: each executed target is the weighted mean of every chunk
+    # that predicted it, a prediction made a steps ago weighted exp(decay * a). Smooths the
+    # closed loop; needs act() once per policy step.
+    temporal_ensemble: bool = True
+    temporal_ensemble_decay: float = 0.1
+
     # --- optimisation -----------------------------------------------------------------
     epochs: int = 30
     batch_size: int = 64

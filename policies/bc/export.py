@@ -80,13 +80,23 @@ def build_manifest(config: BCConfig, run_info: dict[str, Any], stats: Normalizat
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         },
         "evaluation": {},
-        **({"runtime": {"joint_delta": {
-            # The runtime feeds q_k - q_{k-1} (previous call's observation; zero after reset) to this
-            # graph input: act() must be called once per policy step (dt).
+        "runtime": runtime_settings(config, stats),
+    }
+
+
+def runtime_settings(config: BCConfig, stats: NormalizationStats) -> dict[str, Any]:
+    """manifest["runtime"]: the BC runtime's stateful extras. Both assume act() is called once per
+    policy step (outputs.dt) and reset() at the start of an episode."""
+    settings: dict[str, Any] = {}
+    if config.joint_delta_input:
+        # q_k - q_{k-1} (the previous call's observation; zero after reset) feeds this graph input.
+        settings["joint_delta"] = {
             "graph_input": JOINT_DELTA,
             "normalization": {"type": "mean_std", "mean": stats.delta_mean.tolist(), "std": stats.delta_std.tolist()},
-        }}} if config.joint_delta_input else {}),
-    }
+        }
+    if config.temporal_ensemble:
+        settings["temporal_ensemble"] = {"decay": config.temporal_ensemble_decay}
+    return settings
 
 
 def _finite_or_none(value: Any) -> float | None:

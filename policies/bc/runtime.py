@@ -108,9 +108,21 @@ class Runtime:
             raise ValueError(f"outputs.chunk_normalization.relative_to {self._relative_to!r} is not an input")
         self._feeds = self._buffers  # onnxruntime reads the buffers directly
 
+        ensemble = (manifest.get("runtime") or {}).get("temporal_ensemble")
+        self._ensemble = ensemble is not None
+        if self._ensemble:
+            h = self.chunk_length
+            # _past[a] = the chunk predicted a calls ago; its point a + i is due with our point i.
+            self._past = np.zeros((h, *shape), np.float64)
+            self._valid = np.zeros(h, bool)
+            self._age_weight = np.exp(float(ensemble["decay"]) * np.arange(h))
+            self._covers = [np.arange(h - i) for i in range(h)]  # ages whose chunk still reaches point i
+
     def reset(self) -> None:
-        """Forget the previous joint positions (the next call sees zero joint motion)."""
+        """Start an episode: forget the previous joint positions and the past chunks."""
         self._previous_q = None
+        if self._ensemble:
+            self._valid[:] = False
 
     def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """Observation (contract keys: joint positions (J,), rgb (H, W, 3) uint8 per camera) ->
@@ -133,4 +145,15 @@ class Runtime:
             chunk += np.asarray(observation[self._relative_to], np.float64)
         if self._delta_input:  # only after a successful call: a rejected observation changes nothing
             self._previous_q = q.copy()
-        return chunk
+        return self._ensembled(chunk) if self._ensemble else chunk
+
+    def _ensembled(self, chunk: np.ndarray) -> np.ndarray:
+        """Weighted mean, per point, of this chunk and the past chunks that cover the same time."""
+        self._past[1:] = self._past[:-1].copy()
+        self._valid[1:] = self._valid[:-1].copy()
+        self._past[0], self._valid[0] = chunk, True
+        out = np.empty_like(chunk)
+        for i, ages in enumerate(self._covers):
+            w = self._age_weight[ages] * self._valid[ages]
+            out[i] = w @ self._past[ages, ages + i] / w.sum()
+        return out
