@@ -57,7 +57,9 @@ def write_dataset(root: Path) -> None:
 def tiny_config():
     from dexstack.policies.bc.config import BCConfig
 
-    return BCConfig(epochs=3, batch_size=16, lr=3e-3, warmup_steps=5, val_fraction=0.2, torch_threads=1)
+    # joint_delta_input exercises the runtime's stateful input path; the CLI test covers the default.
+    return BCConfig(epochs=3, batch_size=16, lr=3e-3, warmup_steps=5, val_fraction=0.2, torch_threads=1,
+                    joint_delta_input=True)
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +276,19 @@ def test_cli_train_and_resume_errors(trained, tmp_path):
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["epochs"] == 1 and summary["train_loss"] > 0
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    # The default config (no joint-delta input) exports and serves the same numbers as torch.
+    from dexstack.policies.bc.export import export
+    from dexstack.policies.bc.model import predict_chunk
+    from dexstack.policies.bc.runtime import Runtime
+    from dexstack.policies.bc.train import load_trained
+
+    export(tmp_path / "run", tmp_path / "exp")
+    manifest = json.loads((tmp_path / "exp" / "manifest.json").read_text())
+    assert "joint_delta" not in manifest["runtime"]
+    model, normalizer, _, _ = load_trained(tmp_path / "run")
+    obs = observation_from(data, 4, 3)
+    np.testing.assert_allclose(Runtime(tmp_path / "exp", manifest).act(obs), predict_chunk(model, normalizer, obs),
+                               atol=1e-4, rtol=0)
     result = runner.invoke(app, ["train", "bc", "--dataset", str(data), "--out", str(tmp_path / "none"), "--resume"])
     assert result.exit_code == 1 and "no checkpoint.pt" in result.output
     result = runner.invoke(app, ["train", "bc", "--dataset", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")])

@@ -35,10 +35,10 @@ class BCConfig:
     # Targets are action[k + i] - joint_positions[k], normalised per (i, joint): small, centred
     # numbers, and a policy that outputs zeros simply holds still.
     predict_relative: bool = True
-    # Also feed q_k - q_{k-1} (one policy step, normalised): the arm's velocity decides how far the
-    # commanded target must lead the measured position, which q_k alone cannot tell. Zero on the
-    # first step of an episode, in training and in the runtime alike.
-    joint_delta_input: bool = True
+    # Also feed q_k - q_{k-1} (one policy step, normalised; zero on an episode's first step, in
+    # training and in the runtime alike). It lowers the validation loss (0.094 vs 0.137 on 150 sim
+    # demos) but the policy then copies its own motion: 15% vs 45% success in closed loop. Off.
+    joint_delta_input: bool = False
 
     # --- serving (written to manifest["runtime"]; no retraining needed to change) ------------
     # ACT-style temporal ensembling: each executed target is the weighted mean of every chunk
