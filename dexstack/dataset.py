@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from dexstack import contract
+from dexstack.files import fsync_dir
 
 FORMAT = "dexstack-dataset"
 VERSION = 1
@@ -43,14 +44,6 @@ def episode_file(index: int) -> str:
     return f"episode_{index:06d}.npz"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     """Write via `write(fileobj)` into a temp file next to `path`, fsync, then rename over it."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -64,7 +57,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _check_features(features: dict[str, dict]) -> dict[str, dict]:

@@ -28,6 +28,7 @@ from mcap_ros2.decoder import DecoderFactory
 
 from dexstack import contract
 from dexstack.dataset import ACTION, Dataset, DatasetError, DatasetWriter
+from dexstack.files import fsync_dir
 from dexstack.trajectory import ActionChunk, TrajectoryExecutor
 
 EPISODE_METADATA = "dexstack.episode"
@@ -145,14 +146,6 @@ def offered_qos_yaml(profiles: Sequence[dict]) -> str:
     return "\n".join(out)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class EpisodeWriter:
     """One episode as one MCAP file, written to `<path>.part` and renamed to `<path>` on close.
 
@@ -200,7 +193,7 @@ class EpisodeWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self.partial_path, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self.closed = True
         return self.path
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import dexstack
+from dexstack.files import fsync_dir
 from dexstack.manifest import (
     MANIFEST_FILE,
     NAME_RE,
@@ -107,14 +108,6 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     if not NAME_RE.match(name) or (sep and not VERSION_RE.match(version)):
         raise PolicyRejected(f"bad policy reference {ref!r}: expected NAME or NAME@VERSION, e.g. 'bc_pick_lift@3'")
     return name, (version if sep else None)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _walk_files(root: Path) -> Iterator[tuple[str, Path]]:
@@ -215,7 +208,7 @@ class LocalDirBackend:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(name_dir)
+        fsync_dir(name_dir)
 
     def publish(self, name: str, files: dict[str, tuple[Path, str]], manifest_for: Any, min_version: int = 1) -> str:
         self._require_writable()
@@ -241,14 +234,14 @@ class LocalDirBackend:
                     f.flush()
                     os.fsync(f.fileno())
                 for d in sorted(subdirs, key=lambda p: len(p.parts), reverse=True):
-                    _fsync_dir(d)
+                    fsync_dir(d)
                 try:
                     os.rename(tmp, name_dir / version)
                 except OSError as exc:
                     if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                         continue  # another publisher took this number first
                     raise
-                _fsync_dir(name_dir)
+                fsync_dir(name_dir)
                 return version
             raise RuntimeError(f"could not find a free version for {name!r} in {self.root}")
         except BaseException:
