@@ -102,7 +102,7 @@ class SimNode(Node):
         self.create_service(SetBool, "~/set_pause", self._srv_pause)
 
         self.paused = bool(params["start_paused"])
-        self.pending_steps = 0  # control periods requested by ~/step while paused
+        self.pending_steps = 0  # physics steps requested by ~/step while paused
         self.reset_requested = False
         self.next_seed = int(params["seed"])
         self.episode = -1
@@ -203,7 +203,7 @@ class SimNode(Node):
             if not self.paused:
                 response.success, response.message = False, "not paused"
                 return response
-            self.pending_steps += 1
+            self.pending_steps += self.steps_per_tick
             self.wake.notify_all()
         response.success, response.message = True, "stepping one control period"
         return response
@@ -331,9 +331,9 @@ class SimNode(Node):
                         self.pub_clock.publish(Clock(clock=common.to_stamp(self.ros_time())))
                 self.core.step(1)
                 step_index += 1
+                if self.paused and self.pending_steps > 0:
+                    self.pending_steps -= 1
                 if step_index % self.steps_per_tick == 0:
-                    if self.paused and self.pending_steps > 0:
-                        self.pending_steps -= 1
                     if self._check_episode_end():
                         continue
                 if not self.lockstep and self.rtf > 0:

@@ -177,3 +177,51 @@ def test_lockstep_same_seed_gives_identical_joint_trajectory(launch_nodes, ros_c
     assert moved > 0.05  # the expert really moved the arm
     for t in common_stamps:
         assert a[t] == b[t], f"trajectories differ at t={t}"
+
+
+def _call(client, srv_type, name, request):
+    cli = client.node.create_client(srv_type, name)
+    assert cli.wait_for_service(timeout_sec=30), name
+    future = cli.call_async(request)
+    assert client.spin_until(future.done, 10), name
+    client.node.destroy_client(cli)
+    return future.result()
+
+
+def test_pause_step_and_reset_with_seed(launch_nodes, ros_client):
+    import json
+
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from rosgraph_msgs.msg import Clock
+    from std_msgs.msg import String
+    from std_srvs.srv import SetBool
+
+    from dexstack.ros_nodes.common import QOS
+
+    launch_nodes([sim_spec(cameras="false")])
+    clock, episodes = [], []
+    ros_client.node.create_subscription(Clock, contract.CLOCK,
+                                        lambda m: clock.append(m.clock.sec + m.clock.nanosec * 1e-9), 50)
+    ros_client.node.create_subscription(String, contract.SIM_EPISODE, lambda m: episodes.append(json.loads(m.data)),
+                                        QOS[contract.QoSKind.LATCHED])
+    assert ros_client.spin_until(lambda: len(clock) > 10, 30)
+
+    assert _call(ros_client, SetBool, "/sim/set_pause", SetBool.Request(data=True)).success
+    ros_client.spin_for(0.5)
+    paused_at = clock[-1]
+    ros_client.spin_for(0.5)
+    assert clock[-1] == paused_at  # time stands still while paused
+
+    assert _call(ros_client, Trigger, "/sim/step", Trigger.Request()).success
+    ros_client.spin_for(0.5)
+    assert clock[-1] - paused_at == pytest.approx(1.0 / contract.POLICY_HZ, abs=0.003)  # one control period
+
+    param = Parameter(name="seed", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=4242))
+    assert _call(ros_client, SetParameters, "/sim/set_parameters", SetParameters.Request(parameters=[param])).results[0].successful
+    before = clock[-1]
+    assert _call(ros_client, Trigger, "/sim/reset", Trigger.Request()).success
+    assert ros_client.spin_until(lambda: episodes and episodes[-1]["seed"] == 4242, 10), episodes[-1:]
+    assert episodes[-1]["status"] == "running"
+    assert ros_client.spin_until(lambda: clock[-1] > before + 0.2, 10)  # reset resumes, time stays monotonic
+    assert all(b >= a for a, b in zip(clock, clock[1:], strict=False))
