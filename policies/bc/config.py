@@ -43,7 +43,8 @@ class BCConfig:
     # --- serving (written to manifest["runtime"]; no retraining needed to change) ------------
     # ACT-style temporal ensembling: each executed target is the weighted mean of every chunk
     # that predicted it, a prediction made a steps ago weighted exp(decay * a). Smooths the
-    # closed loop; needs act() once per policy step.
+    # closed loop (in-process pick_lift, 50 episodes: 20% without, 56% with); needs act() once
+    # per policy step.
     temporal_ensemble: bool = True
     temporal_ensemble_decay: float = 0.1
 

@@ -4,6 +4,8 @@
 the statistics in the manifest into preallocated buffers, runs `policy.onnx` and turns the
 normalised chunk back into absolute joint targets (radians / metres, in
 `manifest["outputs"]["joint_names"]` order; point i is due (i + 1) * dt after the observation).
+With `manifest["runtime"]["temporal_ensemble"]` it returns, per point, the weighted mean of this
+chunk and the earlier chunks that cover the same time step (ACT's temporal ensembling).
 The same object serves the policy node and in-process evaluation.
 """
 
@@ -53,8 +55,9 @@ def _normalizer(spec: dict[str, Any], where: str) -> Callable[[np.ndarray, np.nd
 
 
 class Runtime:
-    """BC policy runtime. State between calls: the previous joint positions (for the joint-delta
-    input); call `reset()` at the start of each episode and `act()` once per policy step."""
+    """BC policy runtime. State between calls: the past chunks (temporal ensembling) and the
+    previous joint positions (joint-delta input); call `reset()` at the start of each episode and
+    `act()` once per policy step (outputs.dt)."""
 
     def __init__(self, policy_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
         self.manifest = manifest
