@@ -27,7 +27,7 @@ class ActionChunk:
     joint_names: tuple[str, ...]
     positions: np.ndarray  # (T, J) radians / metres
     times: np.ndarray  # (T,) time_from_start in seconds, strictly increasing, > 0
-    stamp: float  # seconds on the producer's clock; 0.0 means "now"
+    stamp: float  # seconds on the producer's clock (may be negative); exactly 0.0 means "now"
 
     def __post_init__(self) -> None:
         pos = np.asarray(self.positions, dtype=np.float64)
@@ -84,7 +84,7 @@ class TrajectoryExecutor:
         if set(chunk.joint_names) != set(self.joint_names) or len(chunk.joint_names) != len(self.joint_names):
             raise ValueError(f"chunk joints {list(chunk.joint_names)} do not match {list(self.joint_names)}")
         order = [chunk.joint_names.index(n) for n in self.joint_names]
-        start = chunk.stamp if chunk.stamp > 0.0 else now
+        start = now if chunk.stamp == 0.0 else chunk.stamp  # only an exact zero means "now"
         due = start + chunk.times
         future = due > now
         self.skipped_points += int(np.count_nonzero(~future))

@@ -69,3 +69,11 @@ def test_bad_chunks_raise_clear_errors():
         ActionChunk(NAMES, np.zeros((2, 2)), np.array([0.2, 0.1]), 0.0)
     with pytest.raises(ValueError, match="shape"):
         ActionChunk(NAMES, np.zeros((2, 3)), np.array([0.1, 0.2]), 0.0)
+
+
+def test_negative_stamp_is_a_time_not_now():
+    # Episode-relative time: a chunk computed just before the episode's t=0 has a negative stamp.
+    ex = TrajectoryExecutor(NAMES, [0.0, 0.0])
+    kept = ex.set_chunk(chunk([[9.0, 9.0], [1.0, 1.0], [2.0, 2.0]], stamp=-0.15), now=0.0)
+    assert kept == 2  # the point due at -0.05 is past; "now" would have kept all three
+    np.testing.assert_allclose(ex.sample(0.05), [1.0, 1.0])
