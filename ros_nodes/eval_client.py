@@ -30,7 +30,8 @@ class RosEvalResult:
     seeds: list[int] = field(default_factory=list)
     episode_sim_s: list[float] = field(default_factory=list)
     policy_diagnostics: dict[str, str] = field(default_factory=dict)
-    frames: list[np.ndarray] = field(default_factory=list)  # scene camera, first episode
+    frames: list[np.ndarray] = field(default_factory=list)  # scene camera: first successful episode, else the first
+    latency_series: list[tuple[float, float, float]] = field(default_factory=list)  # (wall s, inference p50, p99)
     wall_s: float = 0.0
 
 
@@ -51,7 +52,8 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     K = contract.QoSKind
-    state = {"episode": None, "recording": record_video}
+    start = time.monotonic()
+    state = {"episode": None, "current": [], "first": None, "kept_success": False}
 
     def on_episode(msg: String) -> None:
         info = json.loads(msg.data)
@@ -60,18 +62,28 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
             result.successes.append(bool(info["success"]))
             result.seeds.append(int(info["seed"]))
             result.episode_sim_s.append(float(info["sim_time"]))
-            state["recording"] = False  # the video shows the first episode only
+            if record_video:  # keep the first successful episode for the video, else the first one
+                if state["first"] is None:
+                    state["first"] = state["current"]
+                if info["success"] and not state["kept_success"]:
+                    result.frames, state["kept_success"] = state["current"], True
+                state["current"] = []
             if progress:
                 progress(len(result.successes), bool(info["success"]))
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
         for status in msg.status:
             if status.name.endswith("/policy"):
-                result.policy_diagnostics = {kv.key: kv.value for kv in status.values}
+                result.policy_diagnostics = values = {kv.key: kv.value for kv in status.values}
+                try:
+                    result.latency_series.append((time.monotonic() - start, float(values["inference_ms_p50"]),
+                                                  float(values["inference_ms_p99"])))
+                except (KeyError, ValueError):
+                    pass  # no inference yet
 
     def on_image(msg: Image) -> None:
-        if state["recording"]:
-            result.frames.append(common.image_to_array(msg).copy())
+        if not state["kept_success"]:
+            state["current"].append(common.image_to_array(msg).copy())
 
     # Deep queue: a "done" followed at once by the next episode's "running" must not be lost.
     events = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -80,7 +92,6 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
     if record_video:
         node.create_subscription(Image, contract.camera_color_topic("scene"), on_image,
                                  QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT))
-    start = time.monotonic()
     try:
         while len(result.successes) < episodes:
             executor.spin_once(timeout_sec=0.1)
@@ -93,6 +104,8 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
         deadline = time.monotonic() + 1.5 / contract.DIAGNOSTICS_HZ
         while time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
+        if record_video and not result.frames:
+            result.frames = state["first"] or []
     finally:
         result.wall_s = time.monotonic() - start
         executor.shutdown()

@@ -65,7 +65,8 @@ def run_eval(policy: str, task: str, episodes: int, seed: int, through_ros: bool
         fps = POLICY_HZ if not through_ros or pacing == "lockstep" else 15.0
         summary["video"] = str(report.write_video(res.frames, video, fps))
     if plot:
-        summary["plot"] = str(report.write_plot(res.successes, latency, plot, f"{policy} on {task}"))
+        summary["plot"] = str(report.write_plot(res.successes, latency, plot, f"{policy} on {task}",
+                                                res.latency_series if through_ros else None))
     return summary
 
 

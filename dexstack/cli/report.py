@@ -50,8 +50,10 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: float) -> Path:
     return path
 
 
-def write_plot(successes: list[bool], latency_ms: list[float] | None, path: str | Path, title: str) -> Path:
-    """Cumulative success rate per episode and the inference latency distribution."""
+def write_plot(successes: list[bool], latency_ms: list[float] | None, path: str | Path, title: str,
+               latency_series: list[tuple[float, float, float]] | None = None) -> Path:
+    """Cumulative success rate per episode, and inference latency: the distribution of every call
+    (in-process) or the policy node's reported p50/p99 over the run (through ROS)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,7 +69,14 @@ def write_plot(successes: list[bool], latency_ms: list[float] | None, path: str 
         axes[1].hist(latency_ms, bins=40)
         axes[1].axvline(np.percentile(latency_ms, 99), color="r", linestyle="--", label="p99")
         axes[1].legend()
-    axes[1].set(xlabel="ms", ylabel="count", title="inference latency")
+        axes[1].set(xlabel="ms", ylabel="count", title="inference latency")
+    elif latency_series:
+        t, p50, p99 = (np.array(c) for c in zip(*latency_series, strict=True))
+        axes[1].plot(t, p50, label="p50")
+        axes[1].plot(t, p99, label="p99")
+        axes[1].set_ylim(bottom=0)
+        axes[1].legend()
+        axes[1].set(xlabel="wall s", ylabel="ms", title="policy node inference latency (diagnostics)")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
