@@ -7,6 +7,7 @@ the pip ROS 2 wheels. Nothing else decides which nodes run or with which paramet
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 
@@ -39,6 +40,8 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg("seed", "0", "seed of the first sim episode"),
     LaunchArg("cameras", "true", "render and publish sim cameras", ("true", "false")),
     LaunchArg("policy_rate", str(contract.POLICY_HZ), "policy loop rate in Hz"),
+    LaunchArg("params_file", "", "ROS 2 parameter YAML applied to every node (site tuning, e.g. "
+              "share/dexstack/config/panda_real.yaml); the values this launch derives take precedence"),
 )
 
 
@@ -50,6 +53,7 @@ class NodeSpec:
     name: str
     parameters: dict[str, object] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
+    params_files: tuple[str, ...] = ()  # applied first: `parameters` override them
     package: str = PACKAGE
 
     @property
@@ -58,6 +62,8 @@ class NodeSpec:
 
     def ros_args(self) -> list[str]:
         args = ["--ros-args", "-r", f"__node:={self.name}"]
+        for path in self.params_files:  # rcl applies -p overrides after parameter files
+            args += ["--params-file", path]
         for key, value in self.parameters.items():
             args += ["-p", f"{key}:={_param_text(value)}"]
         for src, dst in self.remappings:
@@ -129,4 +135,6 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
         }))
     if values["record"] == "true":
         nodes.append(NodeSpec("recorder", "recorder", common | {"task": values["task"]}))
+    if values["params_file"]:
+        nodes = [dataclasses.replace(n, params_files=(values["params_file"],)) for n in nodes]
     return nodes

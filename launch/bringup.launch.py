@@ -24,7 +24,8 @@ def _nodes(context, *args, **kwargs):
             package=spec.package,
             executable=spec.executable,
             name=spec.name,
-            parameters=[spec.parameters],
+            # Files first, then the derived values: the same precedence as `--ros-args`.
+            parameters=[*spec.params_files, spec.parameters],
             remappings=list(spec.remappings),
             output="screen",
             emulate_tty=True,

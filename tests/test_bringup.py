@@ -61,3 +61,24 @@ def test_up_rejects_unknown_arguments_before_starting_anything():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "not one of mujoco, real, mock" in out.stderr
+
+
+def test_params_file_tunes_nodes_and_derived_values_win(ros_client, launch_nodes, tmp_path):
+    from pathlib import Path
+
+    from rcl_interfaces.srv import GetParameters
+
+    from dexstack.graph import node_list, parse_launch_args
+
+    site = tmp_path / "site.yaml"
+    site.write_text(Path(__file__).resolve().parents[1].joinpath("config", "panda_real.yaml").read_text()
+                    + "    start_enabled: true\n")  # a file must not enable a real robot
+    specs = node_list(parse_launch_args(["hardware:=real", "policy:=none", f"params_file:={site}"]))
+    launch_nodes(specs)
+    client = ros_client.node.create_client(GetParameters, "/safety_filter/get_parameters")
+    assert client.wait_for_service(timeout_sec=30)
+    future = client.call_async(GetParameters.Request(names=["ramp_time_s", "state_timeout_s", "start_enabled"]))
+    assert ros_client.spin_until(future.done, 10)
+    ramp, timeout, enabled = future.result().values
+    assert ramp.double_value == 3.0 and timeout.double_value == 0.05
+    assert enabled.bool_value is False  # hardware:=real derives start_enabled:=false, and that wins

@@ -74,3 +74,12 @@ def test_launch_file_declares_every_argument_from_the_graph():
     text = (ROOT / "launch" / "bringup.launch.py").read_text()
     assert "LAUNCH_ARGS" in text and "node_list" in text
     assert {a.name for a in LAUNCH_ARGS} >= {"hardware", "policy", "task", "rtf", "pacing", "record"}
+
+
+def test_params_file_goes_to_every_node_before_the_derived_values():
+    nodes = node_list(parse_launch_args(["hardware:=real", "params_file:=/site/panda.yaml"]))
+    for node in nodes:
+        args = node.ros_args()
+        assert args[3:5] == ["--params-file", "/site/panda.yaml"]
+        assert args.index("--params-file") < args.index("-p")
+    assert (ROOT / "config" / "panda_real.yaml").exists()
