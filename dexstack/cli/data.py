@@ -58,6 +58,25 @@ def build(
     console.print(f"content hash {dataset.content_hash()}")
 
 
+@app.command("collect")
+def collect(
+    out: Path = typer.Option(..., "--out", "-o", help="new dataset directory"),
+    episodes: int = typer.Option(100, "--episodes", min=1),
+    seed: int = typer.Option(0, "--seed", help="first episode's seed; episode i uses seed + i"),
+    task: str = typer.Option("pick_lift", "--task"),
+    keep_failures: bool = typer.Option(False, "--keep-failures", help="also keep episodes the expert failed"),
+) -> None:
+    """Scripted-expert rollouts in-process (no ROS), written in the same dataset format."""
+    from dexstack.sim.collect import collect_dataset
+
+    with Progress(TextColumn("[bold]collecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        bar = progress.add_task("", total=episodes)
+        dataset = collect_dataset(out, episodes, seed, task, keep_failures,
+                                  progress=lambda done, _: progress.update(bar, completed=done))
+    console.print(f"wrote {len(dataset)} episodes, {dataset.num_frames} frames at {dataset.fps:g} Hz to {out}")
+
+
 @app.command("info")
 def info(root: Path = typer.Argument(..., help="dataset directory")) -> None:
     """Show a dataset's features and episodes."""
