@@ -6,7 +6,7 @@ export MUJOCO_GL ?= egl
 
 .PHONY: venv test demo lint bench clean
 
-$(VENV)/.installed: requirements.txt setup.py
+$(VENV)/.installed: requirements.txt requirements-robot.txt setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
