@@ -1,0 +1,92 @@
+"""Diffusion-policy hyperparameters in one dataclass (plain Python: no torch).
+
+Time indexing of a sample at frame k: observations k-To+1 .. k condition the denoiser, which
+predicts Tp actions starting at action k-To+1 (diffusion_policy's convention). `action[k]` is the
+target commanded for t_k + dt, so the executable slice starts at index To-1 and point i of it is
+due (i + 1) * dt after the observation, as the runtime interface promises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+FAMILY = "diffusion"
+DENOISERS = ("unet", "transformer")
+SAMPLERS = ("ddim", "edm")
+EDM_METHODS = ("euler", "heun")
+
+
+@dataclass
+class DiffusionConfig:
+    # --- horizons (policy steps) ---------------------------------------------------------
+    n_obs_steps: int = 2  # To: observation frames in the condition
+    horizon: int = 16  # Tp: predicted actions per sample (UNet: divisible by 2 ** (len(down_dims) - 1))
+    n_action_steps: int = 8  # Ta: actions executed per chunk, from index To - 1
+
+    # --- observation encoder (per frame; features of the To frames are concatenated) ------
+    cameras: tuple[str, ...] = ("wrist", "scene")
+    conv_channels: tuple[int, ...] = (32, 32, 64)
+    group_norm_groups: int = 8
+    num_keypoints: int = 32
+
+    # --- denoiser ---------------------------------------------------------------------------
+    denoiser: str = "unet"  # one of DENOISERS
+    step_embed_dim: int = 128  # sinusoidal diffusion-step embedding width
+    # UNet: channels per level; (128, 256, 512) with kernel 5 is ~16M parameters for 9 joints.
+    down_dims: tuple[int, ...] = (128, 256, 512)
+    kernel_size: int = 5
+    unet_groups: int = 8
+    # Transformer: causal self-attention over action tokens, cross-attention to condition tokens.
+    d_model: int = 256
+    n_heads: int = 4
+    n_layers: int = 6
+    dropout: float = 0.0
+
+    # --- diffusion training -------------------------------------------------------------
+    num_train_timesteps: int = 100
+    beta_schedule: str = "squaredcos_cap_v2"
+    clip_sample: float | None = None  # clip predicted x0 to +-value (None: off; actions are mean/std normalised)
+    ema_decay: float = 0.999
+    # EDM parameterisation (BESO): sigma ~ lognormal(p_mean, p_std) in training
+    sigma_data: float = 0.5
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+    # --- sampling (written to manifest["runtime"]; changeable without retraining) ---------
+    sampler: str = "ddim"  # "ddim" (eps-prediction denoiser) or "edm" (EDM-trained denoiser)
+    ddim_steps: int = 10
+    ddim_eta: float = 0.0
+    edm_steps: int = 3
+    edm_method: str = "euler"  # "euler": 3 network calls; "heun": 2 * steps - 1
+
+    def __post_init__(self) -> None:
+        if self.denoiser not in DENOISERS:
+            raise ValueError(f"denoiser {self.denoiser!r}; expected one of {DENOISERS}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler {self.sampler!r}; expected one of {SAMPLERS}")
+        if self.edm_method not in EDM_METHODS:
+            raise ValueError(f"edm_method {self.edm_method!r}; expected one of {EDM_METHODS}")
+        if not 0 < self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
+            raise ValueError(f"n_action_steps={self.n_action_steps} must be in 1..horizon - n_obs_steps + 1 "
+                             f"= {self.horizon - self.n_obs_steps + 1}")
+        levels = 2 ** (len(self.down_dims) - 1)
+        if self.denoiser == "unet" and self.horizon % levels:
+            raise ValueError(f"horizon={self.horizon} must be divisible by {levels} for a UNet with "
+                             f"{len(self.down_dims)} levels")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
+        """Inverse of `to_dict`; unknown keys are an error so a typo never goes unnoticed."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown diffusion config keys {unknown}; known: {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

@@ -1,0 +1,167 @@
+"""Serving runtime of the diffusion family: numpy + onnxruntime only (never torch).
+
+Per `act(observation)`: validate and normalise the observation, encode the frame with
+`encoder.onnx` into the feature history (the To most recent frames; after `reset()` the first
+frame fills it), run the sampler loop of `schedulers.py` (DDIM or EDM, per manifest["runtime"])
+around `denoiser.onnx`, un-normalise the Tp predicted actions and return the executable slice:
+the Ta actions from index To - 1, absolute joint targets (radians / metres, in
+`manifest["outputs"]["joint_names"]` order); point i is due (i + 1) * dt after the observation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from dexstack.policies.diffusion import schedulers
+from dexstack.runtime import ObservationError, check_observation
+
+THREADS_ENV = "DEXSTACK_ORT_THREADS"
+DEFAULT_THREADS = 1  # the robot computer also runs drivers or the sim; see bench/bench_diffusion.py
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types for missing or corrupt graphs
+        raise ValueError(f"cannot load ONNX graph {path}: {exc}") from exc
+
+
+def _norm_arrays(norm: dict[str, Any] | None, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, scale) with normalised = (raw - offset) * scale."""
+    norm = norm or {"type": "none"}
+    kind = norm.get("type")
+    if kind == "mean_std":
+        return np.asarray(norm["mean"], np.float32), (1.0 / np.asarray(norm["std"], np.float32)).astype(np.float32)
+    if kind == "scale":
+        scale = np.float32(norm["scale"])
+        return np.float32(-float(norm.get("offset", 0.0)) / scale), scale
+    if kind == "none":
+        return np.float32(0.0), np.float32(1.0)
+    raise ValueError(f"{where}: normalization type {kind!r} is not supported by the diffusion runtime")
+
+
+class Runtime:
+    """Diffusion policy runtime. State between calls: the feature history of the last To frames
+    and the sampler's random generator; call `reset()` at the start of each episode."""
+
+    def __init__(self, policy_dir: Path, manifest: dict[str, Any], threads: int | None = None,
+                 seed: int | None = 0) -> None:
+        self.manifest = manifest
+        self.policy_dir = Path(policy_dir)
+        threads = threads or int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
+        graphs = manifest["graphs"]
+        self._encoder = _session(self.policy_dir / graphs["encoder"], threads)
+        self._denoiser = _session(self.policy_dir / graphs["denoiser"], threads)
+
+        self._inputs: list[dict[str, Any]] = list(manifest["inputs"])
+        names = [spec["name"] for spec in self._inputs]
+        got = sorted(i.name for i in self._encoder.get_inputs())
+        if got != sorted(names):
+            raise ValueError(f"{graphs['encoder']} takes inputs {got}, manifest lists {sorted(names)}")
+        got = [i.name for i in self._denoiser.get_inputs()]
+        if got != ["noisy_actions", "timestep", "cond"]:
+            raise ValueError(f"{graphs['denoiser']} takes inputs {got}, expected ['noisy_actions', 'timestep', 'cond']")
+        self._rgb_names = [spec["name"] for spec in self._inputs if spec["kind"] == "rgb"]
+        self._norms = {spec["name"]: _norm_arrays(spec.get("normalization"), f"input {spec['name']!r}")
+                       for spec in self._inputs}
+
+        rt = manifest.get("runtime") or {}
+        try:
+            self.n_obs_steps, self.horizon = int(rt["n_obs_steps"]), int(rt["horizon"])
+            self.n_action_steps, self.action_dim = int(rt["n_action_steps"]), int(rt["action_dim"])
+            self.sampler = rt["sampler"]
+            self._ddim, self._edm = dict(rt.get("ddim") or {}), dict(rt.get("edm") or {})
+        except KeyError as exc:
+            raise ValueError(f"manifest runtime lacks {exc.args[0]!r} (diffusion runtime settings)") from None
+        if self.sampler not in ("ddim", "edm"):
+            raise ValueError(f"manifest runtime.sampler is {self.sampler!r}; expected 'ddim' or 'edm'")
+        if self.sampler == "ddim":
+            self._alpha_bar = schedulers.alphas_cumprod(int(self._ddim["num_train_timesteps"]),
+                                                        self._ddim.get("beta_schedule", "squaredcos_cap_v2"))
+            schedulers.ddim_timesteps(len(self._alpha_bar), int(self._ddim["steps"]))  # raises on a bad step count
+
+        out = manifest["outputs"]
+        self.joint_names: list[str] = list(out["joint_names"])
+        self.chunk_length, self.dt = int(out["chunk_length"]), float(out["dt"])
+        if len(self.joint_names) != self.action_dim:
+            raise ValueError(f"outputs.joint_names has {len(self.joint_names)} joints, runtime.action_dim "
+                             f"is {self.action_dim}")
+        if self.chunk_length != self.n_action_steps:
+            raise ValueError(f"outputs.chunk_length={self.chunk_length} differs from runtime.n_action_steps="
+                             f"{self.n_action_steps}")
+        if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
+            raise ValueError(f"To - 1 + Ta = {self.n_obs_steps - 1 + self.n_action_steps} exceeds horizon "
+                             f"{self.horizon}")
+        norm = out.get("chunk_normalization") or {"type": "mean_std", "mean": 0.0, "std": 1.0}
+        if norm.get("type") != "mean_std":
+            raise ValueError(f"outputs.chunk_normalization type {norm.get('type')!r} is not supported")
+        self._action_mean = np.asarray(norm["mean"], np.float64)
+        self._action_std = np.asarray(norm["std"], np.float64)
+        self._history: deque[np.ndarray] = deque(maxlen=self.n_obs_steps)
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        """Start an episode: forget the feature history."""
+        self._history.clear()
+
+    def encode(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """One frame -> its features (F,) float32 (no state change). Raises ObservationError."""
+        check_observation(observation, self._inputs)
+        for name in self._rgb_names:
+            if np.asarray(observation[name]).dtype != np.uint8:
+                raise ObservationError(f"{name}: dtype {np.asarray(observation[name]).dtype}, expected uint8 rgb")
+        feeds = {}
+        for name, (offset, scale) in self._norms.items():
+            feeds[name] = ((np.asarray(observation[name], np.float32) - offset) * scale)[None].astype(np.float32)
+        (features,) = self._encoder.run(["features"], feeds)
+        return features[0]
+
+    def _step(self, cond: np.ndarray) -> schedulers.StepFn:
+        def step(x: np.ndarray, timestep: np.ndarray) -> np.ndarray:
+            (out,) = self._denoiser.run(["denoiser_out"], {"noisy_actions": np.ascontiguousarray(x, np.float32),
+                                                           "timestep": timestep.astype(np.float32), "cond": cond})
+            return out
+        return step
+
+    def sample(self, cond: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """Condition (B, To * F) -> normalised action sequences (B, Tp, A) float32 with the
+        manifest's sampler. `noise` (B, Tp, A) standard normal: the initial sample (drawn if None)."""
+        cond = np.ascontiguousarray(cond, np.float32)
+        if cond.ndim != 2:
+            raise ValueError(f"cond must be (B, C), got shape {cond.shape}")
+        shape = (cond.shape[0], self.horizon, self.action_dim)
+        if noise is None:
+            noise = self._rng.standard_normal(shape).astype(np.float32)
+        elif noise.shape != shape:
+            raise ValueError(f"noise has shape {noise.shape}, expected {shape}")
+        step = self._step(cond)
+        if self.sampler == "ddim":
+            eta = float(self._ddim.get("eta", 0.0))
+            return schedulers.ddim_sample(step, noise, self._alpha_bar, int(self._ddim["steps"]), eta,
+                                          clip_sample=self._ddim.get("clip_sample"))
+        e = self._edm
+        return schedulers.edm_sample(step, noise, int(e["steps"]), float(e["sigma_min"]), float(e["sigma_max"]),
+                                     float(e["rho"]), float(e["sigma_data"]), e.get("method", "euler"))
+
+    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """Observation (joint positions (J,), rgb (H, W, 3) uint8 per camera) -> (Ta, J) absolute
+        joint targets, float64. Raises ObservationError on bad input (the history is unchanged)."""
+        features = self.encode(observation)
+        while len(self._history) < self.n_obs_steps - 1:  # first frame of an episode fills the history
+            self._history.append(features)
+        self._history.append(features)
+        cond = np.concatenate(list(self._history))[None]
+        actions = self.sample(cond)[0].astype(np.float64) * self._action_std + self._action_mean
+        start = self.n_obs_steps - 1
+        return actions[start:start + self.n_action_steps]
