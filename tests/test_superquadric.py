@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -235,7 +233,6 @@ def test_points_from_depth_round_trip_on_the_table_plane():
 
 def test_fit_on_a_mujoco_depth_render_of_a_box():
     """Real MuJoCo depth through the sim's renderer and camera conventions, end to end."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
     mujoco = pytest.importorskip("mujoco")
     from dexstack.sim.render import RgbdRenderer
 

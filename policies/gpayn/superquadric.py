@@ -39,7 +39,7 @@ class Superquadric:
     position: centre (3,) in metres, world frame.
     rotation: (3, 3) rotation matrix whose columns are the object's x, y, z axes in the world
       frame (a world point p has object coordinates rotation.T @ (p - position)).
-    cost: mean squared residual of the fit (m^3, from the sqrt(a1 a2 a3) weighting).
+    cost: mean squared residual of the fit, priors included (m^3, from the sqrt(a1 a2 a3) weighting).
     """
 
     size: np.ndarray
