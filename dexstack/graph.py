@@ -15,6 +15,9 @@ from dexstack import contract
 
 PACKAGE = "dexstack"
 DEFAULT_POLICY = "bc_pick_lift"
+# The sim's task registry (`dexstack.sim.tasks.TASKS`) by name; core cannot import the sim, and
+# tests/test_graph.py keeps the two equal.
+SIM_TASKS = ("cover_pick", "cue_choice", "pick_lift")
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg("policy", DEFAULT_POLICY,
               "policy to serve from the store, NAME or NAME@VERSION; 'expert' runs the sim's scripted expert; "
               "'none' runs no policy"),
-    LaunchArg("task", "pick_lift", "sim task (ignored on real hardware)", ("pick_lift",)),
+    LaunchArg("task", "pick_lift", "sim task (ignored on real hardware)", SIM_TASKS),
     LaunchArg("profile", "panda", "robot profile (joint names, limits, topics)", ("panda",)),
     LaunchArg("rtf", "1.0", "sim real-time factor in realtime pacing (0 = as fast as possible)"),
     LaunchArg("pacing", "realtime", "realtime: sim runs on its own clock; lockstep: physics waits for each policy answer",
@@ -123,6 +126,7 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
         if not sim:
             raise ValueError("policy:=expert needs hardware:=mujoco (the expert reads the sim's ground truth)")
         nodes.append(NodeSpec("expert_node", "expert", common | {
+            "task": values["task"],
             "rate": float(values["policy_rate"]),
             "trigger": "observation" if lockstep else "timer",
         }))

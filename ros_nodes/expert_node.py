@@ -18,17 +18,18 @@ from trajectory_msgs.msg import JointTrajectory
 from dexstack import contract
 from dexstack.hardware.profiles import get_profile
 from dexstack.ros_nodes import common
-from dexstack.sim.experts.pick_lift import PickLiftExpert
+from dexstack.sim.experts import EXPERTS
 from dexstack.trajectory import ActionChunk
 
 
 class ExpertNode(Node):
     def __init__(self) -> None:
         super().__init__("expert")
-        p = self.declare_parameters("", [("profile", "panda"), ("rate", contract.POLICY_HZ), ("trigger", "timer")])
+        p = self.declare_parameters("", [("profile", "panda"), ("task", "pick_lift"), ("rate", contract.POLICY_HZ),
+                                         ("trigger", "timer")])
         params = {x.name: x.value for x in p}
         self.profile = get_profile(params["profile"])
-        self.expert = PickLiftExpert(self.profile)
+        self.expert = EXPERTS[params["task"]](self.profile)
         self.joint_msg: JointState | None = None
         self.object_msg: PoseStamped | None = None
         self.episode_key = None

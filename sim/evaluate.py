@@ -13,7 +13,7 @@ from dexstack import contract
 from dexstack.hardware.profiles import RobotProfile
 from dexstack.runtime import PolicyRuntime
 from dexstack.sim.env import ManipulationEnv
-from dexstack.sim.experts.pick_lift import PickLiftExpert
+from dexstack.sim.experts import EXPERTS
 from dexstack.trajectory import ActionChunk
 
 
@@ -30,8 +30,8 @@ class EvalResult:
 class ExpertPolicy:
     """The scripted expert behind the runtime interface, so one evaluator serves both."""
 
-    def __init__(self, profile: RobotProfile) -> None:
-        self.expert = PickLiftExpert(profile)
+    def __init__(self, profile: RobotProfile, task: str = "pick_lift") -> None:
+        self.expert = EXPERTS[task](profile)
         self.joint_names = profile.joint_names
 
     def reset(self) -> None:

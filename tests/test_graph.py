@@ -83,3 +83,12 @@ def test_params_file_goes_to_every_node_before_the_derived_values():
         assert args[3:5] == ["--params-file", "/site/panda.yaml"]
         assert args.index("--params-file") < args.index("-p")
     assert (ROOT / "config" / "panda_real.yaml").exists()
+
+
+def test_launch_task_choices_are_the_sim_task_registry():
+    from dexstack.graph import SIM_TASKS
+    from dexstack.sim.tasks import TASKS
+
+    assert tuple(sorted(TASKS)) == SIM_TASKS
+    expert = next(n for n in node_list(parse_launch_args(["policy:=expert", "task:=cue_choice"])) if n.name == "expert")
+    assert expert.parameters["task"] == "cue_choice"

@@ -52,7 +52,7 @@ def run_eval(policy: str, task: str, episodes: int, seed: int, through_ros: bool
         else:
             from dexstack.sim.evaluate import evaluate_in_process
 
-            res = evaluate_in_process(_in_process_policy(policy), task, episodes, seed,
+            res = evaluate_in_process(_in_process_policy(policy, task), task, episodes, seed,
                                       keep_frames=video is not None, progress=tick)
             latency = res.inference_ms
             summary = report.summary(policy, task, res.successes, latency if policy != "expert" else None,
@@ -70,13 +70,13 @@ def run_eval(policy: str, task: str, episodes: int, seed: int, through_ros: bool
     return summary
 
 
-def _in_process_policy(ref: str):
+def _in_process_policy(ref: str, task: str):
     from dexstack.hardware.profiles import PANDA
 
     if ref == "expert":
         from dexstack.sim.evaluate import ExpertPolicy
 
-        return ExpertPolicy(PANDA)
+        return ExpertPolicy(PANDA, task)
     from dexstack.runtime import load_runtime
     from dexstack.store import PolicyStore
 
