@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed chunks per backend first")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both backends")
     parser.add_argument("--denoiser", choices=["unet", "transformer"], default="unet")
+    parser.add_argument("--down-dims", type=int, nargs="+", help="UNet channels per level (default: the config's)")
     args = parser.parse_args()
 
     import torch
@@ -51,6 +52,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     config = DiffusionConfig(denoiser=args.denoiser)
+    if args.down_dims:
+        config = DiffusionConfig(denoiser=args.denoiser, down_dims=tuple(args.down_dims))
     shapes = {cam: [PANDA.camera(cam).height, PANDA.camera(cam).width, 3] for cam in config.cameras}
     j = PANDA.n_joints
     torch.manual_seed(0)
@@ -99,7 +102,7 @@ def main() -> None:
                 "max_abs_diff_fixed_noise": max_diff,
             }
     print(json.dumps({
-        "bench": "diffusion_sampling", "denoiser": args.denoiser,
+        "bench": "diffusion_sampling", "denoiser": args.denoiser, "down_dims": list(config.down_dims),
         "denoiser_params": count_parameters(denoiser), "encoder_params": count_parameters(encoder),
         "horizon": config.horizon, "action_dim": j, "cond_dim": int(cond.shape[1]), "batch": 1,
         "threads": args.threads, "chunks": args.chunks, "results": results,
