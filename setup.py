@@ -8,7 +8,7 @@ from setuptools import setup
 PACKAGE = "dexstack"
 SUBPACKAGES = {
     "ros_nodes": ["ros_nodes"],
-    "policies": ["policies", "policies/common", "policies/bc", "policies/gpayn"],
+    "policies": ["policies", "policies/common", "policies/bc", "policies/diffusion", "policies/gpayn"],
     "sim": ["sim", "sim/tasks", "sim/experts"],
     "hardware": ["hardware"],
 }
