@@ -1,0 +1,260 @@
+"""Physics core of the hand scene: Adroit arm + hand, one object, fingertip touch, RGB-D + mask.
+
+`HandSim` owns the MuJoCo model and data of `sim/hand_scene.py`. Joint vectors are in the
+`ADROIT` profile's order: 6 arm joints (ARTx/y/z in metres, ARRx/y/z in radians, about the
+forearm's mount frame) then the 24 hand joints (radians). Positions are in the world frame
+(z up, table top at z = 0), metres; forces in newtons.
+
+Touch: each of the five distal phalanges (`TOUCH_PADS`: thumb, index, middle, ring, little)
+is one pad. Its normal force is the sum of the normal contact forces (`mj_contactForce`) on
+the phalanx's collision capsule from anything that is not part of the hand (object, table).
+The hand touching itself (thumb on index during a closing) is not reported: on the real hand
+the pads face the object, and a policy rewarded for contacts must not earn them in free air.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import mujoco
+import numpy as np
+
+from dexstack.sim import hand_scene
+from dexstack.sim import objects as objects_lib
+from dexstack.sim.hand_scene import ADROIT, HAND_JOINTS, TOUCH_PADS
+from dexstack.sim.render import RgbdRenderer
+
+SETTLE_STEPS = 100  # physics steps at reset so the object rests on the table
+TOUCH_THRESHOLD = 0.05  # N; a pad with more normal force than this is "in contact"
+
+# The scripted closing: hand joint targets (rad) of the fully closed hand, HAND_JOINTS order.
+# Fingers flex at all three joints; the thumb swings under the palm (THJ4), flexes (THJ3) and
+# curls its tip (THJ0) to oppose the fingers. The wrist and the spread joints stay at zero.
+_CLOSED = {
+    "FFJ2": 1.2, "FFJ1": 1.3, "FFJ0": 1.0,
+    "MFJ2": 1.2, "MFJ1": 1.3, "MFJ0": 1.0,
+    "RFJ2": 1.2, "RFJ1": 1.3, "RFJ0": 1.0,
+    "LFJ4": 0.2, "LFJ2": 1.2, "LFJ1": 1.3, "LFJ0": 1.0,
+    "THJ4": 0.9, "THJ3": 1.1, "THJ1": 0.3, "THJ0": -0.6,
+}
+HAND_CLOSED = np.array([_CLOSED.get(j, 0.0) for j in HAND_JOINTS])
+HAND_OPEN = np.zeros(len(HAND_JOINTS))
+
+
+def close_hand_targets(fraction: float) -> np.ndarray:
+    """Scripted "close the hand" controller: hand joint targets (24,) in radians, linearly
+    from open (fraction 0) to closed (fraction 1); fractions outside [0, 1] are clipped."""
+    if not np.isfinite(fraction):
+        raise ValueError(f"closing fraction must be finite, got {fraction}")
+    f = float(np.clip(fraction, 0.0, 1.0))
+    return HAND_OPEN + f * (HAND_CLOSED - HAND_OPEN)
+
+
+def _close_renderers(renderers: list) -> None:
+    for renderer in renderers:
+        renderer.close()
+    renderers.clear()
+
+
+class HandSim:
+    """MuJoCo physics of the hand scene + fingertip touch + a scene RGB-D camera with an object mask."""
+
+    def __init__(self, object_name: str = "potted_meat_can", render: bool = True,
+                 camera_size: tuple[int, int] = (160, 120)) -> None:
+        """camera_size: (width, height) of the scene camera in pixels."""
+        if len(camera_size) != 2 or min(camera_size) < 1:
+            raise ValueError(f"camera_size must be (width, height) in pixels, got {camera_size}")
+        root, self.names = hand_scene.build_hand_scene(object_name, camera_size=camera_size)
+        self.model: mujoco.MjModel = hand_scene.compile_model(root)
+        self.data = mujoco.MjData(self.model)
+        self.dt = float(self.model.opt.timestep)
+        self.profile = ADROIT
+        self.object_spec = objects_lib.CATALOG[object_name]
+        m = self.model
+        joints = self.names.arm_joints + self.names.hand_joints
+        self._qpos_adr = np.array([m.jnt_qposadr[m.joint(j).id] for j in joints])
+        self._dof_adr = np.array([m.jnt_dofadr[m.joint(j).id] for j in joints])
+        self._act = np.array([m.actuator(a).id for a in self.names.actuators])
+        self._lower, self._upper = ADROIT.lower, ADROIT.upper
+        self._pad_geom = np.array([m.geom(g).id for g in self.names.pad_geoms])
+        robot_root = m.body(self.names.palm_body).rootid[0]
+        self._hand_geom = m.body_rootid[m.geom_bodyid] == robot_root  # (ngeom,) bool
+        self._object_body = m.body(self.names.object_body).id
+        self._object_geoms = np.flatnonzero(m.geom_bodyid == self._object_body)
+        free = m.body_jntadr[self._object_body]
+        self._object_qpos = int(m.jnt_qposadr[free])
+        self._object_dof = int(m.jnt_dofadr[free])
+
+        self.camera_size = (int(camera_size[0]), int(camera_size[1]))
+        self._cam_id = m.camera(self.names.camera).id
+        self._renderers: list = []
+        self.render_enabled = render
+        if render:
+            self._rgbd = RgbdRenderer(m, *self.camera_size)
+            self._segment = mujoco.Renderer(m, height=self.camera_size[1], width=self.camera_size[0])
+            self._segment.enable_segmentation_rendering()
+            self._renderers += [self._rgbd, self._segment]
+        # Free GL contexts when the sim is collected or at exit, while EGL is still loaded.
+        self._finalizer = weakref.finalize(self, _close_renderers, self._renderers)
+        self.reset()
+
+    # --- episode --------------------------------------------------------------------------
+    def reset(self, object_xy: tuple[float, float] | None = None, object_yaw: float | None = None) -> None:
+        """Robot at home (joints and targets), object upright on the table at `object_xy` (m)
+        turned by `object_yaw` (rad about z), by default `hand_scene.OBJECT_XY`/`OBJECT_YAW`;
+        settles, t = 0."""
+        mujoco.mj_resetData(self.model, self.data)
+        home = np.asarray(ADROIT.home, dtype=float)
+        self.data.qpos[self._qpos_adr] = home
+        self.set_targets(home)
+        xy = hand_scene.OBJECT_XY if object_xy is None else object_xy
+        yaw = hand_scene.OBJECT_YAW if object_yaw is None else object_yaw
+        self.place_object([xy[0], xy[1], self.object_spec.grasp_height], yaw=yaw)
+        for _ in range(SETTLE_STEPS):
+            mujoco.mj_step(self.model, self.data)
+        self.data.time = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
+    def place_object(self, position, yaw: float = 0.0) -> None:
+        """Put the object's grasp frame (see `sim/objects.py`) at `position` (3,) m, world frame,
+        upright and turned by `yaw` rad about z, at rest."""
+        position = np.asarray(position, dtype=float)
+        if position.shape != (3,) or not np.isfinite(position).all() or not np.isfinite(yaw):
+            raise ValueError(f"object position must be 3 finite numbers and yaw finite; got {position}, {yaw}")
+        a = self._object_qpos
+        self.data.qpos[a:a + 3] = position
+        self.data.qpos[a + 3:a + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        self.data.qvel[self._object_dof:self._object_dof + 6] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
+    def park_object(self) -> None:
+        """Move the object off the table, out of the hand's reach and the camera's view."""
+        self.place_object(hand_scene.PARK_POSITION)
+
+    # --- commands -------------------------------------------------------------------------
+    def set_targets(self, q: np.ndarray) -> None:
+        """Position targets (30,) for all joints in profile order (m, rad), clipped to limits."""
+        q = np.asarray(q, dtype=float)
+        if q.shape != (ADROIT.n_joints,) or not np.isfinite(q).all():
+            raise ValueError(f"targets must be {ADROIT.n_joints} finite joint positions, got shape {q.shape}")
+        self.data.ctrl[self._act] = np.clip(q, self._lower, self._upper)
+
+    def set_hand_targets(self, q_hand: np.ndarray) -> None:
+        """Position targets (24,) in radians for the hand joints only; arm targets are kept."""
+        q = self.data.ctrl[self._act].copy()
+        q_hand = np.asarray(q_hand, dtype=float)
+        if q_hand.shape != (len(HAND_JOINTS),):
+            raise ValueError(f"hand targets must have {len(HAND_JOINTS)} entries, got shape {q_hand.shape}")
+        q[6:] = q_hand
+        self.set_targets(q)
+
+    def step(self, n: int = 1) -> None:
+        """Advance `n` physics steps of `dt` seconds."""
+        for _ in range(n):
+            mujoco.mj_step(self.model, self.data)
+
+    def run_closing(self, duration_s: float = 0.6, hold_s: float = 0.3) -> None:
+        """Scripted closing: ramp the hand from open to closed over `duration_s`, then hold for
+        `hold_s` (seconds of sim time), with the arm held where it is."""
+        ramp = max(1, int(round(duration_s / self.dt)))
+        for k in range(1, ramp + 1):
+            self.set_hand_targets(close_hand_targets(k / ramp))
+            mujoco.mj_step(self.model, self.data)
+        self.step(int(round(hold_s / self.dt)))
+
+    # --- state ----------------------------------------------------------------------------
+    @property
+    def time(self) -> float:
+        """Seconds of simulation time since the last reset."""
+        return float(self.data.time)
+
+    def joint_positions(self) -> np.ndarray:
+        """(30,) joint positions in profile order (m, rad)."""
+        return self.data.qpos[self._qpos_adr].copy()
+
+    def object_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """Object grasp-frame position (3,) m and quaternion wxyz (4,), world frame."""
+        a = self._object_qpos
+        return self.data.qpos[a:a + 3].copy(), self.data.qpos[a + 3:a + 7].copy()
+
+    def object_center(self) -> np.ndarray:
+        """(3,) world centre of the object's bounding box (metres), e.g. the true centre a
+        superquadric fit should find."""
+        body = self.data.body(self._object_body)
+        rot = body.xmat.reshape(3, 3)
+        corners = []
+        for g in self._object_geoms:
+            # Each primitive's own axis-aligned extent in the body frame, via its bounding box.
+            centre_local = rot.T @ (self.data.geom_xpos[g] - body.xpos)
+            half = self.model.geom_aabb[g, 3:]
+            geom_rot = rot.T @ self.data.geom_xmat[g].reshape(3, 3)
+            extent = np.abs(geom_rot) @ half
+            corners += [centre_local - extent, centre_local + extent]
+        corners = np.array(corners)
+        return body.xpos + rot @ (0.5 * (corners.min(axis=0) + corners.max(axis=0)))
+
+    def pad_forces(self) -> np.ndarray:
+        """(5,) normal force in newtons on each pad (`TOUCH_PADS` order) from contacts with
+        anything outside the hand."""
+        m, d = self.model, self.data
+        forces = np.zeros(len(TOUCH_PADS))
+        if d.ncon == 0:
+            return forces
+        pairs = d.contact.geom[:d.ncon]
+        wrench = np.zeros(6)
+        for k, pad_geom in enumerate(self._pad_geom):
+            for i in np.flatnonzero((pairs == pad_geom).any(axis=1)):
+                other = pairs[i, 1] if pairs[i, 0] == pad_geom else pairs[i, 0]
+                if self._hand_geom[other] or d.contact.efc_address[i] < 0:
+                    continue  # self-contact, or a contact inside the margin with no force yet
+                mujoco.mj_contactForce(m, d, int(i), wrench)
+                forces[k] += wrench[0]  # contact frame x is the normal
+        return forces
+
+    def fingertip_touch(self) -> dict[str, tuple[bool, float]]:
+        """{pad: (in contact, normal force N)} for the five `TOUCH_PADS`; contact means a normal
+        force above `TOUCH_THRESHOLD`."""
+        forces = self.pad_forces()
+        return {pad: (bool(f > TOUCH_THRESHOLD), float(f)) for pad, f in zip(TOUCH_PADS, forces, strict=True)}
+
+    # --- camera ---------------------------------------------------------------------------
+    def _check_render(self) -> None:
+        if not self.render_enabled:
+            raise RuntimeError("this HandSim was created with render=False (or closed)")
+
+    def render(self) -> tuple[np.ndarray, np.ndarray]:
+        """Scene camera: RGB (H, W, 3) uint8 and depth (H, W) float32 in metres along the
+        optical axis (0 where nothing is within range), from one render pass."""
+        self._check_render()
+        return self._rgbd.render(self.data, self._cam_id)
+
+    def object_mask(self) -> np.ndarray:
+        """(H, W) bool: pixels of the scene camera where the object is the nearest surface
+        (MuJoCo segmentation rendering by geom id)."""
+        self._check_render()
+        self._segment.update_scene(self.data, camera=self._cam_id)
+        seg = self._segment.render()  # (H, W, 2): object id, object type; -1 for background
+        is_geom = seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)
+        return is_geom & np.isin(seg[..., 0], self._object_geoms)
+
+    def camera_intrinsics(self) -> tuple[float, float, float, float]:
+        """Pinhole fx, fy, cx, cy in pixels (pixel centres at integer coordinates, as in ROS)."""
+        width, height = self.camera_size
+        fovy = np.deg2rad(self.model.cam_fovy[self._cam_id])
+        f = 0.5 * height / np.tan(0.5 * fovy)  # MuJoCo's fovy is vertical; pixels are square
+        return float(f), float(f), (width - 1) / 2.0, (height - 1) / 2.0
+
+    def camera_pose(self) -> np.ndarray:
+        """(4, 4) transform from the scene camera's optical frame (REP 103: x right, y down, z
+        forward) to the world frame; with `render`, `object_mask` and `camera_intrinsics` this is
+        what `policies.gpayn.superquadric.points_from_depth` needs for the object's cloud."""
+        # MuJoCo cameras look along their -z with y up; the optical frame along +z with y down.
+        pose = np.eye(4)
+        pose[:3, :3] = self.data.cam_xmat[self._cam_id].reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])
+        pose[:3, 3] = self.data.cam_xpos[self._cam_id]
+        return pose
+
+    def close(self) -> None:
+        """Release the GL contexts (renderers)."""
+        _close_renderers(self._renderers)
+        self.render_enabled = False

@@ -1,0 +1,239 @@
+"""Tabletop scene for multi-fingered grasping: the Adroit arm + 24-DoF hand, a table, one object.
+
+Composed with `dm_control.mjcf` from the Adroit model that ships in the gymnasium-robotics
+package (located through the package, never by an absolute path) and an object from the
+YCB-like catalogue in `sim/objects.py`.
+
+Frames: as in `sim/scene.py`, the world frame has z up and the table top is the plane z = 0
+(the floor lies `TABLE_HEIGHT` below it). The Adroit "arm" is its forearm on six joints: three
+slides (ARTx/y/z, metres) and three hinges (ARRx/y/z, radians) about the forearm's mount frame.
+At zero arm pose the hand hangs above the table with its palm facing down (-z) and its fingers
+pointing along +x; `ARM_MOUNT_POS` is where the forearm's base sits. Lengths in metres, angles
+in radians, forces in newtons.
+
+Touch: the hand's five distal phalanges (thumb, index, middle, ring, little) carry one pad each;
+`sim/hand_core.py` reads them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import mujoco
+import numpy as np
+from dm_control import mjcf
+
+from dexstack.hardware.profiles import CameraSpec, RobotProfile
+from dexstack.sim import objects as objects_lib
+from dexstack.sim.scene import TABLE_HEIGHT, look_at_xyaxes
+
+TIMESTEP = 0.002  # s (contract.PHYSICS_HZ = 500); stable with the hand's 1 cm capsules, see docs/GPAYN.md
+ROBOT_PREFIX = "adroit/"
+TABLE_HALF_SIZE = (0.45, 0.45, 0.025)  # m, half extents of the table top slab
+TABLE_CENTER = (0.0, 0.0)  # m, the table top's centre in x, y
+# Default object placement: under the palm at the arm's zero pose (slightly to the thumb's side,
+# +y, so the four fingers all land on it), turned so its long side runs across the fingers.
+OBJECT_XY = (0.0, 0.02)  # m
+OBJECT_YAW = 1.5708  # rad about z
+PARK_POSITION = np.array([2.0, 0.0, 0.5])  # m, off the table and out of the camera's view
+SCENE_CAMERA = "scene"
+
+# Forearm base: at zero arm pose the hand's grasp point (the Adroit "S_grasp" site, 5 cm under
+# the palm) is above the object's default spot and the palm just clears a 9 cm tall object.
+# ARTy lifts the hand by up to 0.2 m from there.
+ARM_MOUNT_POS = (-0.50, 0.0, 0.10)
+# Forearm z along world +x (fingers point away from the mount), palm normal down.
+ARM_MOUNT_QUAT = (0.5, 0.5, 0.5, 0.5)
+
+# Our position servos on the six arm joints (the Adroit ones are tuned for a mocap-led arm).
+ARM_SLIDE_KP, ARM_SLIDE_KV = 2000.0, 200.0  # N/m, N s/m
+ARM_HINGE_KP, ARM_HINGE_KV = 300.0, 30.0  # N m/rad, N m s/rad
+
+ARM_JOINTS = ("ARTx", "ARTy", "ARTz", "ARRx", "ARRy", "ARRz")
+HAND_JOINTS = (
+    "WRJ1", "WRJ0",
+    "FFJ3", "FFJ2", "FFJ1", "FFJ0",
+    "MFJ3", "MFJ2", "MFJ1", "MFJ0",
+    "RFJ3", "RFJ2", "RFJ1", "RFJ0",
+    "LFJ4", "LFJ3", "LFJ2", "LFJ1", "LFJ0",
+    "THJ4", "THJ3", "THJ2", "THJ1", "THJ0",
+)
+
+# Fixed pad order used everywhere (observations, topics /tactile/<pad>, rewards).
+TOUCH_PADS: tuple[str, ...] = ("thumb", "index", "middle", "ring", "little")
+# Collision geom of each pad's distal phalanx in the Adroit model.
+PAD_GEOMS: dict[str, str] = {"thumb": "C_thdistal", "index": "C_ffdistal", "middle": "C_mfdistal",
+                             "ring": "C_rfdistal", "little": "C_lfdistal"}
+
+# Joint limits as in the Adroit model (checked against the compiled model by the tests).
+_ARM_LOWER = (-0.25, 0.0, -0.3, -0.75, -0.75, -0.75)
+_ARM_UPPER = (0.25, 0.2, 0.5, 0.75, 0.75, 0.75)
+_FINGER_LOWER = (-0.436, 0.0, 0.0, 0.0)
+_FINGER_UPPER = (0.436, 1.571, 1.571, 1.571)
+_HAND_LOWER = ((-0.524, -0.785) + _FINGER_LOWER * 3 + (0.0,) + _FINGER_LOWER
+               + (-1.047, 0.0, -0.262, -0.524, -1.571))
+_HAND_UPPER = ((0.175, 0.611) + _FINGER_UPPER * 3 + (0.698,) + _FINGER_UPPER
+               + (1.047, 1.309, 0.262, 0.524, 0.0))
+
+# The Adroit arm + hand as a robot profile: 6 arm joints (m, rad) then 24 hand joints (rad).
+# Velocity limits are ours (the model has none): a slow arm, fingers that close in ~0.5 s.
+ADROIT = RobotProfile(
+    name="adroit",
+    joint_names=ARM_JOINTS + HAND_JOINTS,
+    position_lower=_ARM_LOWER + _HAND_LOWER,
+    position_upper=_ARM_UPPER + _HAND_UPPER,
+    velocity_limit=(0.5,) * 3 + (1.5,) * 3 + (3.0,) * 24,
+    home=(0.0,) * 30,
+    controller="hand_controller",
+    cameras=(CameraSpec(SCENE_CAMERA, 160, 120),),
+)
+
+
+def adroit_asset_dir() -> Path:
+    """Folder of the Adroit hand model in the installed gymnasium-robotics package."""
+    # find_spec locates the package without importing it (its import prints a banner).
+    spec = importlib.util.find_spec("gymnasium_robotics")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("gymnasium-robotics is not installed; the Adroit hand model ships with it")
+    path = Path(list(spec.submodule_search_locations)[0]) / "envs" / "assets" / "adroit_hand"
+    if not (path / "adroit_model.xml").is_file():
+        raise FileNotFoundError(f"Adroit model not found in {path}; is gymnasium-robotics installed?")
+    return path
+
+
+def _inline_includes(element: ET.Element, folder: Path) -> None:
+    """Replace every <include file=.../> under `element` by the included file's children
+    (dm_control's parser does not follow includes nested inside bodies)."""
+    for child in list(element):
+        if child.tag == "include":
+            position = list(element).index(child)
+            element.remove(child)
+            included = ET.parse(folder / child.get("file")).getroot()
+            for k, sub in enumerate(list(included)):
+                element.insert(position + k, sub)
+        else:
+            _inline_includes(child, folder)
+
+
+def adroit_model() -> mjcf.RootElement:
+    """The Adroit arm (forearm on 6 joints) + 24-DoF hand as an mjcf model named "adroit".
+
+    Taken from the package's relocate scene with everything but the forearm removed. Gravity is
+    compensated on the robot's bodies (as a real arm controller does), so the servos track their
+    targets without sag; the arm's actuators are replaced by position servos.
+    """
+    folder = adroit_asset_dir()
+    tree = ET.parse(folder / "adroit_relocate.xml").getroot()
+    _inline_includes(tree, folder)
+    worldbody = tree.find("worldbody")
+    for child in list(worldbody):
+        if not (child.tag == "body" and child.get("name") == "forearm"):
+            worldbody.remove(child)  # the package's table, ground, lights, cameras, mocap and ball
+    forearm = worldbody.find("body")
+    forearm.attrib.pop("pos")
+    forearm.attrib.pop("euler")
+    for default in tree.iter("default"):
+        if default.get("class") == "main":
+            del default.attrib["class"]  # mjcf names the root default class "main" itself
+    actuators = tree.find("actuator")
+    for act in list(actuators):
+        if act.get("joint") in ARM_JOINTS:
+            actuators.remove(act)
+    for tag in ("option", "size", "visual"):  # the scene sets solver, sizes and rendering
+        for el in tree.findall(tag):
+            tree.remove(el)
+    tree.set("model", "adroit")
+    root = mjcf.from_xml_string(ET.tostring(tree, encoding="unicode"), model_dir=str(folder))
+    # The model's materials are reflective; reflections cost 5-30x on a software GL.
+    for material in root.asset.find_all("material"):
+        material.reflectance = 0.0
+    for body in root.worldbody.find_all("body"):
+        body.gravcomp = 1
+    for joint in ARM_JOINTS:
+        slide = joint.startswith("ART")
+        kp, kv = (ARM_SLIDE_KP, ARM_SLIDE_KV) if slide else (ARM_HINGE_KP, ARM_HINGE_KV)
+        j = root.find("joint", joint)
+        root.actuator.add("position", name=f"A_{joint}", joint=joint, kp=kp, kv=kv, ctrlrange=j.range)
+    return root
+
+
+@dataclass(frozen=True)
+class HandSceneNames:
+    """Names of things in the compiled hand scene model (with their namespace prefixes)."""
+
+    arm_joints: tuple[str, ...]  # 6, profile order
+    hand_joints: tuple[str, ...]  # 24, profile order
+    actuators: tuple[str, ...]  # 30, one per profile joint, same order
+    pad_geoms: tuple[str, ...]  # 5, TOUCH_PADS order
+    palm_body: str
+    object_name: str
+    object_body: str
+    camera: str
+    table_geom: str
+
+
+def build_hand_scene(object_name: str = "potted_meat_can",
+                     camera_size: tuple[int, int] | None = None) -> tuple[mjcf.RootElement, HandSceneNames]:
+    """Compose the Adroit arm + hand, table, floor, light, a scene camera and one catalogue object.
+
+    object_name: a key of `sim.objects.CATALOG`. camera_size (width, height) only sizes the
+    offscreen buffer (at least 640x480).
+    """
+    if object_name not in objects_lib.CATALOG:
+        raise ValueError(f"unknown object {object_name!r}; known: {sorted(objects_lib.CATALOG)}")
+    scene = mjcf.RootElement(model="hand_tabletop")
+    scene.option.timestep = TIMESTEP
+    # implicitfast integrates the servos' damping stably; elliptic cones with a high impratio
+    # keep a fingertip grasp from creeping (MuJoCo's advice for grasping).
+    scene.option.integrator = "implicitfast"
+    scene.option.cone = "elliptic"
+    scene.option.impratio = 10
+    scene.visual.quality.shadowsize = 0
+    scene.visual.quality.offsamples = 0
+    width, height = camera_size if camera_size is not None else (640, 480)
+    getattr(scene.visual, "global").offwidth = max(640, int(width))
+    getattr(scene.visual, "global").offheight = max(480, int(height))
+    scene.visual.headlight.ambient = [0.4, 0.4, 0.4]
+    scene.visual.headlight.diffuse = [0.5, 0.5, 0.5]
+
+    scene.worldbody.add("geom", name="floor", type="plane", size=[3, 3, 0.1], pos=[0, 0, -TABLE_HEIGHT],
+                        rgba=[0.22, 0.24, 0.28, 1])
+    scene.worldbody.add("light", name="top", pos=[0, 0, 1.5], dir=[0, 0, -1], directional=True,
+                        castshadow=False, diffuse=[0.6, 0.6, 0.6])
+    table = scene.worldbody.add("body", name="table", pos=[TABLE_CENTER[0], TABLE_CENTER[1], -TABLE_HALF_SIZE[2]])
+    table.add("geom", name="table_top", type="box", size=TABLE_HALF_SIZE, rgba=[0.62, 0.5, 0.38, 1],
+              friction=[1.0, 0.005, 0.0001])
+    cam_pos = [0.3, -0.35, 0.4]
+    scene.worldbody.add("camera", name=SCENE_CAMERA, pos=cam_pos,
+                        xyaxes=look_at_xyaxes(cam_pos, [OBJECT_XY[0], OBJECT_XY[1], 0.05]), fovy=45.0)
+
+    robot_frame = scene.worldbody.attach(adroit_model())
+    robot_frame.pos = ARM_MOUNT_POS
+    robot_frame.quat = ARM_MOUNT_QUAT
+
+    spec = objects_lib.CATALOG[object_name]
+    object_frame = scene.worldbody.attach(objects_lib.object_model(spec))
+    object_frame.pos = [OBJECT_XY[0], OBJECT_XY[1], spec.grasp_height]
+    object_frame.add("freejoint", name=f"{object_name}_joint")
+
+    p = ROBOT_PREFIX
+    names = HandSceneNames(
+        arm_joints=tuple(p + j for j in ARM_JOINTS),
+        hand_joints=tuple(p + j for j in HAND_JOINTS),
+        actuators=tuple(f"{p}A_{j}" for j in ADROIT.joint_names),
+        pad_geoms=tuple(p + PAD_GEOMS[pad] for pad in TOUCH_PADS),
+        palm_body=p + "palm",
+        object_name=object_name,
+        object_body=f"{object_name}/",
+        camera=SCENE_CAMERA,
+        table_geom="table_top",
+    )
+    return scene, names
+
+
+def compile_model(root: mjcf.RootElement) -> mujoco.MjModel:
+    """Compile an mjcf model with the native MuJoCo bindings (meshes and textures as assets)."""
+    return mujoco.MjModel.from_xml_string(root.to_xml_string(), assets=root.get_assets())
