@@ -84,6 +84,10 @@ def test_touch_reports_contact_closing_on_the_object_and_none_in_free_air(sim):
     pad_partners = {int(g2 if g1 in sim._pad_geom else g1) for g1, g2 in d.contact.geom[:d.ncon]
                     if g1 in sim._pad_geom or g2 in sim._pad_geom}
     assert pad_partners and pad_partners <= object_geoms, [m.geom(g).name for g in pad_partners]
+    # Same forces as Adroit's own touch sensors on its fingertip sites (all contacts here are
+    # hand-object, which both count).
+    adroit_tips = [float(d.sensor(f"adroit/ST_Tch_{f}tip").data[0]) for f in ("th", "ff", "mf", "rf", "lf")]
+    assert sim.pad_forces() == pytest.approx(adroit_tips, rel=0.05, abs=0.01)
     # The grasp did not knock the box over.
     assert sim.object_center()[2] == pytest.approx(0.041, abs=5e-3)
 
