@@ -100,11 +100,11 @@ class HandSim:
 
     # --- episode --------------------------------------------------------------------------
     def reset(self, object_xy: tuple[float, float] | None = None, object_yaw: float | None = None) -> None:
-        """Robot at home (joints and targets), object upright on the table at `object_xy` (m)
+        """Robot at `start_pose()` (joints and targets), object upright on the table at `object_xy` (m)
         turned by `object_yaw` (rad about z), by default `hand_scene.OBJECT_XY`/`OBJECT_YAW`;
         settles, t = 0."""
         mujoco.mj_resetData(self.model, self.data)
-        home = np.asarray(ADROIT.home, dtype=float)
+        home = self.start_pose()
         self.data.qpos[self._qpos_adr] = home
         self.set_targets(home)
         xy = hand_scene.OBJECT_XY if object_xy is None else object_xy
@@ -114,6 +114,13 @@ class HandSim:
             mujoco.mj_step(self.model, self.data)
         self.data.time = 0.0
         mujoco.mj_forward(self.model, self.data)
+
+    def start_pose(self) -> np.ndarray:
+        """(30,) joint positions at reset: the profile's home with the hand lifted (ARTy) so the
+        open hand clears this scene's object."""
+        home = np.asarray(ADROIT.home, dtype=float).copy()
+        home[1] = hand_scene.start_lift(self.object_spec.height())
+        return home
 
     def place_object(self, position, yaw: float = 0.0) -> None:
         """Put the object's grasp frame (see `sim/objects.py`) at `position` (3,) m, world frame,

@@ -52,6 +52,19 @@ ARM_MOUNT_QUAT = (0.5, 0.5, 0.5, 0.5)
 ARM_SLIDE_KP, ARM_SLIDE_KV = 2000.0, 200.0  # N/m, N s/m
 ARM_HINGE_KP, ARM_HINGE_KV = 300.0, 30.0  # N m/rad, N m s/rad
 
+# Tallest object top (m) that clears the hand's lowest geom (the thumb) at zero arm pose by 5 mm.
+CLEAR_HEIGHT_AT_ZERO = 0.077
+
+
+def start_lift(object_height: float) -> float:
+    """ARTy (m, world +z at this mount) at which the open hand clears an object `object_height`
+    metres tall standing at the default spot (5 mm for the potted meat can)."""
+    if not 0.0 < object_height <= CLEAR_HEIGHT_AT_ZERO + 0.2:
+        raise ValueError(f"object height {object_height} m is outside what the arm clears "
+                         f"(0, {CLEAR_HEIGHT_AT_ZERO + 0.2}] m")
+    return max(0.0, object_height - CLEAR_HEIGHT_AT_ZERO)
+
+
 ARM_JOINTS = ("ARTx", "ARTy", "ARTz", "ARRx", "ARRy", "ARRz")
 HAND_JOINTS = (
     "WRJ1", "WRJ0",
@@ -153,6 +166,9 @@ def adroit_model() -> mjcf.RootElement:
     for body in root.worldbody.find_all("body"):
         body.gravcomp = 1
     for joint in ARM_JOINTS:
+        # The model's joint default margin (1 cm) would make the limit push the arm off a
+        # start pose at its limit (ARTy = 0).
+        root.find("joint", joint).margin = 0.0
         slide = joint.startswith("ART")
         kp, kv = (ARM_SLIDE_KP, ARM_SLIDE_KV) if slide else (ARM_HINGE_KP, ARM_HINGE_KV)
         j = root.find("joint", joint)
