@@ -42,7 +42,7 @@ PARK_POSITION = np.array([2.0, 0.0, 0.5])  # m, off the table and out of the cam
 SCENE_CAMERA = "scene"
 
 # Forearm base: at zero arm pose the hand's grasp point (the Adroit "S_grasp" site, 5 cm under
-# the palm) is above the object's default spot and the palm just clears a 9 cm tall object.
+# the palm) is above the object's default spot and the thumb clears an 8 cm tall object.
 # ARTy lifts the hand by up to 0.2 m from there.
 ARM_MOUNT_POS = (-0.50, 0.0, 0.10)
 # Forearm z along world +x (fingers point away from the mount), palm normal down.
