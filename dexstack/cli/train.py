@@ -1,6 +1,8 @@
 """dexstack train / export commands.
 
     dexstack train bc --dataset DIR --out RUN_DIR [--epochs N] [--seed S] [--resume]
+    dexstack train diffusion --dataset DIR --out RUN_DIR [--epochs N] [--seed S] [--resume] [--past-tokens K]
+                             [--config JSON]
     dexstack export --run RUN_DIR --out EXPORT_DIR
 
 Torch is imported only inside the commands, so `dexstack --help` stays fast and works on a
@@ -51,6 +53,49 @@ def train_bc(
                            "loss_curve": str(out / "loss.png")}))
 
 
+@train_app.command("diffusion")
+def train_diffusion(
+    dataset: Annotated[Path, typer.Option(help="dataset directory (meta.json + episode_*.npz)")],
+    out: Annotated[Path, typer.Option(help="run directory: checkpoints, loss curve, config")],
+    epochs: Annotated[int | None, typer.Option(help="total epochs (default: the config's)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (default: the config's)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")] = False,
+    past_tokens: Annotated[int | None, typer.Option(
+        "--past-tokens", help="PTP: past action tokens in the loss (0 = off; at most n_obs_steps - 1)")] = None,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", help="JSON file of DiffusionConfig fields overriding the defaults (e.g. n_obs_steps, horizon)")] = None,
+) -> None:
+    """Diffusion policy: CNN keypoint encoders + 1-D UNet or causal transformer denoiser (DDPM or EDM)."""
+    from dexstack.policies.diffusion.config import DiffusionConfig
+
+    if resume and (seed is not None or past_tokens is not None or config_file is not None):
+        _fail("--seed, --past-tokens and --config cannot change when resuming (the run keeps its own config)")
+    fields = DiffusionConfig().to_dict()
+    try:
+        if config_file is not None:
+            overrides = json.loads(config_file.read_text())
+            if not isinstance(overrides, dict):
+                raise ValueError(f"{config_file} must hold a JSON object of config fields")
+            fields.update(overrides)
+        if seed is not None:
+            fields["seed"] = seed
+        if past_tokens is not None:
+            fields["past_tokens_in_loss"] = past_tokens
+        config = DiffusionConfig.from_dict(fields)
+    except (OSError, ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        _fail(f"bad diffusion config: {exc}")
+    from dexstack.policies.diffusion.train import train
+
+    try:
+        history = train(dataset, out, config, resume=resume, epochs=epochs, progress=True)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        _fail(str(exc))
+    last = history[-1]
+    typer.echo(json.dumps({"run": str(out), "epochs": last["epoch"], "initial_loss": history[0]["train_loss"],
+                           "train_loss": last["train_loss"], "val_loss": last["val_loss"],
+                           "loss_curve": str(out / "loss.png")}))
+
+
 def export_cmd(
     run: Annotated[Path, typer.Option(help="run directory written by `dexstack train`")],
     out: Annotated[Path, typer.Option(help="new export directory (policy graph(s) + manifest.json)")],
@@ -65,7 +110,8 @@ def export_cmd(
     except ModuleNotFoundError:
         _fail(f"run {run} is of family {family!r}, which has no exporter (dexstack.policies.{family}.export)")
     try:
-        path = module.export(run, out)
+        # A family's exporter: `export_run(run_dir, out_dir)`, or BC's original name `export`.
+        path = (getattr(module, "export_run", None) or module.export)(run, out)
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
         _fail(str(exc))
     manifest = json.loads((path / "manifest.json").read_text())

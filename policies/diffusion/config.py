@@ -64,6 +64,31 @@ class DiffusionConfig:
     edm_steps: int = 3
     edm_method: str = "euler"  # "euler": 3 network calls; "heun": 2 * steps - 1
 
+    # --- PTP: past-token prediction -----------------------------------------------------
+    # How many of the To - 1 past action tokens (the actions already executed before frame k)
+    # count in the denoising loss, nearest to the present first. 0 = off: the standard loss on
+    # the current and future tokens only; the uncounted past tokens are also replaced by the
+    # earliest counted action before noising, so the denoiser never sees them (train.py).
+    past_tokens_in_loss: int = 0
+
+    # --- data (train.py) ---------------------------------------------------------------
+    only_successful: bool = True  # train on episodes whose `success` is not False
+    val_fraction: float = 0.05  # whole episodes held out for the validation loss
+    std_floor: float = 1e-3  # rad or m; keeps near-constant joints from exploding when normalised
+
+    # --- optimisation (train.py) ---------------------------------------------------------
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    random_shift_px: int = 4  # DrQ-style random shift on training images, every frame of the window alike
+    seed: int = 0
+    device: str = "auto"  # auto: cuda (cuda:LOCAL_RANK under torchrun) if available, else cpu
+    torch_threads: int = 0  # 0: one per CPU core
+    eval_noise_seed: int = 1234  # fixed noise + timesteps for the validation loss, comparable across epochs
+
     def __post_init__(self) -> None:
         if self.denoiser not in DENOISERS:
             raise ValueError(f"denoiser {self.denoiser!r}; expected one of {DENOISERS}")
@@ -74,6 +99,9 @@ class DiffusionConfig:
         if not 0 < self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
             raise ValueError(f"n_action_steps={self.n_action_steps} must be in 1..horizon - n_obs_steps + 1 "
                              f"= {self.horizon - self.n_obs_steps + 1}")
+        if not 0 <= self.past_tokens_in_loss <= self.n_obs_steps - 1:
+            raise ValueError(f"past_tokens_in_loss={self.past_tokens_in_loss} must be in 0..n_obs_steps - 1 "
+                             f"= {self.n_obs_steps - 1} (the past action tokens of the horizon)")
         levels = 2 ** (len(self.down_dims) - 1)
         if self.denoiser == "unet" and self.horizon % levels:
             raise ValueError(f"horizon={self.horizon} must be divisible by {levels} for a UNet with "

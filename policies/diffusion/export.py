@@ -202,3 +202,35 @@ def write_policy_dir(out_dir: str | Path, encoder: ObservationEncoder, denoiser:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, atol: float = 1e-4) -> Path:
+    """Export the EMA weights of the trained run in `run_dir` (`train.py`) into the new directory
+    `out_dir` (must not exist or be empty): both graphs + manifest.json with the run's
+    normalisation stats and provenance (code commit, dataset hash, config, training time).
+    Nothing is written if the export fails. Returns `out_dir`."""
+    import math
+
+    from dexstack.policies.diffusion.train import load_trained
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"export directory {out_dir} exists and is not empty; choose a new --out")
+    model, config, run_info = load_trained(run_dir)
+    stats = run_info["stats"]
+    history = run_info.get("history") or [{}]
+    last_val = history[-1].get("val_loss")
+    provenance = {
+        "code_commit": run_info.get("code_commit", "unknown"), "dataset_hash": run_info.get("dataset_hash", ""),
+        "dataset": run_info.get("dataset", ""), "training_time_s": round(float(run_info.get("training_time_s", 0.0)), 3),
+        "epochs_trained": len(history) - 1,
+        # NaN (no validation episodes) is not valid strict JSON
+        "final_val_loss": float(last_val) if isinstance(last_val, float) and math.isfinite(last_val) else None,
+    }
+    manifest = build_manifest(config, run_info["joint_names"], run_info["image_shapes"], run_info["fps"],
+                              np.asarray(stats["joint_mean"]), np.asarray(stats["joint_std"]),
+                              np.asarray(stats["action_mean"]), np.asarray(stats["action_std"]),
+                              robot_profile=run_info["robot_profile"], provenance=provenance)
+    # Which past tokens were trained (PTP): self-verification compares only those with the executed actions.
+    manifest["runtime"]["past_tokens_in_loss"] = config.past_tokens_in_loss
+    return write_policy_dir(out_dir, model.encoder, model.denoiser, manifest, atol)

@@ -1,0 +1,470 @@
+"""Train the diffusion policy on a dexstack dataset. Reads top to bottom: data, windows,
+statistics, the loss (with PTP's past-token mask), the loop.
+
+    dexstack train diffusion --dataset DIR --out RUN_DIR [--epochs N] [--seed S] [--resume] [--past-tokens K]
+    torchrun --nproc-per-node G -m dexstack.policies.diffusion.train --dataset DIR --out RUN_DIR
+
+A training sample is frame k of an episode: observations k-To+1 .. k (joint positions + one RGB
+image per camera) and the Tp actions starting at k-To+1, the runtime's indexing (`config.py`).
+Indices before the episode start repeat its first frame, after its end its last action (the
+robot holds). Token To-1 of the action window is the action commanded at frame k; tokens
+0 .. To-2 are the past actions already executed.
+
+Loss: DDPM eps-prediction (or EDM when `config.sampler == "edm"`) on mean/std normalised actions,
+masked per token: current and future tokens always count, the `past_tokens_in_loss` past tokens
+nearest to the present count too (PTP); the others are replaced by the earliest counted action
+before noising, so neither the loss nor the network input depends on them.
+
+Runs as one process on CPU (default) or GPU, and unchanged under `torchrun` (WORLD_SIZE > 1:
+DistributedDataParallel + DistributedSampler; only rank 0 writes). The run directory holds
+`run.json`, `config.json`, `stats.json`, `checkpoint.pt` (every epoch; `--resume` continues it,
+with EMA weights), `history.json` and `loss.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dexstack import contract
+from dexstack.hardware.profiles import get_profile
+from dexstack.policies.bc.train import code_commit, split_episodes
+from dexstack.policies.common.vision import random_shift
+from dexstack.policies.diffusion import schedulers
+from dexstack.policies.diffusion.config import FAMILY, DiffusionConfig
+from dexstack.policies.diffusion.model import IMAGE_SCALE, ObservationEncoder, build_denoiser
+
+CHECKPOINT = "checkpoint.pt"
+
+
+# --- data ------------------------------------------------------------------------------------
+@dataclass
+class WindowCache:
+    """Every frame of the training episodes in memory, plus each frame's window indices."""
+
+    joint_positions: np.ndarray  # (N, J) float32, rad / m
+    actions: np.ndarray  # (N, J) float32, absolute joint targets
+    images: dict[str, np.ndarray]  # camera -> (N, H, W, 3) uint8
+    obs_index: np.ndarray  # (N, To) int64: rows of frames k-To+1 .. k (clamped to the episode)
+    action_index: np.ndarray  # (N, Tp) int64: rows of actions k-To+1 .. k-To+Tp (clamped)
+    episode_of_frame: np.ndarray  # (N,) int64 dataset episode index
+    episode_ids: list[int]
+
+
+def window_indices(length: int, n_obs_steps: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame k of an episode of `length` frames: observation rows (length, To) and action rows
+    (length, Tp), both starting at k-To+1, clamped to 0 .. length-1 (edge frames repeat)."""
+    k = np.arange(length)[:, None]
+    obs = np.clip(k - n_obs_steps + 1 + np.arange(n_obs_steps)[None], 0, length - 1)
+    act = np.clip(k - n_obs_steps + 1 + np.arange(horizon)[None], 0, length - 1)
+    return obs, act
+
+
+def load_windows(dataset: Any, config: DiffusionConfig) -> WindowCache:
+    """Read the dataset's episodes (only successful ones, if so configured) into memory."""
+    features = dataset.meta["features"]
+    needed = [contract.JOINT_POSITIONS, "action"] + [contract.rgb_key(c) for c in config.cameras]
+    missing = [k for k in needed if k not in features]
+    if missing:
+        raise ValueError(f"dataset {dataset.root} lacks features {missing}; it has {sorted(features)}")
+    for cam in config.cameras:
+        shape = tuple(features[contract.rgb_key(cam)]["shape"])
+        if len(shape) != 3 or shape[2] != 3:
+            raise ValueError(f"feature {contract.rgb_key(cam)} has shape {shape}, expected (H, W, 3)")
+    episodes = [(pos, ep) for pos, ep in enumerate(dataset.meta["episodes"])
+                if not (config.only_successful and ep.get("success") is False)]
+    if not episodes:
+        raise ValueError(f"dataset {dataset.root} has no episodes to train on (only_successful={config.only_successful})")
+    total, n_joints = sum(int(ep["length"]) for _, ep in episodes), len(dataset.joint_names)
+    cache = WindowCache(
+        joint_positions=np.empty((total, n_joints), np.float32), actions=np.empty((total, n_joints), np.float32),
+        images={c: np.empty((total, *features[contract.rgb_key(c)]["shape"]), np.uint8) for c in config.cameras},
+        obs_index=np.empty((total, config.n_obs_steps), np.int64),
+        action_index=np.empty((total, config.horizon), np.int64),
+        episode_of_frame=np.empty(total, np.int64), episode_ids=[int(ep["index"]) for _, ep in episodes])
+    start = 0
+    for pos, ep in episodes:
+        data = dataset.episode(pos)
+        end = start + len(data["action"])
+        cache.joint_positions[start:end] = data[contract.JOINT_POSITIONS]
+        cache.actions[start:end] = data["action"]
+        for cam in config.cameras:
+            cache.images[cam][start:end] = data[contract.rgb_key(cam)]
+        obs, act = window_indices(end - start, config.n_obs_steps, config.horizon)
+        cache.obs_index[start:end], cache.action_index[start:end] = start + obs, start + act
+        cache.episode_of_frame[start:end] = int(ep["index"])
+        start = end
+    return cache
+
+
+# --- normalisation -----------------------------------------------------------------------------
+def compute_stats(cache: WindowCache, frames: np.ndarray, config: DiffusionConfig) -> dict[str, list[float]]:
+    """Per-joint mean/std (rad / m) of the joint positions and of the absolute action targets."""
+    q, a = cache.joint_positions[frames].astype(np.float64), cache.actions[frames].astype(np.float64)
+    return {"joint_mean": q.mean(0).tolist(), "joint_std": np.maximum(q.std(0), config.std_floor).tolist(),
+            "action_mean": a.mean(0).tolist(), "action_std": np.maximum(a.std(0), config.std_floor).tolist()}
+
+
+@dataclass
+class Batch:
+    """Raw tensors of B windows: joint positions (B, To, J), uint8 images (B, To, H, W, 3) per
+    camera, absolute actions (B, Tp, J)."""
+
+    joint_positions: torch.Tensor
+    images: list[torch.Tensor]
+    actions: torch.Tensor
+
+
+def make_batch(cache: WindowCache, frames: np.ndarray, cameras: tuple[str, ...], device: torch.device) -> Batch:
+    obs = cache.obs_index[frames]
+    return Batch(torch.from_numpy(cache.joint_positions[obs]).to(device),
+                 [torch.from_numpy(cache.images[cam][obs]).to(device) for cam in cameras],
+                 torch.from_numpy(cache.actions[cache.action_index[frames]]).to(device))
+
+
+# --- the model and its loss ----------------------------------------------------------------------
+class DiffusionPolicy(nn.Module):
+    """Encoder + denoiser in one module, so DDP, EMA and checkpoints see one set of weights.
+    `stats` (normalisation) are buffers: they move with the module to the device."""
+
+    def __init__(self, config: DiffusionConfig, n_joints: int, image_hw: dict[str, tuple[int, int]],
+                 stats: dict[str, list[float]]) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ObservationEncoder(config, n_joints, image_hw)
+        self.denoiser = build_denoiser(config, n_joints, config.n_obs_steps * self.encoder.out_dim)
+        for key, value in stats.items():
+            self.register_buffer(key, torch.tensor(value, dtype=torch.float32), persistent=False)
+
+    def condition(self, joint_positions: torch.Tensor, images: list[torch.Tensor]) -> torch.Tensor:
+        """Raw joints (B, To, J) and uint8 images (B, To, H, W, 3) -> condition (B, To * F): each frame
+        encoded on its own, features concatenated oldest first (what the runtime does)."""
+        b, to = joint_positions.shape[:2]
+        q = ((joint_positions - self.joint_mean) / self.joint_std).reshape(b * to, -1)
+        imgs = [img.reshape(b * to, *img.shape[2:]).to(torch.float32) * IMAGE_SCALE for img in images]
+        return self.encoder(q, *imgs).reshape(b, -1)
+
+    def forward(self, batch: Batch, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None, timesteps: torch.Tensor | None = None) -> torch.Tensor:
+        """The masked denoising loss of a batch (scalar). Noise and timesteps (DDPM t, EDM sigma) are
+        drawn from `generator` unless given."""
+        cfg = self.config
+        actions = hide_uncounted_past(((batch.actions - self.action_mean) / self.action_std), cfg)
+        cond = self.condition(batch.joint_positions, batch.images)
+        mask = loss_mask(cfg).to(actions.device)
+        if cfg.sampler == "edm":
+            return schedulers.edm_training_loss(self.denoiser, actions, cond, generator, mask, cfg.sigma_data,
+                                                cfg.p_mean, cfg.p_std, noise=noise, sigma=timesteps)
+        return schedulers.training_loss(self.denoiser, actions, cond, generator, mask, cfg.num_train_timesteps,
+                                        noise=noise, timesteps=timesteps)
+
+
+def first_counted_token(config: DiffusionConfig) -> int:
+    """Index of the earliest action token in the loss: To-1 (the current action) minus the past tokens."""
+    return config.n_obs_steps - 1 - config.past_tokens_in_loss
+
+
+def loss_mask(config: DiffusionConfig) -> torch.Tensor:
+    """(Tp,) bool: which action tokens count in the loss (PTP's setting)."""
+    mask = torch.zeros(config.horizon, dtype=torch.bool)
+    mask[first_counted_token(config):] = True
+    return mask
+
+
+def hide_uncounted_past(actions: torch.Tensor, config: DiffusionConfig) -> torch.Tensor:
+    """Replace the past tokens outside the loss (B, :first, J) by the earliest counted action, as if
+    the window started there: the masked loss then depends on them through neither target nor input."""
+    first = first_counted_token(config)
+    if first == 0:
+        return actions
+    return torch.cat([actions[:, first:first + 1].expand(-1, first, -1), actions[:, first:]], dim=1)
+
+
+# --- the loop ---------------------------------------------------------------------------------
+@dataclass
+class Distributed:
+    """torchrun's environment: rank, world size and the device of this process."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_name: str) -> Distributed:
+    """One process unless torchrun set WORLD_SIZE > 1; then join the process group (NCCL on GPUs,
+    gloo on CPU) and use cuda:LOCAL_RANK when GPUs are present."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if world <= 1:
+        return Distributed(0, 1, torch.device(device_name))
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_name.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device(device_name)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), device)
+
+
+@torch.no_grad()
+def evaluate(model: DiffusionPolicy, cache: WindowCache, frames: np.ndarray, config: DiffusionConfig,
+             device: torch.device, max_frames: int = 2048) -> float:
+    """Mean masked loss over `frames` (at most `max_frames`) with fixed noise and timesteps and no
+    augmentation: comparable across epochs and runs."""
+    frames = frames[:max_frames]
+    if len(frames) == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(config.eval_noise_seed)
+    total = 0.0
+    for start in range(0, len(frames), config.batch_size):
+        chunk = frames[start:start + config.batch_size]
+        total += model(make_batch(cache, chunk, config.cameras, device), gen).item() * len(chunk)
+    model.train(was_training)
+    return total / len(frames)
+
+
+def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig | None = None, *,
+          resume: bool = False, epochs: int | None = None, progress: bool = True) -> list[dict[str, float]]:
+    """Train (or, with `resume`, continue) a diffusion run; returns the per-epoch history.
+
+    Epoch 0 is the untrained network's loss. Each later epoch records the mean training loss
+    (augmented, random noise) and the EMA weights' validation loss (fixed noise). `epochs`
+    overrides the config's total epoch count (with `resume`: train further)."""
+    from dexstack.dataset import Dataset  # numpy-only core module
+
+    run_dir = Path(run_dir)
+    checkpoint_path = run_dir / CHECKPOINT
+    dataset = Dataset(dataset_root)
+    dataset_hash = dataset.content_hash()
+    if resume:
+        if not checkpoint_path.exists():
+            raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {run_dir}")
+        config = DiffusionConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        run_info = json.loads((run_dir / "run.json").read_text())
+        if run_info["dataset_hash"] != dataset_hash:
+            raise ValueError(f"--resume: dataset {dataset_root} differs from the one the run started with "
+                             f"({run_info['dataset']}, hash {run_info['dataset_hash'][:12]}...)")
+    else:
+        if checkpoint_path.exists():
+            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        config = config or DiffusionConfig()
+    if epochs is not None:
+        config.epochs = epochs
+
+    profile = get_profile(dataset.meta.get("robot_profile", "panda"))
+    if tuple(dataset.joint_names) != profile.joint_names:
+        raise ValueError(f"dataset joints {list(dataset.joint_names)} are not robot profile {profile.name!r}'s "
+                         f"joints in its order {list(profile.joint_names)}")
+
+    dist_info = setup_distributed(config.device)
+    device = dist_info.device
+    torch.manual_seed(config.seed)  # same initial weights on every rank
+    torch.set_num_threads(config.torch_threads or os.cpu_count() or 1)
+
+    cache = load_windows(dataset, config)
+    train_eps, val_eps = split_episodes(cache.episode_ids, config.val_fraction, config.seed)
+    train_frames = np.flatnonzero(np.isin(cache.episode_of_frame, train_eps))
+    val_frames = np.flatnonzero(np.isin(cache.episode_of_frame, val_eps))
+
+    if resume:
+        stats = json.loads((run_dir / "stats.json").read_text())
+    else:
+        stats = compute_stats(cache, train_frames, config)
+        if dist_info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            run_info = {"family": FAMILY, "dataset": str(Path(dataset_root).resolve()), "dataset_hash": dataset_hash,
+                        "code_commit": code_commit(), "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "robot_profile": profile.name, "joint_names": list(dataset.joint_names),
+                        "fps": float(dataset.fps),
+                        "image_shapes": {cam: list(cache.images[cam].shape[1:]) for cam in config.cameras},
+                        "train_episodes": train_eps, "val_episodes": val_eps, "world_size": dist_info.world_size}
+            _write_json(run_dir / "run.json", run_info)
+            _write_json(run_dir / "stats.json", stats)
+    if dist_info.is_main:
+        _write_json(run_dir / "config.json", config.to_dict())
+
+    image_hw = {cam: tuple(cache.images[cam].shape[1:3]) for cam in config.cameras}
+    model = DiffusionPolicy(config, len(dataset.joint_names), image_hw, stats).to(device)
+    ema = schedulers.EMA(model, config.ema_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    from torch.utils.data import DistributedSampler
+
+    # Also with one process: a sampler seeded by (seed, epoch) makes --resume replay the same order.
+    sampler = DistributedSampler(train_frames, num_replicas=dist_info.world_size, rank=dist_info.rank,
+                                 shuffle=True, seed=config.seed)
+    steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
+    total_steps = max(1, config.epochs * steps_per_epoch)
+
+    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to zero
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - config.warmup_steps)
+                                                   / max(1, total_steps - config.warmup_steps))))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    # Different noise and shifts per rank; CPU generators so runs on CPU and GPU draw the same numbers.
+    noise_gen = torch.Generator().manual_seed(config.seed * 1000 + dist_info.rank)
+    shift_gen = torch.Generator().manual_seed(config.seed * 1000 + dist_info.rank + 500)
+    history: list[dict[str, float]] = []
+    start_epoch, training_time_s = 0, 0.0
+    if resume:
+        ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        ema.model.load_state_dict(ckpt["ema"])
+        ema.updates = ckpt["ema_updates"]
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        noise_gen.set_state(ckpt["noise_rng"])
+        shift_gen.set_state(ckpt["shift_rng"])
+        history, start_epoch, training_time_s = ckpt["history"], ckpt["epoch"], ckpt["training_time_s"]
+    else:
+        # The untrained network's loss (fixed noise) is the reference a run has to beat.
+        history.append({"epoch": 0, "train_loss": evaluate(model, cache, train_frames, config, device),
+                        "val_loss": evaluate(model, cache, val_frames, config, device), "lr": 0.0})
+
+    net: nn.Module = model
+    if dist_info.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("[bold]diffusion[/] epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
+    model.train()
+    with Progress(*columns, disable=not (progress and dist_info.is_main)) as bar:
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            t0 = time.perf_counter()
+            task = bar.add_task("train", total=steps_per_epoch, epoch=f"{epoch}/{config.epochs}", loss=float("nan"))
+            sampler.set_epoch(epoch)
+            order = train_frames[np.fromiter(iter(sampler), np.int64)]
+            running, seen = 0.0, 0
+            for start in range(0, len(order), config.batch_size):
+                batch = make_batch(cache, order[start:start + config.batch_size], config.cameras, device)
+                b, to = batch.joint_positions.shape[:2]
+                # One shift per window, the same for its To frames: the camera did not move between them.
+                batch.images = [random_shift(img.permute(0, 2, 3, 1, 4).reshape(b, *img.shape[2:4], -1),
+                                             config.random_shift_px, shift_gen)
+                                .reshape(b, *img.shape[2:4], to, 3).permute(0, 3, 1, 2, 4)
+                                for img in batch.images]
+                loss = net(batch, noise_gen)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                ema.update(model)
+                running += loss.item() * b
+                seen += b
+                bar.update(task, advance=1, loss=running / seen)
+            training_time_s += time.perf_counter() - t0
+            bar.remove_task(task)
+            if not dist_info.is_main:
+                continue
+            val_loss = evaluate(ema.model, cache, val_frames, config, device)
+            history.append({"epoch": epoch, "train_loss": running / seen, "val_loss": val_loss,
+                            "lr": scheduler.get_last_lr()[0], "time_s": training_time_s})
+            if progress:
+                bar.console.print(f"epoch {epoch}/{config.epochs}: train {running / seen:.4f}  val (EMA) {val_loss:.4f}")
+            _save_checkpoint(checkpoint_path, {
+                "model": model.state_dict(), "ema": ema.model.state_dict(), "ema_updates": ema.updates,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "noise_rng": noise_gen.get_state(), "shift_rng": shift_gen.get_state(), "epoch": epoch,
+                "history": history, "training_time_s": training_time_s,
+                "parameters": sum(p.numel() for p in model.parameters()),
+            })
+            _write_json(run_dir / "history.json", history)
+            plot_losses(history, run_dir / "loss.png")
+    if dist_info.world_size > 1:
+        torch.distributed.barrier()
+    return history
+
+
+def plot_losses(history: list[dict[str, float]], path: Path) -> None:
+    """Training and validation loss per epoch (log scale) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train (augmented)")
+    if any(math.isfinite(h["val_loss"]) for h in history):
+        ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation (EMA, fixed noise)")
+    ax.set(xlabel="epoch (0 = untrained)", ylabel="masked denoising loss", yscale="log", title="diffusion training")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    # Write then rename: an interrupted save never leaves a truncated checkpoint behind.
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[DiffusionPolicy, DiffusionConfig, dict[str, Any]]:
+    """The EMA weights of a run (eval mode), its config and run info (+ training time and history)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).exists():
+        raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT}; train first (dexstack train diffusion --out {run_dir})")
+    config = DiffusionConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    run_info = json.loads((run_dir / "run.json").read_text())
+    stats = json.loads((run_dir / "stats.json").read_text())
+    image_hw = {cam: tuple(run_info["image_shapes"][cam][:2]) for cam in config.cameras}
+    model = DiffusionPolicy(config, len(run_info["joint_names"]), image_hw, stats)
+    ckpt = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=False)
+    model.load_state_dict(ckpt["ema"])
+    model.eval()
+    run_info.update(training_time_s=ckpt["training_time_s"], history=ckpt["history"], stats=stats)
+    return model, config, run_info
+
+
+def main() -> None:
+    """Entry point for `torchrun ... -m dexstack.policies.diffusion.train` (the CLI calls `train`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--config", help="JSON file of DiffusionConfig fields overriding the defaults")
+    args = parser.parse_args()
+    overrides = json.loads(Path(args.config).read_text()) if args.config else {}
+    config = DiffusionConfig.from_dict({**DiffusionConfig().to_dict(), **overrides})
+    train(args.dataset, args.out, config, resume=args.resume, epochs=args.epochs)
+
+
+if __name__ == "__main__":
+    main()
