@@ -95,13 +95,13 @@ def test_windows_start_at_k_minus_to_plus_one_and_clamp_at_episode_edges():
     assert act[4].tolist() == [2, 3, 4, 4, 4, 4]  # the robot holds its last target
 
 
-def _loss_with_past_changed(data: Path, past_tokens: int, change_token: int | None) -> float:
+def _loss_with_past_changed(data: Path, past_tokens: int, change_token: int | None, sampler: str = "ddim") -> float:
     """The masked loss of one fixed batch (fixed weights, noise and timesteps); with `change_token`
     set, that past action token of every window is replaced by a far-off target first."""
     from dexstack.dataset import Dataset
     from dexstack.policies.diffusion.train import DiffusionPolicy, compute_stats, load_windows, make_batch
 
-    config = tiny_config(past_tokens_in_loss=past_tokens)
+    config = tiny_config(past_tokens_in_loss=past_tokens, sampler=sampler)
     cache = load_windows(Dataset(data), config)
     frames = np.arange(3, 3 + 6)  # windows whose past tokens are real, distinct actions
     torch.manual_seed(0)
@@ -111,7 +111,8 @@ def _loss_with_past_changed(data: Path, past_tokens: int, change_token: int | No
         batch.actions[:, change_token] += 0.7
     gen = torch.Generator().manual_seed(5)
     noise = torch.randn(batch.actions.shape, generator=gen)
-    timesteps = torch.randint(0, config.num_train_timesteps, (len(frames),), generator=gen)
+    timesteps = (torch.randint(0, config.num_train_timesteps, (len(frames),), generator=gen) if sampler == "ddim"
+                 else torch.randn(len(frames), generator=gen).exp())  # EDM: sigma
     with torch.no_grad():
         return float(model(batch, noise=noise, timesteps=timesteps))
 
@@ -127,6 +128,9 @@ def test_past_token_loss_setting(trained):
         base = _loss_with_past_changed(data, past_tokens, None)
         changed = _loss_with_past_changed(data, past_tokens, token)
         assert (changed != base) == depends, (past_tokens, token, base, changed)
+    # The same for the EDM loss.
+    assert _loss_with_past_changed(data, 0, 1, "edm") == _loss_with_past_changed(data, 0, None, "edm")
+    assert _loss_with_past_changed(data, 1, 1, "edm") != _loss_with_past_changed(data, 1, None, "edm")
     # The current action (token To-1) always counts.
     assert _loss_with_past_changed(data, 0, 2) != _loss_with_past_changed(data, 0, None)
     with pytest.raises(ValueError, match="past_tokens_in_loss=3 must be in 0..n_obs_steps - 1 = 2"):
