@@ -190,7 +190,9 @@ def _torch_chunk(model, config, data: Path, episode: int, frame: int, noise: np.
     with torch.no_grad():
         cond = model.condition(q, images).numpy()
     alpha_bar = schedulers.alphas_cumprod(config.num_train_timesteps)
-    x = schedulers.ddim_sample(schedulers.torch_step_fn(model.denoiser, cond), noise, alpha_bar, config.ddim_steps)
+    first_counted = config.n_obs_steps - 1 - config.past_tokens_in_loss
+    x = schedulers.ddim_sample(schedulers.torch_step_fn(model.denoiser, cond, first_counted), noise, alpha_bar,
+                               config.ddim_steps)
     actions = x[0].astype(np.float64) * model.action_std.numpy() + model.action_mean.numpy()
     return actions[config.n_obs_steps - 1:config.n_obs_steps - 1 + config.n_action_steps]
 

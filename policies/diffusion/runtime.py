@@ -109,6 +109,9 @@ class Runtime:
         self._action_mean = np.asarray(norm["mean"], np.float64)
         self._action_std = np.asarray(norm["std"], np.float64)
         self._history: deque[np.ndarray] = deque(maxlen=self.n_obs_steps)
+        # Earliest action token the training loss counted (PTP: To-1 minus the past tokens in the loss).
+        past = int((manifest.get("runtime") or {}).get("past_tokens_in_loss", self.n_obs_steps - 1))
+        self._first_counted = self.n_obs_steps - 1 - past
         self._rng = np.random.default_rng(seed)
 
     def reset(self) -> None:
@@ -129,6 +132,8 @@ class Runtime:
 
     def _step(self, cond: np.ndarray) -> schedulers.StepFn:
         def step(x: np.ndarray, timestep: np.ndarray) -> np.ndarray:
+            # Training hid the past tokens outside the loss (train.py: hide_uncounted_past).
+            x = schedulers.hold_uncounted_past(x, self._first_counted)
             (out,) = self._denoiser.run(["denoiser_out"], {"noisy_actions": np.ascontiguousarray(x, np.float32),
                                                            "timestep": timestep.astype(np.float32), "cond": cond})
             return out

@@ -240,7 +240,17 @@ class EMA:
         self.updates += 1
 
 
-def torch_step_fn(model: nn.Module, cond: np.ndarray) -> StepFn:
+def hold_uncounted_past(x: np.ndarray, first_counted: int) -> np.ndarray:
+    """The network's view of a noisy sequence (B, Tp, A) when training hid the past tokens before
+    `first_counted` (PTP setting): they repeat the earliest counted token. Identity when 0."""
+    if first_counted <= 0:
+        return x
+    x = x.copy()
+    x[:, :first_counted] = x[:, first_counted:first_counted + 1]
+    return x
+
+
+def torch_step_fn(model: nn.Module, cond: np.ndarray, first_counted: int = 0) -> StepFn:
     """Wrap a torch denoiser and a fixed condition (B, C) as the numpy per-step network the
     samplers call: the torch reference of what the runtime does with onnxruntime."""
     import torch
@@ -248,6 +258,7 @@ def torch_step_fn(model: nn.Module, cond: np.ndarray) -> StepFn:
     cond_t = torch.as_tensor(np.asarray(cond, np.float32))
 
     def step(x: np.ndarray, timestep: np.ndarray) -> np.ndarray:
+        x = hold_uncounted_past(x, first_counted)
         with torch.no_grad():
             return model(torch.as_tensor(x), torch.as_tensor(timestep), cond_t).numpy()
 
