@@ -16,6 +16,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import tempfile
 import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -116,7 +117,7 @@ def figures(diag: dict[str, str]) -> dict[str, float | None]:
 def robot_mode(policy: str, seconds: float, domain: int) -> dict:
     spec = NodeSpec("policy_node", "policy", {"policy": policy, "rate": RATE_HZ, "trigger": "timer",
                                               "use_sim_time": False, "start_enabled": True})
-    procs = start_nodes([spec], env=node_environment(domain), log_dir="/tmp/dexstack_bench_logs")
+    procs = start_nodes([spec], env=node_environment(domain), log_dir=os.path.join(tempfile.gettempdir(), "dexstack_bench_logs"))
     drv = mp.get_context("spawn").Process(target=driver, args=(domain, seconds + 8.0))
     drv.start()
     try:
@@ -133,7 +134,7 @@ def robot_mode(policy: str, seconds: float, domain: int) -> dict:
 
 def sim_mode(policy: str, seconds: float, domain: int) -> dict:
     specs = node_list(parse_launch_args([f"policy:={policy}", "rtf:=1.0", f"policy_rate:={RATE_HZ}"]))
-    procs = start_nodes(specs, env=node_environment(domain), log_dir="/tmp/dexstack_bench_logs")
+    procs = start_nodes(specs, env=node_environment(domain), log_dir=os.path.join(tempfile.gettempdir(), "dexstack_bench_logs"))
     try:
         listen(domain, 8.0, "/policy/arm_controller/joint_trajectory")
         diag, _ = listen(domain, seconds, "/policy/arm_controller/joint_trajectory")

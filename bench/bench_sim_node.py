@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -49,7 +50,7 @@ def node_rtf(cameras: bool, seconds: float, domain_id: int) -> float:
 
     spec = NodeSpec("sim_node", "sim", {"rtf": 0.0, "cameras": cameras, "camera_width": CAMERA_PX,
                                         "camera_height": CAMERA_PX, "auto_reset": True, "use_sim_time": True})
-    procs = start_nodes([spec], env=node_environment(domain_id), log_dir="/tmp/dexstack_bench_logs")
+    procs = start_nodes([spec], env=node_environment(domain_id), log_dir=os.path.join(tempfile.gettempdir(), "dexstack_bench_logs"))
     ctx = Context()
     rclpy.init(context=ctx, domain_id=domain_id)
     node = rclpy.create_node("bench_rtf", context=ctx)

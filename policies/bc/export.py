@@ -72,7 +72,7 @@ def build_manifest(config: BCConfig, run_info: dict[str, Any], stats: Normalizat
         "provenance": {
             "code_commit": run_info.get("code_commit", "unknown"),
             "dataset_hash": run_info.get("dataset_hash", ""),
-            "dataset": run_info.get("dataset", ""),
+            "dataset": Path(run_info.get("dataset", "")).name,  # the hash identifies it; no machine paths
             "config": config.to_dict(),
             "training_time_s": round(float(run_info.get("training_time_s", 0.0)), 3),
             "epochs_trained": len(run_info.get("history", [])) - 1,

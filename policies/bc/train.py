@@ -33,6 +33,7 @@ from dexstack import contract
 from dexstack.hardware.profiles import get_profile
 from dexstack.policies.bc.config import FAMILY, BCConfig
 from dexstack.policies.bc.model import BCPolicy, NormalizationStats, Normalizer, count_parameters
+from dexstack.policies.common import runs
 from dexstack.policies.common.vision import random_shift
 
 CHECKPOINT = "checkpoint.pt"
@@ -232,9 +233,9 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None
                     "robot_profile": profile.name, "joint_names": list(dataset.joint_names),
                     "fps": float(dataset.fps), "image_shapes": image_shapes,
                     "train_episodes": train_eps, "val_episodes": val_eps}
-        _write_json(run_dir / "run.json", run_info)
-        _write_json(run_dir / "stats.json", stats.to_dict())
-    _write_json(run_dir / "config.json", config.to_dict())
+        runs.write_json(run_dir / "run.json", run_info)
+        runs.write_json(run_dir / "stats.json", stats.to_dict())
+    runs.write_json(run_dir / "config.json", config.to_dict())
 
     image_hw = {cam: tuple(cache.images[cam].shape[1:3]) for cam in config.cameras}
     model = BCPolicy(config, len(dataset.joint_names), image_hw).to(device)
@@ -299,48 +300,18 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None
             bar.remove_task(task)
             if progress:
                 bar.console.print(f"epoch {epoch}/{config.epochs}: train {running / seen:.4f}  val {val_loss:.4f}")
-            _save_checkpoint(checkpoint_path, {
+            runs.save_checkpoint(checkpoint_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "numpy_rng": rng.bit_generator.state, "shift_rng": shift_gen.get_state(), "epoch": epoch,
                 "history": history, "training_time_s": training_time_s, "parameters": count_parameters(model),
             })
-            _write_json(run_dir / "history.json", history)
+            runs.write_json(run_dir / "history.json", history)
             plot_losses(history, run_dir / "loss.png")
     return history
 
 
 def plot_losses(history: list[dict[str, float]], path: Path) -> None:
-    """Train/validation loss per epoch (log scale) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train (augmented)")
-    if any(math.isfinite(h["val_loss"]) for h in history):
-        ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
-    ax.set(xlabel="epoch (0 = untrained)", ylabel="L1 loss, normalised targets", yscale="log", title="BC training")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    # Write then rename: an interrupted save never leaves a truncated checkpoint behind.
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
+    runs.plot_losses(history, path, ylabel="L1 loss, normalised targets", title="BC training")
 
 def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[BCPolicy, Normalizer, BCConfig, dict[str, Any]]:
     """The trained model (eval mode), its normaliser, config and run info from a run directory."""

@@ -222,7 +222,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, atol: float = 1e-4) -> 
     last_val = history[-1].get("val_loss")
     provenance = {
         "code_commit": run_info.get("code_commit", "unknown"), "dataset_hash": run_info.get("dataset_hash", ""),
-        "dataset": run_info.get("dataset", ""), "training_time_s": round(float(run_info.get("training_time_s", 0.0)), 3),
+        # The dataset hash identifies the data; no machine paths in a shipped manifest.
+        "dataset": Path(run_info.get("dataset", "")).name, "training_time_s": round(float(run_info.get("training_time_s", 0.0)), 3),
         "epochs_trained": len(history) - 1,
         # NaN (no validation episodes) is not valid strict JSON
         "final_val_loss": float(last_val) if isinstance(last_val, float) and math.isfinite(last_val) else None,

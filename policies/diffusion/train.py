@@ -39,6 +39,7 @@ from torch import nn
 from dexstack import contract
 from dexstack.hardware.profiles import get_profile
 from dexstack.policies.bc.train import code_commit, split_episodes
+from dexstack.policies.common import runs
 from dexstack.policies.common.vision import random_shift
 from dexstack.policies.diffusion import schedulers
 from dexstack.policies.diffusion.config import FAMILY, DiffusionConfig
@@ -299,10 +300,10 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
                         "fps": float(dataset.fps),
                         "image_shapes": {cam: list(cache.images[cam].shape[1:]) for cam in config.cameras},
                         "train_episodes": train_eps, "val_episodes": val_eps, "world_size": dist_info.world_size}
-            _write_json(run_dir / "run.json", run_info)
-            _write_json(run_dir / "stats.json", stats)
+            runs.write_json(run_dir / "run.json", run_info)
+            runs.write_json(run_dir / "stats.json", stats)
     if dist_info.is_main:
-        _write_json(run_dir / "config.json", config.to_dict())
+        runs.write_json(run_dir / "config.json", config.to_dict())
 
     image_hw = {cam: tuple(cache.images[cam].shape[1:3]) for cam in config.cameras}
     model = DiffusionPolicy(config, len(dataset.joint_names), image_hw, stats).to(device)
@@ -386,14 +387,14 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
                             "lr": scheduler.get_last_lr()[0], "time_s": training_time_s})
             if progress:
                 bar.console.print(f"epoch {epoch}/{config.epochs}: train {running / seen:.4f}  val (EMA) {val_loss:.4f}")
-            _save_checkpoint(checkpoint_path, {
+            runs.save_checkpoint(checkpoint_path, {
                 "model": model.state_dict(), "ema": ema.model.state_dict(), "ema_updates": ema.updates,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "noise_rng": noise_gen.get_state(), "shift_rng": shift_gen.get_state(), "epoch": epoch,
                 "history": history, "training_time_s": training_time_s,
                 "parameters": sum(p.numel() for p in model.parameters()),
             })
-            _write_json(run_dir / "history.json", history)
+            runs.write_json(run_dir / "history.json", history)
             plot_losses(history, run_dir / "loss.png")
     if dist_info.world_size > 1:
         torch.distributed.barrier()
@@ -401,37 +402,8 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
 
 
 def plot_losses(history: list[dict[str, float]], path: Path) -> None:
-    """Training and validation loss per epoch (log scale) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train (augmented)")
-    if any(math.isfinite(h["val_loss"]) for h in history):
-        ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation (EMA, fixed noise)")
-    ax.set(xlabel="epoch (0 = untrained)", ylabel="masked denoising loss", yscale="log", title="diffusion training")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    # Write then rename: an interrupted save never leaves a truncated checkpoint behind.
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
+    runs.plot_losses(history, path, ylabel="masked denoising loss", title="diffusion training",
+                     val_label="validation (EMA, fixed noise)")
 
 def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[DiffusionPolicy, DiffusionConfig, dict[str, Any]]:
     """The EMA weights of a run (eval mode), its config and run info (+ training time and history)."""
