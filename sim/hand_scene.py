@@ -28,7 +28,7 @@ from dm_control import mjcf
 
 from dexstack.hardware.profiles import CameraSpec, RobotProfile
 from dexstack.sim import objects as objects_lib
-from dexstack.sim.scene import TABLE_HEIGHT, look_at_xyaxes
+from dexstack.sim.scene import TABLE_HEIGHT, configure_grasping_scene, look_at_xyaxes
 
 TIMESTEP = 0.002  # s (contract.PHYSICS_HZ = 500); stable with the hand's 1 cm capsules, see docs/GPAYN.md
 ROBOT_PREFIX = "adroit/"
@@ -201,17 +201,7 @@ def build_hand_scene(object_name: str = "potted_meat_can",
     if object_name not in objects_lib.CATALOG:
         raise ValueError(f"unknown object {object_name!r}; known: {sorted(objects_lib.CATALOG)}")
     scene = mjcf.RootElement(model="hand_tabletop")
-    scene.option.timestep = TIMESTEP
-    # implicitfast integrates the servos' damping stably; elliptic cones with a high impratio
-    # keep a fingertip grasp from creeping (MuJoCo's advice for grasping).
-    scene.option.integrator = "implicitfast"
-    scene.option.cone = "elliptic"
-    scene.option.impratio = 10
-    scene.visual.quality.shadowsize = 0
-    scene.visual.quality.offsamples = 0
-    width, height = camera_size if camera_size is not None else (640, 480)
-    getattr(scene.visual, "global").offwidth = max(640, int(width))
-    getattr(scene.visual, "global").offheight = max(480, int(height))
+    configure_grasping_scene(scene, [tuple(camera_size)] if camera_size is not None else [], TIMESTEP)
     scene.visual.headlight.ambient = [0.4, 0.4, 0.4]
     scene.visual.headlight.diffuse = [0.5, 0.5, 0.5]
 

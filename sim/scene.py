@@ -188,6 +188,23 @@ class SceneNames:
     table_geom: str
 
 
+def configure_grasping_scene(scene: mjcf.RootElement, camera_sizes: list[tuple[int, int]],
+                             timestep: float = TIMESTEP) -> None:
+    """Physics and rendering settings every grasping scene shares; `camera_sizes` (width, height)
+    size the offscreen buffer (at least 640x480)."""
+    scene.option.timestep = timestep
+    # implicitfast integrates actuator damping stably; elliptic cones with a high impratio keep
+    # a grasp from creeping (MuJoCo's advice for grasping).
+    scene.option.integrator = "implicitfast"
+    scene.option.cone = "elliptic"
+    scene.option.impratio = 10
+    # Shadows and multisampling cost 5-30x in software rendering.
+    scene.visual.quality.shadowsize = 0
+    scene.visual.quality.offsamples = 0
+    getattr(scene.visual, "global").offwidth = max([640] + [int(w) for w, _ in camera_sizes])
+    getattr(scene.visual, "global").offheight = max([480] + [int(h) for _, h in camera_sizes])
+
+
 def build_scene(profile: RobotProfile = PANDA, object_names: tuple[str, ...] | None = None,
                 camera_size: tuple[int, int] | None = None,
                 mesh_detail: str = "low") -> tuple[mjcf.RootElement, SceneNames]:
@@ -201,17 +218,8 @@ def build_scene(profile: RobotProfile = PANDA, object_names: tuple[str, ...] | N
         raise ValueError(f"unknown objects {unknown}; known: {sorted(objects_lib.CATALOG)}")
 
     scene = mjcf.RootElement(model="tabletop")
-    scene.option.timestep = TIMESTEP
-    # implicitfast integrates actuator damping stably; elliptic cones with a high impratio keep
-    # a two-finger grasp from creeping (MuJoCo's advice for grasping).
-    scene.option.integrator = "implicitfast"
-    scene.option.cone = "elliptic"
-    scene.option.impratio = 10
-    scene.visual.quality.shadowsize = 0
-    scene.visual.quality.offsamples = 0
     sizes = [(c.width, c.height) for c in profile.cameras] + ([tuple(camera_size)] if camera_size else [])
-    getattr(scene.visual, "global").offwidth = max([640] + [w for w, _ in sizes])
-    getattr(scene.visual, "global").offheight = max([480] + [h for _, h in sizes])
+    configure_grasping_scene(scene, sizes)
     scene.visual.headlight.ambient = [0.4, 0.4, 0.4]
     scene.visual.headlight.diffuse = [0.5, 0.5, 0.5]
 

@@ -26,6 +26,18 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _train_and_report(train, dataset, out, config, resume: bool, epochs) -> None:
+    """Run a family's `train` and print its JSON summary last; known failures exit 1 with the reason."""
+    try:
+        history = train(dataset, out, config, resume=resume, epochs=epochs, progress=True)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        _fail(str(exc))
+    last = history[-1]
+    typer.echo(json.dumps({"run": str(out), "epochs": last["epoch"], "initial_loss": history[0]["train_loss"],
+                           "train_loss": last["train_loss"], "val_loss": last["val_loss"],
+                           "loss_curve": str(out / "loss.png")}))
+
+
 @train_app.command("bc")
 def train_bc(
     dataset: Annotated[Path, typer.Option(help="dataset directory (meta.json + episode_*.npz)")],
@@ -43,14 +55,7 @@ def train_bc(
         if resume:
             _fail("--seed cannot change when resuming (the run keeps its own config)")
         config.seed = seed
-    try:
-        history = train(dataset, out, config, resume=resume, epochs=epochs, progress=True)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        _fail(str(exc))
-    last = history[-1]
-    typer.echo(json.dumps({"run": str(out), "epochs": last["epoch"], "initial_loss": history[0]["train_loss"],
-                           "train_loss": last["train_loss"], "val_loss": last["val_loss"],
-                           "loss_curve": str(out / "loss.png")}))
+    _train_and_report(train, dataset, out, config, resume, epochs)
 
 
 @train_app.command("diffusion")
@@ -86,14 +91,7 @@ def train_diffusion(
         _fail(f"bad diffusion config: {exc}")
     from dexstack.policies.diffusion.train import train
 
-    try:
-        history = train(dataset, out, config, resume=resume, epochs=epochs, progress=True)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        _fail(str(exc))
-    last = history[-1]
-    typer.echo(json.dumps({"run": str(out), "epochs": last["epoch"], "initial_loss": history[0]["train_loss"],
-                           "train_loss": last["train_loss"], "val_loss": last["val_loss"],
-                           "loss_curve": str(out / "loss.png")}))
+    _train_and_report(train, dataset, out, config, resume, epochs)
 
 
 def export_cmd(
