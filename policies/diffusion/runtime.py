@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from dexstack.policies.diffusion import schedulers
+from dexstack.policies.diffusion import schedulers, verify
 from dexstack.runtime import ObservationError, check_observation
 
 THREADS_ENV = "DEXSTACK_ORT_THREADS"
@@ -113,10 +113,16 @@ class Runtime:
         past = int((manifest.get("runtime") or {}).get("past_tokens_in_loss", self.n_obs_steps - 1))
         self._first_counted = self.n_obs_steps - 1 - past
         self._rng = np.random.default_rng(seed)
+        # PTP self-verification (verify.py): off unless the manifest asks for it.
+        setting = (manifest.get("runtime") or {}).get("self_verification")
+        self.verifier = verify.SelfVerifier(setting, self._first_counted, past) if setting else None
+        self.last_candidates: np.ndarray | None = None  # (N, Tp, A) normalised, with self-verification
 
     def reset(self) -> None:
-        """Start an episode: forget the feature history."""
+        """Start an episode: forget the feature history (and the executed actions, with self-verification)."""
         self._history.clear()
+        if self.verifier is not None:
+            self.verifier.reset()
 
     def encode(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """One frame -> its features (F,) float32 (no state change). Raises ObservationError."""
@@ -167,6 +173,14 @@ class Runtime:
             self._history.append(features)
         self._history.append(features)
         cond = np.concatenate(list(self._history))[None]
-        actions = self.sample(cond)[0].astype(np.float64) * self._action_std + self._action_mean
         start = self.n_obs_steps - 1
+        if self.verifier is None:
+            actions = self.sample(cond)[0].astype(np.float64) * self._action_std + self._action_mean
+            return actions[start:start + self.n_action_steps]
+        # Self-verification: N candidates in one batch; the chosen one's first action is what executes
+        # before the next call (one call per policy period), so it joins the executed history.
+        self.last_candidates = self.sample(np.repeat(cond, self.verifier.num_candidates, axis=0))
+        chosen = self.last_candidates[self.verifier.choose(self.last_candidates)]
+        self.verifier.record(chosen[start])
+        actions = chosen.astype(np.float64) * self._action_std + self._action_mean
         return actions[start:start + self.n_action_steps]
