@@ -214,3 +214,19 @@ def test_runtime_self_verification(exported):
     no_ptp = {**verified_manifest, "runtime": {**verified_manifest["runtime"], "past_tokens_in_loss": 0}}
     with pytest.raises(ValueError, match="past-token prediction"):
         Runtime(policy_dir, no_ptp)
+
+
+def test_embed_from_a_trained_run_uses_its_ema_encoder(tmp_path):
+    from dexstack.policies.diffusion.embeddings import embed_dataset, encoder_hash, load_embeddings
+    from dexstack.policies.diffusion.train import load_trained, train
+
+    data = _write_dataset(tmp_path / "data", seed=3, lengths=(6, 6, 6, 6))
+    config = _config(epochs=1, batch_size=8, val_fraction=0.25, torch_threads=1, warmup_steps=1, device="cpu")
+    train(data, tmp_path / "run", config, progress=False)
+    path = embed_dataset(tmp_path / "run", data, tmp_path / "emb.npz")
+    cache = load_embeddings(path, data, encoder=tmp_path / "run")
+    frozen = load_trained(tmp_path / "run")[0]
+    assert cache.encoder_hash == encoder_hash(frozen) != encoder_hash(_policy())
+    reference = embed_dataset(frozen, data, tmp_path / "ref.npz")
+    for a, b in zip(cache.episodes, load_embeddings(reference, data).episodes, strict=True):
+        np.testing.assert_array_equal(a, b)
