@@ -30,13 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from dexstack import contract
-from dexstack.hardware.profiles import get_profile
 from dexstack.policies.bc.config import FAMILY, BCConfig
 from dexstack.policies.bc.model import BCPolicy, NormalizationStats, Normalizer, count_parameters
 from dexstack.policies.common import runs
 from dexstack.policies.common.vision import random_shift
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = runs.CHECKPOINT
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -187,31 +186,9 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None
 
     Epoch 0 of the history is the loss of the untrained network. `epochs` overrides the config's
     total epoch count (useful with `resume` to train further)."""
-    from dexstack.dataset import Dataset  # numpy-only core module
-
-    run_dir = Path(run_dir)
+    run_dir, dataset, dataset_hash, config, run_info, profile = runs.open_run(
+        run_dir, dataset_root, resume, config, BCConfig, epochs)
     checkpoint_path = run_dir / CHECKPOINT
-    dataset = Dataset(dataset_root)
-    dataset_hash = dataset.content_hash()
-    if resume:
-        if not checkpoint_path.exists():
-            raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {run_dir}")
-        config = BCConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        run_info = json.loads((run_dir / "run.json").read_text())
-        if run_info["dataset_hash"] != dataset_hash:
-            raise ValueError(f"--resume: dataset {dataset_root} differs from the one the run started with "
-                             f"({run_info['dataset']}, hash {run_info['dataset_hash'][:12]}...)")
-    else:
-        if checkpoint_path.exists():
-            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        config = config or BCConfig()
-    if epochs is not None:
-        config.epochs = epochs
-
-    profile = get_profile(dataset.meta.get("robot_profile", "panda"))
-    if tuple(dataset.joint_names) != profile.joint_names:
-        raise ValueError(f"dataset joints {list(dataset.joint_names)} are not robot profile {profile.name!r}'s "
-                         f"joints in its order {list(profile.joint_names)}")
 
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.torch_threads or os.cpu_count() or 1)

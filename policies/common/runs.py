@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+CHECKPOINT = "checkpoint.pt"
+
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write then rename: an interrupted save never leaves a truncated checkpoint behind."""
@@ -43,3 +45,37 @@ def plot_losses(history: list[dict[str, float]], path: Path, *, ylabel: str, tit
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def open_run(run_dir: str | Path, dataset_root: str | Path, resume: bool, config, config_cls, epochs: int | None):
+    """Start or resume a run: returns (run_dir, dataset, dataset_hash, config, run_info or None, profile).
+
+    Resuming reads the run's own config and refuses another dataset; starting refuses a
+    directory that already holds a run. The dataset's joints must be its robot profile's."""
+    from dexstack.dataset import Dataset  # numpy-only core module
+    from dexstack.hardware.profiles import get_profile
+
+    run_dir = Path(run_dir)
+    checkpoint_path = run_dir / CHECKPOINT
+    dataset = Dataset(dataset_root)
+    dataset_hash = dataset.content_hash()
+    run_info = None
+    if resume:
+        if not checkpoint_path.exists():
+            raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {run_dir}")
+        config = config_cls.from_dict(json.loads((run_dir / "config.json").read_text()))
+        run_info = json.loads((run_dir / "run.json").read_text())
+        if run_info["dataset_hash"] != dataset_hash:
+            raise ValueError(f"--resume: dataset {dataset_root} differs from the one the run started with "
+                             f"({run_info['dataset']}, hash {run_info['dataset_hash'][:12]}...)")
+    else:
+        if checkpoint_path.exists():
+            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        config = config or config_cls()
+    if epochs is not None:
+        config.epochs = epochs
+    profile = get_profile(dataset.meta.get("robot_profile", "panda"))
+    if tuple(dataset.joint_names) != profile.joint_names:
+        raise ValueError(f"dataset joints {list(dataset.joint_names)} are not robot profile {profile.name!r}'s "
+                         f"joints in its order {list(profile.joint_names)}")
+    return run_dir, dataset, dataset_hash, config, run_info, profile

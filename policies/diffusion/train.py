@@ -37,7 +37,6 @@ import torch
 from torch import nn
 
 from dexstack import contract
-from dexstack.hardware.profiles import get_profile
 from dexstack.policies.bc.train import code_commit, split_episodes
 from dexstack.policies.common import runs
 from dexstack.policies.common.vision import random_shift
@@ -45,7 +44,7 @@ from dexstack.policies.diffusion import schedulers
 from dexstack.policies.diffusion.config import FAMILY, DiffusionConfig
 from dexstack.policies.diffusion.model import IMAGE_SCALE, ObservationEncoder, build_denoiser
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = runs.CHECKPOINT
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -252,31 +251,9 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
     Epoch 0 is the untrained network's loss. Each later epoch records the mean training loss
     (augmented, random noise) and the EMA weights' validation loss (fixed noise). `epochs`
     overrides the config's total epoch count (with `resume`: train further)."""
-    from dexstack.dataset import Dataset  # numpy-only core module
-
-    run_dir = Path(run_dir)
+    run_dir, dataset, dataset_hash, config, run_info, profile = runs.open_run(
+        run_dir, dataset_root, resume, config, DiffusionConfig, epochs)
     checkpoint_path = run_dir / CHECKPOINT
-    dataset = Dataset(dataset_root)
-    dataset_hash = dataset.content_hash()
-    if resume:
-        if not checkpoint_path.exists():
-            raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {run_dir}")
-        config = DiffusionConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        run_info = json.loads((run_dir / "run.json").read_text())
-        if run_info["dataset_hash"] != dataset_hash:
-            raise ValueError(f"--resume: dataset {dataset_root} differs from the one the run started with "
-                             f"({run_info['dataset']}, hash {run_info['dataset_hash'][:12]}...)")
-    else:
-        if checkpoint_path.exists():
-            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        config = config or DiffusionConfig()
-    if epochs is not None:
-        config.epochs = epochs
-
-    profile = get_profile(dataset.meta.get("robot_profile", "panda"))
-    if tuple(dataset.joint_names) != profile.joint_names:
-        raise ValueError(f"dataset joints {list(dataset.joint_names)} are not robot profile {profile.name!r}'s "
-                         f"joints in its order {list(profile.joint_names)}")
 
     dist_info = setup_distributed(config.device)
     device = dist_info.device
