@@ -79,3 +79,26 @@ def open_run(run_dir: str | Path, dataset_root: str | Path, resume: bool, config
         raise ValueError(f"dataset joints {list(dataset.joint_names)} are not robot profile {profile.name!r}'s "
                          f"joints in its order {list(profile.joint_names)}")
     return run_dir, dataset, dataset_hash, config, run_info, profile
+
+
+def training_episodes(dataset: Any, cameras: tuple[str, ...], only_successful: bool) -> list[tuple[int, dict]]:
+    """(position, meta entry) of the episodes to train on, after checking the dataset has joint
+    positions, actions and an (H, W, 3) image per camera; raises ValueError saying what is missing."""
+    from dexstack import contract
+
+    root = getattr(dataset, "root", "")
+    features = dataset.meta["features"]
+    needed = [contract.JOINT_POSITIONS, "action"] + [contract.rgb_key(c) for c in cameras]
+    missing = [k for k in needed if k not in features]
+    if missing:
+        raise ValueError(f"dataset {root} lacks features {missing}; it has {sorted(features)}")
+    for cam in cameras:
+        shape = tuple(features[contract.rgb_key(cam)]["shape"])
+        if len(shape) != 3 or shape[2] != 3:
+            raise ValueError(f"feature {contract.rgb_key(cam)} has shape {shape}, expected (H, W, 3)")
+    # Dataset.episode() takes the position in meta["episodes"]
+    episodes = [(pos, ep) for pos, ep in enumerate(dataset.meta["episodes"])
+                if not (only_successful and ep.get("success") is False)]
+    if not episodes:
+        raise ValueError(f"dataset {root} has no episodes to train on (only_successful={only_successful})")
+    return episodes

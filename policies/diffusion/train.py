@@ -72,23 +72,11 @@ def window_indices(length: int, n_obs_steps: int, horizon: int) -> tuple[np.ndar
 
 def load_windows(dataset: Any, config: DiffusionConfig) -> WindowCache:
     """Read the dataset's episodes (only successful ones, if so configured) into memory."""
-    features = dataset.meta["features"]
-    needed = [contract.JOINT_POSITIONS, "action"] + [contract.rgb_key(c) for c in config.cameras]
-    missing = [k for k in needed if k not in features]
-    if missing:
-        raise ValueError(f"dataset {dataset.root} lacks features {missing}; it has {sorted(features)}")
-    for cam in config.cameras:
-        shape = tuple(features[contract.rgb_key(cam)]["shape"])
-        if len(shape) != 3 or shape[2] != 3:
-            raise ValueError(f"feature {contract.rgb_key(cam)} has shape {shape}, expected (H, W, 3)")
-    episodes = [(pos, ep) for pos, ep in enumerate(dataset.meta["episodes"])
-                if not (config.only_successful and ep.get("success") is False)]
-    if not episodes:
-        raise ValueError(f"dataset {dataset.root} has no episodes to train on (only_successful={config.only_successful})")
+    episodes = runs.training_episodes(dataset, config.cameras, config.only_successful)
     total, n_joints = sum(int(ep["length"]) for _, ep in episodes), len(dataset.joint_names)
     cache = WindowCache(
         joint_positions=np.empty((total, n_joints), np.float32), actions=np.empty((total, n_joints), np.float32),
-        images={c: np.empty((total, *features[contract.rgb_key(c)]["shape"]), np.uint8) for c in config.cameras},
+        images={c: np.empty((total, *dataset.meta["features"][contract.rgb_key(c)]["shape"]), np.uint8) for c in config.cameras},
         obs_index=np.empty((total, config.n_obs_steps), np.int64),
         action_index=np.empty((total, config.horizon), np.int64),
         episode_of_frame=np.empty(total, np.int64), episode_ids=[int(ep["index"]) for _, ep in episodes])
