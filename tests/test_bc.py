@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import CAMERAS, write_goal_dataset
 
 from dexstack import contract
 from dexstack.hardware.profiles import PANDA
@@ -17,41 +18,11 @@ from dexstack.runtime import ObservationError, load_runtime
 
 pytest.importorskip("torch")
 
-CAMERAS = ("wrist", "scene")
 N_EPISODES, N_FRAMES = 16, 15
 
 
-def _square(center_uv: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
-    img = np.full((96, 96, 3), 40, np.uint8)
-    u, v = (center_uv * 80 + 8).astype(int)
-    img[max(v - 6, 0):v + 6, max(u - 6, 0):u + 6] = color
-    return img
-
-
 def write_dataset(root: Path) -> None:
-    """Episodes where the arm converges to a goal set by where a square is in the images; the
-    images are the only way to know the goal, so learning them lowers the loss."""
-    from dexstack.dataset import DatasetWriter
-
-    rng = np.random.default_rng(0)
-    features = {contract.JOINT_POSITIONS: {"shape": [8], "dtype": "float32"},
-                "action": {"shape": [8], "dtype": "float32"}}
-    features.update({contract.rgb_key(c): {"shape": [96, 96, 3], "dtype": "uint8"} for c in CAMERAS})
-    home = np.asarray(PANDA.home)
-    mixing = rng.normal(0.0, 0.4, (8, 2))
-    mixing[7] = [0.01, -0.01]  # the gripper (metres) moves little
-    with DatasetWriter(root, fps=10.0, joint_names=PANDA.joint_names, features=features) as writer:
-        for _ in range(N_EPISODES):
-            uv = rng.uniform(0.0, 1.0, 2)
-            goal = home + mixing @ (uv - 0.5)
-            q = np.empty((N_FRAMES + 1, 8))
-            q[0] = home + rng.normal(0, 0.02, 8)
-            for k in range(N_FRAMES):
-                q[k + 1] = q[k] + 0.25 * (goal - q[k])
-            frames = {contract.JOINT_POSITIONS: q[:-1], "action": q[1:],
-                      contract.rgb_key("scene"): np.stack([_square(uv, (250, 30, 30))] * N_FRAMES),
-                      contract.rgb_key("wrist"): np.stack([_square(1 - uv, (30, 250, 30))] * N_FRAMES)}
-            writer.add_episode(frames, task="pick_lift", success=True, source="synthetic")
+    write_goal_dataset(root, N_EPISODES, N_FRAMES)
 
 
 def tiny_config():

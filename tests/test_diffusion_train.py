@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import CAMERAS, write_goal_dataset
 
 from dexstack import contract
 from dexstack.hardware.profiles import PANDA
@@ -16,43 +17,14 @@ from dexstack.runtime import load_runtime
 
 torch = pytest.importorskip("torch")
 
-CAMERAS = ("wrist", "scene")
 N_EPISODES, N_FRAMES = 8, 12
 TINY = dict(conv_channels=[8, 16], num_keypoints=8, down_dims=[32, 64], horizon=8, n_obs_steps=3, n_action_steps=4,
             step_embed_dim=32, batch_size=8, lr=3e-3, warmup_steps=5, val_fraction=0.25, torch_threads=1,
             ema_decay=0.9)
 
 
-def _square(center_uv: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
-    img = np.full((96, 96, 3), 40, np.uint8)
-    u, v = (center_uv * 80 + 8).astype(int)
-    img[max(v - 6, 0):v + 6, max(u - 6, 0):u + 6] = color
-    return img
-
-
 def write_dataset(root: Path) -> None:
-    """Episodes where the arm converges to a goal set by where a square is in the (96x96) images."""
-    from dexstack.dataset import DatasetWriter
-
-    rng = np.random.default_rng(0)
-    features = {contract.JOINT_POSITIONS: {"shape": [8], "dtype": "float32"},
-                "action": {"shape": [8], "dtype": "float32"}}
-    features.update({contract.rgb_key(c): {"shape": [96, 96, 3], "dtype": "uint8"} for c in CAMERAS})
-    home = np.asarray(PANDA.home)
-    mixing = rng.normal(0.0, 0.4, (8, 2))
-    mixing[7] = [0.01, -0.01]  # the gripper (metres) moves little
-    with DatasetWriter(root, fps=10.0, joint_names=PANDA.joint_names, features=features) as writer:
-        for _ in range(N_EPISODES):
-            uv = rng.uniform(0.0, 1.0, 2)
-            goal = home + mixing @ (uv - 0.5)
-            q = np.empty((N_FRAMES + 1, 8))
-            q[0] = home + rng.normal(0, 0.02, 8)
-            for k in range(N_FRAMES):
-                q[k + 1] = q[k] + 0.25 * (goal - q[k])
-            frames = {contract.JOINT_POSITIONS: q[:-1], "action": q[1:],
-                      contract.rgb_key("scene"): np.stack([_square(uv, (250, 30, 30))] * N_FRAMES),
-                      contract.rgb_key("wrist"): np.stack([_square(1 - uv, (30, 250, 30))] * N_FRAMES)}
-            writer.add_episode(frames, task="pick_lift", success=True, source="synthetic")
+    write_goal_dataset(root, N_EPISODES, N_FRAMES)
 
 
 def tiny_config(**overrides):
