@@ -68,15 +68,13 @@ def driver(domain_id: int, seconds: float) -> None:
 
 def listen(domain_id: int, seconds: float, policy_topic: str) -> tuple[dict[str, str], list[float]]:
     """Collect the policy node's diagnostics and chunk arrival latencies (system clock)."""
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
     from trajectory_msgs.msg import JointTrajectory
 
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=domain_id)
-    node = rclpy.create_node("bench_listener", context=ctx)
+    from dexstack.ros_nodes.client import RosClient
+
+    client = RosClient("bench_listener", domain_id)
+    node = client.node
     diag: dict[str, str] = {}
     arrivals: list[float] = []
 
@@ -91,14 +89,8 @@ def listen(domain_id: int, seconds: float, policy_topic: str) -> tuple[dict[str,
 
     node.create_subscription(DiagnosticArray, contract.DIAGNOSTICS, on_diag, 10)
     node.create_subscription(JointTrajectory, policy_topic, on_chunk, 10)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        ex.spin_once(timeout_sec=0.05)
-    ex.shutdown()
-    node.destroy_node()
-    ctx.try_shutdown()
+    client.spin_for(seconds)
+    client.close()
     return diag, arrivals
 
 

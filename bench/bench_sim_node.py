@@ -44,37 +44,26 @@ def bare_rtf(cameras: bool, seconds: float) -> float:
 
 
 def node_rtf(cameras: bool, seconds: float, domain_id: int) -> float:
-    import rclpy
-    from rclpy.context import Context
     from rosgraph_msgs.msg import Clock
+
+    from dexstack.ros_nodes.client import RosClient
 
     spec = NodeSpec("sim_node", "sim", {"rtf": 0.0, "cameras": cameras, "camera_width": CAMERA_PX,
                                         "camera_height": CAMERA_PX, "auto_reset": True, "use_sim_time": True})
-    procs = start_nodes([spec], env=node_environment(domain_id), log_dir=os.path.join(tempfile.gettempdir(), "dexstack_bench_logs"))
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=domain_id)
-    node = rclpy.create_node("bench_rtf", context=ctx)
+    procs = start_nodes([spec], env=node_environment(domain_id),
+                        log_dir=os.path.join(tempfile.gettempdir(), "dexstack_bench_logs"))
+    client = RosClient("bench_rtf", domain_id)
     samples: list[tuple[float, float]] = []
-    node.create_subscription(Clock, contract.CLOCK,
-                             lambda m: samples.append((time.perf_counter(), m.clock.sec + m.clock.nanosec * 1e-9)), 100)
-    from rclpy.executors import SingleThreadedExecutor
-
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
+    client.node.create_subscription(
+        Clock, contract.CLOCK, lambda m: samples.append((time.perf_counter(), m.clock.sec + m.clock.nanosec * 1e-9)), 100)
     try:
-        warm = time.perf_counter() + 60
-        while not samples and time.perf_counter() < warm:
-            ex.spin_once(timeout_sec=0.1)
-        t_end = time.perf_counter() + 2.0 + seconds
-        while time.perf_counter() < t_end:
-            ex.spin_once(timeout_sec=0.05)
+        client.spin_until(lambda: bool(samples), 60)
+        client.spin_for(2.0 + seconds)
         window = [s for s in samples if s[0] >= samples[0][0] + 2.0]  # skip start-up
         # Episode resets add one control period; sim time is monotonic, so the slope holds.
         return (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
     finally:
-        ex.shutdown()
-        node.destroy_node()
-        ctx.try_shutdown()
+        client.close()
         stop_nodes(procs)
 
 

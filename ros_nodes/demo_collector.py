@@ -13,12 +13,9 @@ import json
 import time
 from collections.abc import Callable
 
-import rclpy
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -26,31 +23,7 @@ from std_srvs.srv import Trigger
 from dexstack import contract
 from dexstack.graph import node_list
 from dexstack.launcher import node_environment, start_nodes, stop_nodes
-
-
-class _Client:
-    def __init__(self, domain_id: int) -> None:
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("dexstack_demo_collector", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-
-    def call(self, srv_type, name: str, request, timeout_s: float = 30.0):
-        client = self.node.create_client(srv_type, name)
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            raise TimeoutError(f"service {name} not available after {timeout_s:.0f} s")
-        future = client.call_async(request)
-        self.executor.spin_until_future_complete(future, timeout_sec=timeout_s)
-        if not future.done():
-            raise TimeoutError(f"service {name} did not answer in {timeout_s:.0f} s")
-        self.node.destroy_client(client)
-        return future.result()
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
+from dexstack.ros_nodes.client import RosClient
 
 
 def collect_demonstrations(episodes: int, seed: int, output_dir: str, *, task: str = "pick_lift",
@@ -69,7 +42,7 @@ def collect_demonstrations(episodes: int, seed: int, output_dir: str, *, task: s
         specs.append(dataclasses.replace(spec, parameters=spec.parameters | extra))
     env = node_environment(domain_id)
     procs = start_nodes(specs, env=env, log_dir=log_dir)
-    client = _Client(int(env.get("ROS_DOMAIN_ID", "0")))
+    client = RosClient("dexstack_demo_collector", int(env.get("ROS_DOMAIN_ID", "0")))
     done: dict[int, dict] = {}
 
     def on_episode(msg: String) -> None:

@@ -10,10 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -22,6 +19,7 @@ from dexstack import contract
 from dexstack.graph import node_list
 from dexstack.launcher import node_environment, start_nodes, stop_nodes
 from dexstack.ros_nodes import common
+from dexstack.ros_nodes.client import RosClient
 
 
 @dataclass
@@ -45,12 +43,9 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
     env = node_environment(domain_id, extra_env)
     procs = start_nodes(node_list(values), env=env, log_dir=log_dir)
     result = RosEvalResult()
-    context = Context()
     # The client joins the same private domain as the nodes it started.
-    rclpy.init(context=context, domain_id=int(env.get("ROS_DOMAIN_ID", "0")))
-    node = rclpy.create_node("dexstack_eval", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
+    client = RosClient("dexstack_eval", int(env.get("ROS_DOMAIN_ID", "0")))
+    node = client.node
     K = contract.QoSKind
     start = time.monotonic()
     state = {"episode": None, "current": [], "first": None, "kept_success": False}
@@ -94,22 +89,18 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
                                  QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT))
     try:
         while len(result.successes) < episodes:
-            executor.spin_once(timeout_sec=0.1)
+            client.executor.spin_once(timeout_sec=0.1)
             dead = [p for p in procs if p.poll() is not None]
             if dead:
                 raise RuntimeError(f"a node exited early (code {dead[0].returncode}); see logs in {log_dir}")
             if time.monotonic() - start > timeout_s:
                 raise TimeoutError(f"only {len(result.successes)}/{episodes} episodes after {timeout_s:.0f} s")
         # One more diagnostics period so the figures cover the last episodes.
-        deadline = time.monotonic() + 1.5 / contract.DIAGNOSTICS_HZ
-        while time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
+        client.spin_for(1.5 / contract.DIAGNOSTICS_HZ)
         if record_video and not result.frames:
             result.frames = state["first"] or []
     finally:
         result.wall_s = time.monotonic() - start
-        executor.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
+        client.close()
         stop_nodes(procs)
     return result

@@ -4,7 +4,6 @@ launcher that starts dexstack nodes as real processes over DDS."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -25,42 +24,12 @@ def dexstack_home(tmp_path, monkeypatch) -> str:
     return str(home)
 
 
-class RosClient:
-    """A plain rclpy node knowing nothing of dexstack, with spin-until helpers."""
-
-    def __init__(self) -> None:
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("test_client", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-
-    def spin_until(self, predicate: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            self.executor.spin_once(timeout_sec=0.05)
-        return predicate()
-
-    def spin_for(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
-
-
 @pytest.fixture
-def ros_client() -> Iterator[RosClient]:
-    client = RosClient()
+def ros_client():
+    """A plain rclpy node knowing nothing of dexstack, with spin-until helpers."""
+    from dexstack.ros_nodes.client import RosClient
+
+    client = RosClient("test_client")
     yield client
     client.close()
 

@@ -155,12 +155,8 @@ def run_lockstep_episode(launch_nodes, ros_client, seed: int, n_states: int) -> 
     log = JointLog(ros_client)
     procs = launch_nodes(specs)
     assert ros_client.spin_until(lambda: ros_client.node.count_publishers(contract.JOINT_STATES) > 0, 30)
-    reset = ros_client.node.create_client(Trigger, "/sim/reset")
-    assert reset.wait_for_service(timeout_sec=30)
-    future = reset.call_async(Trigger.Request())
-    assert ros_client.spin_until(future.done, 10) and future.result().success
+    assert ros_client.call(Trigger, "/sim/reset", Trigger.Request()).success
     assert ros_client.spin_until(lambda: len(log.positions) >= n_states, 90), len(log.positions)
-    ros_client.node.destroy_client(reset)
     from dexstack.launcher import stop_nodes
 
     stop_nodes(procs)
@@ -177,15 +173,6 @@ def test_lockstep_same_seed_gives_identical_joint_trajectory(launch_nodes, ros_c
     assert moved > 0.05  # the expert really moved the arm
     for t in common_stamps:
         assert a[t] == b[t], f"trajectories differ at t={t}"
-
-
-def _call(client, srv_type, name, request):
-    cli = client.node.create_client(srv_type, name)
-    assert cli.wait_for_service(timeout_sec=30), name
-    future = cli.call_async(request)
-    assert client.spin_until(future.done, 10), name
-    client.node.destroy_client(cli)
-    return future.result()
 
 
 def test_pause_step_and_reset_with_seed(launch_nodes, ros_client):
@@ -207,20 +194,20 @@ def test_pause_step_and_reset_with_seed(launch_nodes, ros_client):
                                         QOS[contract.QoSKind.LATCHED])
     assert ros_client.spin_until(lambda: len(clock) > 10, 30)
 
-    assert _call(ros_client, SetBool, "/sim/set_pause", SetBool.Request(data=True)).success
+    assert ros_client.call(SetBool, "/sim/set_pause", SetBool.Request(data=True)).success
     ros_client.spin_for(0.5)
     paused_at = clock[-1]
     ros_client.spin_for(0.5)
     assert clock[-1] == paused_at  # time stands still while paused
 
-    assert _call(ros_client, Trigger, "/sim/step", Trigger.Request()).success
+    assert ros_client.call(Trigger, "/sim/step", Trigger.Request()).success
     ros_client.spin_for(0.5)
     assert clock[-1] - paused_at == pytest.approx(1.0 / contract.POLICY_HZ, abs=0.003)  # one control period
 
     param = Parameter(name="seed", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=4242))
-    assert _call(ros_client, SetParameters, "/sim/set_parameters", SetParameters.Request(parameters=[param])).results[0].successful
+    assert ros_client.call(SetParameters, "/sim/set_parameters", SetParameters.Request(parameters=[param])).results[0].successful
     before = clock[-1]
-    assert _call(ros_client, Trigger, "/sim/reset", Trigger.Request()).success
+    assert ros_client.call(Trigger, "/sim/reset", Trigger.Request()).success
     assert ros_client.spin_until(lambda: episodes and episodes[-1]["seed"] == 4242, 10), episodes[-1:]
     assert episodes[-1]["status"] == "running"
     assert ros_client.spin_until(lambda: clock[-1] > before + 0.2, 10)  # reset resumes, time stays monotonic
