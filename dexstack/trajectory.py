@@ -1,8 +1,8 @@
 """Action chunks and how a joint-trajectory consumer executes them.
 
 The semantics follow ros2_controllers' JointTrajectoryController:
-- a chunk's start time is its header stamp (the stamp of the observation it was computed
-  from); a zero stamp means "now";
+- a chunk's start time is its stamp (the stamp of the observation it was computed from);
+  no stamp (a zero header stamp in ROS) means "now";
 - each point is due at start + time_from_start;
 - points already in the past when the chunk arrives are skipped;
 - the consumer interpolates from the position it is commanding at arrival (the "point
@@ -27,7 +27,7 @@ class ActionChunk:
     joint_names: tuple[str, ...]
     positions: np.ndarray  # (T, J) radians / metres
     times: np.ndarray  # (T,) time_from_start in seconds, strictly increasing, > 0
-    stamp: float  # seconds on the producer's clock (may be negative); exactly 0.0 means "now"
+    stamp: float | None  # seconds on the producer's clock (may be negative or 0); None means "now"
 
     def __post_init__(self) -> None:
         pos = np.asarray(self.positions, dtype=np.float64)
@@ -44,7 +44,7 @@ class ActionChunk:
         object.__setattr__(self, "times", times)
 
     @classmethod
-    def uniform(cls, joint_names, positions: np.ndarray, dt: float, stamp: float) -> ActionChunk:
+    def uniform(cls, joint_names, positions: np.ndarray, dt: float, stamp: float | None) -> ActionChunk:
         """Points spaced `dt` apart, the first one `dt` after the stamp."""
         positions = np.asarray(positions, dtype=np.float64)
         return cls(tuple(joint_names), positions, dt * np.arange(1, len(positions) + 1), stamp)
@@ -84,7 +84,7 @@ class TrajectoryExecutor:
         if set(chunk.joint_names) != set(self.joint_names) or len(chunk.joint_names) != len(self.joint_names):
             raise ValueError(f"chunk joints {list(chunk.joint_names)} do not match {list(self.joint_names)}")
         order = [chunk.joint_names.index(n) for n in self.joint_names]
-        start = now if chunk.stamp == 0.0 else chunk.stamp  # only an exact zero means "now"
+        start = now if chunk.stamp is None else chunk.stamp
         due = start + chunk.times
         future = due > now
         self.skipped_points += int(np.count_nonzero(~future))

@@ -178,12 +178,12 @@ class SafetyFilter:
         self.stats.passed += 1
         return ActionChunk(self.profile.joint_names, limited, times, chunk.stamp), reasons
 
-    def _rate_limit(self, target: np.ndarray, times: np.ndarray, stamp: float, start_q: np.ndarray,
+    def _rate_limit(self, target: np.ndarray, times: np.ndarray, stamp: float | None, start_q: np.ndarray,
                     now: float, scale: float) -> tuple[np.ndarray, float, np.ndarray]:
         """Walk the points in time order, letting each move at most vmax * scale * dt from the
         previous output. Returns (positions, worst requested/allowed ratio, joints slowed)."""
         vmax = self.profile.vmax * scale
-        start = stamp if stamp > 0.0 else now
+        start = now if stamp is None else stamp
         # The consumer starts from where the robot is at arrival, so time before `now` buys no motion.
         t_prev = max(start, now)
         q_prev = start_q

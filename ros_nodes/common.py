@@ -77,8 +77,9 @@ def joint_positions(msg: JointState, names) -> np.ndarray:
 
 
 def chunk_to_msg(chunk: ActionChunk) -> JointTrajectory:
+    """A chunk without a stamp ("now") gets the zero stamp, which means "now" in ROS."""
     msg = JointTrajectory()
-    msg.header.stamp = to_stamp(chunk.stamp)
+    msg.header.stamp = to_stamp(0.0 if chunk.stamp is None else chunk.stamp)
     msg.joint_names = list(chunk.joint_names)
     for q, t in zip(chunk.positions, chunk.times, strict=True):
         pt = JointTrajectoryPoint()
@@ -97,7 +98,8 @@ def msg_to_chunk(msg: JointTrajectory) -> ActionChunk:
         raise ValueError(f"trajectory points do not all have {width} positions")
     positions = np.array([p.positions for p in msg.points], dtype=np.float64)
     times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
-    return ActionChunk(tuple(msg.joint_names), positions, times, to_sec(msg.header.stamp))
+    stamp = to_sec(msg.header.stamp)
+    return ActionChunk(tuple(msg.joint_names), positions, times, stamp if stamp != 0.0 else None)
 
 
 def _duration(seconds: float):

@@ -118,9 +118,9 @@ class SafetyFilterNode(Node):
             for chunk_msg, _ in ready:
                 self._answer(chunk_msg)
 
-    def _measurement_for(self, stamp: float) -> tuple[np.ndarray | None, float | None]:
-        """The joint state with this stamp if we have it, else the latest one."""
-        for t, (q, received) in reversed(self.states.items()):
+    def _measurement_for(self, stamp: float | None) -> tuple[np.ndarray | None, float | None]:
+        """The joint state with this stamp if we have it, else (and for "now") the latest one."""
+        for t, (q, received) in reversed(self.states.items() if stamp is not None else []):
             if abs(t - stamp) <= _STAMP_TOL:
                 return q, received
         return self.measured_q, self.last_state_time

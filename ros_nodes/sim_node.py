@@ -182,10 +182,8 @@ class SimNode(Node):
             return
         try:
             chunk = common.msg_to_chunk(msg)
-            if chunk.stamp != 0.0:  # ROS time -> episode time; before this episode began is negative
-                episode_stamp = chunk.stamp - self.offset
-                chunk = ActionChunk(chunk.joint_names, chunk.positions, chunk.times,
-                                    episode_stamp if episode_stamp != 0.0 else 1e-12)  # 0 would mean "now"
+            if chunk.stamp is not None:  # ROS time -> episode time; before this episode began is negative
+                chunk = ActionChunk(chunk.joint_names, chunk.positions, chunk.times, chunk.stamp - self.offset)
             self.core.submit(chunk)
         except ValueError as exc:
             self.rejected += 1

@@ -58,7 +58,7 @@ def evaluate_in_process(policy: PolicyRuntime | ExpertPolicy, task: str, episode
             t0 = time.perf_counter()
             action = policy.act(obs)
             result.inference_ms.append((time.perf_counter() - t0) * 1e3)
-            return ActionChunk.uniform(names, action, dt, stamp=max(obs["time"], 1e-9))
+            return ActionChunk.uniform(names, action, dt, stamp=obs["time"])
 
     for i in range(episodes):
         obs, info = env.reset(seed=seed + i)

@@ -38,7 +38,7 @@ def test_policy_node_and_in_process_runtime_act_the_same(ros_client, launch_node
     for _ in range(4):
         observations.append(obs)
         action = runtime.act(obs)
-        obs, *_ = env.step(ActionChunk.uniform(out["joint_names"], action, out["dt"], stamp=max(obs["time"], 1e-9)))
+        obs, *_ = env.step(ActionChunk.uniform(out["joint_names"], action, out["dt"], stamp=obs["time"]))
     runtime.reset()
     expected = [runtime.act(o) for o in observations]
 
