@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -26,10 +27,10 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _train_and_report(train, dataset, out, config, resume: bool, epochs) -> None:
+def _train_and_report(train, dataset, out, config, resume: bool, epochs, **extra) -> None:
     """Run a family's `train` and print its JSON summary last; known failures exit 1 with the reason."""
     try:
-        history = train(dataset, out, config, resume=resume, epochs=epochs, progress=True)
+        history = train(dataset, out, config, resume=resume, epochs=epochs, progress=True, **extra)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         _fail(str(exc))
     last = history[-1]
@@ -69,12 +70,20 @@ def train_diffusion(
         "--past-tokens", help="PTP: past action tokens in the loss (0 = off; at most n_obs_steps - 1)")] = None,
     config_file: Annotated[Path | None, typer.Option(
         "--config", help="JSON file of DiffusionConfig fields overriding the defaults (e.g. n_obs_steps, horizon)")] = None,
+    encoder_run: Annotated[Path | None, typer.Option(
+        "--encoder-run", help="PTP stage 3: freeze this trained run's encoder (needs --embeddings)")] = None,
+    embeddings: Annotated[Path | None, typer.Option(
+        help="PTP stage 3: the encoder run's feature cache of --dataset (`dexstack train embed`)")] = None,
 ) -> None:
     """Diffusion policy: CNN keypoint encoders + 1-D UNet or causal transformer denoiser (DDPM or EDM)."""
     from dexstack.policies.diffusion.config import DiffusionConfig
 
-    if resume and (seed is not None or past_tokens is not None or config_file is not None):
-        _fail("--seed, --past-tokens and --config cannot change when resuming (the run keeps its own config)")
+    if resume and (seed is not None or past_tokens is not None or config_file is not None
+                   or encoder_run is not None or embeddings is not None):
+        _fail("--seed, --past-tokens, --config, --encoder-run and --embeddings cannot change when resuming "
+              "(the run keeps its own)")
+    if (encoder_run is None) != (embeddings is None):
+        _fail("--encoder-run and --embeddings go together (PTP stage 3: train on the cached features of a frozen encoder)")
     fields = DiffusionConfig().to_dict()
     try:
         if config_file is not None:
@@ -91,12 +100,35 @@ def train_diffusion(
         _fail(f"bad diffusion config: {exc}")
     from dexstack.policies.diffusion.train import train
 
-    _train_and_report(train, dataset, out, config, resume, epochs)
+    _train_and_report(train, dataset, out, config, resume, epochs, encoder_run=encoder_run, embeddings=embeddings)
+
+
+@train_app.command("embed")
+def train_embed(
+    run: Annotated[Path, typer.Option(help="trained diffusion run whose (EMA) encoder embeds the frames")],
+    dataset: Annotated[Path, typer.Option(help="dataset directory to embed, every frame of every episode")],
+    out: Annotated[Path, typer.Option(help="cache file to write (.npz)")],
+) -> None:
+    """PTP stage 2: embed every frame of a dataset with a run's frozen encoder and cache the features."""
+    from dexstack.policies.diffusion.embeddings import embed_dataset, load_embeddings
+
+    t0 = time.perf_counter()
+    try:
+        path = embed_dataset(run, dataset, out)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    cache = load_embeddings(path, dataset)
+    typer.echo(json.dumps({"embeddings": str(path), "episodes": len(cache.episodes),
+                           "frames": int(sum(len(e) for e in cache.episodes)), "feature_dim": cache.feature_dim,
+                           "encoder_hash": cache.encoder_hash, "wall_s": round(time.perf_counter() - t0, 2)}))
 
 
 def export_cmd(
     run: Annotated[Path, typer.Option(help="run directory written by `dexstack train`")],
     out: Annotated[Path, typer.Option(help="new export directory (policy graph(s) + manifest.json)")],
+    self_verification: Annotated[int | None, typer.Option(
+        "--self-verification", help="PTP (diffusion): sample N candidates per chunk and execute the one whose "
+                                    "predicted past best matches the executed actions")] = None,
 ) -> None:
     """Export a trained run to ONNX + manifest.json, ready for `dexstack store publish`."""
     run_json = run / "run.json"
@@ -109,7 +141,12 @@ def export_cmd(
         _fail(f"run {run} is of family {family!r}, which has no exporter (dexstack.policies.{family}.export)")
     try:
         # A family's exporter: `export_run(run_dir, out_dir)`, or BC's original name `export`.
-        path = (getattr(module, "export_run", None) or module.export)(run, out)
+        if self_verification is not None:
+            if family != "diffusion":
+                _fail(f"--self-verification is a diffusion-family option; run {run} is {family!r}")
+            path = module.export_run(run, out, self_verification=self_verification)
+        else:
+            path = (getattr(module, "export_run", None) or module.export)(run, out)
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
         _fail(str(exc))
     manifest = json.loads((path / "manifest.json").read_text())

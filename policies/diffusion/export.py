@@ -204,11 +204,13 @@ def write_policy_dir(out_dir: str | Path, encoder: ObservationEncoder, denoiser:
     return out_dir
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, atol: float = 1e-4) -> Path:
+def export_run(run_dir: str | Path, out_dir: str | Path, atol: float = 1e-4,
+               self_verification: int | None = None) -> Path:
     """Export the EMA weights of the trained run in `run_dir` (`train.py`) into the new directory
     `out_dir` (must not exist or be empty): both graphs + manifest.json with the run's
     normalisation stats and provenance (code commit, dataset hash, config, training time).
-    Nothing is written if the export fails. Returns `out_dir`."""
+    `self_verification` = N >= 2 turns on PTP's test-time self-verification with N candidates
+    (needs a run trained with past tokens in the loss). Nothing is written if the export fails."""
     import math
 
     from dexstack.policies.diffusion.train import load_trained
@@ -234,4 +236,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path, atol: float = 1e-4) -> 
                               robot_profile=run_info["robot_profile"], provenance=provenance)
     # Which past tokens were trained (PTP): self-verification compares only those with the executed actions.
     manifest["runtime"]["past_tokens_in_loss"] = config.past_tokens_in_loss
+    if self_verification is not None:
+        if isinstance(self_verification, bool) or int(self_verification) < 2:
+            raise ValueError(f"self_verification={self_verification!r}: need N >= 2 candidates")
+        if config.past_tokens_in_loss < 1:
+            raise ValueError(f"self-verification compares predicted past actions with executed ones; run {run_dir} "
+                             "was trained without past tokens in the loss (train with --past-tokens K >= 1)")
+        manifest["runtime"]["self_verification"] = {"num_candidates": int(self_verification)}
+    if run_info.get("frozen_encoder"):
+        manifest["provenance"]["encoder_hash"] = run_info["frozen_encoder"]["encoder_hash"]
     return write_policy_dir(out_dir, model.encoder, model.denoiser, manifest, atol)

@@ -23,6 +23,7 @@ with EMA weights), `history.json` and `loss.png`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -54,11 +55,12 @@ class WindowCache:
 
     joint_positions: np.ndarray  # (N, J) float32, rad / m
     actions: np.ndarray  # (N, J) float32, absolute joint targets
-    images: dict[str, np.ndarray]  # camera -> (N, H, W, 3) uint8
+    images: dict[str, np.ndarray]  # camera -> (N, H, W, 3) uint8 (empty when training on cached features)
     obs_index: np.ndarray  # (N, To) int64: rows of frames k-To+1 .. k (clamped to the episode)
     action_index: np.ndarray  # (N, Tp) int64: rows of actions k-To+1 .. k-To+Tp (clamped)
     episode_of_frame: np.ndarray  # (N,) int64 dataset episode index
     episode_ids: list[int]
+    features: np.ndarray | None = None  # (N, F) float32 cached frame features (PTP stage 3), else None
 
 
 def window_indices(length: int, n_obs_steps: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,24 +72,30 @@ def window_indices(length: int, n_obs_steps: int, horizon: int) -> tuple[np.ndar
     return obs, act
 
 
-def load_windows(dataset: Any, config: DiffusionConfig) -> WindowCache:
-    """Read the dataset's episodes (only successful ones, if so configured) into memory."""
+def load_windows(dataset: Any, config: DiffusionConfig, features: list[np.ndarray] | None = None) -> WindowCache:
+    """Read the dataset's episodes (only successful ones, if so configured) into memory. With
+    `features` (cached per-frame features per dataset episode position, `embeddings.py`) the
+    images are not read: the window's condition is then its cached features."""
     episodes = runs.training_episodes(dataset, config.cameras, config.only_successful)
     total, n_joints = sum(int(ep["length"]) for _, ep in episodes), len(dataset.joint_names)
+    cameras = () if features is not None else config.cameras
     cache = WindowCache(
         joint_positions=np.empty((total, n_joints), np.float32), actions=np.empty((total, n_joints), np.float32),
-        images={c: np.empty((total, *dataset.meta["features"][contract.rgb_key(c)]["shape"]), np.uint8) for c in config.cameras},
+        images={c: np.empty((total, *dataset.meta["features"][contract.rgb_key(c)]["shape"]), np.uint8) for c in cameras},
         obs_index=np.empty((total, config.n_obs_steps), np.int64),
         action_index=np.empty((total, config.horizon), np.int64),
-        episode_of_frame=np.empty(total, np.int64), episode_ids=[int(ep["index"]) for _, ep in episodes])
+        episode_of_frame=np.empty(total, np.int64), episode_ids=[int(ep["index"]) for _, ep in episodes],
+        features=None if features is None else np.empty((total, features[0].shape[1]), np.float32))
     start = 0
     for pos, ep in episodes:
         data = dataset.episode(pos)
         end = start + len(data["action"])
         cache.joint_positions[start:end] = data[contract.JOINT_POSITIONS]
         cache.actions[start:end] = data["action"]
-        for cam in config.cameras:
+        for cam in cameras:
             cache.images[cam][start:end] = data[contract.rgb_key(cam)]
+        if cache.features is not None:
+            cache.features[start:end] = features[pos]
         obs, act = window_indices(end - start, config.n_obs_steps, config.horizon)
         cache.obs_index[start:end], cache.action_index[start:end] = start + obs, start + act
         cache.episode_of_frame[start:end] = int(ep["index"])
@@ -106,18 +114,22 @@ def compute_stats(cache: WindowCache, frames: np.ndarray, config: DiffusionConfi
 @dataclass
 class Batch:
     """Raw tensors of B windows: joint positions (B, To, J), uint8 images (B, To, H, W, 3) per
-    camera, absolute actions (B, Tp, J)."""
+    camera, absolute actions (B, Tp, J); or, on cached features, `features` (B, To, F) and no images."""
 
     joint_positions: torch.Tensor
     images: list[torch.Tensor]
     actions: torch.Tensor
+    features: torch.Tensor | None = None
 
 
 def make_batch(cache: WindowCache, frames: np.ndarray, cameras: tuple[str, ...], device: torch.device) -> Batch:
     obs = cache.obs_index[frames]
+    actions = torch.from_numpy(cache.actions[cache.action_index[frames]]).to(device)
+    if cache.features is not None:
+        return Batch(torch.from_numpy(cache.joint_positions[obs]).to(device), [], actions,
+                     torch.from_numpy(cache.features[obs]).to(device))
     return Batch(torch.from_numpy(cache.joint_positions[obs]).to(device),
-                 [torch.from_numpy(cache.images[cam][obs]).to(device) for cam in cameras],
-                 torch.from_numpy(cache.actions[cache.action_index[frames]]).to(device))
+                 [torch.from_numpy(cache.images[cam][obs]).to(device) for cam in cameras], actions)
 
 
 # --- the model and its loss ----------------------------------------------------------------------
@@ -148,7 +160,8 @@ class DiffusionPolicy(nn.Module):
         drawn from `generator` unless given."""
         cfg = self.config
         actions = hide_uncounted_past(((batch.actions - self.action_mean) / self.action_std), cfg)
-        cond = self.condition(batch.joint_positions, batch.images)
+        cond = (batch.features.reshape(len(actions), -1) if batch.features is not None
+                else self.condition(batch.joint_positions, batch.images))
         mask = loss_mask(cfg).to(actions.device)
         if cfg.sampler == "edm":
             return schedulers.edm_training_loss(self.denoiser, actions, cond, generator, mask, cfg.sigma_data,
@@ -232,23 +245,67 @@ def evaluate(model: DiffusionPolicy, cache: WindowCache, frames: np.ndarray, con
     return total / len(frames)
 
 
+@dataclass
+class FrozenEncoder:
+    """PTP stage 3: the frozen encoder of a trained (short-context) run and the cache of its features."""
+
+    policy: DiffusionPolicy  # the encoder run's EMA model: its encoder weights + joint normalisation
+    config: DiffusionConfig
+    run_info: dict[str, Any]
+    features: list[np.ndarray]  # per dataset episode position, (T, F)
+    provenance: dict[str, str]  # written into run.json: where the encoder and cache came from
+
+
+ENCODER_FIELDS = ("cameras", "conv_channels", "group_norm_groups", "num_keypoints")
+
+
+def open_frozen_encoder(encoder_run: str | Path, embeddings: str | Path, dataset: Any) -> FrozenEncoder:
+    """Load the encoder run and its feature cache; the cache must come from this dataset and this
+    encoder (`load_embeddings` refuses anything else)."""
+    from dexstack.policies.diffusion.embeddings import encoder_hash, load_embeddings
+
+    policy, enc_config, enc_info = load_trained(encoder_run)
+    enc_hash = encoder_hash(policy)
+    cache = load_embeddings(embeddings, dataset, encoder=enc_hash)
+    if cache.feature_dim != policy.encoder.out_dim:
+        raise ValueError(f"{embeddings}: features are {cache.feature_dim} wide, the encoder of {encoder_run} "
+                         f"gives {policy.encoder.out_dim}")
+    return FrozenEncoder(policy, enc_config, enc_info, cache.episodes,
+                         {"encoder_run": str(Path(encoder_run).resolve()), "encoder_hash": enc_hash,
+                          "embeddings": str(Path(embeddings).resolve())})
+
+
 def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig | None = None, *,
-          resume: bool = False, epochs: int | None = None, progress: bool = True) -> list[dict[str, float]]:
+          resume: bool = False, epochs: int | None = None, progress: bool = True,
+          encoder_run: str | Path | None = None, embeddings: str | Path | None = None) -> list[dict[str, float]]:
     """Train (or, with `resume`, continue) a diffusion run; returns the per-epoch history.
 
     Epoch 0 is the untrained network's loss. Each later epoch records the mean training loss
     (augmented, random noise) and the EMA weights' validation loss (fixed noise). `epochs`
-    overrides the config's total epoch count (with `resume`: train further)."""
+    overrides the config's total epoch count (with `resume`: train further).
+
+    PTP multistage training, stage 3: with `encoder_run` (a trained run, e.g. a short-context
+    policy) and `embeddings` (its cache of this dataset's frame features, `embeddings.py`), the
+    encoder is that run's, frozen, and only the denoiser trains, on the cached features: no CNN
+    runs in the loop. The run still holds the whole model, so export and serving are unchanged."""
     run_dir, dataset, dataset_hash, config, run_info, profile = runs.open_run(
         run_dir, dataset_root, resume, config, DiffusionConfig, epochs)
     checkpoint_path = run_dir / CHECKPOINT
+    if resume and run_info.get("frozen_encoder"):
+        encoder_run, embeddings = run_info["frozen_encoder"]["encoder_run"], run_info["frozen_encoder"]["embeddings"]
+    if (encoder_run is None) != (embeddings is None):
+        raise ValueError("cached-embedding training needs both encoder_run and embeddings")
+    frozen = open_frozen_encoder(encoder_run, embeddings, dataset) if encoder_run is not None else None
+    if frozen is not None:
+        # The encoder is the encoder run's: its architecture fields are that run's by definition.
+        config = dataclasses.replace(config, **{f: getattr(frozen.config, f) for f in ENCODER_FIELDS})
 
     dist_info = setup_distributed(config.device)
     device = dist_info.device
     torch.manual_seed(config.seed)  # same initial weights on every rank
     torch.set_num_threads(config.torch_threads or os.cpu_count() or 1)
 
-    cache = load_windows(dataset, config)
+    cache = load_windows(dataset, config, frozen.features if frozen else None)
     train_eps, val_eps = split_episodes(cache.episode_ids, config.val_fraction, config.seed)
     train_frames = np.flatnonzero(np.isin(cache.episode_of_frame, train_eps))
     val_frames = np.flatnonzero(np.isin(cache.episode_of_frame, val_eps))
@@ -257,23 +314,32 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
         stats = json.loads((run_dir / "stats.json").read_text())
     else:
         stats = compute_stats(cache, train_frames, config)
+        if frozen is not None:  # the joint normalisation is part of the frozen encoder
+            stats.update(joint_mean=frozen.policy.joint_mean.tolist(), joint_std=frozen.policy.joint_std.tolist())
         if dist_info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             run_info = {"family": FAMILY, "dataset": str(Path(dataset_root).resolve()), "dataset_hash": dataset_hash,
                         "code_commit": code_commit(), "created": datetime.now(UTC).isoformat(timespec="seconds"),
                         "robot_profile": profile.name, "joint_names": list(dataset.joint_names),
                         "fps": float(dataset.fps),
-                        "image_shapes": {cam: list(cache.images[cam].shape[1:]) for cam in config.cameras},
-                        "train_episodes": train_eps, "val_episodes": val_eps, "world_size": dist_info.world_size}
+                        "image_shapes": (frozen.run_info["image_shapes"] if frozen else
+                                         {cam: list(cache.images[cam].shape[1:]) for cam in config.cameras}),
+                        "train_episodes": train_eps, "val_episodes": val_eps, "world_size": dist_info.world_size,
+                        "frozen_encoder": frozen.provenance if frozen else None}
             runs.write_json(run_dir / "run.json", run_info)
             runs.write_json(run_dir / "stats.json", stats)
     if dist_info.is_main:
         runs.write_json(run_dir / "config.json", config.to_dict())
 
-    image_hw = {cam: tuple(cache.images[cam].shape[1:3]) for cam in config.cameras}
+    image_hw = ({cam: tuple(frozen.run_info["image_shapes"][cam][:2]) for cam in config.cameras} if frozen else
+                {cam: tuple(cache.images[cam].shape[1:3]) for cam in config.cameras})
     model = DiffusionPolicy(config, len(dataset.joint_names), image_hw, stats).to(device)
+    if frozen is not None:
+        model.encoder.load_state_dict(frozen.policy.encoder.state_dict())
+        model.encoder.requires_grad_(False)
     ema = schedulers.EMA(model, config.ema_decay)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
     from torch.utils.data import DistributedSampler
 
     # Also with one process: a sampler seeded by (seed, epoch) makes --resume replay the same order.
@@ -329,6 +395,7 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
                 batch = make_batch(cache, order[start:start + config.batch_size], config.cameras, device)
                 b, to = batch.joint_positions.shape[:2]
                 # One shift per window, the same for its To frames: the camera did not move between them.
+                # (Cached features have no images: a frozen encoder has nothing to learn from shifts.)
                 batch.images = [random_shift(img.permute(0, 2, 3, 1, 4).reshape(b, *img.shape[2:4], -1),
                                              config.random_shift_px, shift_gen)
                                 .reshape(b, *img.shape[2:4], to, 3).permute(0, 3, 1, 2, 4)

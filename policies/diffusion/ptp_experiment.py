@@ -1,0 +1,175 @@
+"""The PTP results table (issue 3), one task at a time, resumable at every step.
+
+    python -m dexstack.policies.diffusion.ptp_experiment run --task cover_pick --seeds 0 1 2
+    python -m dexstack.policies.diffusion.ptp_experiment report --root runs/ptp > table.md
+
+For a task's dataset (`data/<task>`, scripted demos) it runs PTP's multistage recipe once:
+
+1. stage 1: a short-context policy (To=1) trained end to end with its encoder (`stage1.json`);
+2. stage 2: every frame of the dataset embedded by that frozen encoder, cached (`embeddings.npz`);
+
+then, per training seed, trains three denoisers on the cached features (stage 3, same frozen
+encoder, same data, same step budget) and evaluates four rows with `dexstack eval`'s code path:
+
+| row      | trained as                                   | served with            |
+|----------|----------------------------------------------|------------------------|
+| `to2`    | To=2, Tp=16 (no history)                     | one sample per chunk   |
+| `long`   | To=16, Tp=32, loss on current+future tokens  | one sample per chunk   |
+| `ptp`    | To=16, Tp=32, loss on all 15 past tokens too | one sample per chunk   |
+| `ptp_sv` | the `ptp` run                                | self-verification, N=8 |
+
+Every step is skipped when its output exists (a stopped run resumes where it was; a half-trained
+run continues from its checkpoint). Evaluations are in-process (the runtime the policy node
+serves, on the sim node's physics core) with seeds 1000 + i, and write one JSON per cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STAGE1 = {"n_obs_steps": 1, "horizon": 16, "n_action_steps": 8, "down_dims": [64, 128, 256], "epochs": 15,
+          "batch_size": 64, "lr": 3e-4, "warmup_steps": 200, "torch_threads": 1}
+# Stage 3: same denoiser size, optimiser and budget for every row; only context and loss differ.
+STAGE3 = {"n_action_steps": 8, "down_dims": [32, 64, 128], "epochs": 20, "batch_size": 128, "lr": 5e-4,
+          "warmup_steps": 100, "torch_threads": 1}
+VARIANTS = {
+    "to2": {"n_obs_steps": 2, "horizon": 16, "past_tokens_in_loss": 0},
+    "long": {"n_obs_steps": 16, "horizon": 32, "past_tokens_in_loss": 0},
+    "ptp": {"n_obs_steps": 16, "horizon": 32, "past_tokens_in_loss": 15},
+}
+ROWS = {  # row -> (trained variant, self-verification candidates)
+    "to2": ("to2", None), "long": ("long", None), "ptp": ("ptp", None), "ptp_sv": ("ptp", 8),
+}
+ROW_TITLES = {"to2": "no history (To=2)", "long": "long context (To=16), no PTP",
+              "ptp": "long context + PTP", "ptp_sv": "long context + PTP + self-verification (N=8)"}
+TASK_ORDER = ("cover_pick", "cue_choice", "pick_lift")
+EVAL_SEED = 1000
+
+
+def _log(message: str) -> None:
+    print(f"[ptp {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _train(dataset: Path, run_dir: Path, fields: dict[str, Any], **frozen: Any) -> None:
+    from dexstack.policies.diffusion.config import DiffusionConfig
+    from dexstack.policies.diffusion.train import CHECKPOINT, train
+
+    config = DiffusionConfig.from_dict({**DiffusionConfig().to_dict(), **fields})
+    if (run_dir / CHECKPOINT).exists():
+        history = json.loads((run_dir / "history.json").read_text())
+        if history[-1]["epoch"] >= config.epochs:
+            return
+        _log(f"resuming {run_dir} at epoch {history[-1]['epoch']}")
+        train(dataset, run_dir, resume=True, progress=False)
+        return
+    _log(f"training {run_dir}")
+    train(dataset, run_dir, config, progress=False, **frozen)
+
+
+def _export(run_dir: Path, out: Path, self_verification: int | None) -> Path:
+    from dexstack.policies.diffusion.export import export_run
+
+    if not (out / "manifest.json").exists():
+        export_run(run_dir, out, self_verification=self_verification)
+    return out
+
+
+def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes: int, rows: list[str]) -> None:
+    from dexstack.cli.evaluate import run_eval
+    from dexstack.policies.diffusion.embeddings import embed_dataset
+    from dexstack.store import PolicyStore
+
+    dataset = data_root / task
+    task_dir = root / task
+    encoder = task_dir / "encoder"
+    _train(dataset, encoder, STAGE1)
+    cache = task_dir / "embeddings.npz"
+    if not cache.exists():
+        t0 = time.perf_counter()
+        embed_dataset(encoder, dataset, cache)
+        _log(f"embedded {dataset} in {time.perf_counter() - t0:.1f} s")
+    store = PolicyStore()
+    results = task_dir / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        for row in rows:
+            variant, candidates = ROWS[row]
+            run_dir = task_dir / f"{variant}_s{seed}"
+            _train(dataset, run_dir, {**STAGE3, **VARIANTS[variant], "seed": seed},
+                   encoder_run=encoder, embeddings=cache)
+            out = results / f"{row}_s{seed}.json"
+            if out.exists():
+                continue
+            export = _export(run_dir, task_dir / "exports" / f"{row}_s{seed}", candidates)
+            name = f"ptp-{task.replace('_', '-')}-{row.replace('_', '-')}-s{seed}"
+            if not store.versions(name):
+                store.publish(export, name)
+            _log(f"evaluating {name} on {episodes} episodes")
+            summary = run_eval(name, task, episodes, EVAL_SEED, through_ros=False)
+            history = json.loads((run_dir / "history.json").read_text())
+            summary.update(row=row, variant=variant, seed=seed, task=task,
+                           train_time_s=history[-1]["time_s"], epochs=history[-1]["epoch"],
+                           seconds_per_epoch=history[-1]["time_s"] / history[-1]["epoch"])
+            out.write_text(json.dumps(summary, indent=1) + "\n")
+            _log(f"{name}: success {summary['success_rate']:.2f}")
+
+
+def collect(root: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """task -> row -> per-seed result dicts, from the cells written so far."""
+    table: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for path in sorted(root.glob("*/results/*.json")):
+        cell = json.loads(path.read_text())
+        table.setdefault(cell["task"], {}).setdefault(cell["row"], []).append(cell)
+    return table
+
+
+def report(root: Path) -> str:
+    """The markdown table: success mean ± std over seeds (episodes per seed), per row and task."""
+    table = collect(root)
+    tasks = [t for t in TASK_ORDER if t in table] + sorted(set(table) - set(TASK_ORDER))
+    lines = ["| row | " + " | ".join(f"`{t}`" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for row, title in ROW_TITLES.items():
+        cells = []
+        for task in tasks:
+            runs = table.get(task, {}).get(row, [])
+            if not runs:
+                cells.append("—")
+                continue
+            rates = np.array([r["success_rate"] for r in runs]) * 100
+            episodes = sorted({int(r["episodes"]) for r in runs})
+            cells.append(f"{rates.mean():.0f} ± {rates.std():.0f}% ({len(runs)}×{'/'.join(map(str, episodes))})")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("--task", required=True)
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run.add_argument("--episodes", type=int, default=50)
+    run.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    run.add_argument("--root", type=Path, default=Path("runs/ptp"))
+    run.add_argument("--data", type=Path, default=Path("data"))
+    rep = sub.add_parser("report")
+    rep.add_argument("--root", type=Path, default=Path("runs/ptp"))
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        print(report(args.root))
+        return
+    # Results publish into their own store, not the user's.
+    os.environ.setdefault("DEXSTACK_HOME", str((args.root / "home").resolve()))
+    run_task(args.root, args.data, args.task, args.seeds, args.episodes, args.rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
