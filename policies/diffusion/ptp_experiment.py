@@ -110,7 +110,7 @@ def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes:
                 continue
             export = _export(run_dir, task_dir / "exports" / f"{row}_s{seed}", candidates)
             name = f"ptp-{task.replace('_', '-')}-{row.replace('_', '-')}-s{seed}"
-            if not store.versions(name):
+            if not any(entry["name"] == name for entry in store.list()):
                 store.publish(export, name)
             _log(f"evaluating {name} on {episodes} episodes")
             summary = run_eval(name, task, episodes, EVAL_SEED, through_ros=False)
