@@ -38,7 +38,7 @@ import numpy as np
 STAGE1 = {"n_obs_steps": 1, "horizon": 16, "n_action_steps": 8, "down_dims": [64, 128, 256], "epochs": 15,
           "batch_size": 64, "lr": 3e-4, "warmup_steps": 200, "torch_threads": 1}
 # Stage 3: same denoiser size, optimiser and budget for every row; only context and loss differ.
-STAGE3 = {"n_action_steps": 8, "down_dims": [32, 64, 128], "epochs": 20, "batch_size": 128, "lr": 5e-4,
+STAGE3 = {"n_action_steps": 8, "down_dims": [32, 64, 128], "epochs": 16, "batch_size": 128, "lr": 5e-4,
           "warmup_steps": 100, "torch_threads": 1}
 VARIANTS = {
     "to2": {"n_obs_steps": 2, "horizon": 16, "past_tokens_in_loss": 0},
