@@ -37,6 +37,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both backends")
     parser.add_argument("--denoiser", choices=["unet", "transformer"], default="unet")
     parser.add_argument("--down-dims", type=int, nargs="+", help="UNet channels per level (default: the config's)")
+    parser.add_argument("--n-obs-steps", type=int, help="To (default: the config's); 16 with --horizon 32 is PTP's long context")
+    parser.add_argument("--horizon", type=int, help="Tp (default: the config's)")
+    parser.add_argument("--self-verification", type=int, default=0,
+                        help="also time the runtime's act() with PTP self-verification over N candidates")
     args = parser.parse_args()
 
     import torch
@@ -51,9 +55,9 @@ def main() -> None:
     from dexstack.policies.diffusion.runtime import Runtime
 
     torch.set_num_threads(args.threads)
-    config = DiffusionConfig(denoiser=args.denoiser)
-    if args.down_dims:
-        config = DiffusionConfig(denoiser=args.denoiser, down_dims=tuple(args.down_dims))
+    overrides = {"down_dims": tuple(args.down_dims) if args.down_dims else None, "n_obs_steps": args.n_obs_steps,
+                 "horizon": args.horizon}
+    config = DiffusionConfig(denoiser=args.denoiser, **{k: v for k, v in overrides.items() if v is not None})
     shapes = {cam: [PANDA.camera(cam).height, PANDA.camera(cam).width, 3] for cam in config.cameras}
     j = PANDA.n_joints
     torch.manual_seed(0)
@@ -101,8 +105,21 @@ def main() -> None:
                 "runtime_act_onnxruntime": percentiles(times["act"]),
                 "max_abs_diff_fixed_noise": max_diff,
             }
+        if args.self_verification:
+            m = json.loads(json.dumps(manifest))
+            m["runtime"]["past_tokens_in_loss"] = config.n_obs_steps - 1
+            m["runtime"]["self_verification"] = {"num_candidates": args.self_verification}
+            runtime = Runtime(policy_dir, m, threads=args.threads)
+            ms = []
+            for i in range(args.warmup + args.chunks):  # past the warm-up the history is full: N candidates
+                t0 = time.perf_counter()
+                runtime.act(observation)
+                if i >= args.warmup + config.n_obs_steps:
+                    ms.append((time.perf_counter() - t0) * 1e3)
+            results["ddim10_self_verification"] = {"num_candidates": args.self_verification,
+                                                   "runtime_act_onnxruntime": percentiles(ms)}
     print(json.dumps({
-        "bench": "diffusion_sampling", "denoiser": args.denoiser, "down_dims": list(config.down_dims),
+        "bench": "diffusion_sampling", "n_obs_steps": config.n_obs_steps, "denoiser": args.denoiser, "down_dims": list(config.down_dims),
         "denoiser_params": count_parameters(denoiser), "encoder_params": count_parameters(encoder),
         "horizon": config.horizon, "action_dim": j, "cond_dim": int(cond.shape[1]), "batch": 1,
         "threads": args.threads, "chunks": args.chunks, "results": results,

@@ -91,6 +91,27 @@ def test_export_serves_self_verification_and_features_match_the_cache(stages):
         assert chunk.shape == (LONG["n_action_steps"], 8) and np.isfinite(chunk).all()
 
 
+def test_plans_execute_open_loop_for_replan_every_calls(stages):
+    """replan_every=2: calls 0-1 return consecutive slices of one plan, call 2 samples a new one;
+    with self-verification the executed actions recorded are the plan's, one per call."""
+    from dexstack.dataset import Dataset
+    from dexstack.runtime import load_runtime
+
+    root, _ = stages
+    manifest = json.loads((root / "export" / "manifest.json").read_text())
+    manifest["runtime"]["replan_every"] = 2
+    runtime = load_runtime(root / "export", manifest)
+    episode = Dataset(root / "data").episode(1)
+    keys = (contract.JOINT_POSITIONS, contract.rgb_key("wrist"), contract.rgb_key("scene"))
+    chunks = [runtime.act({k: episode[k][i] for k in keys}) for i in range(3)]
+    np.testing.assert_array_equal(chunks[1][:-1], chunks[0][1:])
+    assert not np.allclose(chunks[2][:-1], chunks[1][1:])  # a fresh sample (new noise, new history)
+    assert len(runtime.verifier.executed_past()) == 3  # one executed action recorded per call
+    manifest["runtime"]["replan_every"] = 3  # To-1 + 2 + Ta = 3 + 2 + 4 > Tp = 8: a chunk would leave the plan
+    with pytest.raises(ValueError, match="exceeds horizon"):
+        load_runtime(root / "export", manifest)
+
+
 def test_stage3_refuses_mismatched_inputs(stages, tmp_path):
     from typer.testing import CliRunner
 

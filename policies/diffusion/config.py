@@ -63,6 +63,9 @@ class DiffusionConfig:
     ddim_eta: float = 0.0
     edm_steps: int = 3
     edm_method: str = "euler"  # "euler": 3 network calls; "heun": 2 * steps - 1
+    # Policy periods between two samples: 1 re-plans at every call; k > 1 executes k actions of each
+    # plan open loop (diffusion_policy executes Ta), returning the rest of the current plan meanwhile.
+    replan_every: int = 1
 
     # --- PTP: past-token prediction -----------------------------------------------------
     # How many of the To - 1 past action tokens (the actions already executed before frame k)
@@ -99,6 +102,10 @@ class DiffusionConfig:
         if not 0 < self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
             raise ValueError(f"n_action_steps={self.n_action_steps} must be in 1..horizon - n_obs_steps + 1 "
                              f"= {self.horizon - self.n_obs_steps + 1}")
+        if not 1 <= self.replan_every <= self.horizon - self.n_obs_steps + 1 - self.n_action_steps + 1:
+            raise ValueError(f"replan_every={self.replan_every} must be in 1..horizon - n_obs_steps + 2 - n_action_steps "
+                             f"= {self.horizon - self.n_obs_steps + 2 - self.n_action_steps} (every returned chunk "
+                             "must lie inside the plan)")
         if not 0 <= self.past_tokens_in_loss <= self.n_obs_steps - 1:
             raise ValueError(f"past_tokens_in_loss={self.past_tokens_in_loss} must be in 0..n_obs_steps - 1 "
                              f"= {self.n_obs_steps - 1} (the past action tokens of the horizon)")

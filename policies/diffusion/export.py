@@ -13,6 +13,7 @@ raised and nothing is written.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -133,7 +134,7 @@ def runtime_settings(config: DiffusionConfig, action_dim: int) -> dict[str, Any]
     as long as the sampler matches how the denoiser was trained)."""
     return {
         "n_obs_steps": config.n_obs_steps, "horizon": config.horizon, "n_action_steps": config.n_action_steps,
-        "action_dim": action_dim, "sampler": config.sampler,
+        "action_dim": action_dim, "sampler": config.sampler, "replan_every": config.replan_every,
         "ddim": {"num_train_timesteps": config.num_train_timesteps, "beta_schedule": config.beta_schedule,
                  "steps": config.ddim_steps, "eta": config.ddim_eta, "clip_sample": config.clip_sample},
         "edm": {"steps": config.edm_steps, "method": config.edm_method, "sigma_min": config.sigma_min,
@@ -205,12 +206,13 @@ def write_policy_dir(out_dir: str | Path, encoder: ObservationEncoder, denoiser:
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, atol: float = 1e-4,
-               self_verification: int | None = None) -> Path:
+               self_verification: int | None = None, replan_every: int | None = None) -> Path:
     """Export the EMA weights of the trained run in `run_dir` (`train.py`) into the new directory
     `out_dir` (must not exist or be empty): both graphs + manifest.json with the run's
     normalisation stats and provenance (code commit, dataset hash, config, training time).
     `self_verification` = N >= 2 turns on PTP's test-time self-verification with N candidates
-    (needs a run trained with past tokens in the loss). Nothing is written if the export fails."""
+    (needs a run trained with past tokens in the loss). `replan_every` overrides the run's
+    `config.replan_every` (a sampling setting). Nothing is written if the export fails."""
     import math
 
     from dexstack.policies.diffusion.train import load_trained
@@ -219,6 +221,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, atol: float = 1e-4,
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"export directory {out_dir} exists and is not empty; choose a new --out")
     model, config, run_info = load_trained(run_dir)
+    if replan_every is not None:
+        config = dataclasses.replace(config, replan_every=int(replan_every))  # validated by the config
     stats = run_info["stats"]
     history = run_info.get("history") or [{}]
     last_val = history[-1].get("val_loss")

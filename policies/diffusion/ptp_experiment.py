@@ -11,12 +11,14 @@ For a task's dataset (`data/<task>`, scripted demos) it runs PTP's multistage re
 then, per training seed, trains three denoisers on the cached features (stage 3, same frozen
 encoder, same data, same step budget) and evaluates four rows with `dexstack eval`'s code path:
 
-| row      | trained as                                   | served with            |
-|----------|----------------------------------------------|------------------------|
-| `to2`    | To=2, Tp=16 (no history)                     | one sample per chunk   |
-| `long`   | To=16, Tp=32, loss on current+future tokens  | one sample per chunk   |
-| `ptp`    | To=16, Tp=32, loss on all 15 past tokens too | one sample per chunk   |
-| `ptp_sv` | the `ptp` run                                | self-verification, N=8 |
+| row      | trained as                                   | served with                  |
+|----------|----------------------------------------------|------------------------------|
+| `to2`    | To=2, Tp=16 (no history)                     | one sample per plan          |
+| `long`   | To=16, Tp=32, loss on current+future tokens  | one sample per plan          |
+| `ptp`    | To=16, Tp=32, loss on all 15 past tokens too | one sample per plan          |
+| `ptp_sv` | the `ptp` run                                | best of N=8 samples per plan |
+
+Each plan's 8 actions execute open loop (one per 10 Hz policy period) before the next plan.
 
 Every step is skipped when its output exists (a stopped run resumes where it was; a half-trained
 run continues from its checkpoint). Evaluations are in-process (the runtime the policy node
@@ -38,8 +40,9 @@ import numpy as np
 STAGE1 = {"n_obs_steps": 1, "horizon": 16, "n_action_steps": 8, "down_dims": [64, 128, 256], "epochs": 15,
           "batch_size": 64, "lr": 3e-4, "warmup_steps": 200, "torch_threads": 1}
 # Stage 3: same denoiser size, optimiser and budget for every row; only context and loss differ.
-STAGE3 = {"n_action_steps": 8, "down_dims": [32, 64, 128], "epochs": 16, "batch_size": 128, "lr": 5e-4,
-          "warmup_steps": 100, "torch_threads": 1}
+# Plans execute open loop for their 8 actions (diffusion_policy's Ta): 8x fewer samples per episode.
+STAGE3 = {"n_action_steps": 8, "replan_every": 8, "down_dims": [32, 64, 128], "epochs": 16, "batch_size": 128,
+          "lr": 5e-4, "warmup_steps": 100, "torch_threads": 1}
 VARIANTS = {
     "to2": {"n_obs_steps": 2, "horizon": 16, "past_tokens_in_loss": 0},
     "long": {"n_obs_steps": 16, "horizon": 32, "past_tokens_in_loss": 0},

@@ -81,6 +81,7 @@ class Runtime:
             self.n_obs_steps, self.horizon = int(rt["n_obs_steps"]), int(rt["horizon"])
             self.n_action_steps, self.action_dim = int(rt["n_action_steps"]), int(rt["action_dim"])
             self.sampler = rt["sampler"]
+            self.replan_every = int(rt.get("replan_every", 1))
             self._ddim, self._edm = dict(rt.get("ddim") or {}), dict(rt.get("edm") or {})
         except KeyError as exc:
             raise ValueError(f"manifest runtime lacks {exc.args[0]!r} (diffusion runtime settings)") from None
@@ -100,9 +101,9 @@ class Runtime:
         if self.chunk_length != self.n_action_steps:
             raise ValueError(f"outputs.chunk_length={self.chunk_length} differs from runtime.n_action_steps="
                              f"{self.n_action_steps}")
-        if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
-            raise ValueError(f"To - 1 + Ta = {self.n_obs_steps - 1 + self.n_action_steps} exceeds horizon "
-                             f"{self.horizon}")
+        if self.replan_every < 1 or self.n_obs_steps - 2 + self.replan_every + self.n_action_steps > self.horizon:
+            raise ValueError(f"To - 1 + (replan_every - 1) + Ta = {self.n_obs_steps - 2 + self.replan_every + self.n_action_steps} "
+                             f"exceeds horizon {self.horizon} (or replan_every < 1)")
         norm = out.get("chunk_normalization") or {"type": "mean_std", "mean": 0.0, "std": 1.0}
         if norm.get("type") != "mean_std":
             raise ValueError(f"outputs.chunk_normalization type {norm.get('type')!r} is not supported")
@@ -117,10 +118,13 @@ class Runtime:
         setting = (manifest.get("runtime") or {}).get("self_verification")
         self.verifier = verify.SelfVerifier(setting, self._first_counted, past) if setting else None
         self.last_candidates: np.ndarray | None = None  # (N, Tp, A) normalised, with self-verification
+        self._plan: np.ndarray | None = None  # (Tp, A) normalised: the sequence being executed
+        self._since_plan = 0  # calls answered from the current plan
 
     def reset(self) -> None:
         """Start an episode: forget the feature history (and the executed actions, with self-verification)."""
         self._history.clear()
+        self._plan, self._since_plan = None, 0
         if self.verifier is not None:
             self.verifier.reset()
 
@@ -167,20 +171,29 @@ class Runtime:
 
     def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """Observation (joint positions (J,), rgb (H, W, 3) uint8 per camera) -> (Ta, J) absolute
-        joint targets, float64. Raises ObservationError on bad input (the history is unchanged)."""
+        joint targets, float64. Raises ObservationError on bad input (the history is unchanged).
+
+        Samples a new plan (Tp actions) every `replan_every` calls; in between, call e of a plan
+        returns its actions [To-1+e, To-1+e+Ta): the plan executes open loop, one action per call."""
         features = self.encode(observation)
         while len(self._history) < self.n_obs_steps - 1:  # first frame of an episode fills the history
             self._history.append(features)
         self._history.append(features)
-        cond = np.concatenate(list(self._history))[None]
-        start = self.n_obs_steps - 1
-        if self.verifier is None:
-            actions = self.sample(cond)[0].astype(np.float64) * self._action_std + self._action_mean
-            return actions[start:start + self.n_action_steps]
-        # Self-verification: N candidates in one batch; the chosen one's first action is what executes
-        # before the next call (one call per policy period), so it joins the executed history.
-        self.last_candidates = self.sample(np.repeat(cond, self.verifier.num_candidates, axis=0))
-        chosen = self.last_candidates[self.verifier.choose(self.last_candidates)]
-        self.verifier.record(chosen[start])
-        actions = chosen.astype(np.float64) * self._action_std + self._action_mean
+        if self._plan is None or self._since_plan >= self.replan_every:
+            self._plan, self._since_plan = self._new_plan(np.concatenate(list(self._history))[None]), 0
+        start = self.n_obs_steps - 1 + self._since_plan
+        self._since_plan += 1
+        if self.verifier is not None:
+            # The action at `start` is what executes before the next call (one call per policy
+            # period), so it joins the executed history that the next verification compares with.
+            self.verifier.record(self._plan[start])
+        actions = self._plan.astype(np.float64) * self._action_std + self._action_mean
         return actions[start:start + self.n_action_steps]
+
+    def _new_plan(self, cond: np.ndarray) -> np.ndarray:
+        """(Tp, A) normalised: one sample, or with self-verification the best of N candidates
+        sampled in one batch (verify.py)."""
+        if self.verifier is None:
+            return self.sample(cond)[0]
+        self.last_candidates = self.sample(np.repeat(cond, self.verifier.num_candidates, axis=0))
+        return self.last_candidates[self.verifier.choose(self.last_candidates)]
