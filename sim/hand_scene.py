@@ -43,7 +43,7 @@ SCENE_CAMERA = "scene"
 
 # Forearm base: at zero arm pose the hand's grasp point (the Adroit "S_grasp" site, 5 cm under
 # the palm) is above the object's default spot and the thumb clears an 8 cm tall object.
-# ARTy lifts the hand by up to 0.2 m from there.
+# ARTy lifts the hand by up to 0.4 m from there (ARTY_RANGE).
 ARM_MOUNT_POS = (-0.50, 0.0, 0.10)
 # Forearm z along world +x (fingers point away from the mount), palm normal down.
 ARM_MOUNT_QUAT = (0.5, 0.5, 0.5, 0.5)
@@ -75,15 +75,34 @@ HAND_JOINTS = (
     "THJ4", "THJ3", "THJ2", "THJ1", "THJ0",
 )
 
+# The palm (grasp) frame, a site on Adroit's palm body: the frame `policies/gpayn/grasp_pose.py`
+# plans for (z = approach, the palm normal pointing out of the palm into the object; x = closing
+# direction, thumb towards fingers; y = z cross x), its origin on the palm's skin. Adroit's palm
+# body has x towards the thumb, y out of the back of the hand and z along the fingers, so the
+# fixed palm-to-grasp rotation maps grasp x -> body z, grasp y -> body -x, grasp z -> body -y.
+PALM_SITE = "palm_grasp"
+# Origin in the palm body frame (m): on the palm's skin (the collision box C_palm0 is 11.1 mm
+# thick from the body origin), 9.5 cm along the fingers from the wrist (under the knuckles) and
+# 2 cm towards the thumb. With the object's centre line there, the curled fingers wrap its far
+# side and the thumb reaches its near side; 2.5 cm closer to the wrist the thumb lands on top
+# of the object and the grasp slips (measured with the scripted closing, see hand_core).
+PALM_SITE_POS = (0.02, -0.0111, 0.095)
+PALM_SITE_QUAT = (0.5, 0.5, -0.5, 0.5)  # wxyz, rotation with columns (0,0,1), (-1,0,0), (0,-1,0)
+
 # Fixed pad order used everywhere (observations, topics /tactile/<pad>, rewards).
 TOUCH_PADS: tuple[str, ...] = ("thumb", "index", "middle", "ring", "little")
 # Collision geom of each pad's distal phalanx in the Adroit model.
 PAD_GEOMS: dict[str, str] = {"thumb": "C_thdistal", "index": "C_ffdistal", "middle": "C_mfdistal",
                              "ring": "C_rfdistal", "little": "C_lfdistal"}
 
-# Joint limits as in the Adroit model (checked against the compiled model by the tests).
-_ARM_LOWER = (-0.25, 0.0, -0.3, -0.75, -0.75, -0.75)
-_ARM_UPPER = (0.25, 0.2, 0.5, 0.75, 0.75, 0.75)
+# Joint limits as in the Adroit model (checked against the compiled model by the tests), except
+# ARTy (the lift), whose model range is [0, 0.2] m: at 0 the palm's skin is still 9.4 cm above
+# the table, above the 8.2 cm potted meat can it must touch, and at 0.2 the hand cannot lift the
+# tallest objects (the 25 cm bleach cleanser is grasped at ARTy ~ 0.16 m) by the 10-15 cm a
+# grasp episode needs. The table's collision keeps the hand out of it.
+ARTY_RANGE = (-0.10, 0.40)  # m
+_ARM_LOWER = (-0.25, ARTY_RANGE[0], -0.3, -0.75, -0.75, -0.75)
+_ARM_UPPER = (0.25, ARTY_RANGE[1], 0.5, 0.75, 0.75, 0.75)
 _FINGER_LOWER = (-0.436, 0.0, 0.0, 0.0)
 _FINGER_UPPER = (0.436, 1.571, 1.571, 1.571)
 _HAND_LOWER = ((-0.524, -0.785) + _FINGER_LOWER * 3 + (0.0,) + _FINGER_LOWER
@@ -165,6 +184,9 @@ def adroit_model() -> mjcf.RootElement:
         material.reflectance = 0.0
     for body in root.worldbody.find_all("body"):
         body.gravcomp = 1
+    root.find("body", "palm").add("site", name=PALM_SITE, pos=PALM_SITE_POS, quat=PALM_SITE_QUAT,
+                                  size=[0.005], rgba=[0, 0, 0, 0], group=4)
+    root.find("joint", "ARTy").range = list(ARTY_RANGE)
     for joint in ARM_JOINTS:
         # The model's joint default margin (1 cm) would make the limit push the arm off a
         # start pose at its limit (ARTy = 0).
@@ -185,6 +207,7 @@ class HandSceneNames:
     actuators: tuple[str, ...]  # 30, one per profile joint, same order
     pad_geoms: tuple[str, ...]  # 5, TOUCH_PADS order
     palm_body: str
+    palm_site: str  # the grasp frame on the palm (PALM_SITE)
     object_name: str
     object_body: str
     camera: str
@@ -232,6 +255,7 @@ def build_hand_scene(object_name: str = "potted_meat_can",
         actuators=tuple(f"{p}A_{j}" for j in ADROIT.joint_names),
         pad_geoms=tuple(p + PAD_GEOMS[pad] for pad in TOUCH_PADS),
         palm_body=p + "palm",
+        palm_site=p + PALM_SITE,
         object_name=object_name,
         object_body=f"{object_name}/",
         camera=SCENE_CAMERA,
