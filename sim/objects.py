@@ -141,6 +141,22 @@ CATALOG: dict[str, ObjectSpec] = {o.name: o for o in (
     ObjectSpec("lemon", "014", (Shape("ellipsoid", (0.034, 0.027, 0.024), (0.0, 0.0, 0.024)),), 0.029,
                (0.98, 0.95, 0.25, 1.0)),
     _box("wood_block", "036", 0.085, 0.085, 0.200, 0.729, (0.75, 0.60, 0.40, 1.0)),
+    # Power drill (YCB 035: 184 x 57 x 187 mm, 0.895 kg) standing on its battery pack: battery
+    # box, handle box, and the motor body + chuck as one capsule along x on top of the handle.
+    ObjectSpec("power_drill", "035", (
+        Shape("box", (0.045, 0.0285, 0.025), (0.0, 0.0, 0.025)),
+        Shape("box", (0.02, 0.0175, 0.05), (0.0, 0.0, 0.10)),
+        Shape("capsule", (0.0285, 0.0635), (0.032, 0.0, 0.1585)),
+    ), 0.895, (0.15, 0.45, 0.30, 1.0)),
+    # Held-out shapes for G-PAYN (never trained on): a tall cylinder, a small cube and a pear.
+    _can("chips_can", "001", 0.075, 0.250, 0.205, (0.85, 0.55, 0.15, 1.0)),
+    _box("rubiks_cube", "077", 0.057, 0.057, 0.057, 0.095, (0.30, 0.70, 0.35, 1.0)),
+    # Pear (YCB 016: ~66 mm wide, 100 mm tall, 0.049 kg): a round bottom and a narrower neck.
+    ObjectSpec("pear", "016", (
+        Shape("ellipsoid", (0.033, 0.033, 0.030), (0.0, 0.0, 0.030)),
+        Shape("ellipsoid", (0.020, 0.020, 0.032), (0.0, 0.0, 0.068)),
+        Shape("box", (0.015, 0.015, 0.002), (0.0, 0.0, 0.002)),  # flat bottom: a pear does not roll
+    ), 0.049, (0.75, 0.80, 0.25, 1.0)),
 )}
 
 # Objects a top-down Panda grasp picks reliably: narrow side well under the 8 cm opening,
