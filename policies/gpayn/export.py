@@ -1,0 +1,309 @@
+"""Export a trained G-PAYN policy: `encoder.onnx` + `actor.onnx` + `manifest.json`.
+
+Serving runs image -> `encoder.onnx` -> features -> `actor.onnx` -> action, in onnxruntime only
+(`runtime.py`). Graphs (legacy TorchScript exporter, opset 17, dynamic batch axis):
+- `encoder.onnx`: `image` (B, 64, 64, 3) float32 = uint8 pixels / 255 -> `features` (B, F).
+- `actor.onnx`: one input per observation key, in the SAC spec's order, each (B, dim) float32
+  already normalised ((raw - mean) / std); the graph clips them to +-obs_clip, concatenates them
+  and returns `action` (B, A) = tanh(mean): the deterministic action in [-1, 1].
+
+Where normalisation lives: in the manifest, applied by the runtime (the clip is in the graph, it
+has no statistics). That is the convention of the other families (bc, diffusion): the statistics
+stay visible and checkable next to the input they belong to, and one runtime helper applies them.
+The visual features' statistics are under `runtime.visual`, since `visual` is not an input the
+robot publishes but what the encoder makes of the `image` input.
+
+What the action means (Cartesian deltas of the hand + finger deltas, turned into joint commands
+by inverse kinematics) is the environment's business, not the actor's; the manifest records the
+action's size, element names and scales under `outputs` so the serving side can apply them.
+
+The export fails with `ExportError`, leaving nothing behind, unless each graph reproduces torch
+within `atol` on sample inputs AND the runtime built from the written directory reproduces the
+torch policy (raw observation -> action) within `atol`.
+
+Manifest note: dexstack/manifest.py (schema 1) knows only joint-position chunk outputs and
+joint_positions/rgb/depth inputs; this manifest uses output kind "action" and input kind
+"vector", so `validate_manifest` refuses it until the schema learns those kinds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dexstack import contract
+from dexstack.policies.gpayn.encoder import IMAGE_SCALE, ImageEncoder, encoder_hash
+from dexstack.policies.gpayn.sac import SAC, Actor, ObservationNormalizer, check_spec
+
+FAMILY = "gpayn"
+OPSET = 17
+ACTOR_FILE, ENCODER_FILE = "actor.onnx", "encoder.onnx"
+ACTION_OUTPUT, FEATURES_OUTPUT, IMAGE_INPUT = "action", "features", "image"
+OUTPUT_KIND = "action"
+VECTOR_KIND = "vector"
+
+# Where each key's value comes from on the ROS side. Provisional: the hand is not yet served
+# through ROS (docs/GPAYN.md); `sources=` overrides these per export.
+DEFAULT_SOURCES = {
+    "hand_joints": contract.JOINT_STATES,
+    "touch": contract.tactile_topic("fingertips"),
+    "ee_pose": "/tf",
+    "grasp_center": contract.GRASP_TARGET_POSE,
+}
+
+
+class ExportError(RuntimeError):
+    """An exported graph (or the runtime built from it) does not reproduce the torch model."""
+
+
+class ActorGraph(nn.Module):
+    """What `actor.onnx` computes: normalised per-key inputs -> clip -> concat -> tanh(mean)."""
+
+    def __init__(self, actor: Actor, clip: float) -> None:
+        super().__init__()
+        self.actor, self.clip = actor, float(clip)
+
+    def forward(self, *normalized: torch.Tensor) -> torch.Tensor:
+        obs = torch.cat([x.clamp(-self.clip, self.clip) for x in normalized], dim=-1)
+        return self.actor.deterministic(obs)
+
+
+def _export(model: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str], output: str, path: Path) -> None:
+    dynamic = {name: {0: "batch"} for name in [*names, output]}
+    model.eval()
+    with warnings.catch_warnings():
+        # The legacy exporter's deprecation notice and GroupNorm's trace-time size check.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(model, inputs, str(path), input_names=names, output_names=[output],
+                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _max_diff(model: nn.Module, path: Path, names: list[str], output: str,
+              batches: list[tuple[torch.Tensor, ...]]) -> float:
+    session = _session(path)
+    worst = 0.0
+    with torch.no_grad():
+        for inputs in batches:
+            expected = model(*inputs).numpy()
+            (got,) = session.run([output], {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
+            worst = max(worst, float(np.max(np.abs(got - expected))))
+    return worst
+
+
+def _accept(diff: float, atol: float, path: Path) -> float:
+    if not diff <= atol:
+        path.unlink(missing_ok=True)
+        raise ExportError(f"onnxruntime and torch differ by {diff:.3g} (> {atol:g}) on sample inputs; "
+                          f"{path.name} not written")
+    return diff
+
+
+def export_encoder_onnx(encoder: ImageEncoder, path: str | Path, atol: float = 1e-5) -> float:
+    """Write the encoder to ONNX at `path` (input `image` float32 (B, H, W, 3) in [0, 1], output
+    `features`); checks batch 1 and 3 of random images against torch on the CPU. Returns the
+    largest absolute difference; raises ExportError (and removes the file) above `atol`."""
+    if not isinstance(encoder, ImageEncoder):
+        raise TypeError(f"expected an ImageEncoder, got {type(encoder).__name__}")
+    path = Path(path)
+    model = copy.deepcopy(encoder).cpu().eval()  # the CPU reference (cuDNN may use TF32 on a GPU)
+    gen = torch.Generator().manual_seed(0)
+
+    def images(batch: int) -> tuple[torch.Tensor]:
+        pixels = torch.randint(0, 256, (batch, *model.image_hw, 3), generator=gen)
+        return (pixels.to(torch.float32) * IMAGE_SCALE,)
+
+    _export(model, images(1), [IMAGE_INPUT], FEATURES_OUTPUT, path)
+    return _accept(_max_diff(model, path, [IMAGE_INPUT], FEATURES_OUTPUT, [images(1), images(3)]), atol, path)
+
+
+def export_actor_onnx(sac: SAC, path: str | Path, atol: float = 1e-5) -> float:
+    """Write the deterministic actor to ONNX at `path` (one normalised input per spec key, output
+    `action`); checks batch 1 and 4 of N(0, 2) inputs (so the clip is exercised too) against torch.
+    Returns the largest absolute difference; raises ExportError (and removes the file) above `atol`."""
+    if not isinstance(sac, SAC):
+        raise TypeError(f"expected a SAC, got {type(sac).__name__}")
+    path = Path(path)
+    model = ActorGraph(copy.deepcopy(sac.actor).cpu(), sac.config.obs_clip).eval()
+    names = list(sac.spec)
+    gen = torch.Generator().manual_seed(1)
+
+    def inputs(batch: int) -> tuple[torch.Tensor, ...]:
+        return tuple(2.0 * torch.randn(batch, dim, generator=gen) for dim in sac.spec.values())
+
+    _export(model, inputs(1), names, ACTION_OUTPUT, path)
+    return _accept(_max_diff(model, path, names, ACTION_OUTPUT, [inputs(1), inputs(4)]), atol, path)
+
+
+def _mean_std(normalizer: ObservationNormalizer, key: str) -> dict[str, Any]:
+    stats = normalizer.stats()[key]
+    return {"type": "mean_std", "mean": stats["mean"], "std": stats["std"]}
+
+
+def build_manifest(sac: SAC, encoder: ImageEncoder | None, *, visual_key: str = "visual", image_key: str = "image",
+                   camera: str = "scene", action_names: list[str] | None = None,
+                   action_scales: list[float] | None = None, dt: float = 1.0 / contract.POLICY_HZ,
+                   robot_profile: str = "adroit", sources: dict[str, str] | None = None,
+                   joint_names: dict[str, list[str]] | None = None,
+                   provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of an export directory (the store adds name, version and file checksums).
+
+    Inputs: every spec key but `visual_key` as a raw vector (mean_std normalisation from the SAC's
+    normalisers), plus `image_key` (uint8 (H, W, 3), scale 1/255) when there is an encoder.
+    `joint_names` {key: names} marks a key as joint positions in that order. `action_names` /
+    `action_scales` (A entries each): what each action element commands and its physical size at
+    +-1 (metres, radians); recorded for the serving side, not used by the graphs."""
+    spec = check_spec(sac.spec)
+    has_visual = visual_key in spec
+    if has_visual and encoder is None:
+        raise ValueError(f"the SAC spec has {visual_key!r} (image features): pass the encoder that made them")
+    if encoder is not None and not has_visual:
+        raise ValueError(f"an encoder was given but the SAC spec {spec} has no {visual_key!r} key")
+    if has_visual and spec[visual_key] != encoder.feature_dim:
+        raise ValueError(f"spec[{visual_key!r}] = {spec[visual_key]} but the encoder makes {encoder.feature_dim} features")
+    if has_visual and image_key in spec:
+        raise ValueError(f"image_key {image_key!r} collides with a vector key of the spec")
+    for name, values in (("action_names", action_names), ("action_scales", action_scales)):
+        if values is not None and len(values) != sac.action_dim:
+            raise ValueError(f"{name} has {len(values)} entries, the action has {sac.action_dim}")
+    if action_scales is not None and not all(np.isfinite(s) and s > 0 for s in action_scales):
+        raise ValueError(f"action_scales must be finite and > 0, got {action_scales}")
+    if not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive number of seconds, got {dt}")
+    sources = {**DEFAULT_SOURCES, **(sources or {})}
+    joint_names = joint_names or {}
+
+    inputs: list[dict[str, Any]] = []
+    for key, dim in spec.items():
+        if key == visual_key:
+            continue
+        entry: dict[str, Any] = {"name": key, "kind": VECTOR_KIND, "source": sources.get(key, f"/{key}"),
+                                 "shape": [dim], "dtype": "float32", "normalization": _mean_std(sac.normalizer, key)}
+        if key in joint_names:
+            if len(joint_names[key]) != dim:
+                raise ValueError(f"joint_names[{key!r}] has {len(joint_names[key])} names, the key has {dim} values")
+            entry.update(kind="joint_positions", names=list(joint_names[key]))
+        inputs.append(entry)
+    graphs = {"actor": ACTOR_FILE}
+    runtime: dict[str, Any] = {"actor_inputs": list(spec), "obs_clip": sac.config.obs_clip}
+    if has_visual:
+        graphs["encoder"] = ENCODER_FILE
+        inputs.append({"name": image_key, "kind": "rgb", "source": contract.camera_color_topic(camera),
+                       "shape": [*encoder.image_hw, 3], "dtype": "uint8",
+                       "normalization": {"type": "scale", "scale": IMAGE_SCALE}})
+        runtime["visual"] = {"key": visual_key, "image_input": image_key, "feature_dim": encoder.feature_dim,
+                             "normalization": _mean_std(sac.normalizer, visual_key),
+                             "encoder_hash": encoder_hash(encoder)}
+    outputs: dict[str, Any] = {"kind": OUTPUT_KIND, "action_dim": sac.action_dim, "range": [-1.0, 1.0], "dt": float(dt),
+                               "names": list(action_names) if action_names is not None else None,
+                               "scales": [float(s) for s in action_scales] if action_scales is not None else None}
+    return {
+        "schema_version": 1, "family": FAMILY, "robot_profile": robot_profile,
+        "graphs": graphs, "inputs": inputs, "outputs": outputs,
+        "provenance": {"code_commit": "unknown", "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                       "sac_config": sac.config.to_dict(), "sac_updates": sac.updates, **(provenance or {})},
+        "evaluation": {},
+        "runtime": runtime,
+    }
+
+
+def sample_observations(sac: SAC, encoder: ImageEncoder | None, manifest: dict[str, Any], count: int,
+                        seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Raw observations as the robot sends them: each vector around its training mean (+- 1.5 std,
+    float32) and a random uint8 image; keys are the manifest's input names."""
+    rng = np.random.default_rng(seed)
+    stats = sac.normalizer.stats()
+    out = []
+    for _ in range(count):
+        obs: dict[str, np.ndarray] = {}
+        for spec in manifest["inputs"]:
+            if spec["kind"] == "rgb":
+                obs[spec["name"]] = rng.integers(0, 256, spec["shape"], dtype=np.uint8)
+            else:
+                mean, std = np.asarray(stats[spec["name"]]["mean"]), np.asarray(stats[spec["name"]]["std"])
+                obs[spec["name"]] = (mean + 1.5 * std * rng.standard_normal(mean.shape)).astype(np.float32)
+        out.append(obs)
+    return out
+
+
+@torch.no_grad()
+def torch_policy_action(sac: SAC, encoder: ImageEncoder | None, manifest: dict[str, Any],
+                        observation: dict[str, np.ndarray]) -> np.ndarray:
+    """The torch policy on one raw observation (the runtime's input dict), on CPU copies of the
+    networks: encoder features for the visual key, normalisers, deterministic actor -> (A,) float32."""
+    normalizer = copy.deepcopy(sac.normalizer).cpu()
+    actor = copy.deepcopy(sac.actor).cpu().eval()
+    obs = {key: torch.as_tensor(np.asarray(observation[key], np.float32))[None]
+           for key in sac.spec if key in observation}
+    visual = (manifest.get("runtime") or {}).get("visual")
+    if visual is not None:
+        image = torch.as_tensor(observation[visual["image_input"]]).to(torch.float32)[None] * IMAGE_SCALE
+        obs[visual["key"]] = copy.deepcopy(encoder).cpu().eval()(image)
+    return actor.deterministic(normalizer(obs))[0].numpy()
+
+
+def export_actor(sac: SAC, spec: dict[str, int], out_dir: str | Path, *, encoder: ImageEncoder | None = None,
+                 atol: float = 1e-5, checks: int = 8, **manifest_options: Any) -> Path:
+    """Export `sac`'s deterministic actor (and `encoder`, when the spec has the visual key) into the
+    new directory `out_dir` (must not exist or be empty): the graphs + manifest.json. `spec` must be
+    the SAC's own observation spec (a guard against exporting the wrong policy for an env).
+    `manifest_options` go to `build_manifest` (action_names, action_scales, dt, robot_profile,
+    sources, joint_names, camera, visual_key, image_key, provenance). Written into a temporary
+    sibling and renamed; nothing is left behind if any check fails."""
+    if not isinstance(sac, SAC):
+        raise TypeError(f"expected a SAC, got {type(sac).__name__}")
+    if check_spec(spec) != sac.spec or list(spec) != list(sac.spec):
+        raise ValueError(f"spec {spec} is not the SAC's observation spec {sac.spec} (keys, dims and order)")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"export directory {out_dir} exists and is not empty; choose a new one")
+    manifest = build_manifest(sac, encoder, **manifest_options)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        diffs = {"actor": export_actor_onnx(sac, tmp / ACTOR_FILE, atol)}
+        if "encoder" in manifest["graphs"]:
+            diffs["encoder"] = export_encoder_onnx(encoder, tmp / ENCODER_FILE, atol)
+        diffs["runtime"] = check_runtime_matches(sac, encoder, tmp, manifest, atol, checks)
+        manifest["provenance"]["onnx_max_abs_diff"] = diffs
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def check_runtime_matches(sac: SAC, encoder: ImageEncoder | None, policy_dir: Path, manifest: dict[str, Any],
+                          atol: float = 1e-5, count: int = 8) -> float:
+    """The served path end to end: the runtime built from `policy_dir` against the torch policy on
+    `count` raw sample observations. Returns the largest absolute difference; raises ExportError."""
+    from dexstack.policies.gpayn.runtime import Runtime
+
+    runtime = Runtime(policy_dir, manifest)
+    worst = 0.0
+    for obs in sample_observations(sac, encoder, manifest, count):
+        worst = max(worst, float(np.max(np.abs(runtime.act(obs) - torch_policy_action(sac, encoder, manifest, obs)))))
+    if not worst <= atol:
+        raise ExportError(f"the gpayn runtime and the torch policy differ by {worst:.3g} (> {atol:g}) on raw sample "
+                          "observations; nothing written")
+    return worst
