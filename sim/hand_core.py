@@ -47,13 +47,30 @@ HAND_CLOSED = np.array([_CLOSED.get(j, 0.0) for j in HAND_JOINTS])
 HAND_OPEN = np.zeros(len(HAND_JOINTS))
 
 
+# Finger synergy: each of the five fingers (TOUCH_PADS order) closes along its own line from
+# open to HAND_CLOSED; `FINGER_OF_JOINT[j]` is the finger of hand joint j (-1: the two wrist
+# joints, which stay at their open value).
+_FINGER_PREFIX = {"TH": 0, "FF": 1, "MF": 2, "RF": 3, "LF": 4}
+FINGER_OF_JOINT = np.array([_FINGER_PREFIX.get(j[:2], -1) for j in HAND_JOINTS])
+
+
+def finger_targets(fractions) -> np.ndarray:
+    """Hand joint targets (24,) in radians from one closing fraction per finger (5,), thumb,
+    index, middle, ring, little: 0 = open, 1 = `HAND_CLOSED`; values are clipped to [0, 1]."""
+    f = np.asarray(fractions, dtype=float)
+    if f.shape != (len(TOUCH_PADS),) or not np.isfinite(f).all():
+        raise ValueError(f"finger fractions must be {len(TOUCH_PADS)} finite numbers, got {fractions}")
+    f = np.clip(f, 0.0, 1.0)
+    per_joint = np.where(FINGER_OF_JOINT >= 0, f[np.maximum(FINGER_OF_JOINT, 0)], 0.0)
+    return HAND_OPEN + per_joint * (HAND_CLOSED - HAND_OPEN)
+
+
 def close_hand_targets(fraction: float) -> np.ndarray:
     """Scripted "close the hand" controller: hand joint targets (24,) in radians, linearly
     from open (fraction 0) to closed (fraction 1); fractions outside [0, 1] are clipped."""
     if not np.isfinite(fraction):
         raise ValueError(f"closing fraction must be finite, got {fraction}")
-    f = float(np.clip(fraction, 0.0, 1.0))
-    return HAND_OPEN + f * (HAND_CLOSED - HAND_OPEN)
+    return finger_targets(np.full(len(TOUCH_PADS), float(fraction)))
 
 
 # Inverse kinematics tolerances: a solution further than this from the asked pose is a failure.
@@ -258,6 +275,11 @@ class HandSim:
         a = self._object_qpos
         return self.data.qpos[a:a + 3].copy(), self.data.qpos[a + 3:a + 7].copy()
 
+    def object_tilt(self) -> float:
+        """Angle (rad) between the object's up axis and world z: 0 upright."""
+        up = self.data.xmat[self._object_body].reshape(3, 3)[2, 2]
+        return float(np.arccos(np.clip(up, -1.0, 1.0)))
+
     def object_center(self) -> np.ndarray:
         """(3,) world centre of the object's bounding box (metres), e.g. the true centre a
         superquadric fit should find."""
@@ -329,9 +351,10 @@ class HandSim:
             f"pose (best: {pos_err * 1000:.1f} mm, {rot_err:.3f} rad; out of reach or at joint limits)")
         return IKResult(arm_q, success, pos_err, rot_err, iterations, message)
 
-    def pad_forces(self) -> np.ndarray:
+    def pad_forces(self, object_only: bool = False) -> np.ndarray:
         """(5,) normal force in newtons on each pad (`TOUCH_PADS` order) from contacts with
-        anything outside the hand."""
+        anything outside the hand (with `object_only`, with the object's geoms only: what a
+        reward that counts fingertips on the object needs; a pad on the table is not a grasp)."""
         m, d = self.model, self.data
         forces = np.zeros(len(TOUCH_PADS))
         if d.ncon == 0:
@@ -343,6 +366,8 @@ class HandSim:
                 other = pairs[i, 1] if pairs[i, 0] == pad_geom else pairs[i, 0]
                 if self._hand_geom[other] or d.contact.efc_address[i] < 0:
                     continue  # self-contact, or a contact inside the margin with no force yet
+                if object_only and m.geom_bodyid[other] != self._object_body:
+                    continue
                 mujoco.mj_contactForce(m, d, int(i), wrench)
                 forces[k] += wrench[0]  # contact frame x is the normal
         return forces
