@@ -41,7 +41,7 @@ _CLOSED = {
     "MFJ2": 1.4, "MFJ1": 1.5, "MFJ0": 1.3,
     "RFJ2": 1.4, "RFJ1": 1.5, "RFJ0": 1.3,
     "LFJ4": 0.2, "LFJ2": 1.4, "LFJ1": 1.5, "LFJ0": 1.3,
-    "THJ4": 0.09, "THJ3": 0.84, "THJ2": 0.26, "THJ1": -0.52, "THJ0": -1.3,
+    "THJ4": 0.09, "THJ3": 1.15, "THJ2": 0.26, "THJ1": -0.52, "THJ0": -1.57,
 }
 HAND_CLOSED = np.array([_CLOSED.get(j, 0.0) for j in HAND_JOINTS])
 HAND_OPEN = np.zeros(len(HAND_JOINTS))
