@@ -116,10 +116,13 @@ def _accept(diff: float, atol: float, path: Path) -> float:
     return diff
 
 
-def export_encoder_onnx(encoder: ImageEncoder, path: str | Path, atol: float = 1e-5) -> float:
+def export_encoder_onnx(encoder: ImageEncoder, path: str | Path, atol: float = 1e-5,
+                        check_images: np.ndarray | None = None) -> float:
     """Write the encoder to ONNX at `path` (input `image` float32 (B, H, W, 3) in [0, 1], output
-    `features`); checks batch 1 and 3 of random images against torch on the CPU. Returns the
-    largest absolute difference; raises ExportError (and removes the file) above `atol`."""
+    `features`); checks batch 1 and 3 of random-pixel images, and `check_images` (uint8
+    (N, H, W, 3), e.g. rendered scenes: flat regions are the numerically hard case) if given,
+    against torch on the CPU. Returns the largest absolute difference; raises ExportError (and
+    removes the file) above `atol`."""
     if not isinstance(encoder, ImageEncoder):
         raise TypeError(f"expected an ImageEncoder, got {type(encoder).__name__}")
     path = Path(path)
@@ -130,8 +133,14 @@ def export_encoder_onnx(encoder: ImageEncoder, path: str | Path, atol: float = 1
         pixels = torch.randint(0, 256, (batch, *model.image_hw, 3), generator=gen)
         return (pixels.to(torch.float32) * IMAGE_SCALE,)
 
+    batches = [images(1), images(3)]
+    if check_images is not None:
+        if not isinstance(check_images, np.ndarray) or check_images.dtype != np.uint8 or \
+                check_images.shape[1:] != (*model.image_hw, 3):
+            raise ValueError(f"check_images must be uint8 (N, {model.image_hw[0]}, {model.image_hw[1]}, 3)")
+        batches.append((torch.as_tensor(check_images).to(torch.float32) * IMAGE_SCALE,))
     _export(model, images(1), [IMAGE_INPUT], FEATURES_OUTPUT, path)
-    return _accept(_max_diff(model, path, [IMAGE_INPUT], FEATURES_OUTPUT, [images(1), images(3)]), atol, path)
+    return _accept(_max_diff(model, path, [IMAGE_INPUT], FEATURES_OUTPUT, batches), atol, path)
 
 
 def export_actor_onnx(sac: SAC, path: str | Path, atol: float = 1e-5) -> float:
@@ -225,9 +234,10 @@ def build_manifest(sac: SAC, encoder: ImageEncoder | None, *, visual_key: str = 
 
 
 def sample_observations(sac: SAC, encoder: ImageEncoder | None, manifest: dict[str, Any], count: int,
-                        seed: int = 0) -> list[dict[str, np.ndarray]]:
+                        seed: int = 0, images: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
     """Raw observations as the robot sends them: each vector around its training mean (+- 1.5 std,
-    float32) and a random uint8 image; keys are the manifest's input names."""
+    float32) and a uint8 image (random pixels, or drawn from `images`); keys are the manifest's
+    input names."""
     rng = np.random.default_rng(seed)
     stats = sac.normalizer.stats()
     out = []
@@ -235,7 +245,8 @@ def sample_observations(sac: SAC, encoder: ImageEncoder | None, manifest: dict[s
         obs: dict[str, np.ndarray] = {}
         for spec in manifest["inputs"]:
             if spec["kind"] == "rgb":
-                obs[spec["name"]] = rng.integers(0, 256, spec["shape"], dtype=np.uint8)
+                obs[spec["name"]] = (images[rng.integers(len(images))] if images is not None
+                                     else rng.integers(0, 256, spec["shape"], dtype=np.uint8))
             else:
                 mean, std = np.asarray(stats[spec["name"]]["mean"]), np.asarray(stats[spec["name"]]["std"])
                 obs[spec["name"]] = (mean + 1.5 * std * rng.standard_normal(mean.shape)).astype(np.float32)
@@ -260,13 +271,16 @@ def torch_policy_action(sac: SAC, encoder: ImageEncoder | None, manifest: dict[s
 
 
 def export_actor(sac: SAC, spec: dict[str, int], out_dir: str | Path, *, encoder: ImageEncoder | None = None,
-                 atol: float = 1e-5, checks: int = 8, **manifest_options: Any) -> Path:
+                 atol: float = 1e-5, checks: int = 8, check_images: np.ndarray | None = None,
+                 **manifest_options: Any) -> Path:
     """Export `sac`'s deterministic actor (and `encoder`, when the spec has the visual key) into the
     new directory `out_dir` (must not exist or be empty): the graphs + manifest.json. `spec` must be
     the SAC's own observation spec (a guard against exporting the wrong policy for an env).
-    `manifest_options` go to `build_manifest` (action_names, action_scales, dt, robot_profile,
-    sources, joint_names, camera, visual_key, image_key, provenance). Written into a temporary
-    sibling and renamed; nothing is left behind if any check fails."""
+    `check_images` (uint8 (N, H, W, 3), e.g. a few training frames) join the random ones in the
+    encoder and end-to-end checks. `manifest_options` go to `build_manifest` (action_names,
+    action_scales, dt, robot_profile, sources, joint_names, camera, visual_key, image_key,
+    provenance). Written into a temporary sibling and renamed; nothing is left behind if any
+    check fails."""
     if not isinstance(sac, SAC):
         raise TypeError(f"expected a SAC, got {type(sac).__name__}")
     if check_spec(spec) != sac.spec or list(spec) != list(sac.spec):
@@ -280,8 +294,11 @@ def export_actor(sac: SAC, spec: dict[str, int], out_dir: str | Path, *, encoder
     try:
         diffs = {"actor": export_actor_onnx(sac, tmp / ACTOR_FILE, atol)}
         if "encoder" in manifest["graphs"]:
-            diffs["encoder"] = export_encoder_onnx(encoder, tmp / ENCODER_FILE, atol)
+            diffs["encoder"] = export_encoder_onnx(encoder, tmp / ENCODER_FILE, atol, check_images)
         diffs["runtime"] = check_runtime_matches(sac, encoder, tmp, manifest, atol, checks)
+        if check_images is not None:
+            diffs["runtime"] = max(diffs["runtime"], check_runtime_matches(sac, encoder, tmp, manifest, atol, checks,
+                                                                           check_images))
         manifest["provenance"]["onnx_max_abs_diff"] = diffs
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists():
@@ -294,14 +311,15 @@ def export_actor(sac: SAC, spec: dict[str, int], out_dir: str | Path, *, encoder
 
 
 def check_runtime_matches(sac: SAC, encoder: ImageEncoder | None, policy_dir: Path, manifest: dict[str, Any],
-                          atol: float = 1e-5, count: int = 8) -> float:
+                          atol: float = 1e-5, count: int = 8, images: np.ndarray | None = None) -> float:
     """The served path end to end: the runtime built from `policy_dir` against the torch policy on
-    `count` raw sample observations. Returns the largest absolute difference; raises ExportError."""
+    `count` raw sample observations (images from `images` if given). Returns the largest absolute
+    difference; raises ExportError."""
     from dexstack.policies.gpayn.runtime import Runtime
 
     runtime = Runtime(policy_dir, manifest)
     worst = 0.0
-    for obs in sample_observations(sac, encoder, manifest, count):
+    for obs in sample_observations(sac, encoder, manifest, count, images=images):
         worst = max(worst, float(np.max(np.abs(runtime.act(obs) - torch_policy_action(sac, encoder, manifest, obs)))))
     if not worst <= atol:
         raise ExportError(f"the gpayn runtime and the torch policy differ by {worst:.3g} (> {atol:g}) on raw sample "
