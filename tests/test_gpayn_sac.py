@@ -31,7 +31,7 @@ from dexstack.policies.gpayn.export import (
     torch_policy_action,
 )
 from dexstack.policies.gpayn.runtime import Runtime
-from dexstack.policies.gpayn.sac import SAC, Actor, RunningNorm, SACConfig, tanh_log_det_jacobian
+from dexstack.policies.gpayn.sac import SAC, Actor, RunningNorm, SACConfig, tanh_log_det_jacobian, vector_spec
 from dexstack.runtime import ObservationError, load_runtime
 
 SPEC = {"hand_joints": 24, "touch": 10, "ee_pose": 7, "grasp_center": 3}
@@ -143,6 +143,21 @@ def test_checkpoint_roundtrip_gives_identical_actions_and_updates(tmp_path):
     assert sac.update(batch) == restored.update(batch)  # optimiser moments and log alpha came back
     with pytest.raises(ValueError, match="checkpoint is for spec"):
         SAC({"x": 3}, ACTION_DIM, SMALL).load_state_dict(sac.state_dict())
+
+
+def test_replay_style_batches_and_env_specs_are_understood():
+    # replay.py samples {"terminated", "truncated"} and keeps images in obs; the env's spec is
+    # {key: (shape, dtype)}.
+    env_spec = {"hand_joints": ((24,), np.float32), "touch": ((10,), np.float32), "image": ((64, 64, 3), np.uint8),
+                "depth": ((64, 64), np.float32), "ee_pose": ((7,), np.float32)}
+    spec = vector_spec(env_spec, visual_dim=32)
+    assert spec == {"hand_joints": 24, "touch": 10, "ee_pose": 7, "visual": 32}
+    batch = random_batch(spec, 3, 16)
+    done = batch.pop("done")
+    batch |= {"terminated": done, "truncated": np.ones(16)}
+    batch["obs"]["image"] = np.zeros((16, 64, 64, 3), np.uint8)
+    a, b = SAC(spec, 3, SMALL, seed=0), SAC(spec, 3, SMALL, seed=0)
+    assert a.update(batch) == b.update({**batch, "done": done})  # terminated is done; truncation ignored
 
 
 def test_running_norm_matches_numpy_and_freezes():

@@ -17,7 +17,9 @@ Interface, on plain dicts so the environment and replay buffer need not be impor
   per env step, and that vector is what the replay buffer stores.
 - A batch is {"obs": {key: (B, dim)}, "action": (B, A) in [-1, 1], "reward": (B,),
   "next_obs": {key: (B, dim)}, "done": (B,)}; `done` = 1 only for a terminal state (the value of
-  what follows is 0), never for a time-limit truncation. numpy arrays or torch tensors.
+  what follows is 0), never for a time-limit truncation (`terminated`, as replay.py names it, is
+  accepted for `done`; `truncated` is ignored). numpy arrays or torch tensors. Keys of `obs`
+  outside the spec (an image, depth) are ignored.
 
 Normalisation: each key has a `RunningNorm` (mean/std over everything it was shown). The trainer
 decides what it sees (`update_normalizer`, e.g. the demonstrations, then each new transition) and
@@ -52,6 +54,20 @@ def check_spec(spec: ObservationSpec) -> ObservationSpec:
         if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim <= 0:
             raise ValueError(f"observation spec {key!r}: dim must be a positive int, got {dim!r}")
     return {key: int(dim) for key, dim in spec.items()}
+
+
+def vector_spec(observation_spec: dict[str, tuple[tuple[int, ...], Any]], visual_dim: int | None = None,
+                visual_key: str = "visual") -> ObservationSpec:
+    """The SAC spec of an env's `observation_spec()` ({key: (shape, dtype)}): every 1-D float key,
+    in the env's order, then `visual_key` with `visual_dim` features if given. Images and depth
+    (not 1-D) stay out: the frozen encoder turns the image into the visual features."""
+    spec = {key: int(shape[0]) for key, (shape, dtype) in observation_spec.items()
+            if len(shape) == 1 and np.dtype(dtype).kind == "f"}
+    if visual_dim is not None:
+        if visual_key in spec:
+            raise ValueError(f"the env already has a key {visual_key!r}")
+        spec[visual_key] = int(visual_dim)
+    return check_spec(spec)
 
 
 @dataclass
@@ -283,9 +299,11 @@ class SAC:
     def _batch_tensors(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], ...]:
         if not isinstance(batch, dict):
             raise TypeError(f"batch must be a dict, got {type(batch).__name__}")
+        if "done" not in batch and "terminated" in batch:  # replay.py's name for the same flag
+            batch = {**batch, "done": batch["terminated"]}
         missing = [k for k in ("obs", "action", "reward", "next_obs", "done") if k not in batch]
         if missing:
-            raise ValueError(f"batch lacks key(s) {missing}")
+            raise ValueError(f"batch lacks key(s) {missing} ('terminated' is accepted for 'done')")
         action = torch.as_tensor(batch["action"], dtype=torch.float32, device=self.device)
         if action.ndim != 2 or action.shape[1] != self.action_dim:
             raise ValueError(f"batch['action'] has shape {tuple(action.shape)}, expected (B, {self.action_dim})")
@@ -423,4 +441,4 @@ class SAC:
 
 
 __all__ = ["Actor", "Critic", "ObservationNormalizer", "ObservationSpec", "RunningNorm", "SAC", "SACConfig",
-           "check_spec", "default_device", "tanh_log_det_jacobian"]
+           "check_spec", "default_device", "tanh_log_det_jacobian", "vector_spec"]
