@@ -18,8 +18,11 @@ from dexstack.policies.gpayn.env import (
     TRAIN_OBJECTS,
     GraspEnv,
     VectorGraspEnv,
+    arm_friendly_grasp,
 )
+from dexstack.policies.gpayn.grasp_pose import grasp_pose
 from dexstack.policies.gpayn.replay import ReplayBuffer
+from dexstack.policies.gpayn.superquadric import Superquadric
 from dexstack.sim import objects as objects_lib
 from dexstack.sim.hand_core import IK_POSITION_TOLERANCE, IK_ROTATION_TOLERANCE, TOUCH_THRESHOLD
 from dexstack.sim.hand_scene import TOUCH_PADS
@@ -103,6 +106,23 @@ def test_object_sets_are_disjoint_catalogue_objects():
     assert all(name in objects_lib.CATALOG for name in TRAIN_OBJECTS + HELD_OUT_OBJECTS)
     drill = objects_lib.CATALOG["power_drill"]
     assert len(drill.shapes) == 3 and drill.mass == pytest.approx(0.895)
+
+
+def test_grasps_on_round_sections_close_away_from_the_arm_and_boxes_keep_their_narrow_width():
+    mount = np.array([-0.5, 0.0, 0.1])
+    upright = Rotation.from_euler("z", 1.2).as_matrix()
+    can = Superquadric(np.array([0.0375, 0.0375, 0.125]), np.array([0.1, 1.0]), np.array([0.0, 0.02, 0.125]), upright)
+    turned = arm_friendly_grasp(grasp_pose(can, "auto", reference=mount), can, mount)
+    x_axis = Rotation.from_quat(turned[1], scalar_first=True).as_matrix()[:, 0]
+    away = can.position - mount
+    away[2] = 0.0
+    assert x_axis @ away / np.linalg.norm(away) > 0.999  # closes straight away from the mount
+    box = Superquadric(np.array([0.0445, 0.019, 0.0875]), np.array([0.1, 0.1]), np.array([0.0, 0.02, 0.0875]), upright)
+    planned = grasp_pose(box, "auto", reference=mount)
+    kept = arm_friendly_grasp(planned, box, mount)
+    x_box = Rotation.from_quat(kept[1], scalar_first=True).as_matrix()[:, 0]
+    assert 2 * box.support(x_box) == pytest.approx(0.038, abs=1e-3)  # still across the 3.8 cm side
+    assert np.allclose(kept[0], planned[0])
 
 
 def test_ik_reaches_a_reachable_palm_pose_and_reports_an_unreachable_one(state_env):

@@ -83,6 +83,43 @@ CAMERA_CLEAR_ARM = np.array([0.0, 0.15, -0.3, 0.0, 0.0, 0.0])
 SETTLE_STEPS = 50  # physics steps after putting the arm at the pre-grasp pose
 
 
+ROUND_RATIO = 1.1  # widest / narrowest width across the approach below which a section is round
+
+
+def arm_friendly_grasp(grasp: tuple[np.ndarray, np.ndarray], fit: Superquadric,
+                       reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The grasp turned about its approach axis to the equivalent grasp the arm reaches best.
+
+    `grasp_pose` closes across the narrower width; on a round section (a can: all widths within
+    ROUND_RATIO) every closing direction is as good and the one it returns is arbitrary, and on
+    any box the grasp turned by pi (thumb and fingers swapped) or, for a square section, by
+    pi/2 is the same grasp. The Adroit arm's wrist turns only about +-0.5 rad from closing along
+    the direction away from its mount, so pick, among these equivalents, the one whose closing
+    direction is closest to it: exactly that direction on a round section, the best multiple
+    of pi/2 (closing no wider than the original) otherwise.
+    """
+    rot = _rotation(grasp[1])
+    z, x = rot[:, 2], rot[:, 0]
+    away = fit.position - reference
+    away = away - (away @ z) * z
+    if np.linalg.norm(away) < 1e-9:
+        return grasp
+
+    def turned(angle: float) -> np.ndarray:
+        return Rotation.from_rotvec(angle * z).as_matrix() @ x
+
+    widths = [2.0 * fit.support(turned(a)) for a in np.linspace(0.0, np.pi, 8, endpoint=False)]
+    if max(widths) <= ROUND_RATIO * min(widths):
+        new_x = away / np.linalg.norm(away)
+    else:
+        width = 2.0 * fit.support(x)
+        options = [turned(k * np.pi / 2) for k in range(4)]
+        options = [o for o in options if 2.0 * fit.support(o) <= ROUND_RATIO * width]
+        new_x = max(options, key=lambda o: float(o @ away))
+    new_rot = np.stack([new_x, np.cross(z, new_x), z], axis=1)
+    return np.asarray(grasp[0], dtype=float), Rotation.from_matrix(new_rot).as_quat(scalar_first=True)
+
+
 def _close_all(renderers: list) -> None:
     for renderer in renderers:
         renderer.close()
@@ -163,6 +200,7 @@ class GraspEnv:
             except ValueError as exc:  # too few object pixels, or no width fits the hand
                 failures.append(f"attempt {attempt}: {exc}")
                 continue
+            grasp = arm_friendly_grasp(grasp, fit, np.asarray(hand_scene.ARM_MOUNT_POS, dtype=float))
             pre = pregrasp(grasp, PREGRASP_DISTANCE)
             ik = self.sim.solve_palm_ik(*pre, arm_q0=self.sim.start_pose()[:6])
             if ik.success:
