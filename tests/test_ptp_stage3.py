@@ -169,3 +169,31 @@ def test_exported_ptp_policy_is_served_through_ros_and_acts(stages, dexstack_hom
     assert diag["policy"] == "tiny_ptp" and diag["family"] == "diffusion"
     assert int(diag["chunks"]) > 50 and int(diag["hold_count"]) == 0
     assert float(diag["inference_ms_p50"]) > 0
+
+
+SHIPPED_PTP = "ptp_cover_pick"
+
+
+@pytest.mark.ros
+def test_shipped_ptp_policy_is_served_through_ros_with_self_verification():
+    """The PTP policy shipped in policy_store/ (bundled store) verifies against the Panda profile,
+    asks for self-verification, and runs a cover_pick episode through the lockstep ROS graph with
+    every observation answered."""
+    import subprocess
+    import sys
+
+    from dexstack.hardware.profiles import PANDA
+    from dexstack.launcher import node_environment
+    from dexstack.store import PolicyStore
+
+    loaded = PolicyStore().verify(SHIPPED_PTP, PANDA, deep=True)
+    runtime = loaded.manifest["runtime"]
+    assert loaded.manifest["family"] == "diffusion" and runtime["n_obs_steps"] == 16
+    assert runtime["past_tokens_in_loss"] == 15 and runtime["self_verification"]["num_candidates"] >= 2
+    out = subprocess.run([sys.executable, "-m", "dexstack.cli", "eval", "--policy", SHIPPED_PTP, "--task", "cover_pick",
+                          "--episodes", "1", "--through-ros", "--seed", "3"], env=node_environment(),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 1 and summary["mode"] == "ros_lockstep" and summary["holds"] == 0
+    assert summary["inference_ms_p50"] > 0
