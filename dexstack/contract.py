@@ -29,6 +29,7 @@ JOINT_STATE_HZ = 100.0
 CAMERA_HZ = 15.0
 POLICY_HZ = 10.0
 DIAGNOSTICS_HZ = 1.0
+TACTILE_HZ = JOINT_STATE_HZ  # tactile pads go out with the joint states they belong to
 
 # Observations older than this (seconds, on the node's clock) make the policy hold.
 JOINT_STATE_MAX_AGE_S = 0.1
@@ -74,6 +75,45 @@ def tactile_topic(pad: str) -> str:
     return f"/tactile/{pad}"
 
 
+# --- tactile pads -------------------------------------------------------------------------
+# One topic per pad (the pad names come from the robot profile, `RobotProfile.tactile_pads`),
+# each a geometry_msgs/WrenchStamped: `wrench.force.z` is the pad's normal force in newtons
+# (>= 0, pressing into the pad), the other components are 0 for a normal-force-only sensor;
+# `header.frame_id` is the link carrying the pad (`RobotProfile.tactile_frames`), the stamp the
+# time the force was measured. A pad is "in contact" when its normal force exceeds
+# TACTILE_CONTACT_N; consumers derive the flag, it is not sent.
+TACTILE_MSG_TYPE = "geometry_msgs/msg/WrenchStamped"
+TACTILE_CONTACT_N = 0.05  # N
+
+
+def tactile_topics(pads: tuple[str, ...]) -> list[TopicSpec]:
+    """The tactile topics of a robot with these pads (sensor-data QoS, like cameras)."""
+    return [TopicSpec(tactile_topic(pad), TACTILE_MSG_TYPE, QoSKind.SENSOR_DATA) for pad in pads]
+
+
+# --- sim-only camera extras ---------------------------------------------------------------
+# The simulator's segmentation of the task object, aligned with the colour image: mono8, 255 on
+# the object's pixels, 0 elsewhere (a real robot would run a segmentation node here).
+def camera_mask_topic(camera: str) -> str:
+    return f"/camera/{camera}/object_mask"
+
+
+# The camera's optical frame (REP 103: x right, y down, z forward; the camera_info frame_id) as
+# a pose in "world", latched. It stands in for the static TF of an extrinsic calibration:
+# tf2_msgs is not among the pip ROS 2 wheels this project uses.
+def camera_pose_topic(camera: str) -> str:
+    return f"/camera/{camera}/optical_pose"
+
+
+def sim_camera_topics(cameras: tuple[str, ...]) -> list[TopicSpec]:
+    """The object mask and camera pose topics a simulator with these cameras adds."""
+    topics = []
+    for cam in cameras:
+        topics += [TopicSpec(camera_mask_topic(cam), "sensor_msgs/msg/Image", QoSKind.SENSOR_DATA),
+                   TopicSpec(camera_pose_topic(cam), "geometry_msgs/msg/PoseStamped", QoSKind.LATCHED)]
+    return topics
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     """A topic of the contract: name, ROS type (`pkg/msg/Type`) and the publisher's QoS."""
@@ -103,6 +143,11 @@ SIM_ONLY_TOPICS = [
     TopicSpec(SIM_OBJECT_POSE, "geometry_msgs/msg/PoseStamped", QoSKind.DEFAULT),
     TopicSpec(SIM_EPISODE, "std_msgs/msg/String", QoSKind.LATCHED),
 ]
+
+# The grasp planner's output: the palm (grasp) frame's target pose in "world" (z = approach into
+# the object, x = closing direction; see policies/gpayn/grasp_pose.py), stamped with the depth
+# image it was planned from; latched so that a node starting later still gets the current plan.
+GRASP_TOPICS = [TopicSpec(GRASP_TARGET_POSE, "geometry_msgs/msg/PoseStamped", QoSKind.LATCHED)]
 
 OPERATOR_TOPICS = [
     TopicSpec(TASK_INSTRUCTION, "std_msgs/msg/String", QoSKind.LATCHED),

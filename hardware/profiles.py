@@ -33,12 +33,19 @@ class RobotProfile:
     home: tuple[float, ...]  # a safe start configuration
     controller: str
     cameras: tuple[CameraSpec, ...] = field(default_factory=tuple)
+    # Tactile pads, each published on contract.tactile_topic(pad) as a WrenchStamped in the
+    # frame of the link carrying it (`tactile_frames`, same order).
+    tactile_pads: tuple[str, ...] = ()
+    tactile_frames: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
         for attr in ("position_lower", "position_upper", "velocity_limit", "home"):
             if len(getattr(self, attr)) != n:
                 raise ValueError(f"profile {self.name}: {attr} has {len(getattr(self, attr))} entries, expected {n}")
+        if len(self.tactile_frames) != len(self.tactile_pads):
+            raise ValueError(f"profile {self.name}: {len(self.tactile_pads)} tactile pads but "
+                             f"{len(self.tactile_frames)} tactile frames")
 
     @property
     def n_joints(self) -> int:
@@ -69,7 +76,7 @@ class RobotProfile:
         return contract.policy_output_topic(self.controller)
 
     def topics(self) -> list[contract.TopicSpec]:
-        return contract.robot_topics(self.controller, self.camera_names)
+        return contract.robot_topics(self.controller, self.camera_names) + contract.tactile_topics(self.tactile_pads)
 
     def camera(self, name: str) -> CameraSpec:
         for cam in self.cameras:
@@ -94,7 +101,50 @@ PANDA = RobotProfile(
     cameras=(CameraSpec("wrist", 96, 96), CameraSpec("scene", 96, 96)),
 )
 
-PROFILES: dict[str, RobotProfile] = {PANDA.name: PANDA}
+
+# The Adroit arm + 24-DoF hand of the G-PAYN scene (`sim/hand_scene.py` builds it from this
+# profile; tests/test_hand_scene.py checks the limits against the compiled model). The "arm" is
+# Adroit's forearm on six joints about its mount: ARTx/y/z slides (m), ARRx/y/z hinges (rad).
+_ADROIT_ARM = ("ARTx", "ARTy", "ARTz", "ARRx", "ARRy", "ARRz")
+_ADROIT_HAND = (
+    "WRJ1", "WRJ0",
+    "FFJ3", "FFJ2", "FFJ1", "FFJ0",
+    "MFJ3", "MFJ2", "MFJ1", "MFJ0",
+    "RFJ3", "RFJ2", "RFJ1", "RFJ0",
+    "LFJ4", "LFJ3", "LFJ2", "LFJ1", "LFJ0",
+    "THJ4", "THJ3", "THJ2", "THJ1", "THJ0",
+)
+# Joint limits as in the Adroit model, except ARTy (the lift), whose model range is [0, 0.2] m:
+# at 0 the palm's skin is still 9.4 cm above the table, above the 8.2 cm potted meat can it must
+# touch, and at 0.2 the hand cannot lift the tallest objects (the 25 cm bleach cleanser is
+# grasped at ARTy ~ 0.16 m) by the 10-15 cm a grasp episode needs. The table's collision keeps
+# the hand out of it.
+_ADROIT_ARM_LOWER = (-0.25, -0.10, -0.3, -0.75, -0.75, -0.75)
+_ADROIT_ARM_UPPER = (0.25, 0.40, 0.5, 0.75, 0.75, 0.75)
+_FINGER_LOWER = (-0.436, 0.0, 0.0, 0.0)
+_FINGER_UPPER = (0.436, 1.571, 1.571, 1.571)
+_ADROIT_HAND_LOWER = ((-0.524, -0.785) + _FINGER_LOWER * 3 + (0.0,) + _FINGER_LOWER
+                      + (-1.047, 0.0, -0.262, -0.524, -1.571))
+_ADROIT_HAND_UPPER = ((0.175, 0.611) + _FINGER_UPPER * 3 + (0.698,) + _FINGER_UPPER
+                      + (1.047, 1.309, 0.262, 0.524, 0.0))
+
+# 6 arm joints (m, rad) then 24 hand joints (rad). Velocity limits are ours (the model has
+# none): a slow arm, fingers that close in ~0.5 s. One tactile pad per distal phalanx, in this
+# fixed order everywhere (observations, /tactile/<pad>, rewards).
+ADROIT = RobotProfile(
+    name="adroit",
+    joint_names=_ADROIT_ARM + _ADROIT_HAND,
+    position_lower=_ADROIT_ARM_LOWER + _ADROIT_HAND_LOWER,
+    position_upper=_ADROIT_ARM_UPPER + _ADROIT_HAND_UPPER,
+    velocity_limit=(0.5,) * 3 + (1.5,) * 3 + (3.0,) * 24,
+    home=(0.0,) * 30,
+    controller="hand_controller",
+    cameras=(CameraSpec("scene", 160, 120),),
+    tactile_pads=("thumb", "index", "middle", "ring", "little"),
+    tactile_frames=("thdistal", "ffdistal", "mfdistal", "rfdistal", "lfdistal"),
+)
+
+PROFILES: dict[str, RobotProfile] = {PANDA.name: PANDA, ADROIT.name: ADROIT}
 
 
 def get_profile(name: str) -> RobotProfile:

@@ -20,13 +20,15 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+from dexstack.contract import TACTILE_CONTACT_N
+from dexstack.hardware.profiles import ADROIT
 from dexstack.sim import hand_scene
 from dexstack.sim import objects as objects_lib
-from dexstack.sim.hand_scene import ADROIT, HAND_JOINTS, TOUCH_PADS
+from dexstack.sim.hand_scene import HAND_JOINTS, TOUCH_PADS
 from dexstack.sim.render import RgbdRenderer
 
 SETTLE_STEPS = 100  # physics steps at reset so the object rests on the table
-TOUCH_THRESHOLD = 0.05  # N; a pad with more normal force than this is "in contact"
+TOUCH_THRESHOLD = TACTILE_CONTACT_N  # N; a pad with more normal force than this is "in contact"
 
 # The scripted closing: hand joint targets (rad) of the fully closed hand, HAND_JOINTS order.
 # Fingers flex at all three joints (near their 1.571 rad limits, so the blocked servos squeeze);

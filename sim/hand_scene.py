@@ -26,7 +26,7 @@ import mujoco
 import numpy as np
 from dm_control import mjcf
 
-from dexstack.hardware.profiles import CameraSpec, RobotProfile
+from dexstack.hardware.profiles import ADROIT
 from dexstack.sim import objects as objects_lib
 from dexstack.sim.scene import TABLE_HEIGHT, configure_grasping_scene, look_at_xyaxes
 
@@ -39,7 +39,7 @@ TABLE_CENTER = (0.0, 0.0)  # m, the table top's centre in x, y
 OBJECT_XY = (0.0, 0.02)  # m
 OBJECT_YAW = 1.5708  # rad about z
 PARK_POSITION = np.array([2.0, 0.0, 0.5])  # m, off the table and out of the camera's view
-SCENE_CAMERA = "scene"
+SCENE_CAMERA = ADROIT.cameras[0].name
 
 # Forearm base: at zero arm pose the hand's grasp point (the Adroit "S_grasp" site, 5 cm under
 # the palm) is above the object's default spot and the thumb clears an 8 cm tall object.
@@ -65,15 +65,9 @@ def start_lift(object_height: float) -> float:
     return max(0.0, object_height - CLEAR_HEIGHT_AT_ZERO)
 
 
-ARM_JOINTS = ("ARTx", "ARTy", "ARTz", "ARRx", "ARRy", "ARRz")
-HAND_JOINTS = (
-    "WRJ1", "WRJ0",
-    "FFJ3", "FFJ2", "FFJ1", "FFJ0",
-    "MFJ3", "MFJ2", "MFJ1", "MFJ0",
-    "RFJ3", "RFJ2", "RFJ1", "RFJ0",
-    "LFJ4", "LFJ3", "LFJ2", "LFJ1", "LFJ0",
-    "THJ4", "THJ3", "THJ2", "THJ1", "THJ0",
-)
+# Joint names, limits and pads come from the robot profile (`hardware/profiles.py`, ADROIT).
+ARM_JOINTS: tuple[str, ...] = ADROIT.joint_names[:6]  # ARTx/y/z (m), ARRx/y/z (rad)
+HAND_JOINTS: tuple[str, ...] = ADROIT.joint_names[6:]  # the 24 hand joints (rad)
 
 # The palm (grasp) frame, a site on Adroit's palm body: the frame `policies/gpayn/grasp_pose.py`
 # plans for (z = approach, the palm normal pointing out of the palm into the object; x = closing
@@ -90,38 +84,13 @@ PALM_SITE_POS = (0.02, -0.0111, 0.095)
 PALM_SITE_QUAT = (0.5, 0.5, -0.5, 0.5)  # wxyz, rotation with columns (0,0,1), (-1,0,0), (0,-1,0)
 
 # Fixed pad order used everywhere (observations, topics /tactile/<pad>, rewards).
-TOUCH_PADS: tuple[str, ...] = ("thumb", "index", "middle", "ring", "little")
+TOUCH_PADS: tuple[str, ...] = ADROIT.tactile_pads
 # Collision geom of each pad's distal phalanx in the Adroit model.
 PAD_GEOMS: dict[str, str] = {"thumb": "C_thdistal", "index": "C_ffdistal", "middle": "C_mfdistal",
                              "ring": "C_rfdistal", "little": "C_lfdistal"}
 
-# Joint limits as in the Adroit model (checked against the compiled model by the tests), except
-# ARTy (the lift), whose model range is [0, 0.2] m: at 0 the palm's skin is still 9.4 cm above
-# the table, above the 8.2 cm potted meat can it must touch, and at 0.2 the hand cannot lift the
-# tallest objects (the 25 cm bleach cleanser is grasped at ARTy ~ 0.16 m) by the 10-15 cm a
-# grasp episode needs. The table's collision keeps the hand out of it.
-ARTY_RANGE = (-0.10, 0.40)  # m
-_ARM_LOWER = (-0.25, ARTY_RANGE[0], -0.3, -0.75, -0.75, -0.75)
-_ARM_UPPER = (0.25, ARTY_RANGE[1], 0.5, 0.75, 0.75, 0.75)
-_FINGER_LOWER = (-0.436, 0.0, 0.0, 0.0)
-_FINGER_UPPER = (0.436, 1.571, 1.571, 1.571)
-_HAND_LOWER = ((-0.524, -0.785) + _FINGER_LOWER * 3 + (0.0,) + _FINGER_LOWER
-               + (-1.047, 0.0, -0.262, -0.524, -1.571))
-_HAND_UPPER = ((0.175, 0.611) + _FINGER_UPPER * 3 + (0.698,) + _FINGER_UPPER
-               + (1.047, 1.309, 0.262, 0.524, 0.0))
-
-# The Adroit arm + hand as a robot profile: 6 arm joints (m, rad) then 24 hand joints (rad).
-# Velocity limits are ours (the model has none): a slow arm, fingers that close in ~0.5 s.
-ADROIT = RobotProfile(
-    name="adroit",
-    joint_names=ARM_JOINTS + HAND_JOINTS,
-    position_lower=_ARM_LOWER + _HAND_LOWER,
-    position_upper=_ARM_UPPER + _HAND_UPPER,
-    velocity_limit=(0.5,) * 3 + (1.5,) * 3 + (3.0,) * 24,
-    home=(0.0,) * 30,
-    controller="hand_controller",
-    cameras=(CameraSpec(SCENE_CAMERA, 160, 120),),
-)
+# The lift's range (ARTy); why it differs from the model's [0, 0.2] m: see ADROIT.
+ARTY_RANGE = (ADROIT.position_lower[1], ADROIT.position_upper[1])  # m
 
 
 def adroit_asset_dir() -> Path:

@@ -7,10 +7,11 @@ import mujoco
 import numpy as np
 import pytest
 
+from dexstack.hardware.profiles import ADROIT
 from dexstack.policies.gpayn.superquadric import fit_superquadric, points_from_depth
 from dexstack.sim import hand_scene
 from dexstack.sim.hand_core import HAND_CLOSED, HAND_OPEN, TOUCH_THRESHOLD, HandSim, close_hand_targets
-from dexstack.sim.hand_scene import ADROIT, TOUCH_PADS
+from dexstack.sim.hand_scene import TOUCH_PADS
 
 
 @pytest.fixture(scope="module")
