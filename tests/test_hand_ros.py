@@ -20,8 +20,6 @@ from dexstack import contract
 from dexstack.graph import NodeSpec
 from dexstack.hardware.profiles import ADROIT, PANDA
 
-pytestmark = pytest.mark.ros
-
 CAMERA = ADROIT.cameras[0]
 
 
@@ -65,6 +63,7 @@ def positions(msg: JointState) -> np.ndarray:
     return np.array([msg.position[index[n]] for n in ADROIT.joint_names])
 
 
+@pytest.mark.ros
 def test_hand_sim_and_planner_through_ros(launch_nodes, ros_client):
     from dexstack.ros_nodes.common import QOS
     from dexstack.sim.hand_core import HandSim, close_hand_targets
@@ -171,6 +170,7 @@ def _pose_msg(position, rotation: np.ndarray) -> PoseStamped:
     return msg
 
 
+@pytest.mark.ros
 def test_planner_refuses_empty_and_flat_clouds(launch_nodes, ros_client):
     """The planner alone, fed synthetic frames: an empty mask and a flat patch (the table, not an
     object) give an ERROR diagnostic with the reason and no pose."""
@@ -228,3 +228,43 @@ def test_planner_refuses_empty_and_flat_clouds(launch_nodes, ros_client):
     assert not answer.success and "coplanar" in answer.message, answer.message
     ros_client.spin_for(0.3)
     assert poses == []  # never a pose for a cloud that is not an object
+
+
+def test_exact_stamp_matcher_pairs_only_identical_stamps():
+    from dexstack.ros_nodes.grasp_planner_node import ExactStampMatcher
+
+    matcher = ExactStampMatcher(("depth", "info", "mask"), queue=3)
+    assert matcher.add("depth", 10, "d10") is None
+    assert matcher.add("info", 10, "i10") is None
+    assert matcher.add("mask", 11, "m11") is None  # another frame's mask completes nothing
+    assert matcher.add("mask", 10, "m10") == {"depth": "d10", "info": "i10", "mask": "m10"}
+    # Frame 11 can no longer complete once a newer one has; the queue stays bounded.
+    for stamp in range(20, 30):
+        matcher.add("depth", stamp, "d")
+    assert len(matcher._pending) <= 3
+
+
+def test_plan_grasp_refuses_what_it_cannot_trust():
+    from dexstack.policies.gpayn.superquadric import Superquadric
+    from dexstack.ros_nodes.grasp_planner_node import check_fit, plan_grasp
+
+    depth = np.full((48, 64), 0.6, dtype=np.float32)
+    look_down = np.eye(4)
+    look_down[:3, :3], look_down[:3, 3] = np.diag([1.0, -1.0, -1.0]), [0.0, 0.0, 0.6]
+    args = dict(intrinsics=(60.0, 60.0, 31.5, 23.5), camera_pose=look_down, support_z=0.0, approach="auto",
+                max_aperture=0.1, standoff=0.0, reference=np.array([-0.5, 0.0, 0.1]), arm_friendly=True)
+    with pytest.raises(ValueError, match="differ in size"):
+        plan_grasp(depth, np.ones((48, 63), dtype=bool), **args)
+    few = np.zeros((48, 64), dtype=bool)
+    few[:4, :4] = True
+    with pytest.raises(ValueError, match="only 16 object points"):
+        plan_grasp(depth, few, **args)
+    no_return = np.zeros_like(depth)  # mask set but no depth: nothing to back-project
+    with pytest.raises(ValueError, match="only 0 object points"):
+        plan_grasp(no_return, np.ones((48, 64), dtype=bool), **args)
+    # A fit far from its cloud (what a diverged optimiser could return) is refused.
+    cloud = np.random.default_rng(0).uniform(-0.03, 0.03, (200, 3))
+    far = Superquadric(size=np.full(3, 0.03), exponents=np.ones(2), position=np.array([0.5, 0.0, 0.0]),
+                       rotation=np.eye(3))
+    with pytest.raises(ValueError, match="degenerate fit"):
+        check_fit(far, cloud)
