@@ -12,7 +12,8 @@ SUBPACKAGES = {
     "sim": ["sim", "sim/tasks", "sim/experts"],
     "hardware": ["hardware"],
 }
-NODES = ["sim_node", "safety_filter", "policy_node", "mock_hardware", "recorder", "expert_node"]
+NODES = ["sim_node", "safety_filter", "policy_node", "mock_hardware", "recorder", "expert_node", "hand_sim_node",
+         "grasp_planner_node"]
 
 packages = [PACKAGE, f"{PACKAGE}.cli"]
 package_dir = {PACKAGE: PACKAGE}
