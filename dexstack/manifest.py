@@ -19,6 +19,24 @@ Schema version 1 (see docs/STORE.md for an example):
 - `provenance`: {code_commit, created (ISO-8601), [dataset_hash], [config], [training_time_s], ...}
 - `evaluation` (dict): evaluation results, free-form
 - `runtime` (dict, optional): family-specific serving settings (e.g. sampler steps)
+
+Family "gpayn" (an actor whose action the serving side turns into joint targets,
+`policies/gpayn/serving.py`) additionally has:
+- input kind `vector`: {name, kind: "vector", source, shape: [n], dtype (float), read, ...}
+  where `read` says how the vector is made from what the robot publishes:
+  `joint_positions` (from /joint_states, with `names`, n = len(names)); `tactile` (the pads'
+  WrenchStamped topics `<source>/<pad>`, with `pads` and `layout` "flags_and_forces" (n = 2 x
+  pads: contact flags, then normal forces in N) or "forces" (n = pads)); `palm_pose` (n = 7,
+  position m + quaternion wxyz of the palm frame, forward kinematics of /joint_states);
+  `grasp_position` / `grasp_position_in_palm` (n = 3, the grasp target's position in the world
+  / palm frame) and `grasp_pose` (n = 7), from /grasp/target_pose.
+- rgb inputs may say `preprocess: "center_crop_resize"`: the camera's image is cropped about
+  its centre to the input's aspect ratio and resized to the input's size (a policy trained on
+  square renders of a 4:3 camera), so the shape may be smaller than the camera's.
+- output kind `action`: {kind: "action", action_dim, dt (s: what one action step lasts),
+  [names], [scales] (physical size of each element at +-1), [range] ([low, high])}; names and
+  scales may be null (the serving side's defaults).
+Other families keep the kinds above; a gpayn-only kind in their manifest is refused.
 """
 
 from __future__ import annotations
@@ -41,6 +59,17 @@ MANIFEST_FILE = "manifest.json"
 
 INPUT_KINDS = ("joint_positions", "rgb", "depth")
 OUTPUT_KINDS = ("joint_position_chunk",)
+# Families whose serving side knows more kinds than the joint-chunk families (module docstring).
+FAMILY_INPUT_KINDS: dict[str, tuple[str, ...]] = {"gpayn": (*INPUT_KINDS, "vector")}
+FAMILY_OUTPUT_KINDS: dict[str, tuple[str, ...]] = {"gpayn": ("action",)}
+# Vector reads: {read: fixed length, or None when `names` / `pads` give it}.
+VECTOR_READS: dict[str, int | None] = {
+    "joint_positions": None, "tactile": None, "palm_pose": 7,
+    "grasp_position": 3, "grasp_position_in_palm": 3, "grasp_pose": 7,
+}
+TACTILE_LAYOUTS = ("flags_and_forces", "forces")
+RGB_PREPROCESS = ("none", "center_crop_resize")
+PREPROCESS_FAMILIES = ("gpayn",)  # families whose serving side implements `preprocess`
 DTYPES = ("float32", "float64", "uint8", "uint16", "int32", "int64")
 NORMALIZATION_TYPES = ("none", "mean_std", "min_max", "scale")
 
@@ -162,12 +191,34 @@ def _check_normalization(norm: Any, width: int, where: str) -> None:
             stats("offset")
 
 
-def _check_input(spec: Any, where: str) -> None:
+def _check_vector(spec: dict, shape: list[int], dtype: str, where: str) -> None:
+    """A gpayn `vector` input: 1-D float and a known `read` whose fields fit the length."""
+    _require(len(shape) == 1, f"{where}.shape must be [n] for kind 'vector', got {shape}")
+    _require(dtype.startswith("float"), f"{where}.dtype must be a float type for kind 'vector', got {dtype!r}")
+    read = spec.get("read")
+    _require(read in VECTOR_READS, f"{where}.read is {read!r}; expected one of {list(VECTOR_READS)} "
+             "(how the vector is made from the robot's topics)")
+    n = shape[0]
+    if read == "joint_positions":
+        names = _name_list(spec.get("names"), f"{where}.names")
+        _require(len(names) == n, f"{where}: {len(names)} names but shape {shape}")
+    elif read == "tactile":
+        pads = _name_list(spec.get("pads"), f"{where}.pads")
+        layout = spec.get("layout")
+        _require(layout in TACTILE_LAYOUTS, f"{where}.layout is {layout!r}; expected one of {list(TACTILE_LAYOUTS)}")
+        expected = 2 * len(pads) if layout == "flags_and_forces" else len(pads)
+        _require(n == expected, f"{where}: layout {layout!r} of {len(pads)} pads has {expected} values, shape is {shape}")
+    else:
+        _require(n == VECTOR_READS[read], f"{where}: read {read!r} has {VECTOR_READS[read]} values, shape is {shape}")
+
+
+def _check_input(spec: Any, where: str, family: str = "") -> None:
     _require(isinstance(spec, dict), f"{where} must be an object")
     name = _str_field(spec, "name", where)
     where = f"{where} ({name!r})"
     kind = spec.get("kind")
-    _require(kind in INPUT_KINDS, f"{where}.kind is {kind!r}; expected one of {list(INPUT_KINDS)}")
+    kinds = FAMILY_INPUT_KINDS.get(family, INPUT_KINDS)
+    _require(kind in kinds, f"{where}.kind is {kind!r}; expected one of {list(kinds)}")
     source = _str_field(spec, "source", where)
     _require(source.startswith("/"), f"{where}.source must be an absolute topic name, got {source!r}")
     shape = spec.get("shape")
@@ -189,18 +240,47 @@ def _check_input(spec: Any, where: str) -> None:
                  f"{where}.shape must be [height, width] or [height, width, 1] for kind 'depth', got {shape}")
         # Observations carry depth in metres as float32 (contract); uint16 mm only if the graph wants raw.
         _require(dtype in ("float32", "uint16"), f"{where}.dtype must be 'float32' (m) or 'uint16' (mm) for depth")
-    if "names" in spec and kind != "joint_positions":
+    elif kind == "vector":
+        _check_vector(spec, shape, dtype, where)
+    if "preprocess" in spec:
+        preprocess = spec["preprocess"]
+        _require(kind == "rgb" and preprocess in RGB_PREPROCESS,
+                 f"{where}.preprocess is {preprocess!r}; only rgb inputs take one of {list(RGB_PREPROCESS)}")
+        _require(preprocess == "none" or family in PREPROCESS_FAMILIES,
+                 f"{where}.preprocess {preprocess!r} is only served for families {list(PREPROCESS_FAMILIES)}")
+    if "names" in spec and kind not in ("joint_positions", "vector"):
         _name_list(spec["names"], f"{where}.names")
     if "normalization" in spec:
         width = shape[-1] if kind != "depth" else 1
         _check_normalization(spec["normalization"], width, f"{where}.normalization")
 
 
-def _check_outputs(out: Any) -> None:
+def _check_action_output(out: dict) -> None:
+    """outputs of kind 'action': one action vector per step, turned into commands by the serving side."""
+    dim = out.get("action_dim")
+    _require(_is_int(dim) and dim > 0, f"outputs.action_dim must be a positive integer, got {dim!r}")
+    dt = out.get("dt")
+    _require(_is_number(dt) and dt > 0, f"outputs.dt must be a positive number of seconds, got {dt!r}")
+    if out.get("names") is not None:
+        names = _name_list(out["names"], "outputs.names")
+        _require(len(names) == dim, f"outputs.names has {len(names)} entries, action_dim is {dim}")
+    if out.get("scales") is not None:
+        scales = _number_list(out["scales"], dim, "outputs.scales")
+        _require(all(s > 0 for s in scales), f"outputs.scales must all be > 0, got {scales}")
+    if out.get("range") is not None:
+        low, high = _number_list(out["range"], 2, "outputs.range")
+        _require(high > low, f"outputs.range must be [low, high] with high > low, got {out['range']}")
+
+
+def _check_outputs(out: Any, family: str = "") -> None:
     where = "outputs"
     _require(isinstance(out, dict), "outputs must be an object")
     kind = out.get("kind")
-    _require(kind in OUTPUT_KINDS, f"outputs.kind is {kind!r}; expected one of {list(OUTPUT_KINDS)}")
+    kinds = FAMILY_OUTPUT_KINDS.get(family, OUTPUT_KINDS)
+    _require(kind in kinds, f"outputs.kind is {kind!r}; expected one of {list(kinds)}")
+    if kind == "action":
+        _check_action_output(out)
+        return
     names = _name_list(out.get("joint_names"), "outputs.joint_names")
     chunk = out.get("chunk_length")
     _require(_is_int(chunk) and chunk > 0, f"outputs.chunk_length must be a positive integer, got {chunk!r}")
@@ -271,12 +351,12 @@ def validate_manifest(m: dict[str, Any]) -> None:
     inputs = m["inputs"]
     _require(isinstance(inputs, list) and len(inputs) > 0, "inputs must be a non-empty list")
     for i, spec in enumerate(inputs):
-        _check_input(spec, f"inputs[{i}]")
+        _check_input(spec, f"inputs[{i}]", family)
     names = [spec["name"] for spec in inputs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     _require(not duplicates, f"inputs have duplicate names: {duplicates}")
 
-    _check_outputs(m["outputs"])
+    _check_outputs(m["outputs"], family)
     _check_provenance(m["provenance"])
     _require(isinstance(m["evaluation"], dict), "evaluation must be an object")
     if "runtime" in m:
@@ -298,6 +378,10 @@ def check_against_profile(m: dict[str, Any], profile: RobotProfile) -> None:
     image size its cameras produce. Raises ManifestError."""
     if m["robot_profile"] != profile.name:
         raise ManifestError(f"policy is for robot profile {m['robot_profile']!r}, not {profile.name!r}")
+    if m["outputs"]["kind"] == "action":
+        # Actions name no joints: the serving side turns each into a command for every joint.
+        _check_inputs_against_profile(m, profile)
+        return
     joints = list(profile.joint_names)
     joint_list = ", ".join(joints)
 
@@ -310,7 +394,34 @@ def check_against_profile(m: dict[str, Any], profile: RobotProfile) -> None:
     if missing:
         raise ManifestError(f"outputs.joint_names lack joint(s) {missing} of robot profile {profile.name!r}: a chunk "
                             "must command every joint")
+    _check_inputs_against_profile(m, profile)
 
+
+def _check_vector_source(spec: dict[str, Any], profile: RobotProfile, where: str) -> None:
+    read, source = spec["read"], spec["source"]
+    if read in ("joint_positions", "palm_pose"):
+        if source != contract.JOINT_STATES:
+            raise ManifestError(f"{where}: read {read!r} comes from {contract.JOINT_STATES!r}, not {source!r}")
+        unknown = [n for n in spec.get("names", []) if n not in profile.joint_names]
+        if unknown:
+            raise ManifestError(f"{where}: joint(s) {unknown} are not joints of robot profile {profile.name!r} "
+                                f"(joints: {', '.join(profile.joint_names)})")
+    elif read == "tactile":
+        unknown = [p for p in spec["pads"] if p not in profile.tactile_pads]
+        if unknown:
+            raise ManifestError(f"{where}: pad(s) {unknown} are not tactile pads of robot profile {profile.name!r} "
+                                f"(pads: {list(profile.tactile_pads)})")
+        wrong = [p for p in spec["pads"] if f"{source}/{p}" != contract.tactile_topic(p)]
+        if wrong:
+            raise ManifestError(f"{where}: tactile source {source!r} does not prefix the pad topics "
+                                f"{[contract.tactile_topic(p) for p in wrong]}")
+    elif source != contract.GRASP_TARGET_POSE:  # the grasp reads
+        raise ManifestError(f"{where}: read {read!r} comes from {contract.GRASP_TARGET_POSE!r}, not {source!r}")
+
+
+def _check_inputs_against_profile(m: dict[str, Any], profile: RobotProfile) -> None:
+    joints = list(profile.joint_names)
+    joint_list = ", ".join(joints)
     provided = {t.name for t in profile.topics()}
     cams = profile.camera_names
     for spec in m["inputs"]:
@@ -320,6 +431,9 @@ def check_against_profile(m: dict[str, Any], profile: RobotProfile) -> None:
                 raise ManifestError(f"{where}: joint {name!r} is not a joint of robot profile {profile.name!r} "
                                     f"(joints: {joint_list})")
         source = spec["source"]
+        if spec["kind"] == "vector":
+            _check_vector_source(spec, profile, where)
+            continue
         if spec["kind"] == "joint_positions":
             if source != contract.JOINT_STATES:
                 raise ManifestError(f"{where}: joint positions come from {contract.JOINT_STATES!r}, not {source!r}")
@@ -332,6 +446,12 @@ def check_against_profile(m: dict[str, Any], profile: RobotProfile) -> None:
                                 f"{profile.name!r} (available: {expected})")
         spec_cam = profile.camera(cam)
         height, width = spec["shape"][0], spec["shape"][1]
+        if spec.get("preprocess") == "center_crop_resize":
+            if height > spec_cam.height or width > spec_cam.width:
+                raise ManifestError(f"{where}: expects {height}x{width} (HxW) images cropped and resized from camera "
+                                    f"{cam!r} of robot profile {profile.name!r}, which publishes only "
+                                    f"{spec_cam.height}x{spec_cam.width}")
+            continue
         if (height, width) != (spec_cam.height, spec_cam.width):
             raise ManifestError(f"{where}: expects {height}x{width} (HxW) images but camera {cam!r} of robot profile "
                                 f"{profile.name!r} publishes {spec_cam.height}x{spec_cam.width}")
