@@ -3,6 +3,13 @@
 `launch/bringup.launch.py` turns `node_list()` into launch_ros Node actions for `ros2 launch`;
 `dexstack up` spawns the same list as processes with `--ros-args` on machines that only have
 the pip ROS 2 wheels. Nothing else decides which nodes run or with which parameters.
+
+Two robots: the Panda (`profile:=panda`, the sim tasks of `SIM_TASKS`) and the G-PAYN Adroit hand
+(`profile:=adroit`, or `task:=grasp`, which implies it): the hand sim (`hand_sim_node`, the grasp
+task, `object:=` from the sim's catalogue) and the grasp planner replace the Panda sim; the
+safety filter, the policy node and the recorder are the same nodes on the adroit profile. The
+Panda's default policy (`bc_pick_lift`) does not drive the hand, so with the adroit profile
+and `policy` left at that default no policy node starts.
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ DEFAULT_POLICY = "bc_pick_lift"
 # The sim's task registry (`dexstack.sim.tasks.TASKS`) by name; core cannot import the sim, and
 # tests/test_graph.py keeps the two equal.
 SIM_TASKS = ("cover_pick", "cue_choice", "pick_lift")
+HAND_PROFILE = "adroit"
+HAND_TASKS = ("grasp",)  # the hand sim's task (`ros_nodes/hand_sim_node.py`)
+DEFAULT_TASK = "pick_lift"
+DEFAULT_HAND_OBJECT = "potted_meat_can"
 
 
 @dataclass(frozen=True)
@@ -34,8 +45,12 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg("policy", DEFAULT_POLICY,
               "policy to serve from the store, NAME or NAME@VERSION; 'expert' runs the sim's scripted expert; "
               "'none' runs no policy"),
-    LaunchArg("task", "pick_lift", "sim task (ignored on real hardware)", SIM_TASKS),
-    LaunchArg("profile", "panda", "robot profile (joint names, limits, topics)", ("panda",)),
+    LaunchArg("task", DEFAULT_TASK, "sim task (ignored on real hardware); 'grasp' is the Adroit hand's and implies "
+              "profile:=adroit", SIM_TASKS + HAND_TASKS),
+    LaunchArg("profile", "panda", "robot profile (joint names, limits, topics); adroit: the G-PAYN hand with the "
+              "hand sim and the grasp planner", ("panda", HAND_PROFILE)),
+    LaunchArg("object", DEFAULT_HAND_OBJECT, "object of the hand's grasp task (a name of the sim's object catalogue; "
+              "adroit only)"),
     LaunchArg("rtf", "1.0", "sim real-time factor in realtime pacing (0 = as fast as possible)"),
     LaunchArg("pacing", "realtime", "realtime: sim runs on its own clock; lockstep: physics waits for each policy answer",
               ("realtime", "lockstep")),
@@ -104,12 +119,27 @@ def parse_launch_args(tokens: list[str]) -> dict[str, str]:
 def node_list(args: dict[str, str]) -> list[NodeSpec]:
     """The nodes for one bringup, from launch-argument values (all strings, as launch gives them)."""
     values = {a.name: a.default for a in LAUNCH_ARGS} | dict(args)
+    hand = _hand_bringup(values)
     hardware = values["hardware"]
     sim = hardware == "mujoco"
     lockstep = sim and values["pacing"] == "lockstep"
     common = {"use_sim_time": sim, "profile": values["profile"]}
     nodes: list[NodeSpec] = []
-    if sim:
+    if hand:
+        if sim:
+            nodes.append(NodeSpec("hand_sim_node", "sim", common | {
+                "object": values["object"],
+                "rtf": float(values["rtf"]),
+                "pacing": values["pacing"],
+                "seed": int(values["seed"]),
+                "cameras": values["cameras"] == "true",
+                "policy_rate": float(values["policy_rate"]),
+            }))
+        elif hardware == "mock":
+            nodes.append(NodeSpec("mock_hardware", "mock_hardware", dict(common)))
+        # Depth + object mask -> /grasp/target_pose (on a real robot a segmentation node sends the mask).
+        nodes.append(NodeSpec("grasp_planner_node", "grasp_planner", {"use_sim_time": sim}))
+    elif sim:
         nodes.append(NodeSpec("sim_node", "sim", common | {
             "task": values["task"],
             "rtf": float(values["rtf"]),
@@ -123,6 +153,9 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
     # On a real robot nothing moves until an operator enables it; the gate then ramps in.
     nodes.append(NodeSpec("safety_filter", "safety_filter", common | {"start_enabled": hardware != "real"}))
     if values["policy"] == "expert":
+        if hand:
+            raise ValueError("policy:=expert has no Adroit hand expert; the hand's scripted grasp is "
+                             "policies/gpayn/demos.py (in-process)")
         if not sim:
             raise ValueError("policy:=expert needs hardware:=mujoco (the expert reads the sim's ground truth)")
         nodes.append(NodeSpec("expert_node", "expert", common | {
@@ -142,3 +175,19 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
     if values["params_file"]:
         nodes = [dataclasses.replace(n, params_files=(values["params_file"],)) for n in nodes]
     return nodes
+
+
+def _hand_bringup(values: dict[str, str]) -> bool:
+    """Whether this bringup is the Adroit hand's; normalises `values` in place (profile, task, and
+    the Panda's default policy, which the hand cannot serve, to 'none'). ValueError for a Panda
+    task on the hand."""
+    hand = values["profile"] == HAND_PROFILE or values["task"] in HAND_TASKS
+    if not hand:
+        return False
+    if values["task"] not in HAND_TASKS and values["task"] != DEFAULT_TASK:
+        raise ValueError(f"profile:={HAND_PROFILE} runs the hand's {HAND_TASKS[0]!r} task, not the Panda task "
+                         f"task:={values['task']}")
+    values["profile"], values["task"] = HAND_PROFILE, HAND_TASKS[0]
+    if values["policy"] == DEFAULT_POLICY:
+        values["policy"] = "none"
+    return True

@@ -15,6 +15,13 @@ version through the store and builds its runtime before swapping; any failure is
 with the reason and the previous policy keeps running. `~/enable` (SetBool) gates acting.
 Diagnostics at contract.DIAGNOSTICS_HZ on the steady clock, so they keep coming while a
 lockstep sim's clock stands still. No per-tick logging: timings go into rolling windows.
+
+Family "gpayn" (an actor whose 11-D action moves the Adroit palm and fingers) is served through
+`policies/gpayn/serving.py`'s ServingPolicy, which looks like any runtime to this node: its raw
+inputs (the whole joint state, each tactile pad's normal force, the camera) go through the same
+assembler (staleness, NaN, lockstep matching), the latched grasp target pose reaches it through
+`set_pose`, and `act` returns a one-point chunk (IK of the integrated palm target), published
+dt ahead. Missing grasp pose: WARN hold; IK failure: ERROR hold.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -56,6 +64,7 @@ from dexstack.trajectory import ActionChunk
 
 K = contract.QoSKind
 TRIGGERS = ("timer", "observation")
+GPAYN_FAMILY = "gpayn"
 STATS_WINDOW = 1000  # ticks kept for percentiles (100 s at 10 Hz)
 LOG_THROTTLE_S = 2.0
 
@@ -93,16 +102,24 @@ class Window:
         return float(np.percentile(np.fromiter(self.values, float), q)) if self.values else None
 
 
-def load_policy(ref: str, profile: RobotProfile) -> ActivePolicy:
+def load_policy(ref: str, profile: RobotProfile, rate_hz: float | None = None) -> ActivePolicy:
     """Resolve `ref` ("NAME" or "NAME@VERSION") in the store (DEXSTACK_HOME), verify it
-    against `profile`, and build its runtime. Raises on any failure, with the reason."""
+    against `profile`, and build its runtime. `rate_hz`: how often it will act (gpayn actions
+    are scaled to it). Raises on any failure, with the reason."""
     from dexstack.store import PolicyStore  # the store reads DEXSTACK_HOME when constructed
 
     loaded = PolicyStore().load(ref, profile)
     manifest = loaded.manifest
+    inputs, runtime = manifest["inputs"], None
+    if manifest["family"] == GPAYN_FAMILY:
+        from dexstack.policies.gpayn.serving import ServingPolicy  # mujoco IK model: loaded only for gpayn
+
+        runtime = ServingPolicy(loaded.path, manifest, profile, None if rate_hz is None else 1.0 / rate_hz)
+        manifest, inputs = runtime.node_manifest, runtime.raw_inputs
     check_outputs_for_profile(manifest["outputs"], profile.joint_names)
-    assembler = ObservationAssembler(manifest["inputs"])
-    runtime = load_runtime(loaded.path, manifest)
+    assembler = ObservationAssembler(inputs)
+    if runtime is None:
+        runtime = load_runtime(loaded.path, manifest)
     return ActivePolicy(loaded.name, str(loaded.version), loaded.manifest_sha256, manifest, runtime, assembler)
 
 
@@ -118,6 +135,8 @@ def _time_msg(ns: int) -> Time:
 
 def convert_input(spec: dict[str, Any], msg: JointState | Image) -> np.ndarray:
     """Message -> array for one manifest input. Raises KeyError/ValueError with the reason."""
+    if spec.get("message") == contract.TACTILE_MSG_TYPE:  # a pad's normal force (gpayn raw input)
+        return np.array([msg.wrench.force.z], dtype=np.float64)
     kind = spec["kind"]
     if kind == JOINT_POSITIONS_KIND:
         return common.joint_positions(msg, spec["names"])
@@ -188,7 +207,7 @@ class PolicyNode(Node):
         """Load `ref` fully, then swap it in. On failure the current policy stays; returns
         (ok, message)."""
         try:
-            new = load_policy(ref, self.profile)
+            new = load_policy(ref, self.profile, self.rate)
         except Exception as exc:  # noqa: BLE001 - store, manifest and onnxruntime errors all refuse the swap
             self.load_error = f"refused {ref}: {type(exc).__name__}: {exc}"
             self._note(HoldReason("ERROR", self.load_error))
@@ -197,6 +216,9 @@ class PolicyNode(Node):
             return False, self.load_error + kept
         if self.active is not None:
             new.assembler.carry_over_from(self.active.assembler)
+            carry_over = getattr(new.runtime, "carry_over_from", None)  # latched context (gpayn's grasp pose)
+            if carry_over is not None:
+                carry_over(self.active.runtime)
         previous = self.active.ref if self.active else None
         self.active = new
         self.load_error = ""
@@ -209,12 +231,19 @@ class PolicyNode(Node):
         """Subscribe to the active manifest's sources, keeping unchanged subscriptions (no
         rediscovery) and dropping ones the new policy does not read."""
         wanted = self.active.assembler.sources()
-        for source in [s for s in self.subs if s not in wanted]:
+        poses = getattr(self.active.runtime, "pose_sources", ())  # latched poses, not assembled
+        for source in [s for s in self.subs if s not in wanted and s not in poses]:
             self.destroy_subscription(self.subs.pop(source))
+        for source in poses:
+            if source not in self.subs:
+                self.subs[source] = self.create_subscription(
+                    PoseStamped, source, lambda msg, source=source: self._on_pose(source, msg), common.QOS[K.LATCHED])
         for source, specs in wanted.items():
             if source in self.subs:
                 continue
-            if specs[0]["kind"] == JOINT_POSITIONS_KIND:
+            if "message" in specs[0]:
+                msg_type, qos = common.message_class(specs[0]["message"]), common.QOS[K.SENSOR_DATA]
+            elif specs[0]["kind"] == JOINT_POSITIONS_KIND:
                 msg_type, qos = JointState, common.QOS[K.STATE_SUB]
             else:
                 msg_type, qos = Image, common.QOS[K.SENSOR_DATA]
@@ -259,6 +288,16 @@ class PolicyNode(Node):
                 self.last_tick_ns = None  # the gap between two episodes is not loop jitter
             if self.active is not None:
                 self.active.runtime.reset()
+                started = getattr(self.active.runtime, "episode_started", None)  # drops the last scene's grasp pose
+                if started is not None and isinstance(info.get("stamp"), int | float):
+                    started(int(round(float(info["stamp"]) * NS)))
+
+    def _on_pose(self, source: str, msg: PoseStamped) -> None:
+        active = self.active
+        if active is None or source not in getattr(active.runtime, "pose_sources", ()):
+            return
+        p, o = msg.pose.position, msg.pose.orientation
+        active.runtime.set_pose(source, _stamp_ns(msg.header.stamp), [p.x, p.y, p.z], [o.w, o.x, o.y, o.z])
 
     # --- acting -----------------------------------------------------------------------------
     def _on_input(self, source: str, msg: JointState | Image) -> None:
@@ -315,7 +354,10 @@ class PolicyNode(Node):
         try:
             action = np.asarray(active.runtime.act(result.observation))
         except ObservationError as exc:
-            self._hold(result.stamp_ns, HoldReason("ERROR", f"policy refused the observation: {exc}"))
+            if getattr(exc, "hold_level", "ERROR") == "WARN":  # an input the policy waits for
+                self._hold(result.stamp_ns, HoldReason("WARN", f"policy waits: {exc}"))
+            else:
+                self._hold(result.stamp_ns, HoldReason("ERROR", f"policy refused the observation: {exc}"))
             return
         except Exception as exc:  # noqa: BLE001 - a failing runtime must hold, not kill the control node
             self._hold(result.stamp_ns, HoldReason("ERROR", f"policy runtime failed: {type(exc).__name__}: {exc}"))
