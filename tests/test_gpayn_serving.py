@@ -359,6 +359,13 @@ def test_annotated_export_is_a_valid_store_manifest(exported, dexstack_home, mon
         annotate_manifest(dict(manifest, inputs=[dict(manifest["inputs"][0], name="velocity")]))
 
 
+def test_action_layout_is_the_one_the_trainer_exports():
+    from dexstack.policies.gpayn import train
+
+    assert list(ACTION_NAMES) == list(train.ACTION_NAMES)
+    np.testing.assert_array_equal(DEFAULT_SCALES, train.ACTION_SCALES)
+
+
 def test_serving_policy_acts_only_with_a_grasp_pose(exported, grasp_env):
     out, manifest = exported
     env, _, info = grasp_env
@@ -507,3 +514,41 @@ def test_policy_node_drives_the_hand_through_ros(exported, dexstack_home, monkey
 def _sec(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
+
+
+@pytest.mark.ros
+def test_lockstep_answers_each_observation_once(exported, dexstack_home, monkeypatch, launch_nodes, ros_client):
+    """Lockstep pacing: the sim waits for the answer to each observation (joint states, pads and
+    camera of one stamp); the node answers each stamp exactly once, with a hold until the grasp
+    pose is there and a trajectory after, and the hand rises one action step per tick."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    from dexstack.ros_nodes.common import joint_positions
+    from dexstack.store import PolicyStore
+
+    monkeypatch.setenv("DEXSTACK_BUNDLED_STORE", "")
+    PolicyStore().publish(exported[0], name=NAME)
+    specs = node_list(parse_launch_args(["task:=grasp", f"policy:={NAME}", "pacing:=lockstep", "seed:=3"]))
+    assert [s.name for s in specs] == ["sim", "grasp_planner", "safety_filter", "policy"]
+    launch_nodes(specs)
+    reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+    answers, states = [], []
+    ros_client.node.create_subscription(JointTrajectory, ADROIT.policy_output_topic, answers.append, reliable)
+    ros_client.node.create_subscription(JointState, contract.JOINT_STATES, states.append, reliable)
+    chunks = lambda: [m for m in answers if m.points]  # noqa: E731
+    assert ros_client.spin_until(lambda: len(chunks()) >= 12, 50), (len(answers), len(chunks()))
+    stamps = [_sec(m.header.stamp) for m in answers]
+    assert len(set(stamps)) == len(stamps), "a stamp was answered twice"
+    first = answers.index(chunks()[0])
+    assert all(m.points for m in answers[first:]), "a hold after the first trajectory"
+    served = [_sec(m.header.stamp) for m in answers[first:]]
+    np.testing.assert_allclose(np.diff(served), 0.1, atol=1e-6)  # one answer per 10 Hz tick, none skipped
+    # Palm height at the observations answered: one action step (2.5 mm) higher per tick, after the lag.
+    kinematics = HandKinematics()
+    by_stamp = {_sec(m.header.stamp): m for m in states}
+    heights = [kinematics.palm_pose(joint_positions(by_stamp[t], ADROIT.joint_names))[0][2] for t in served
+               if t in by_stamp]
+    rise_per_tick = (heights[-1] - heights[-5]) / 4
+    assert 0.6 * UP_ACTION * MAX_TRANSLATION < rise_per_tick < 1.2 * UP_ACTION * MAX_TRANSLATION, heights

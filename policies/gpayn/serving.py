@@ -53,10 +53,10 @@ from dexstack.sim.hand_core import FINGER_OF_JOINT, HAND_CLOSED, HAND_OPEN, Hand
 from dexstack.sim.hand_scene import HAND_JOINTS, TOUCH_PADS
 
 FAMILY = "gpayn"
-# What each of the 11 action elements commands (GraspEnv's layout), and its size at +-1.
+# What each of the 11 action elements commands (GraspEnv's layout; the names train.py exports),
+# and its size at +-1.
 ACTION_NAMES: tuple[str, ...] = (
-    "palm_x", "palm_y", "palm_z", "palm_rot_x", "palm_rot_y", "palm_rot_z",
-    "close_thumb", "close_index", "close_middle", "close_ring", "close_little",
+    "palm_dx", "palm_dy", "palm_dz", "palm_rx", "palm_ry", "palm_rz", *(f"close_{pad}" for pad in TOUCH_PADS),
 )
 DEFAULT_SCALES: tuple[float, ...] = (MAX_TRANSLATION,) * 3 + (MAX_ROTATION,) * 3 + (MAX_FINGER_DELTA,) * 5
 # The measured arm this far (m or rad, any joint) from the last command means someone else moved
