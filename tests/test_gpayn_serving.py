@@ -552,3 +552,29 @@ def test_lockstep_answers_each_observation_once(exported, dexstack_home, monkeyp
                if t in by_stamp]
     rise_per_tick = (heights[-1] - heights[-5]) / 4
     assert 0.6 * UP_ACTION * MAX_TRANSLATION < rise_per_tick < 1.2 * UP_ACTION * MAX_TRANSLATION, heights
+
+
+def test_gpayn_serving_path_imports_no_torch(exported, dexstack_home, monkeypatch):
+    """The policy node's load of a gpayn version (store, runtime, IK model) and one act stay torch-free."""
+    import subprocess
+    import sys
+
+    from dexstack.store import PolicyStore
+
+    monkeypatch.setenv("DEXSTACK_BUNDLED_STORE", "")
+    PolicyStore().publish(exported[0], name=NAME)
+    script = (
+        "import sys, numpy as np\n"
+        "from dexstack.ros_nodes import policy_node\n"
+        "from dexstack.hardware.profiles import ADROIT\n"
+        f"p = policy_node.load_policy('{NAME}', ADROIT, 50.0)\n"
+        "p.runtime.set_pose('/grasp/target_pose', 1, [0.0, 0.02, 0.08], [0.0, 1.0, 0.0, 0.0])\n"
+        "q = np.array(ADROIT.home)\n"
+        "q[1] = 0.05\n"
+        "raw = {'joint_states': q, **{f'tactile/{pad}': np.zeros(1) for pad in ADROIT.tactile_pads},"
+        " 'camera/image': np.zeros((120, 160, 3), np.uint8)}\n"
+        "print(p.runtime.act(raw).shape, round(p.runtime.step_fraction, 9), 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["(1,", "30)", "0.2", "False"]
