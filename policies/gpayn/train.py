@@ -245,6 +245,15 @@ def pretrain(run_dir: str | Path, config: GPAYNConfig, *, progress: bool = True)
     `frames.npz`, the per-epoch losses in `encoder_history.json`). Returns that history."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.torch_threads)  # also when called on its own, not through train()
+    try:
+        return _pretrain(run_dir, config, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _pretrain(run_dir: Path, config: GPAYNConfig, progress: bool) -> list[dict[str, float]]:
     t0 = time.perf_counter()
     if progress:
         print(f"gpayn pretrain: collecting {config.pretrain_frames} frames on {len(config.objects)} object(s)",
@@ -575,17 +584,19 @@ def plot_learning_curve(history: list[dict[str, Any]], episodes: list[dict[str, 
 
     steps = [h["step"] for h in history]
     fig, (ax_success, ax_return) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_success.plot(steps, [h["success_rate"] for h in history], marker="o", lw=2, label="eval (deterministic)")
-    for name in history[0]["objects"] if history else []:
-        ax_success.plot(steps, [h["objects"][name]["success_rate"] for h in history], lw=0.8, alpha=0.5, label=name)
+    eval_style = {"marker": "o", "lw": 2, "color": "C0", "label": "eval (deterministic, mean over objects)"}
+    train_style = {"ls": "--", "marker": ".", "color": "C1", "label": "training episodes (stochastic)"}
+    ax_success.plot(steps, [h["success_rate"] for h in history], **eval_style)
+    names = list(history[0]["objects"]) if history else []
+    for k, name in enumerate(names if len(names) > 1 else []):  # one object: its line is the mean
+        ax_success.plot(steps, [h["objects"][name]["success_rate"] for h in history], lw=0.8, alpha=0.6,
+                        color=f"C{k + 2}", label=name)
     train_points = [(h["step"], h["train_success_rate"], h["train_return"]) for h in history
                     if h.get("train_success_rate") is not None]
     if train_points:
-        ax_success.plot([p[0] for p in train_points], [p[1] for p in train_points], ls="--", marker=".",
-                        label="training episodes")
-        ax_return.plot([p[0] for p in train_points], [p[2] for p in train_points], ls="--", marker=".",
-                       label="training episodes")
-    ax_return.plot(steps, [h["mean_return"] for h in history], marker="o", lw=2, label="eval (deterministic)")
+        ax_success.plot([p[0] for p in train_points], [p[1] for p in train_points], **train_style)
+        ax_return.plot([p[0] for p in train_points], [p[2] for p in train_points], **train_style)
+    ax_return.plot(steps, [h["mean_return"] for h in history], **eval_style)
     ax_success.set(xlabel="env steps", ylabel="success rate (10 cm lift)", ylim=(-0.05, 1.05), title=title)
     ax_return.set(xlabel="env steps", ylabel="episode return", title=f"{len(episodes)} training episodes")
     for ax in (ax_success, ax_return):
