@@ -103,6 +103,24 @@ def train_diffusion(
     _train_and_report(train, dataset, out, config, resume, epochs, encoder_run=encoder_run, embeddings=embeddings)
 
 
+@train_app.command("gpayn")
+def train_gpayn(
+    out: Annotated[Path, typer.Option(help="run directory: encoder, checkpoints, replay buffer, learning curve")],
+    steps: Annotated[int | None, typer.Option(help="total env steps (with --resume: train further)")] = None,
+    demos: Annotated[int | None, typer.Option(help="scripted demo episodes pre-filling the buffer (0 = SAC from scratch)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (default: the config's)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")] = False,
+) -> None:
+    """G-PAYN: SAC on the hand from a grasp pose, replay buffer pre-filled with scripted grasps (vision + touch)."""
+    from dexstack.policies.gpayn.train import main
+
+    argv = ["--out", str(out)]
+    for flag, value in (("--steps", steps), ("--demos", demos), ("--seed", seed)):
+        if value is not None:
+            argv += [flag, str(value)]
+    raise typer.Exit(main(argv + (["--resume"] if resume else [])))
+
+
 @train_app.command("embed")
 def train_embed(
     run: Annotated[Path, typer.Option(help="trained diffusion run whose (EMA) encoder embeds the frames")],

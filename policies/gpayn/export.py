@@ -325,3 +325,10 @@ def check_runtime_matches(sac: SAC, encoder: ImageEncoder | None, policy_dir: Pa
         raise ExportError(f"the gpayn runtime and the torch policy differ by {worst:.3g} (> {atol:g}) on raw sample "
                           "observations; nothing written")
     return worst
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """`dexstack export --run RUN` for a G-PAYN training run (the trainer knows its normaliser and encoder)."""
+    from dexstack.policies.gpayn.train import export_run as export_training_run
+
+    return export_training_run(run_dir, out_dir)
