@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from dexstack import contract
+from dexstack.policies.common.onnx_session import open_session
 from dexstack.runtime import ObservationError, check_observation
 
 # onnxruntime threads per session. The robot computer (and this 2-core dev machine) also runs the
@@ -63,15 +63,7 @@ class Runtime:
         self.manifest = manifest
         self.policy_dir = Path(policy_dir)
         graph = self.policy_dir / manifest["graphs"]["policy"]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self._session = ort.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for corrupt/missing graphs
-            raise ValueError(f"cannot load ONNX graph {graph}: {exc}") from exc
+        self._session = open_session(graph, threads or int(os.environ.get(THREADS_ENV, DEFAULT_THREADS)))
 
         self._inputs: list[dict[str, Any]] = list(manifest["inputs"])
         expected = [spec["name"] for spec in self._inputs]

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
+from dexstack.policies.common.onnx_session import open_session
 from dexstack.policies.diffusion import schedulers, verify
 from dexstack.runtime import ObservationError, check_observation
 
@@ -25,16 +25,6 @@ THREADS_ENV = "DEXSTACK_ORT_THREADS"
 DEFAULT_THREADS = 1  # the robot computer also runs drivers or the sim; see bench/bench_diffusion.py
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own types for missing or corrupt graphs
-        raise ValueError(f"cannot load ONNX graph {path}: {exc}") from exc
 
 
 def _norm_arrays(norm: dict[str, Any] | None, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -61,8 +51,8 @@ class Runtime:
         self.policy_dir = Path(policy_dir)
         threads = threads or int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
         graphs = manifest["graphs"]
-        self._encoder = _session(self.policy_dir / graphs["encoder"], threads)
-        self._denoiser = _session(self.policy_dir / graphs["denoiser"], threads)
+        self._encoder = open_session(self.policy_dir / graphs["encoder"], threads)
+        self._denoiser = open_session(self.policy_dir / graphs["denoiser"], threads)
 
         self._inputs: list[dict[str, Any]] = list(manifest["inputs"])
         names = [spec["name"] for spec in self._inputs]

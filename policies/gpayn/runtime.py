@@ -19,24 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
+from dexstack.policies.common.onnx_session import open_session
 from dexstack.runtime import ObservationError, check_observation
 
 THREADS_ENV = "DEXSTACK_ORT_THREADS"
 DEFAULT_THREADS = 1  # a few-hundred-k-parameter MLP and a small CNN at batch 1: one thread is enough
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own types for missing or corrupt graphs
-        raise ValueError(f"cannot load ONNX graph {path}: {exc}") from exc
 
 
 def _mean_std(norm: dict[str, Any] | None, dim: int, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +53,7 @@ class Runtime:
             self._actor_keys: list[str] = list(rt["actor_inputs"])
         except KeyError:
             raise ValueError("manifest runtime lacks 'actor_inputs' (gpayn runtime settings)") from None
-        self._actor = _session(self.policy_dir / graphs["actor"], threads)
+        self._actor = open_session(self.policy_dir / graphs["actor"], threads)
         got = sorted(i.name for i in self._actor.get_inputs())
         if got != sorted(self._actor_keys):
             raise ValueError(f"{graphs['actor']} takes inputs {got}, manifest runtime.actor_inputs lists "
@@ -80,7 +70,7 @@ class Runtime:
             image_spec = by_name.get(self._image_key)
             if image_spec is None or image_spec["kind"] != "rgb":
                 raise ValueError(f"runtime.visual.image_input {self._image_key!r} is not an rgb input of the manifest")
-            self._encoder = _session(self.policy_dir / graphs["encoder"], threads)
+            self._encoder = open_session(self.policy_dir / graphs["encoder"], threads)
             self._image_scale = np.float32(image_spec["normalization"]["scale"])
             self._visual_norm = _mean_std(visual["normalization"], int(visual["feature_dim"]), "runtime.visual")
             self._encoder_input = self._encoder.get_inputs()[0].name
