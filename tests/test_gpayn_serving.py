@@ -539,11 +539,16 @@ def test_lockstep_answers_each_observation_once(exported, dexstack_home, monkeyp
     ros_client.node.create_subscription(JointState, contract.JOINT_STATES, states.append, reliable)
     chunks = lambda: [m for m in answers if m.points]  # noqa: E731
     assert ros_client.spin_until(lambda: len(chunks()) >= 12, 50), (len(answers), len(chunks()))
-    stamps = [_sec(m.header.stamp) for m in answers]
-    assert len(set(stamps)) == len(stamps), "a stamp was answered twice"
+    # A stamp may be answered more than once only by re-sending the same answer (the sim asks again
+    # when an answer is lost, e.g. while DDS discovery completes at start-up): never recomputed.
+    by_answer: dict[float, list] = {}
+    for m in answers:
+        by_answer.setdefault(_sec(m.header.stamp), []).append(
+            [(tuple(p.positions), p.time_from_start.sec, p.time_from_start.nanosec) for p in m.points])
+    assert all(all(a == same[0] for a in same) for same in by_answer.values()), "a stamp got two different answers"
     first = answers.index(chunks()[0])
     assert all(m.points for m in answers[first:]), "a hold after the first trajectory"
-    served = [_sec(m.header.stamp) for m in answers[first:]]
+    served = sorted({_sec(m.header.stamp) for m in answers[first:]})
     np.testing.assert_allclose(np.diff(served), 0.1, atol=1e-6)  # one answer per 10 Hz tick, none skipped
     # Palm height at the observations answered: one action step (2.5 mm) higher per tick, after the lag.
     kinematics = HandKinematics()
