@@ -464,7 +464,8 @@ def test_policy_node_drives_the_hand_through_ros(exported, dexstack_home, monkey
     # No grasp planner yet: the node answers every tick with a hold and says why.
     assert ros_client.spin_until(lambda: len(answers) >= 20 and any("grasp pose" in d[1] for d in diagnostics), 45), \
         (len(answers), diagnostics[-2:])
-    assert all(not m.points for m in answers) and not any(m.points for m in commands)
+    assert all(not m.points for m in answers), [(_sec(m.header.stamp), len(m.points)) for m in answers]
+    assert not any(m.points for m in commands), [(_sec(m.header.stamp), len(m.points)) for m in commands]
     waiting = [d for d in diagnostics if "grasp pose" in d[1]][-1]
     assert waiting[0] == 1 and waiting[1] == "policy waits: no grasp pose yet on /grasp/target_pose", waiting
     assert waiting[2]["family"] == "gpayn"
@@ -483,7 +484,9 @@ def test_policy_node_drives_the_hand_through_ros(exported, dexstack_home, monkey
     assert ros_client.spin_until(lambda: after(commands) and
                                  _sec(after(commands)[-1].header.stamp) - _sec(after(commands)[0].header.stamp) >= span_s,
                                  45), (len(commands), len(after(answers)))
-    served, relayed = after(answers), after(commands)
+    # The safety filter may add its own holds (watchdog, start-up) on the controller topic; the
+    # relayed policy trajectories are the ones with points.
+    served, relayed = after(answers), [m for m in after(commands) if m.points]
     holds = [m for m in served if not m.points]
     assert not holds, (f"{len(holds)} holds after the first trajectory (first at "
                        f"{_sec(holds[0].header.stamp) - t_first:.3f} s): {diagnostics[-3:]}")
@@ -501,7 +504,8 @@ def test_policy_node_drives_the_hand_through_ros(exported, dexstack_home, monkey
     start_palm = kinematics.palm_pose(joint_positions(start, ADROIT.joint_names))[0]
     end_palm = kinematics.palm_pose(joint_positions(end, ADROIT.joint_names))[0]
     rise, elapsed = end_palm - start_palm, _sec(end.header.stamp) - _sec(start.header.stamp)
-    assert 0.4 * UP_ACTION * 0.1 * elapsed < rise[2] < 1.2 * UP_ACTION * 0.1 * elapsed, (rise, elapsed)
+    # Bounds, not a rate: sim-time stamps of a realtime run on a loaded machine jitter by ticks.
+    assert 0.4 * UP_ACTION * 0.1 * elapsed < rise[2] < 2.0 * UP_ACTION * 0.1 * elapsed, (rise, elapsed)
     assert np.linalg.norm(rise[:2]) < 0.005, rise
     wall = received_at[id(relayed[-1])] - received_at[id(relayed[0])]
     print(f"trajectories: {rate:.1f} per sim second over {stamps[-1] - stamps[0]:.2f} s "
