@@ -125,31 +125,17 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
     lockstep = sim and values["pacing"] == "lockstep"
     common = {"use_sim_time": sim, "profile": values["profile"]}
     nodes: list[NodeSpec] = []
-    if hand:
-        if sim:
-            nodes.append(NodeSpec("hand_sim_node", "sim", common | {
-                "object": values["object"],
-                "rtf": float(values["rtf"]),
-                "pacing": values["pacing"],
-                "seed": int(values["seed"]),
-                "cameras": values["cameras"] == "true",
-                "policy_rate": float(values["policy_rate"]),
-            }))
-        elif hardware == "mock":
-            nodes.append(NodeSpec("mock_hardware", "mock_hardware", dict(common)))
-        # Depth + object mask -> /grasp/target_pose (on a real robot a segmentation node sends the mask).
-        nodes.append(NodeSpec("grasp_planner_node", "grasp_planner", {"use_sim_time": sim}))
-    elif sim:
-        nodes.append(NodeSpec("sim_node", "sim", common | {
-            "task": values["task"],
-            "rtf": float(values["rtf"]),
-            "pacing": values["pacing"],
-            "seed": int(values["seed"]),
-            "cameras": values["cameras"] == "true",
-            "policy_rate": float(values["policy_rate"]),
-        }))
+    # What every sim node takes; the hand sim adds its object, the Panda sim its task.
+    sim_params = common | {"rtf": float(values["rtf"]), "pacing": values["pacing"], "seed": int(values["seed"]),
+                           "cameras": values["cameras"] == "true", "policy_rate": float(values["policy_rate"])}
+    if sim:
+        nodes.append(NodeSpec("hand_sim_node", "sim", sim_params | {"object": values["object"]}) if hand
+                     else NodeSpec("sim_node", "sim", sim_params | {"task": values["task"]}))
     elif hardware == "mock":
         nodes.append(NodeSpec("mock_hardware", "mock_hardware", dict(common)))
+    if hand:
+        # Depth + object mask -> /grasp/target_pose (on a real robot a segmentation node sends the mask).
+        nodes.append(NodeSpec("grasp_planner_node", "grasp_planner", {"use_sim_time": sim}))
     # On a real robot nothing moves until an operator enables it; the gate then ramps in.
     nodes.append(NodeSpec("safety_filter", "safety_filter", common | {"start_enabled": hardware != "real"}))
     if values["policy"] == "expert":
