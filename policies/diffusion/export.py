@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from dexstack import contract
+from dexstack.policies.common.export_check import ExportError, accept_graph  # noqa: F401  (ExportError: callers catch it here)
 from dexstack.policies.diffusion.config import FAMILY, DiffusionConfig
 from dexstack.policies.diffusion.model import IMAGE_SCALE, ObservationEncoder
 
@@ -37,10 +38,6 @@ ENCODER_FILE, DENOISER_FILE = "encoder.onnx", "denoiser.onnx"
 FEATURES = "features"
 DENOISER_INPUTS = ["noisy_actions", "timestep", "cond"]
 DENOISER_OUTPUT = "denoiser_out"
-
-
-class ExportError(RuntimeError):
-    """The exported graph does not reproduce the torch model."""
 
 
 @contextlib.contextmanager
@@ -106,7 +103,7 @@ def export_encoder(encoder: ObservationEncoder, path: str | Path, atol: float = 
     names = encoder.input_names()
     _export(encoder, encoder_sample_inputs(encoder, 1), names, FEATURES, path)
     diff = _max_diff(encoder, path, names, FEATURES, [encoder_sample_inputs(encoder, b, b) for b in (1, 3)])
-    return _accept(diff, atol, path)
+    return accept_graph(diff, atol, path)
 
 
 def export_denoiser(denoiser: nn.Module, path: str | Path, horizon: int, action_dim: int, cond_dim: int,
@@ -118,15 +115,7 @@ def export_denoiser(denoiser: nn.Module, path: str | Path, horizon: int, action_
             path)
     checks = [denoiser_sample_inputs(horizon, action_dim, cond_dim, b, b, timestep_range) for b in (1, 4)]
     diff = _max_diff(denoiser, path, DENOISER_INPUTS, DENOISER_OUTPUT, checks)
-    return _accept(diff, atol, path)
-
-
-def _accept(diff: float, atol: float, path: Path) -> float:
-    if not diff <= atol:
-        path.unlink(missing_ok=True)
-        raise ExportError(f"onnxruntime and torch differ by {diff:.3g} (> {atol:g}) on sample inputs; "
-                          f"{path.name} not written")
-    return diff
+    return accept_graph(diff, atol, path)
 
 
 def runtime_settings(config: DiffusionConfig, action_dim: int) -> dict[str, Any]:

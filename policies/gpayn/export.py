@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from dexstack import contract
+from dexstack.policies.common.export_check import ExportError, accept_graph
 from dexstack.policies.gpayn.encoder import IMAGE_SCALE, ImageEncoder, encoder_hash
 from dexstack.policies.gpayn.sac import SAC, Actor, ObservationNormalizer, check_spec
 
@@ -61,10 +62,6 @@ DEFAULT_SOURCES = {
     "ee_pose": "/tf",
     "grasp_center": contract.GRASP_TARGET_POSE,
 }
-
-
-class ExportError(RuntimeError):
-    """An exported graph (or the runtime built from it) does not reproduce the torch model."""
 
 
 class ActorGraph(nn.Module):
@@ -108,14 +105,6 @@ def _max_diff(model: nn.Module, path: Path, names: list[str], output: str,
     return worst
 
 
-def _accept(diff: float, atol: float, path: Path) -> float:
-    if not diff <= atol:
-        path.unlink(missing_ok=True)
-        raise ExportError(f"onnxruntime and torch differ by {diff:.3g} (> {atol:g}) on sample inputs; "
-                          f"{path.name} not written")
-    return diff
-
-
 def export_encoder_onnx(encoder: ImageEncoder, path: str | Path, atol: float = 1e-5,
                         check_images: np.ndarray | None = None) -> float:
     """Write the encoder to ONNX at `path` (input `image` float32 (B, H, W, 3) in [0, 1], output
@@ -140,7 +129,7 @@ def export_encoder_onnx(encoder: ImageEncoder, path: str | Path, atol: float = 1
             raise ValueError(f"check_images must be uint8 (N, {model.image_hw[0]}, {model.image_hw[1]}, 3)")
         batches.append((torch.as_tensor(check_images).to(torch.float32) * IMAGE_SCALE,))
     _export(model, images(1), [IMAGE_INPUT], FEATURES_OUTPUT, path)
-    return _accept(_max_diff(model, path, [IMAGE_INPUT], FEATURES_OUTPUT, batches), atol, path)
+    return accept_graph(_max_diff(model, path, [IMAGE_INPUT], FEATURES_OUTPUT, batches), atol, path)
 
 
 def export_actor_onnx(sac: SAC, path: str | Path, atol: float = 1e-5) -> float:
@@ -158,7 +147,7 @@ def export_actor_onnx(sac: SAC, path: str | Path, atol: float = 1e-5) -> float:
         return tuple(2.0 * torch.randn(batch, dim, generator=gen) for dim in sac.spec.values())
 
     _export(model, inputs(1), names, ACTION_OUTPUT, path)
-    return _accept(_max_diff(model, path, names, ACTION_OUTPUT, [inputs(1), inputs(4)]), atol, path)
+    return accept_graph(_max_diff(model, path, names, ACTION_OUTPUT, [inputs(1), inputs(4)]), atol, path)
 
 
 def _mean_std(normalizer: ObservationNormalizer, key: str) -> dict[str, Any]:
