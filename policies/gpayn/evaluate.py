@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -128,7 +129,8 @@ def _check_objects(objects: Any) -> tuple[str, ...]:
 def evaluate_policy(policy: Any, objects: tuple[str, ...] | list[str] = TRAIN_OBJECTS, episodes_per_object: int = 50,
                     seed: int = DEFAULT_EVAL_SEED, *, render: bool | None = None,
                     image_size: tuple[int, int] | None = None, max_episode_steps: int | None = None,
-                    envs: dict[str, GraspEnv] | None = None) -> dict[str, dict[str, Any]]:
+                    envs: dict[str, GraspEnv] | None = None,
+                    on_episode: Callable[[str, int, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
     """Run `episodes_per_object` episodes per object; episode k of every object starts from
     `reset(seed=seed + k)`. Returns {object: {"success_rate", "mean_time_to_lift_s" (None without a
     success), "mean_return", "mean_steps", "episodes"}}.
@@ -136,7 +138,9 @@ def evaluate_policy(policy: Any, objects: tuple[str, ...] | list[str] = TRAIN_OB
     policy: a TorchPolicy, a gpayn `Runtime` (exported policy) or a ScriptedGraspDemo.
     render / image_size: the env's camera; by default what the policy was made for
     (`policy_env_settings`). envs: GraspEnvs to reuse ({object: env}, e.g. the trainer's); they
-    are not closed here. Envs created here are closed before returning."""
+    are not closed here. Envs created here are closed before returning.
+    on_episode(object, seed, outcome) after every episode; outcome: {"success", "time_to_lift_s"
+    (None without a lift), "steps", "return"}."""
     controller = _controller(policy)
     objects = _check_objects(objects)
     if isinstance(episodes_per_object, bool) or not isinstance(episodes_per_object, int) or episodes_per_object < 1:
@@ -168,6 +172,9 @@ def evaluate_policy(policy: Any, objects: tuple[str, ...] | list[str] = TRAIN_OB
                     times.append(steps / CONTROL_HZ)
                 returns.append(total)
                 lengths.append(steps)
+                if on_episode is not None:
+                    on_episode(name, seed + k, {"success": success, "time_to_lift_s": steps / CONTROL_HZ if success
+                                                else None, "steps": steps, "return": total})
         finally:
             if name not in shared:
                 env.close()
@@ -194,14 +201,27 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "mean_time_to_lift_s": float(np.mean(times)) if times else None}
 
 
-def _object_list(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+def resolve_objects(text: str | None, default: tuple[str, ...] = TRAIN_OBJECTS) -> tuple[str, ...]:
+    """'train', 'held_out' or comma-separated object names -> names (None: `default`). ValueError
+    for an empty list or a name that is not in the sim's object catalogue."""
+    from dexstack.sim.objects import CATALOG
+
     if text is None:
         return default
+    if not isinstance(text, str):
+        raise TypeError(f"objects must be a string ('train', 'held_out' or a,b,...), got {type(text).__name__}")
     if text == "train":
         return TRAIN_OBJECTS
     if text == "held_out":
         return HELD_OUT_OBJECTS
-    return tuple(name for name in text.split(",") if name)
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ValueError(f"no object named in {text!r}; give 'train', 'held_out' or comma-separated names")
+    unknown = [name for name in names if name not in CATALOG]
+    if unknown:
+        raise ValueError(f"unknown object(s) {unknown}; known: 'train', 'held_out', {sorted(CATALOG)}")
+    return names
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             from dexstack.policies.gpayn.train import load_policy
 
             policy, config = load_policy(args.run)
-            objects, label = _object_list(args.objects, tuple(config.objects)), f"run:{args.run}"
+            objects, label = resolve_objects(args.objects, tuple(config.objects)), f"run:{args.run}"
         elif args.onnx is not None:
             from dexstack.policies.gpayn.runtime import Runtime
 
@@ -232,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             if not manifest_path.is_file():
                 raise FileNotFoundError(f"{args.onnx} has no manifest.json (not an exported policy)")
             policy = Runtime(args.onnx, json.loads(manifest_path.read_text()))
-            objects, label = _object_list(args.objects, TRAIN_OBJECTS), f"onnx:{args.onnx}"
+            objects, label = resolve_objects(args.objects, TRAIN_OBJECTS), f"onnx:{args.onnx}"
         else:
-            policy, objects, label = ScriptedGraspDemo(), _object_list(args.objects, TRAIN_OBJECTS), "scripted"
+            policy, objects, label = ScriptedGraspDemo(), resolve_objects(args.objects, TRAIN_OBJECTS), "scripted"
         results = evaluate_policy(policy, objects, args.episodes, args.seed)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
