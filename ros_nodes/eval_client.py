@@ -1,9 +1,17 @@
 """Evaluate a policy through the full ROS graph: bring up sim + safety + policy, count
 episodes from /sim/episode, read latency figures from the policy node's /diagnostics, and
-optionally keep the scene camera frames of one episode for a video."""
+optionally keep the scene camera frames of one episode for a video.
+
+`evaluate_through_ros` runs one graph (`dexstack/graph.py`'s node list for the launch values);
+`evaluate_grasp_through_ros` runs the G-PAYN grasp task: one graph per object (the hand sim's
+`object` parameter), lockstep at the policy's own control period (its manifest's `outputs.dt`,
+for sim ticks and the policy node alike), with the hand sim's perception phase on
+(`grasp_pose_timeout_s`, see `hand_sim_node.py`) so each episode starts like `GraspEnv.reset(seed)`.
+It also keeps the grasp planner's pose of every episode, to compare with GraspEnv's plan."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -11,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -30,18 +39,33 @@ class RosEvalResult:
     policy_diagnostics: dict[str, str] = field(default_factory=dict)
     frames: list[np.ndarray] = field(default_factory=list)  # scene camera: first successful episode, else the first
     latency_series: list[tuple[float, float, float]] = field(default_factory=list)  # (wall s, inference p50, p99)
+    # Grasp planner's pose per episode (position m, world; None if none came), the hand's grasp task only.
+    grasp_positions: list[list[float] | None] = field(default_factory=list)
     wall_s: float = 0.0
+
+
+# Wall seconds the hand sim waits for the grasp planner at each episode's start (a fit takes
+# 0.1-0.7 s; discovery at start-up a few seconds more).
+GRASP_POSE_TIMEOUT_S = 30.0
 
 
 def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pacing: str = "lockstep",
                          rtf: float = 0.0, domain_id: int | None = None, extra_env: dict[str, str] | None = None,
                          log_dir: str | None = None, record_video: bool = False, timeout_s: float = 1800.0,
-                         progress: Callable[[int, bool], None] | None = None) -> RosEvalResult:
-    """Run `episodes` episodes with seeds seed, seed+1, ... through sim -> policy -> safety -> sim."""
+                         progress: Callable[[int, bool], None] | None = None,
+                         launch_values: dict[str, str] | None = None,
+                         sim_parameters: dict[str, object] | None = None) -> RosEvalResult:
+    """Run `episodes` episodes with seeds seed, seed+1, ... through sim -> policy -> safety -> sim.
+    launch_values: further launch arguments (e.g. {"object": ...}); sim_parameters: parameters
+    added to the sim node's."""
     values = {"hardware": "mujoco", "policy": policy, "task": task, "pacing": pacing, "rtf": str(rtf),
-              "seed": str(seed)}
+              "seed": str(seed)} | dict(launch_values or {})
+    specs = node_list(values)
+    if sim_parameters:
+        specs = [dataclasses.replace(s, parameters=s.parameters | dict(sim_parameters)) if s.name == "sim" else s
+                 for s in specs]
     env = node_environment(domain_id, extra_env)
-    procs = start_nodes(node_list(values), env=env, log_dir=log_dir)
+    procs = start_nodes(specs, env=env, log_dir=log_dir)
     result = RosEvalResult()
     # The client joins the same private domain as the nodes it started.
     client = RosClient("dexstack_eval", int(env.get("ROS_DOMAIN_ID", "0")))
@@ -49,14 +73,25 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
     K = contract.QoSKind
     start = time.monotonic()
     state = {"episode": None, "current": [], "first": None, "kept_success": False}
+    starts: dict[int, float] = {}  # episode -> ROS stamp of its start
+    poses: list[tuple[float, list[float]]] = []  # (stamp, position) of every grasp pose
+
+    def on_pose(msg: PoseStamped) -> None:
+        p = msg.pose.position
+        poses.append((common.to_sec(msg.header.stamp), [p.x, p.y, p.z]))
 
     def on_episode(msg: String) -> None:
         info = json.loads(msg.data)
+        if info["status"] == "running":
+            starts[int(info["episode"])] = float(info["stamp"])
         if info["status"] == "done" and info["episode"] != state["episode"] and len(result.successes) < episodes:
             state["episode"] = info["episode"]
             result.successes.append(bool(info["success"]))
             result.seeds.append(int(info["seed"]))
             result.episode_sim_s.append(float(info["sim_time"]))
+            begin, end = starts.get(int(info["episode"]), float("inf")), float(info["stamp"])
+            mine = [pos for stamp, pos in poses if begin - 1e-6 <= stamp <= end]
+            result.grasp_positions.append(mine[0] if mine else None)
             if record_video:  # keep the first successful episode for the video, else the first one
                 if state["first"] is None:
                     state["first"] = state["current"]
@@ -84,6 +119,9 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
     events = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     node.create_subscription(String, contract.SIM_EPISODE, on_episode, events)
     node.create_subscription(DiagnosticArray, contract.DIAGNOSTICS, on_diagnostics, common.QOS[K.DEFAULT])
+    node.create_subscription(PoseStamped, contract.GRASP_TARGET_POSE, on_pose,
+                             QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE,
+                                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
     if record_video:
         node.create_subscription(Image, contract.camera_color_topic("scene"), on_image,
                                  QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT))
@@ -104,3 +142,55 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
         client.close()
         stop_nodes(procs)
     return result
+
+
+@dataclass
+class GraspObjectResult:
+    """One object's episodes through ROS (seeds seed, seed+1, ...)."""
+
+    object_name: str
+    result: RosEvalResult
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.result.successes)) if self.result.successes else 0.0
+
+    @property
+    def mean_time_to_lift_s(self) -> float | None:
+        """Mean sim time from the first control tick to the lift, over the successful episodes."""
+        times = [t for t, ok in zip(self.result.episode_sim_s, self.result.successes, strict=True) if ok]
+        return float(np.mean(times)) if times else None
+
+
+def policy_rate_hz(policy: str) -> float:
+    """The control rate a gpayn policy was trained at: 1 / its manifest's outputs.dt."""
+    from dexstack.store import PolicyStore
+
+    manifest = PolicyStore().verify(policy).manifest
+    dt = float(manifest["outputs"]["dt"])
+    if not dt > 0:
+        raise ValueError(f"policy {policy!r}: outputs.dt must be > 0, got {dt}")
+    return 1.0 / dt
+
+
+def evaluate_grasp_through_ros(policy: str, objects: tuple[str, ...] | list[str], episodes: int, seed: int, *,
+                               pacing: str = "lockstep", rtf: float = 0.0, domain_id: int | None = None,
+                               extra_env: dict[str, str] | None = None, log_dir: str | None = None,
+                               timeout_s: float = 1800.0,
+                               progress: Callable[[str, int, bool], None] | None = None) -> list[GraspObjectResult]:
+    """The G-PAYN grasp task through ROS: for each object one graph (hand sim with that object,
+    grasp planner, safety filter, policy node serving the gpayn actor), `episodes` episodes with
+    seeds seed ... seed + episodes - 1 (episode k starts like GraspEnv.reset(seed + k)).
+    progress(object, done, success) after every episode."""
+    rate = policy_rate_hz(policy)
+    out = []
+    for name in objects:
+        sub_log = None if log_dir is None else f"{log_dir}/{name}"
+        res = evaluate_through_ros(
+            policy, "grasp", episodes, seed, pacing=pacing, rtf=rtf, domain_id=domain_id, extra_env=extra_env,
+            log_dir=sub_log, timeout_s=timeout_s,
+            progress=None if progress is None else (lambda done, ok, _n=name: progress(_n, done, ok)),
+            launch_values={"object": name, "policy_rate": repr(rate)},
+            sim_parameters={"grasp_pose_timeout_s": GRASP_POSE_TIMEOUT_S})
+        out.append(GraspObjectResult(name, res))
+    return out

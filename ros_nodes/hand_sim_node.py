@@ -20,24 +20,46 @@ the arm out of view, and the open hand starts at the pre-grasp 5 cm back along t
 no placement gives a reachable grasp the episode starts at `HandSim.start_pose()` with the
 object at its default spot, and the reason is logged.
 
+Episode end as GraspEnv's (`policies/gpayn/rewards.py`), checked at every control tick: success
+the first tick the object is SUCCESS_LIFT above its resting height and not knocked over
+(`success_hold_s` = 0 by default: no hold, as GraspEnv terminates on the lift); failure the first
+tick it is knocked over (tilt > TILT_LIMIT or OFF_TABLE_DROP below rest), or at the time limit.
+GraspEnv also ends an episode when the palm IK fails; here the policy node holds instead and the
+episode goes on (the sim does not see the policy's IK).
+
+Perception phase (lockstep, `grasp_pose_timeout_s` > 0): GraspEnv fits the object with the arm
+pulled out of the camera's view, then puts the hand at the pre-grasp. At the start of each
+episode this node publishes that view (depth, camera_info, mask of the reset state re-rendered
+with the arm at `env.CAMERA_CLEAR_ARM`, on a scratch copy of the physics state) stamped with the
+episode's start, waits up to `grasp_pose_timeout_s` of wall time for the grasp planner's
+/grasp/target_pose from it, and only then starts the clock: ROS time moves one control period
+on (physics does not) and the first control observation goes out. The policy's first action then
+sees GraspEnv's first observation and a grasp pose planned from the same view, instead of holding
+for the ticks the planner takes and planning from a view the open hand occludes.
+
 Parameters (besides the Panda sim node's; `task` is ignored, `profile` must be adroit or left at
 its default): `object` (a `sim.objects.CATALOG` name), `max_episode_s` (episode time limit, by
-default GraspEnv's 5 s so evaluation through ROS matches the in-process env).
+default GraspEnv's 5 s so evaluation through ROS matches the in-process env), `success_hold_s`
+(how long the lift must last, default 0 as GraspEnv), `grasp_pose_timeout_s` (default 0: no
+perception phase; `dexstack eval --through-ros` sets it).
 """
 
 from __future__ import annotations
 
+import copy
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import mujoco
 import numpy as np
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from sensor_msgs.msg import Image
 
 from dexstack import contract
 from dexstack.hardware.profiles import ADROIT
-from dexstack.policies.gpayn.env import CONTROL_HZ, MAX_EPISODE_STEPS, GraspEnv
-from dexstack.policies.gpayn.rewards import SUCCESS_LIFT
+from dexstack.policies.gpayn.env import CAMERA_CLEAR_ARM, CONTROL_HZ, MAX_EPISODE_STEPS, GraspEnv
+from dexstack.policies.gpayn.rewards import OFF_TABLE_DROP, SUCCESS_LIFT, TILT_LIMIT
 from dexstack.ros_nodes import common
 from dexstack.ros_nodes.sim_node import SIM_TIME_START_S, SimNode
 from dexstack.trajectory import ActionChunk, TrajectoryExecutor
@@ -48,17 +70,26 @@ DEFAULT_MAX_EPISODE_S = MAX_EPISODE_STEPS / CONTROL_HZ
 
 class GraspTask:
     """What SimNode asks of a task: the instruction, success (the object lifted SUCCESS_LIFT above
-    its resting height, as GraspEnv's reward counts it) and the time limit."""
+    its resting height and not knocked over, as GraspEnv's reward counts it), failure (knocked
+    over) and the time limit."""
 
-    success_hold_s = 0.5  # s the lift must last, like the Panda tasks
-
-    def __init__(self, core: HandSimCore, max_time_s: float) -> None:
+    def __init__(self, core: HandSimCore, max_time_s: float, success_hold_s: float = 0.0) -> None:
+        if not np.isfinite(success_hold_s) or success_hold_s < 0:
+            raise ValueError(f"success_hold_s must be a number of seconds >= 0, got {success_hold_s}")
         self.core = core
         self.max_time_s = max_time_s
+        self.success_hold_s = float(success_hold_s)  # 0: GraspEnv ends the episode on the lift itself
         self.instruction = f"grasp the {core.object_name.replace('_', ' ')} and lift it"
 
+    def lift(self) -> float:
+        """Height of the object's centre above its resting height (m)."""
+        return float(self.core.sim.object_center()[2]) - self.core.rest_height
+
+    def knocked_over(self) -> bool:
+        return self.core.sim.object_tilt() > TILT_LIMIT or self.lift() < -OFF_TABLE_DROP
+
     def success(self) -> bool:
-        return float(self.core.sim.object_center()[2]) - self.core.rest_height >= SUCCESS_LIFT
+        return self.lift() >= SUCCESS_LIFT and not self.knocked_over()
 
 
 class HandSimCore:
@@ -71,7 +102,7 @@ class HandSimCore:
     """
 
     def __init__(self, object_name: str, render: bool, camera_size: tuple[int, int] | None,
-                 max_time_s: float) -> None:
+                 max_time_s: float, success_hold_s: float = 0.0) -> None:
         if not np.isfinite(max_time_s) or max_time_s <= 0:
             raise ValueError(f"max_episode_s must be a positive number of seconds, got {max_time_s}")
         spec = ADROIT.cameras[0]
@@ -93,7 +124,7 @@ class HandSimCore:
         self._dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in joints])
         self._act = np.array([m.actuator(a).id for a in self.sim.names.actuators])
         self.executor = TrajectoryExecutor(ADROIT.joint_names, np.asarray(ADROIT.home, dtype=float))
-        self.task = GraspTask(self, max_time_s)
+        self.task = GraspTask(self, max_time_s, success_hold_s)
         self._t0 = 0.0
         self.rest_height = 0.0
         self.plan: dict = {}
@@ -163,6 +194,27 @@ class HandSimCore:
         self._check_camera(camera)
         return self._gl(self.sim.object_mask)
 
+    def clear_view(self, camera: str) -> tuple[np.ndarray, np.ndarray]:
+        """Depth (H, W) m and object mask (H, W) bool of the current scene with the arm at
+        GraspEnv's CAMERA_CLEAR_ARM (out of the camera's view), rendered from a scratch copy of the
+        physics state: the simulation itself is not touched."""
+        self._check_camera(camera)
+        return self._gl(self._render_clear_view)
+
+    def _render_clear_view(self) -> tuple[np.ndarray, np.ndarray]:
+        sim = self.sim
+        live = sim.data
+        scratch = copy.copy(live)  # MjData's copy is a deep copy
+        scratch.qpos[sim._qpos_adr[:6]] = CAMERA_CLEAR_ARM
+        mujoco.mj_forward(sim.model, scratch)
+        sim.data = scratch  # HandSim renders its `data`; swap only for these two renders
+        try:
+            _, depth = sim.render()
+            mask = sim.object_mask()
+        finally:
+            sim.data = live
+        return depth, mask
+
     def camera_intrinsics(self, camera: str) -> tuple[float, float, float, float]:
         self._check_camera(camera)
         return self.sim.camera_intrinsics()
@@ -209,6 +261,10 @@ class HandSimNode(SimNode):
         # Called from SimNode's constructor after its parameters and before its publishers.
         object_name = self.declare_parameter("object", DEFAULT_OBJECT).value
         max_episode_s = float(self.declare_parameter("max_episode_s", DEFAULT_MAX_EPISODE_S).value)
+        success_hold_s = float(self.declare_parameter("success_hold_s", 0.0).value)
+        self.grasp_pose_timeout_s = float(self.declare_parameter("grasp_pose_timeout_s", 0.0).value)
+        if not np.isfinite(self.grasp_pose_timeout_s) or self.grasp_pose_timeout_s < 0:
+            raise ValueError(f"grasp_pose_timeout_s must be a number of seconds >= 0, got {self.grasp_pose_timeout_s}")
         if self.profile.name not in (ADROIT.name, "panda"):  # panda: SimNode's default, i.e. not set
             raise ValueError(f"the hand sim simulates the {ADROIT.name} profile, got profile {self.profile.name!r}")
         from rclpy.parameter import Parameter
@@ -216,7 +272,12 @@ class HandSimNode(SimNode):
         self.set_parameters([Parameter("profile", Parameter.Type.STRING, ADROIT.name)])
         self.profile = ADROIT
         self.task_name = "grasp"
-        core = HandSimCore(object_name, render, size, max_episode_s)
+        core = HandSimCore(object_name, render, size, max_episode_s, success_hold_s)
+        self.perceive_due = False  # lockstep: the episode's perception phase has not run yet
+        self.grasp_pose_stamp: float | None = None  # stamp (s) of the newest /grasp/target_pose
+        self.perception_waits_s: list[float] = []
+        self.create_subscription(PoseStamped, contract.GRASP_TARGET_POSE, self._on_grasp_pose,
+                                 common.QOS[contract.QoSKind.LATCHED])
 
         qos = common.QOS
         self.pub_tactile = [self.create_publisher(WrenchStamped, contract.tactile_topic(pad),
@@ -238,13 +299,57 @@ class HandSimNode(SimNode):
         self.thread.start()
         return core
 
+    def _on_grasp_pose(self, msg: PoseStamped) -> None:
+        with self.wake:
+            self.grasp_pose_stamp = common.to_sec(msg.header.stamp)
+            self.wake.notify_all()
+
     def _reset_episode(self) -> None:
+        self.perceive_due = self.lockstep and self.grasp_pose_timeout_s > 0 and bool(self.pub_mask)
         super()._reset_episode()
         if self.core.plan.get("error"):
             self.get_logger().error(f"episode {self.episode}: no planned pre-grasp, starting at the start "
                                     f"pose: {self.core.plan['error']}")
 
+    def _perception_phase(self) -> None:
+        """Lockstep, lock held, before an episode's first observation: publish the arm-clear view
+        at the episode's start stamp, wait for the grasp planner's pose from it (wall time, up to
+        grasp_pose_timeout_s), then move ROS time one control period on without physics."""
+        self.perceive_due = False
+        t = self.ros_time()
+        cam = self.core.camera_name
+        depth, mask = self.core.clear_view(cam)
+        frame = f"{cam}_camera_optical_frame"
+        _, pub_depth, pub_info = self.pub_cam[cam]
+        fx, fy, cx, cy = self.core.camera_intrinsics(cam)
+        self.pub_mask[cam].publish(mask_msg(mask, frame, t))
+        pub_info.publish(common.camera_info_msg(depth.shape[1], depth.shape[0], fx, fy, cx, cy, frame, t))
+        pub_depth.publish(common.depth_msg(depth, frame, t))
+        start = time.monotonic()
+        last_sent = start
+        while self.running and not self.reset_requested and (
+                self.grasp_pose_stamp is None or self.grasp_pose_stamp < t - 1e-6):
+            waited = time.monotonic() - start
+            if waited > self.grasp_pose_timeout_s:
+                self.get_logger().error(f"episode {self.episode}: no grasp pose on {contract.GRASP_TARGET_POSE} "
+                                        f"after {waited:.1f} s; starting without one")
+                break
+            if time.monotonic() - last_sent > 1.0:  # sensor-data QoS is best effort: send the view again
+                self.pub_mask[cam].publish(mask_msg(mask, frame, t))
+                pub_info.publish(common.camera_info_msg(depth.shape[1], depth.shape[0], fx, fy, cx, cy, frame, t))
+                pub_depth.publish(common.depth_msg(depth, frame, t))
+                last_sent = time.monotonic()
+            self.wake.wait(0.02)
+        else:
+            # The policy node gets the same latched pose; give its delivery a head start over the
+            # first observation (wall time only).
+            self.wake.wait(0.05)
+        self.perception_waits_s.append(time.monotonic() - start)
+        self.offset += self.steps_per_tick * self.core.dt
+
     def _publish_state(self, cameras: bool, tick: bool = True) -> None:
+        if self.perceive_due and tick:
+            self._perception_phase()
         # Tactile before SimNode's joint states and /clock: one stamp, observations before time.
         t = self.ros_time()
         for pub, frame, force in zip(self.pub_tactile, ADROIT.tactile_frames, self.core.pad_forces(), strict=True):
