@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_physics.py", "bench_sim_node.py", "bench_bc_inference.py", "bench_policy_node.py"]
+BENCHES = ["bench_physics.py", "bench_sim_node.py", "bench_bc_inference.py", "bench_policy_node.py", "bench_gpayn.py"]
 
 
 def main() -> int:
