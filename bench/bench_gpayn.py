@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -481,6 +482,7 @@ def bench_node(actor: BenchActor, seconds: float, object_name: str, domain: int,
     finally:
         client.close()
         codes = stop_nodes(procs)
+    shutil.rmtree(log_dir, ignore_errors=True)  # kept only when the run failed (named in the error)
     keys = ["inference_ms_p50", "inference_ms_p99", "compute_ms_p50", "compute_ms_p99", "e2e_ms_p50", "e2e_ms_p99",
             "observation_age_ms_p99", "loop_period_ms_p50", "loop_jitter_ms_p99"]
     fits = [float(v["fit_s"]) * 1e3 for v in planner.values()]
