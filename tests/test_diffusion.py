@@ -87,6 +87,21 @@ def test_encoder_onnx_matches_torch(policies):
         np.testing.assert_allclose(runtime.encode(obs), torch_cond(encoder, [obs])[0], atol=1e-4, rtol=0)
 
 
+def test_pooled_colour_features_are_exported_and_tell_colours_apart(tmp_path):
+    """pooled_features adds globally averaged channels after the keypoints: ONNX matches torch,
+    and two uniform images of different colours, same keypoints, differ in those features."""
+    policy_dir, encoder, _, manifest = make_policy(tmp_path, tiny_config(pooled_features=4))
+    assert encoder.out_dim == J + 2 * 8 + 4
+    runtime = Runtime(policy_dir, manifest)
+    obs = observation(0)
+    np.testing.assert_allclose(runtime.encode(obs), torch_cond(encoder, [obs])[0], atol=1e-4, rtol=0)
+    red, blue = dict(obs), dict(obs)
+    red[contract.rgb_key("wrist")] = np.zeros(IMAGE, np.uint8) + np.array([200, 0, 0], np.uint8)
+    blue[contract.rgb_key("wrist")] = np.zeros(IMAGE, np.uint8) + np.array([0, 0, 200], np.uint8)
+    f_red, f_blue = runtime.encode(red), runtime.encode(blue)
+    assert np.abs(f_red[-4:] - f_blue[-4:]).max() > 1e-2
+
+
 @pytest.mark.parametrize("kind", ["unet", "transformer"])
 def test_denoiser_step_onnx_matches_torch(policies, kind):
     import onnxruntime as ort

@@ -34,10 +34,13 @@ class ConvKeypointEncoder(nn.Module):
     ResNet with GroupNorm and spatial softmax, at a fraction of the size).
 
     The first two convolutions have stride 2, so a 96x96 image gives 24x24 keypoint heat maps.
+    `pooled_features` > 0 adds that many globally averaged channels (a 1x1 convolution of the last
+    feature map, averaged over the image) after the keypoints: keypoints say where things are,
+    not what colour they are, and a cue that differs only in colour needs the latter.
     """
 
     def __init__(self, height: int, width: int, channels: tuple[int, ...] = (32, 32, 64),
-                 num_keypoints: int = 32, groups: int = 8) -> None:
+                 num_keypoints: int = 32, groups: int = 8, pooled_features: int = 0) -> None:
         super().__init__()
         self.image_hw = (height, width)
         layers: list[nn.Module] = []
@@ -54,10 +57,14 @@ class ConvKeypointEncoder(nn.Module):
         layers.append(nn.Conv2d(in_ch, num_keypoints, 1))
         self.trunk = nn.Sequential(*layers)
         self.keypoints = SpatialSoftmax(size_h, size_w)
-        self.out_dim = 2 * num_keypoints
+        self.pooled = nn.Conv2d(in_ch, pooled_features, 1) if pooled_features > 0 else None
+        self.out_dim = 2 * num_keypoints + pooled_features
 
     def forward(self, image_nhwc: torch.Tensor) -> torch.Tensor:
-        return self.keypoints(self.trunk(image_nhwc.permute(0, 3, 1, 2)))
+        if self.pooled is None:
+            return self.keypoints(self.trunk(image_nhwc.permute(0, 3, 1, 2)))
+        body = self.trunk[:-1](image_nhwc.permute(0, 3, 1, 2))  # trunk[-1]: the keypoint heat-map conv
+        return torch.cat([self.keypoints(self.trunk[-1](body)), self.pooled(body).mean(dim=(2, 3))], dim=1)
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:

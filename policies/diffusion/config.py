@@ -30,6 +30,7 @@ class DiffusionConfig:
     conv_channels: tuple[int, ...] = (32, 32, 64)
     group_norm_groups: int = 8
     num_keypoints: int = 32
+    pooled_features: int = 0  # globally averaged channels per camera next to the keypoints (colour)
 
     # --- denoiser ---------------------------------------------------------------------------
     denoiser: str = "unet"  # one of DENOISERS
@@ -109,6 +110,8 @@ class DiffusionConfig:
         if not 0 <= self.past_tokens_in_loss <= self.n_obs_steps - 1:
             raise ValueError(f"past_tokens_in_loss={self.past_tokens_in_loss} must be in 0..n_obs_steps - 1 "
                              f"= {self.n_obs_steps - 1} (the past action tokens of the horizon)")
+        if isinstance(self.pooled_features, bool) or not isinstance(self.pooled_features, int) or self.pooled_features < 0:
+            raise ValueError(f"pooled_features must be an int >= 0, got {self.pooled_features!r}")
         levels = 2 ** (len(self.down_dims) - 1)
         if self.denoiser == "unet" and self.horizon % levels:
             raise ValueError(f"horizon={self.horizon} must be divisible by {levels} for a UNet with "

@@ -29,7 +29,8 @@ class ObservationEncoder(nn.Module):
         self.n_joints = n_joints
         self.cnns = nn.ModuleDict({
             cam: ConvKeypointEncoder(*image_hw[cam], channels=tuple(config.conv_channels),
-                                     num_keypoints=config.num_keypoints, groups=config.group_norm_groups)
+                                     num_keypoints=config.num_keypoints, groups=config.group_norm_groups,
+                                     pooled_features=config.pooled_features)
             for cam in self.cameras})
         self.out_dim = n_joints + sum(cnn.out_dim for cnn in self.cnns.values())
 
@@ -39,7 +40,7 @@ class ObservationEncoder(nn.Module):
 
     def forward(self, joint_positions: torch.Tensor, *images: torch.Tensor) -> torch.Tensor:
         """joint_positions (B, J) normalised, images (B, H, W, 3) scaled, in `cameras` order -> (B, F);
-        F = J + 2 * keypoints per camera (keypoints in image coordinates, [-1, 1])."""
+        F = J + (2 * keypoints + pooled features) per camera (keypoints in image coordinates, [-1, 1])."""
         feats = [joint_positions] + [self.cnns[c](img) for c, img in zip(self.cameras, images, strict=True)]
         return torch.cat(feats, dim=1)
 

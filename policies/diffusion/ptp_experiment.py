@@ -87,7 +87,8 @@ def _export(run_dir: Path, out: Path, self_verification: int | None) -> Path:
     return out
 
 
-def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes: int, rows: list[str]) -> None:
+def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes: int, rows: list[str],
+             pooled_features: int = 0) -> None:
     from dexstack.cli.evaluate import run_eval
     from dexstack.policies.diffusion.embeddings import embed_dataset
     from dexstack.store import PolicyStore
@@ -95,7 +96,7 @@ def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes:
     dataset = data_root / task
     task_dir = root / task
     encoder = task_dir / "encoder"
-    _train(dataset, encoder, STAGE1)
+    _train(dataset, encoder, {**STAGE1, "pooled_features": pooled_features})
     cache = task_dir / "embeddings.npz"
     if not cache.exists():
         t0 = time.perf_counter()
@@ -120,7 +121,7 @@ def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes:
             _log(f"evaluating {name} on {episodes} episodes")
             summary = run_eval(name, task, episodes, EVAL_SEED, through_ros=False)
             history = json.loads((run_dir / "history.json").read_text())
-            summary.update(row=row, variant=variant, seed=seed, task=task,
+            summary.update(row=row, variant=variant, seed=seed, task=task, pooled_features=pooled_features,
                            train_time_s=history[-1]["time_s"], epochs=history[-1]["epoch"],
                            seconds_per_epoch=history[-1]["time_s"] / history[-1]["epoch"])
             out.write_text(json.dumps(summary, indent=1) + "\n")
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     run.add_argument("--root", type=Path, default=Path("runs/ptp"))
     run.add_argument("--data", type=Path, default=Path("data"))
+    run.add_argument("--pooled-features", type=int, default=0,
+                     help="stage-1 encoder: globally averaged (colour) channels per camera next to the keypoints")
     rep = sub.add_parser("report")
     rep.add_argument("--root", type=Path, default=Path("runs/ptp"))
     args = parser.parse_args(argv)
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     # Results publish into their own store, not the user's.
     os.environ.setdefault("DEXSTACK_HOME", str((args.root / "home").resolve()))
-    run_task(args.root, args.data, args.task, args.seeds, args.episodes, args.rows)
+    run_task(args.root, args.data, args.task, args.seeds, args.episodes, args.rows, args.pooled_features)
 
 
 if __name__ == "__main__":

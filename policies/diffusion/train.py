@@ -256,7 +256,7 @@ class FrozenEncoder:
     provenance: dict[str, str]  # written into run.json: where the encoder and cache came from
 
 
-ENCODER_FIELDS = ("cameras", "conv_channels", "group_norm_groups", "num_keypoints")
+ENCODER_FIELDS = ("cameras", "conv_channels", "group_norm_groups", "num_keypoints", "pooled_features")
 
 
 def open_frozen_encoder(encoder_run: str | Path, embeddings: str | Path, dataset: Any) -> FrozenEncoder:
