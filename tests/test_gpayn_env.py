@@ -267,6 +267,41 @@ def test_replay_buffer_wraps_samples_and_roundtrips_through_npz(tmp_path):
         ReplayBuffer(3, spec, 3).sample(2, np.random.default_rng(0))
 
 
+def test_kept_demonstrations_survive_wrap_around_and_fill_their_share_of_each_batch(tmp_path):
+    spec = {"touch": ((10,), np.float32)}
+    buffer = ReplayBuffer(6, spec, 2)
+
+    def add(i: int) -> None:
+        buffer.add({"touch": np.full(10, i, np.float32)}, np.zeros(2), float(i), {"touch": np.zeros(10, np.float32)},
+                   False, False)
+
+    for i in range(2):  # the "demonstrations"
+        add(i)
+    buffer.keep_current()
+    for i in range(2, 12):  # 10 newer transitions through the 4 remaining slots
+        add(i)
+    assert buffer.kept == 2 and len(buffer) == 6
+    assert sorted(buffer.reward.tolist()) == [0.0, 1.0, 8.0, 9.0, 10.0, 11.0]  # demos kept, oldest newer ones gone
+    batch = buffer.sample(100, np.random.default_rng(0), kept_fraction=0.5)
+    assert batch["demo"].sum() == 50 and set(batch["reward"][batch["demo"]]) <= {0.0, 1.0}
+    assert set(batch["reward"][~batch["demo"]]) <= {8.0, 9.0, 10.0, 11.0}
+    assert not buffer.sample(50, np.random.default_rng(0))["demo"].all()  # no share asked: uniform over all
+
+    path = tmp_path / "kept.npz"
+    buffer.save(path)
+    loaded = ReplayBuffer.load(path)
+    assert loaded.kept == 2 and loaded.reward.tolist() == [0.0, 1.0, 8.0, 9.0, 10.0, 11.0]
+    loaded.add({"touch": np.zeros(10, np.float32)}, np.zeros(2), 12.0, {"touch": np.zeros(10, np.float32)}, False, False)
+    assert sorted(loaded.reward.tolist()) == [0.0, 1.0, 9.0, 10.0, 11.0, 12.0]
+    with pytest.raises(ValueError, match="kept_fraction"):
+        buffer.sample(4, np.random.default_rng(0), kept_fraction=1.5)
+    full = ReplayBuffer(2, spec, 2)
+    for _ in range(2):
+        full.add({"touch": np.zeros(10)}, np.zeros(2), 0.0, {"touch": np.zeros(10)}, False, False)
+    with pytest.raises(ValueError, match="no room"):
+        full.keep_current()
+
+
 def test_vector_env_auto_resets_and_returns_the_final_observation():
     venv = VectorGraspEnv(2, objects=("potted_meat_can", "sugar_box"), seed=7, render=False, max_episode_steps=3)
     obs, infos = venv.reset(seed=1)

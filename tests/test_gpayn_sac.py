@@ -160,6 +160,49 @@ def test_replay_style_batches_and_env_specs_are_understood():
     assert a.update(batch) == b.update({**batch, "done": done})  # terminated is done; truncation ignored
 
 
+def _bandit_batch(demo_reward: float) -> tuple[dict, np.ndarray, np.ndarray]:
+    """16 states, each with 8 rows of the demo action (flagged `demo`) and 8 random actions; one
+    step episodes. Agent rows earn 0, demo rows `demo_reward`."""
+    rng = np.random.default_rng(0)
+    demo_action = np.array([0.6, -0.4, 0.2], np.float32)
+    states = rng.normal(size=(16, 4)).astype(np.float32)
+    obs = np.repeat(states, 16, axis=0)
+    actions = np.concatenate([np.concatenate([np.tile(demo_action, (8, 1)), rng.uniform(-1, 1, (8, 3))])
+                              for _ in states]).astype(np.float32)
+    demo = np.tile(np.r_[np.ones(8, bool), np.zeros(8, bool)], len(states))
+    batch = {"obs": {"x": obs}, "next_obs": {"x": obs}, "action": actions, "done": np.ones(len(obs), np.float32),
+             "reward": np.where(demo, demo_reward, 0.0).astype(np.float32), "demo": demo}
+    return batch, states, demo_action
+
+
+def _train_bandit(batch: dict, bc_weight: float, updates: int = 200) -> tuple[SAC, list[float]]:
+    sac = SAC({"x": 4}, 3, SACConfig(hidden=(64, 64), initial_alpha=0.01, critic_layer_norm=True,
+                                     bc_weight=bc_weight), seed=0)
+    return sac, [sac.update(batch)["bc_loss"] for _ in range(updates)]
+
+
+def test_q_filtered_bc_clones_demo_actions_the_critics_do_not_rank_lower():
+    """Every action earns the same: the critics cannot tell the demo action from the actor's, the
+    filter lets BC through, and the actor takes the demo action; without BC it does not."""
+    batch, states, demo_action = _bandit_batch(demo_reward=0.0)
+    distance = {}
+    for weight in (0.0, 1.0):
+        sac, bc_losses = _train_bandit(batch, weight)
+        assert (max(bc_losses) > 0) == (weight > 0)
+        distance[weight] = float(np.abs(sac.act({"x": states}, deterministic=True) - demo_action).mean())
+    assert distance[1.0] < 0.1 and distance[1.0] < 0.5 * distance[0.0]
+    assert isinstance(sac.critics[0].net[1], torch.nn.LayerNorm)  # critic_layer_norm
+
+
+def test_q_filter_stops_cloning_demo_actions_the_critics_rank_lower():
+    """Demo rows are penalised: once the critics learn that, the filter shuts BC off and the actor
+    leaves the demo action."""
+    batch, states, demo_action = _bandit_batch(demo_reward=-5.0)
+    sac, bc_losses = _train_bandit(batch, 1.0)
+    assert bc_losses[0] > 0 and max(bc_losses[-20:]) == 0.0
+    assert np.abs(sac.act({"x": states}, deterministic=True) - demo_action).mean() > 0.8
+
+
 def test_running_norm_matches_numpy_and_freezes():
     rng = np.random.default_rng(0)
     data = rng.normal(3.0, 2.0, (1000, 4)) * np.array([1.0, 10.0, 0.1, 0.0])

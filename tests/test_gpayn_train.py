@@ -191,7 +191,9 @@ def test_evaluate_scripted_lifts_the_meat_can_and_a_still_hand_never_does():
 @pytest.mark.parametrize("bad, error", [
     ({"objects": ("teapot",)}, ValueError), ({"objects": "sugar_box"}, ValueError), ({"total_steps": 0}, ValueError),
     ({"utd_ratio": 0.0}, ValueError), ({"image_size": (40, 40)}, ValueError), ({"n_envs": 1.5}, TypeError),
-    ({"device": "tpu"}, ValueError), ({"sac": "big"}, TypeError)])
+    ({"device": "tpu"}, ValueError), ({"sac": "big"}, TypeError),
+    ({"n_envs": 2}, ValueError),  # 5 objects, 2 envs: three objects would never be trained on
+    ({"demo_batch_fraction": 1.0}, ValueError)])
 def test_bad_configs_are_refused(bad, error):
     with pytest.raises(error):
         GPAYNConfig(**bad)

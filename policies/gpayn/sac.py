@@ -81,6 +81,12 @@ class SACConfig:
     batch_size: int = 256  # for the trainer's sampling; `update` takes whatever batch it is given
     initial_alpha: float = 1.0  # SB3's "auto" start; the tuning moves it within a few thousand steps
     target_entropy: float | None = None  # None: -action_dim
+    # LayerNorm after each hidden layer of the critics (RLPD, Ball et al. 2023): keeps Q bounded on
+    # actions far from the data, which otherwise run away when half of every batch is demos.
+    critic_layer_norm: bool = False
+    # Q-filtered behaviour cloning on demonstration rows (Nair et al. 2018, G-PAYN's OERLD baseline):
+    # actor loss += bc_weight x mean over demo rows of |pi(s) - a_demo|^2 where Q(s, a_demo) > Q(s, pi(s)).
+    bc_weight: float = 0.0
     obs_clip: float = 10.0  # normalised observations are clipped to +-obs_clip
     min_std: float = 1e-2  # std floor of the normaliser, in each key's units (constant features)
 
@@ -90,7 +96,7 @@ class SACConfig:
             raise ValueError(f"hidden must be positive layer widths, got {self.hidden}")
         checks = {"lr": self.lr > 0, "gamma": 0.0 <= self.gamma <= 1.0, "tau": 0.0 < self.tau <= 1.0,
                   "batch_size": self.batch_size > 0, "initial_alpha": self.initial_alpha > 0,
-                  "obs_clip": self.obs_clip > 0, "min_std": self.min_std > 0}
+                  "obs_clip": self.obs_clip > 0, "min_std": self.min_std > 0, "bc_weight": self.bc_weight >= 0}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"SACConfig: out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}")
@@ -177,10 +183,10 @@ class ObservationNormalizer(nn.Module):
 
 # --- networks --------------------------------------------------------------------------------
 
-def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
+def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, layer_norm: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
     for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        layers += [nn.Linear(in_dim, width)] + ([nn.LayerNorm(width)] if layer_norm else []) + [nn.ReLU()]
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
@@ -225,9 +231,10 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """Q(s, a) on the normalised observation vector and the action -> (B,)."""
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...] = (256, 256)) -> None:
+    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...] = (256, 256),
+                 layer_norm: bool = False) -> None:
         super().__init__()
-        self.net = mlp(obs_dim + action_dim, hidden, 1)
+        self.net = mlp(obs_dim + action_dim, hidden, 1, layer_norm)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
@@ -262,7 +269,8 @@ class SAC:
             torch.manual_seed(seed)
             self.normalizer = ObservationNormalizer(self.spec, self.config.obs_clip, self.config.min_std)
             self.actor = Actor(obs_dim, self.action_dim, hidden)
-            self.critics = nn.ModuleList([Critic(obs_dim, self.action_dim, hidden) for _ in range(2)])
+            self.critics = nn.ModuleList([Critic(obs_dim, self.action_dim, hidden, self.config.critic_layer_norm)
+                                          for _ in range(2)])
         self.critics_target = copy.deepcopy(self.critics)
         self.critics_target.requires_grad_(False)
         for module in (self.normalizer, self.actor, self.critics, self.critics_target):
@@ -357,6 +365,16 @@ class SAC:
         q_new = torch.min(*(q(obs, new_action) for q in self.critics))
         self.critics.requires_grad_(True)
         actor_loss = (alpha * log_prob - q_new).mean()
+        bc_loss = torch.zeros((), device=self.device)
+        if self.config.bc_weight > 0 and batch.get("demo") is not None:
+            demo = torch.as_tensor(batch["demo"], dtype=torch.bool, device=self.device)
+            if demo.any():
+                with torch.no_grad():  # Q-filter: clone the demo action only where the critics prefer it
+                    q_demo = torch.min(*(q(obs[demo], action[demo]) for q in self.critics))
+                    better = (q_demo > q_new[demo].detach()).float()
+                error = ((self.actor.deterministic(obs[demo]) - action[demo]) ** 2).sum(-1)
+                bc_loss = (better * error).mean()
+                actor_loss = actor_loss + self.config.bc_weight * bc_loss
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
@@ -373,6 +391,7 @@ class SAC:
                 target_param.lerp_(param, self.config.tau)
         self.updates += 1
         return {"critic_loss": float(critic_loss.detach()), "actor_loss": float(actor_loss.detach()),
+                "bc_loss": float(bc_loss.detach()),
                 "alpha_loss": float(alpha_loss.detach()),
                 "alpha": self.alpha, "entropy": float(-log_prob.detach().mean()),
                 "q_mean": float(torch.stack(q_values).detach().mean())}

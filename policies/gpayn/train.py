@@ -90,9 +90,12 @@ class GPAYNConfig:
     """Everything a run depends on; written to the run's config.json (a resumed run keeps it)."""
 
     objects: tuple[str, ...] = TRAIN_OBJECTS
-    n_envs: int = 1
+    n_envs: int = len(TRAIN_OBJECTS)  # env i grasps objects[i % len(objects)]: one env per object
     total_steps: int = 20_000  # env steps (all envs together), demonstrations not counted
     demo_episodes: int = 50  # scripted episodes pre-filled (round robin over objects); 0 = SAC from scratch
+    # Share of every SAC batch drawn from the demonstrations, which are never overwritten (G-PAYN's
+    # code samples half of each batch from its demonstration buffer); 0 = demos are ordinary replay.
+    demo_batch_fraction: float = 0.5
     random_steps: int = 1_000  # uniform random actions first, only without demonstrations
     batch_size: int = 256
     utd_ratio: float = 1.0  # SAC updates per env step
@@ -108,7 +111,11 @@ class GPAYNConfig:
     pretrain_frames: int = 2_000
     pretrain_epochs: int = 10
     feature_dim: int = 64
-    sac: SACConfig = field(default_factory=SACConfig)
+    # What learns at this budget (docs/GPAYN.md "Training recipe"): a low initial temperature (the
+    # entropy bonus at alpha 1 outweighs the +-1 task reward for thousands of steps), LayerNorm
+    # critics and the Q-filtered BC term on demo rows. bc_weight 0 is G-PAYN's own recipe.
+    sac: SACConfig = field(default_factory=lambda: SACConfig(initial_alpha=0.05, critic_layer_norm=True,
+                                                             bc_weight=1.0))
     torch_threads: int = 1
     device: str = "auto"  # "auto" = cuda when available, else cpu
 
@@ -134,11 +141,16 @@ class GPAYNConfig:
                 raise TypeError(f"GPAYNConfig.{name} must be an int, got {value!r}")
             if value < (1 if name in positive else 0):
                 raise ValueError(f"GPAYNConfig.{name} must be {'> 0' if name in positive else '>= 0'}, got {value}")
+        if not (isinstance(self.demo_batch_fraction, int | float) and 0 <= self.demo_batch_fraction < 1):
+            raise ValueError(f"GPAYNConfig.demo_batch_fraction must be in [0, 1), got {self.demo_batch_fraction!r}")
         if not (isinstance(self.utd_ratio, int | float) and 0 < self.utd_ratio <= 64):
             raise ValueError(f"GPAYNConfig.utd_ratio must be in (0, 64], got {self.utd_ratio!r}")
         if len(self.image_size) != 2 or min(self.image_size) < 16 or any(v % 16 for v in self.image_size):
             raise ValueError(f"image_size must be (width, height), multiples of 16 (the encoder's 4 stride-2 "
                              f"layers), got {self.image_size}")
+        if self.n_envs < len(self.objects):
+            raise ValueError(f"n_envs={self.n_envs} < {len(self.objects)} objects: env i grasps objects[i % "
+                             f"{len(self.objects)}], so {list(self.objects[self.n_envs:])} would never be trained on")
         if self.n_envs > 1000:
             raise ValueError(f"n_envs must be <= 1000 (env seeds are spaced 1000 apart), got {self.n_envs}")
         if self.render and self.pretrain_frames < 2:
@@ -413,6 +425,8 @@ def _train(run_dir: Path, config: GPAYNConfig, resume: bool, encoder_path: str |
                      else {"episodes": 0, "transitions": 0, "successes": 0, "per_object": {}})
             if len(buffer):  # the normaliser starts from the demonstrations' statistics
                 sac.update_normalizer({k: buffer.obs[k][:len(buffer)] for k in spec})
+                if config.demo_batch_fraction > 0:
+                    buffer.keep_current()
             from dexstack.policies.bc.train import code_commit
 
             runs.write_json(run_dir / "run.json", {
@@ -517,8 +531,8 @@ def _loop(run_dir: Path, config: GPAYNConfig, venv: VectorGraspEnv, encoder: Any
                                              "demo_transitions": state["demo_transitions"]}
                 state["update_credit"] += config.utd_ratio * n
                 while state["update_credit"] >= 1.0:
-                    metrics = sac.update(buffer.sample(config.batch_size, rng))
-                    for key in ("critic_loss", "actor_loss", "entropy", "q_mean"):
+                    metrics = sac.update(buffer.sample(config.batch_size, rng, config.demo_batch_fraction))
+                    for key in ("critic_loss", "actor_loss", "bc_loss", "entropy", "q_mean"):
                         losses.setdefault(key, []).append(metrics[key])
                     state["update_credit"] -= 1.0
             timing["update_s"] += time.perf_counter() - t1
