@@ -146,6 +146,8 @@ def test_export_run_gives_an_onnx_actor_that_agrees_with_torch_on_env_observatio
     manifest = json.loads((out / "manifest.json").read_text())
     assert max(manifest["provenance"]["onnx_max_abs_diff"].values()) <= 1e-5
     assert manifest["outputs"]["scales"][:3] == [0.01] * 3 and manifest["outputs"]["dt"] == pytest.approx(0.1)
+    # Annotated for serving: every vector input says where it is read from on the robot.
+    assert all("read" in spec for spec in manifest["inputs"] if spec["kind"] == "vector")
     runtime, (policy, _) = Runtime(out, manifest), load_policy(run)
     env = GraspEnv(MEAT, seed=4, render=True, image_size=(32, 32))
     try:

@@ -639,7 +639,9 @@ def load_policy(run_dir: str | Path, device: str = "cpu") -> tuple[TorchPolicy, 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Export the run's actor (+ encoder) with `export.export_actor`: the run's normaliser, action
     names and scales, dt = 1 / CONTROL_HZ; up to 16 of the run's pretraining frames join the
-    torch/onnxruntime agreement checks. Returns the export directory."""
+    torch/onnxruntime agreement checks. The manifest is annotated for serving
+    (`serving.annotate_manifest`), so the export can be published and run by the policy node as it
+    is. Returns the export directory."""
     from dexstack.policies.gpayn.export import export_actor
 
     run_dir = Path(run_dir)
@@ -654,9 +656,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
                   "config": config.to_dict(), "env_steps": history[-1]["step"] if history else None,
                   "last_evaluation": ({k: history[-1][k] for k in ("step", "success_rate", "mean_return")}
                                       if history else None)}
-    return export_actor(policy.sac, policy.sac.spec, out_dir, encoder=policy.encoder, check_images=check_images,
-                        action_names=ACTION_NAMES, action_scales=ACTION_SCALES, dt=1.0 / CONTROL_HZ,
-                        provenance=provenance)
+    out = export_actor(policy.sac, policy.sac.spec, out_dir, encoder=policy.encoder, check_images=check_images,
+                       action_names=ACTION_NAMES, action_scales=ACTION_SCALES, dt=1.0 / CONTROL_HZ,
+                       provenance=provenance)
+    # Ready to publish and serve: where each input comes from on the robot (serving.py's table).
+    from dexstack.manifest import load_manifest
+    from dexstack.policies.gpayn.serving import annotate_manifest
+
+    runs.write_json(out / "manifest.json", annotate_manifest(load_manifest(out)))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
