@@ -135,8 +135,10 @@ class HandSimCore:
     # --- episode --------------------------------------------------------------------------
     @property
     def time(self) -> float:
-        """Seconds of simulation time since the last reset."""
-        return float(self.sim.data.time) - self._t0
+        """Seconds of simulation time since the last reset, rounded to 1 ns: MuJoCo adds the 2 ms
+        timestep to a float, so 2500 steps read 4.9999999999997 s and SimNode's `>= max_time_s`
+        would run a 51st control tick where GraspEnv stops after 50."""
+        return round(float(self.sim.data.time) - self._t0, 9)
 
     def reset(self, seed: int) -> None:
         """GraspEnv's reset from `seed` (object placed, grasp planned, hand at the pre-grasp); if

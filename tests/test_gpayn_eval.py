@@ -133,3 +133,25 @@ def test_through_ros_runs_the_seeds_asked_for(store, tmp_path):
         assert got is not None, can["grasp_positions"]
         assert np.linalg.norm(np.asarray(got) - want) < 0.002, (got, want)  # measured 0.5 mm
     print(json.dumps(summary))
+
+
+def test_compare_outcomes_pairs_episodes_by_seed():
+    from dexstack.policies.gpayn.evaluate import compare_outcomes
+
+    def summary(outcomes, seeds=None):
+        return {"objects": {OBJECT: {"seeds": seeds or list(range(100, 100 + len(outcomes))), "outcomes": outcomes}}}
+
+    first = summary([False] * 6 + [True] * 4)
+    second = summary([True] * 10)
+    row = compare_outcomes(first, second)[OBJECT]
+    assert (row["first"], row["second"], row["only_first"], row["only_second"]) == (4, 10, 0, 6)
+    assert row["p_value"] == pytest.approx(2 / 2 ** 6)  # McNemar exact: 6 discordant pairs, all one way
+    same = compare_outcomes(first, first)
+    assert same["all"]["p_value"] == 1.0 and same["all"]["episodes"] == 10
+    # Only the seeds both ran are paired.
+    partial = compare_outcomes(first, summary([True, True], seeds=[105, 106]))[OBJECT]
+    assert (partial["episodes"], partial["first"], partial["only_second"]) == (2, 1, 1)
+    with pytest.raises(ValueError, match="share no seed"):
+        compare_outcomes(first, summary([True], seeds=[7]))
+    with pytest.raises(ValueError, match="share no object"):
+        compare_outcomes(first, {"objects": {"sugar_box": {"seeds": [1], "outcomes": [True]}}})

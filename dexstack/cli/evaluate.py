@@ -244,6 +244,8 @@ def eval_command(
                              "(default 1000; grasp: gpayn's evaluation seed)"),
     object_name: str = typer.Option(None, "--object", help="grasp task: one object"),
     objects: str = typer.Option(None, "--objects", help="grasp task: train, held_out or a,b,... (default train)"),
+    compare: str = typer.Option(None, "--compare", help="grasp task: a file whose last line is another run's JSON "
+                                "summary (same seeds, e.g. in-process); adds a paired comparison by seed"),
     through_ros: bool = typer.Option(False, "--through-ros", help="run sim, safety filter and policy node over DDS"),
     pacing: str = typer.Option("lockstep", "--pacing", help="ROS runs: lockstep (deterministic) or realtime"),
     rtf: float = typer.Option(1.0, "--rtf", help="ROS realtime runs: real-time factor"),
@@ -256,10 +258,31 @@ def eval_command(
     try:
         summary = run_eval(policy, task, episodes, seed, through_ros, pacing, rtf, video, plot,
                            objects=object_name if object_name is not None else objects)
-    except (ValueError, TypeError) as exc:
+        if compare is not None:
+            summary["comparison"] = compare_with_file(summary, compare)
+    except (ValueError, TypeError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     typer.echo(report.json_line(summary))
+
+
+def compare_with_file(summary: dict, path: str) -> dict:
+    """`policies/gpayn/evaluate.compare_outcomes` of another grasp summary (the last line of the
+    file at `path`, as `dexstack eval` prints it; "first") with this one ("second")."""
+    import json
+    from pathlib import Path
+
+    from dexstack.policies.gpayn.evaluate import compare_outcomes
+
+    if summary.get("task") != GRASP_TASK:
+        raise ValueError("--compare pairs grasp-task episodes by seed; it needs --task grasp")
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    try:
+        other = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: last line is not a JSON summary of `dexstack eval`") from exc
+    return {"first": f"{other.get('policy')} {other.get('mode')} ({path})", "second": summary["mode"],
+            **compare_outcomes(other, summary)}
 
 
 def register(app: typer.Typer) -> None:

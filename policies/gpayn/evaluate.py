@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -199,6 +200,42 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"success_rate": float(np.mean([r["success_rate"] for r in results.values()])),
             "mean_return": float(np.mean([r["mean_return"] for r in results.values()])),
             "mean_time_to_lift_s": float(np.mean(times)) if times else None}
+
+
+def compare_outcomes(first: dict[str, Any], second: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Paired comparison of two evaluations of the same seeds (e.g. in-process vs through ROS):
+    `first` / `second` are `dexstack eval --task grasp` summaries (their "objects" with "seeds" and
+    "outcomes"). Per object shared by both, over the seeds both ran: success counts, the episodes
+    where they disagree (only_first, only_second) and McNemar's exact two-sided p-value (binomial
+    test of the disagreements; 1.0 without any), and the same pooled over objects under "all".
+    ValueError when the summaries share no object or an object shares no seed."""
+    shared = [name for name in first.get("objects", {}) if name in second.get("objects", {})]
+    if not shared:
+        raise ValueError("the two evaluations share no object")
+    out: dict[str, dict[str, Any]] = {}
+    totals = {"episodes": 0, "first": 0, "second": 0, "only_first": 0, "only_second": 0}
+    for name in shared:
+        a = dict(zip(first["objects"][name]["seeds"], first["objects"][name]["outcomes"], strict=True))
+        b = dict(zip(second["objects"][name]["seeds"], second["objects"][name]["outcomes"], strict=True))
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            raise ValueError(f"{name}: the two evaluations share no seed")
+        row = {"episodes": len(seeds), "first": sum(a[s] for s in seeds), "second": sum(b[s] for s in seeds),
+               "only_first": sum(a[s] and not b[s] for s in seeds), "only_second": sum(b[s] and not a[s] for s in seeds)}
+        out[name] = row | {"p_value": _mcnemar_exact(row["only_first"], row["only_second"])}
+        totals = {key: totals[key] + row[key] for key in totals}
+    out["all"] = totals | {"p_value": _mcnemar_exact(totals["only_first"], totals["only_second"])}
+    return out
+
+
+def _mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: P(a Binomial(b + c, 1/2) is at least as far from its mean)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
 
 
 def resolve_objects(text: str | None, default: tuple[str, ...] = TRAIN_OBJECTS) -> tuple[str, ...]:
