@@ -87,6 +87,7 @@ class SACConfig:
     # Q-filtered behaviour cloning on demonstration rows (Nair et al. 2018, G-PAYN's OERLD baseline):
     # actor loss += bc_weight x mean over demo rows of |pi(s) - a_demo|^2 where Q(s, a_demo) > Q(s, pi(s)).
     bc_weight: float = 0.0
+    bc_q_filter: bool = True  # False: clone every demo row (TD3+BC-style regularisation, no filter)
     obs_clip: float = 10.0  # normalised observations are clipped to +-obs_clip
     min_std: float = 1e-2  # std floor of the normaliser, in each key's units (constant features)
 
@@ -371,7 +372,8 @@ class SAC:
             if demo.any():
                 with torch.no_grad():  # Q-filter: clone the demo action only where the critics prefer it
                     q_demo = torch.min(*(q(obs[demo], action[demo]) for q in self.critics))
-                    better = (q_demo > q_new[demo].detach()).float()
+                    better = ((q_demo > q_new[demo].detach()).float() if self.config.bc_q_filter
+                              else torch.ones_like(q_demo))
                 error = ((self.actor.deterministic(obs[demo]) - action[demo]) ** 2).sum(-1)
                 bc_loss = (better * error).mean()
                 actor_loss = actor_loss + self.config.bc_weight * bc_loss

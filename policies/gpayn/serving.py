@@ -258,9 +258,11 @@ class PalmCommander:
         position, quaternion, fractions = integrate_action(target.position, target.quaternion, target.fractions,
                                                            a, self.scales, step_fraction)
         hand = finger_targets(fractions)
-        # IK with the hand at its commanded joints (the wrist, between arm and palm, commanded
-        # straight): once the servos settle, the palm is at the target.
-        ik = self.kinematics.solve(position, quaternion, np.concatenate([target.arm_q, hand]), arm_q0=target.arm_q)
+        # IK with the hand at its measured joints, as GraspEnv solves it (the policy was trained
+        # on that): with the commanded ones the arm compensated for a wrist pose the contact
+        # forces do not let the hand reach, and a trained actor lifted 0 of 100 times through ROS.
+        ik = self.kinematics.solve(position, quaternion, np.concatenate([target.arm_q, q[ARM_DIM:]]),
+                                   arm_q0=target.arm_q)
         if not ik.success:
             raise IKFailed(f"palm target {np.round(position, 3).tolist()} m is out of reach: {ik.message}")
         self.target = PalmTarget(position, quaternion, ik.arm_q.copy(), fractions)
