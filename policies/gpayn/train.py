@@ -91,7 +91,7 @@ class GPAYNConfig:
 
     objects: tuple[str, ...] = TRAIN_OBJECTS
     n_envs: int = len(TRAIN_OBJECTS)  # env i grasps objects[i % len(objects)]: one env per object
-    total_steps: int = 20_000  # env steps (all envs together), demonstrations not counted
+    total_steps: int = 6_000  # env steps (all envs together), demonstrations not counted
     demo_episodes: int = 50  # scripted episodes pre-filled (round robin over objects); 0 = SAC from scratch
     # Share of every SAC batch drawn from the demonstrations, which are never overwritten (G-PAYN's
     # code samples half of each batch from its demonstration buffer); 0 = demos are ordinary replay.
@@ -113,9 +113,11 @@ class GPAYNConfig:
     feature_dim: int = 64
     # What learns at this budget (docs/GPAYN.md "Training recipe"): a low initial temperature (the
     # entropy bonus at alpha 1 outweighs the +-1 task reward for thousands of steps), LayerNorm
-    # critics and the Q-filtered BC term on demo rows. bc_weight 0 is G-PAYN's own recipe.
+    # critics and a behaviour-cloning term on the demo rows that holds the actor near the
+    # demonstrations (with the Q-filter, overestimated critics switched it off and the actor
+    # drifted away). bc_weight 0 is G-PAYN's own recipe.
     sac: SACConfig = field(default_factory=lambda: SACConfig(initial_alpha=0.05, critic_layer_norm=True,
-                                                             bc_weight=1.0))
+                                                             bc_weight=10.0, bc_q_filter=False))
     torch_threads: int = 1
     device: str = "auto"  # "auto" = cuda when available, else cpu
 
