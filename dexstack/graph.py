@@ -26,6 +26,7 @@ DEFAULT_POLICY = "bc_pick_lift"
 # tests/test_graph.py keeps the two equal.
 SIM_TASKS = ("cover_pick", "cue_choice", "pick_lift")
 HAND_PROFILE = "adroit"
+GRASP_POSE_TIMEOUT_S = 30.0  # s of wall time a lockstep hand episode waits for its grasp pose
 HAND_TASKS = ("grasp",)  # the hand sim's task (`ros_nodes/hand_sim_node.py`)
 DEFAULT_TASK = "pick_lift"
 DEFAULT_HAND_OBJECT = "potted_meat_can"
@@ -129,7 +130,10 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
     sim_params = common | {"rtf": float(values["rtf"]), "pacing": values["pacing"], "seed": int(values["seed"]),
                            "cameras": values["cameras"] == "true", "policy_rate": float(values["policy_rate"])}
     if sim:
-        nodes.append(NodeSpec("hand_sim_node", "sim", sim_params | {"object": values["object"]}) if hand
+        # Lockstep hand episodes start as GraspEnv's: fit the arm-clear view, wait (up to this much
+        # wall time) for the planner's grasp pose, then start the clock (`hand_sim_node.py`).
+        hand_params = {"object": values["object"]} | ({"grasp_pose_timeout_s": GRASP_POSE_TIMEOUT_S} if lockstep else {})
+        nodes.append(NodeSpec("hand_sim_node", "sim", sim_params | hand_params) if hand
                      else NodeSpec("sim_node", "sim", sim_params | {"task": values["task"]}))
     elif hardware == "mock":
         nodes.append(NodeSpec("mock_hardware", "mock_hardware", dict(common)))

@@ -6,7 +6,8 @@ optionally keep the scene camera frames of one episode for a video.
 `evaluate_grasp_through_ros` runs the G-PAYN grasp task: one graph per object (the hand sim's
 `object` parameter), lockstep at the policy's own control period (its manifest's `outputs.dt`,
 for sim ticks and the policy node alike), with the hand sim's perception phase on
-(`grasp_pose_timeout_s`, see `hand_sim_node.py`) so each episode starts like `GraspEnv.reset(seed)`.
+(the graph sets `grasp_pose_timeout_s` in lockstep, see `hand_sim_node.py`) so each episode starts
+like `GraspEnv.reset(seed)`.
 It also keeps the grasp planner's pose of every episode, to compare with GraspEnv's plan."""
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ class RosEvalResult:
 
 # Wall seconds the hand sim waits for the grasp planner at each episode's start (a fit takes
 # 0.1-0.7 s; discovery at start-up a few seconds more).
-GRASP_POSE_TIMEOUT_S = 30.0
 
 
 def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pacing: str = "lockstep",
@@ -190,7 +190,6 @@ def evaluate_grasp_through_ros(policy: str, objects: tuple[str, ...] | list[str]
             policy, "grasp", episodes, seed, pacing=pacing, rtf=rtf, domain_id=domain_id, extra_env=extra_env,
             log_dir=sub_log, timeout_s=timeout_s,
             progress=None if progress is None else (lambda done, ok, _n=name: progress(_n, done, ok)),
-            launch_values={"object": name, "policy_rate": repr(rate)},
-            sim_parameters={"grasp_pose_timeout_s": GRASP_POSE_TIMEOUT_S})
+            launch_values={"object": name, "policy_rate": repr(rate)})
         out.append(GraspObjectResult(name, res))
     return out

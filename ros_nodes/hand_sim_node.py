@@ -41,7 +41,7 @@ Parameters (besides the Panda sim node's; `task` is ignored, `profile` must be a
 its default): `object` (a `sim.objects.CATALOG` name), `max_episode_s` (episode time limit, by
 default GraspEnv's 5 s so evaluation through ROS matches the in-process env), `success_hold_s`
 (how long the lift must last, default 0 as GraspEnv), `grasp_pose_timeout_s` (default 0: no
-perception phase; `dexstack eval --through-ros` sets it).
+perception phase; `dexstack/graph.py` sets it for lockstep bringups).
 """
 
 from __future__ import annotations
