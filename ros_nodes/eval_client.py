@@ -12,7 +12,6 @@ It also keeps the grasp planner's pose of every episode, to compare with GraspEn
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -53,17 +52,12 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
                          rtf: float = 0.0, domain_id: int | None = None, extra_env: dict[str, str] | None = None,
                          log_dir: str | None = None, record_video: bool = False, timeout_s: float = 1800.0,
                          progress: Callable[[int, bool], None] | None = None,
-                         launch_values: dict[str, str] | None = None,
-                         sim_parameters: dict[str, object] | None = None) -> RosEvalResult:
+                         launch_values: dict[str, str] | None = None) -> RosEvalResult:
     """Run `episodes` episodes with seeds seed, seed+1, ... through sim -> policy -> safety -> sim.
-    launch_values: further launch arguments (e.g. {"object": ...}); sim_parameters: parameters
-    added to the sim node's."""
+    launch_values: further launch arguments (e.g. {"object": ...})."""
     values = {"hardware": "mujoco", "policy": policy, "task": task, "pacing": pacing, "rtf": str(rtf),
               "seed": str(seed)} | dict(launch_values or {})
     specs = node_list(values)
-    if sim_parameters:
-        specs = [dataclasses.replace(s, parameters=s.parameters | dict(sim_parameters)) if s.name == "sim" else s
-                 for s in specs]
     env = node_environment(domain_id, extra_env)
     procs = start_nodes(specs, env=env, log_dir=log_dir)
     result = RosEvalResult()
