@@ -203,6 +203,21 @@ def test_q_filter_stops_cloning_demo_actions_the_critics_rank_lower():
     assert np.abs(sac.act({"x": states}, deterministic=True) - demo_action).mean() > 0.8
 
 
+def test_feature_noise_touches_only_its_keys_and_is_validated():
+    sac = SAC(SPEC, ACTION_DIM, SACConfig(hidden=(16,), feature_noise={"touch": 2.0}), seed=0)
+    clean = torch.zeros(4096, sum(SPEC.values()))
+    noisy = sac._with_feature_noise(clean)
+    start = SPEC["hand_joints"]
+    touch = slice(start, start + SPEC["touch"])
+    assert torch.equal(noisy[:, :start], clean[:, :start]) and torch.equal(noisy[:, touch.stop:], clean[:, touch.stop:])
+    assert abs(float(noisy[:, touch].std()) - 2.0) < 0.05
+    assert torch.equal(SAC(SPEC, ACTION_DIM, SACConfig(hidden=(16,)))._with_feature_noise(clean), clean)
+    with pytest.raises(ValueError, match="not in the spec"):
+        SAC(SPEC, ACTION_DIM, SACConfig(feature_noise={"visual": 1.0}))
+    with pytest.raises(ValueError, match="feature_noise"):
+        SACConfig(feature_noise={"touch": -1.0})
+
+
 def test_running_norm_matches_numpy_and_freezes():
     rng = np.random.default_rng(0)
     data = rng.normal(3.0, 2.0, (1000, 4)) * np.array([1.0, 10.0, 0.1, 0.0])

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -88,6 +88,10 @@ class SACConfig:
     # actor loss += bc_weight x mean over demo rows of |pi(s) - a_demo|^2 where Q(s, a_demo) > Q(s, pi(s)).
     bc_weight: float = 0.0
     bc_q_filter: bool = True  # False: clone every demo row (TD3+BC-style regularisation, no filter)
+    # Gaussian noise (std, in normalised units) added to these keys' normalised values in every
+    # update, e.g. {"visual": 1.0}: the actor cannot lean on features that a new object shifts
+    # (frozen image features of unseen objects flipped a trained actor into its lift phase).
+    feature_noise: dict[str, float] = field(default_factory=dict)
     obs_clip: float = 10.0  # normalised observations are clipped to +-obs_clip
     min_std: float = 1e-2  # std floor of the normaliser, in each key's units (constant features)
 
@@ -98,6 +102,8 @@ class SACConfig:
         checks = {"lr": self.lr > 0, "gamma": 0.0 <= self.gamma <= 1.0, "tau": 0.0 < self.tau <= 1.0,
                   "batch_size": self.batch_size > 0, "initial_alpha": self.initial_alpha > 0,
                   "obs_clip": self.obs_clip > 0, "min_std": self.min_std > 0, "bc_weight": self.bc_weight >= 0}
+        self.feature_noise = {str(k): float(v) for k, v in dict(self.feature_noise).items()}
+        checks["feature_noise"] = all(np.isfinite(v) and v >= 0 for v in self.feature_noise.values())
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"SACConfig: out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}")
@@ -261,6 +267,9 @@ class SAC:
         self.spec = check_spec(spec)
         self.action_dim = int(action_dim)
         self.config = config or SACConfig()
+        unknown = sorted(set(self.config.feature_noise) - set(self.spec))
+        if unknown:
+            raise ValueError(f"feature_noise names key(s) {unknown} that are not in the spec {list(self.spec)}")
         self.device = torch.device(device) if device is not None else default_device()
         self.target_entropy = (float(self.config.target_entropy) if self.config.target_entropy is not None
                                else -float(self.action_dim))
@@ -345,8 +354,8 @@ class SAC:
         """One SAC step on `batch` (see the module docstring); returns critic_loss, actor_loss,
         alpha_loss, alpha (after the step), entropy (-mean log pi of the actor's samples), q_mean."""
         obs_raw, action, reward, next_obs_raw, done = self._batch_tensors(batch)
-        obs = self.normalizer(obs_raw)
-        next_obs = self.normalizer(next_obs_raw)
+        obs = self._with_feature_noise(self.normalizer(obs_raw))
+        next_obs = self._with_feature_noise(self.normalizer(next_obs_raw))
         alpha = self.log_alpha.detach().exp()
 
         # 1. critics, towards the soft Bellman target of the target networks
@@ -397,6 +406,19 @@ class SAC:
                 "alpha_loss": float(alpha_loss.detach()),
                 "alpha": self.alpha, "entropy": float(-log_prob.detach().mean()),
                 "q_mean": float(torch.stack(q_values).detach().mean())}
+
+    def _with_feature_noise(self, normalized: torch.Tensor) -> torch.Tensor:
+        """`config.feature_noise`: N(0, std^2) added to the named keys' columns (training only)."""
+        if not self.config.feature_noise:
+            return normalized
+        out, start = normalized.clone(), 0
+        for key, dim in self.spec.items():
+            std = self.config.feature_noise.get(key, 0.0)
+            if std > 0:
+                noise = torch.randn((out.shape[0], dim), generator=self.generator, device=out.device, dtype=out.dtype)
+                out[:, start:start + dim] += std * noise
+            start += dim
+        return out
 
     # -- acting --------------------------------------------------------------------------------
 
