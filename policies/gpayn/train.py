@@ -115,9 +115,12 @@ class GPAYNConfig:
     # entropy bonus at alpha 1 outweighs the +-1 task reward for thousands of steps), LayerNorm
     # critics and a behaviour-cloning term on the demo rows that holds the actor near the
     # demonstrations (with the Q-filter, overestimated critics switched it off and the actor
-    # drifted away). bc_weight 0 is G-PAYN's own recipe.
+    # drifted away). bc_weight 0 is G-PAYN's own recipe. Noise on the frozen image features keeps
+    # the actor working on objects it never saw (std chosen on validation objects, not the held-out
+    # ones: docs/GPAYN.md).
     sac: SACConfig = field(default_factory=lambda: SACConfig(initial_alpha=0.05, critic_layer_norm=True,
-                                                             bc_weight=10.0, bc_q_filter=False))
+                                                             bc_weight=10.0, bc_q_filter=False,
+                                                             feature_noise={VISUAL_KEY: 2.0}))
     torch_threads: int = 1
     device: str = "auto"  # "auto" = cuda when available, else cpu
 
