@@ -37,10 +37,15 @@ class RobotProfile:
     # frame of the link carrying it (`tactile_frames`, same order).
     tactile_pads: tuple[str, ...] = ()
     tactile_frames: tuple[str, ...] = ()
+    # How far (rad or m) a command may lead the measured position beyond what the velocity limit
+    # allows in one step: position-servoed fingers squeeze an object by commanding closure past
+    # the contact the object stops them at. () = 0 for every joint.
+    tracking_lead: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
-        for attr in ("position_lower", "position_upper", "velocity_limit", "home"):
+        for attr in ("position_lower", "position_upper", "velocity_limit", "home") + (
+                ("tracking_lead",) if self.tracking_lead else ()):
             if len(getattr(self, attr)) != n:
                 raise ValueError(f"profile {self.name}: {attr} has {len(getattr(self, attr))} entries, expected {n}")
         if len(self.tactile_frames) != len(self.tactile_pads):
@@ -62,6 +67,10 @@ class RobotProfile:
     @property
     def vmax(self) -> np.ndarray:
         return np.asarray(self.velocity_limit, dtype=np.float64)
+
+    @property
+    def lead(self) -> np.ndarray:
+        return np.asarray(self.tracking_lead or (0.0,) * self.n_joints, dtype=np.float64)
 
     @property
     def camera_names(self) -> tuple[str, ...]:
@@ -137,6 +146,9 @@ ADROIT = RobotProfile(
     position_lower=_ADROIT_ARM_LOWER + _ADROIT_HAND_LOWER,
     position_upper=_ADROIT_ARM_UPPER + _ADROIT_HAND_UPPER,
     velocity_limit=(0.5,) * 3 + (1.5,) * 3 + (3.0,) * 24,
+    # The arm may not lead at all; a finger may be commanded up to its whole range past where the
+    # object stops it (the grip force GraspEnv, and so the trained policies, close with).
+    tracking_lead=(0.0,) * 6 + (1.6,) * 24,
     home=(0.0,) * 30,
     controller="hand_controller",
     cameras=(CameraSpec("scene", 160, 120),),

@@ -128,7 +128,7 @@ class SafetyFilter:
         profile joint order, keeps the input's stamp and times, lies inside the position
         limits, and no segment moves faster than `velocity_limit * ramp_scale(now)`,
         starting from the (clamped) measured position at the later of `now` and the
-        chunk's start. Points the consumer will skip as past are pinned to that position.
+        chunk's start; the first point may lead by the profile's `tracking_lead` on top. Points the consumer will skip as past are pinned to that position.
         """
         self.stats.commands += 1
         names = tuple(chunk.joint_names)
@@ -183,6 +183,7 @@ class SafetyFilter:
         """Walk the points in time order, letting each move at most vmax * scale * dt from the
         previous output. Returns (positions, worst requested/allowed ratio, joints slowed)."""
         vmax = self.profile.vmax * scale
+        lead = self.profile.lead * scale  # extra room for the first point only: a squeeze, not a speed
         start = now if stamp is None else stamp
         # The consumer starts from where the robot is at arrival, so time before `now` buys no motion.
         t_prev = max(start, now)
@@ -193,7 +194,7 @@ class SafetyFilter:
         for i, due in enumerate(start + times):
             dt = max(due - t_prev, 0.0)
             step = target[i] - q_prev
-            allowed = vmax * dt
+            allowed = vmax * dt + (lead if i == 0 else 0.0)
             too_fast = np.abs(step) > allowed + _EPS
             if too_fast.any():
                 slowed |= too_fast

@@ -50,6 +50,31 @@ def test_rate_limit_reduces_a_1_rad_step_in_0_1_s_to_vmax_times_dt():
     assert any("rate-limited" in r and "panda_joint1" in r and "panda_joint5" in r for r in reasons)
 
 
+def test_fingers_may_lead_by_their_tracking_lead_the_arm_may_not():
+    """A finger stopped by an object is commanded past it to grip (up to its lead); the arm gets
+    only vmax * dt, and the lead is for the first point alone."""
+    from dexstack.hardware.profiles import ADROIT
+
+    f = SafetyFilter(ADROIT, start_enabled=True)
+    measured = np.zeros(ADROIT.n_joints)
+    target = measured.copy()
+    target[0] = 0.2  # arm slide: 0.2 m in 0.1 s, limit 0.5 m/s
+    finger = ADROIT.joint_names.index("FFJ1")
+    target[finger] = 1.2  # 1.2 rad past the measured position
+    chunk = ActionChunk(ADROIT.joint_names, np.stack([target, target + 0.0]), np.array([0.1, 0.2]), 10.0)
+    out, reasons = f.filter(chunk, measured, now=10.0)
+    assert out.positions[0, 0] == pytest.approx(0.05)  # 0.5 m/s * 0.1 s
+    assert out.positions[0, finger] == pytest.approx(1.2)  # within 3 rad/s * 0.1 s + 1.6 rad
+    assert any(r.startswith("rate-limited") and "ARTx" in r and "FFJ1" not in r for r in reasons)
+    far = target.copy()
+    far[finger] = 1.5
+    out, _ = f.filter(ActionChunk(ADROIT.joint_names, far[None], np.array([0.1]), 10.0), measured, now=10.0)
+    assert out.positions[0, finger] == pytest.approx(1.5)
+    out, _ = f.filter(ActionChunk(ADROIT.joint_names, np.stack([measured, far]), np.array([0.1, 0.2]), 10.0),
+                      measured, now=10.0)
+    assert out.positions[1, finger] == pytest.approx(0.3)  # a later point: vmax * dt only
+
+
 def test_rate_limit_applies_between_consecutive_points_and_keeps_stamp_and_times():
     targets = np.repeat(HOME[None], 5, axis=0)
     targets[:, 1] = HOME[1] + np.array([0.1, 0.2, 1.2, 1.3, 1.4])  # one jump of 1 rad between points 2 and 3
