@@ -10,7 +10,8 @@ takes over from there; it has to reach the grasp pose, close the fingers and lif
 
 Control at `CONTROL_HZ` = 10 Hz of sim time (50 physics steps of 2 ms per action): the arm's
 position servos settle in ~0.2 s (slides kp 2000 N/m, kv 200 N s/m), so at 10 Hz each Cartesian
-command is mostly reached before the next one, and an episode of a 5 cm approach, a closing and
+command is mostly reached before the next one (each command ramps in over its period, as the
+robot's trajectory controller executes it), and an episode of a 5 cm approach, a closing and
 a 10 cm lift fits in ~30 steps, short horizons for SAC. 20 Hz would double the steps per
 episode for commands the arm follows no better.
 
@@ -46,6 +47,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from dexstack.hardware.profiles import ADROIT
 from dexstack.policies.gpayn import rewards
 from dexstack.policies.gpayn.grasp_pose import grasp_pose, pregrasp
 from dexstack.policies.gpayn.superquadric import Superquadric, fit_superquadric, points_from_depth
@@ -54,6 +56,7 @@ from dexstack.sim import objects as objects_lib
 from dexstack.sim.hand_core import TOUCH_THRESHOLD, HandSim, finger_targets
 from dexstack.sim.hand_scene import HAND_JOINTS, TOUCH_PADS
 from dexstack.sim.render import RgbdRenderer
+from dexstack.trajectory import ActionChunk, TrajectoryExecutor
 
 # G-PAYN's training objects (YCB) and shapes never used in training.
 TRAIN_OBJECTS: tuple[str, ...] = ("sugar_box", "mustard_bottle", "bleach_cleanser", "power_drill", "potted_meat_can")
@@ -214,6 +217,9 @@ class GraspEnv:
         self._target_pos, self._target_quat = np.asarray(pre[0], dtype=float), np.asarray(pre[1], dtype=float)
         self._arm_q = ik.arm_q.copy()
         self._fractions = np.zeros(FINGER_DIM)
+        self._executor = TrajectoryExecutor(ADROIT.joint_names,
+                                            np.concatenate([self._arm_q, finger_targets(self._fractions)]))
+        self._time = 0.0
         self._steps = 0
         self._rest_height = float(self.sim.object_center()[2])
         self._prev_height = self._rest_height
@@ -242,8 +248,16 @@ class GraspEnv:
             self._target_pos, self._target_quat, self._arm_q = target_pos, target_quat, ik.arm_q.copy()
         self._fractions = np.clip(self._fractions + a[ARM_DIM:] * MAX_FINGER_DELTA, 0.0, 1.0)
         targets = np.concatenate([self._arm_q, finger_targets(self._fractions)])
-        self.sim.set_targets(targets)
-        self.sim.step(SUBSTEPS)
+        # Executed as the robot's controller executes the policy node's command: a one-point
+        # trajectory due one period ahead, the servo targets ramping linearly from the current
+        # command (JTC semantics, the hand sim node's executor). Stepping the targets at once
+        # instead trained policies that lifted the meat can 10/10 that way and 6/10 ramped.
+        chunk = ActionChunk(ADROIT.joint_names, targets[None], np.array([1.0 / CONTROL_HZ]), self._time)
+        self._executor.set_chunk(chunk, now=self._time)
+        for i in range(SUBSTEPS):
+            self.sim.set_targets(self._executor.sample(self._time + i * hand_scene.TIMESTEP))
+            self.sim.step(1)
+        self._time += SUBSTEPS * hand_scene.TIMESTEP
         self._steps += 1
 
         contacts = self._object_contacts()
