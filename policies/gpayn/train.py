@@ -657,7 +657,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
             check_images = frames["images"][:16]
     run_info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else []
-    provenance = {"run": str(run_dir.resolve()), "code_commit": run_info.get("code_commit", "unknown"),
+    # The run directory's name, not its path: no machine paths in a shipped manifest.
+    provenance = {"run": run_dir.name, "code_commit": run_info.get("code_commit", "unknown"),
                   "config": config.to_dict(), "env_steps": history[-1]["step"] if history else None,
                   "last_evaluation": ({k: history[-1][k] for k in ("step", "success_rate", "mean_return")}
                                       if history else None)}
