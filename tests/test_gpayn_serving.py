@@ -558,10 +558,11 @@ def test_lockstep_answers_each_observation_once(exported, dexstack_home, monkeyp
     # Palm height at the observations answered: one action step (2.5 mm) higher per tick, after the lag.
     # The joint states of the answered stamps (this subscription may have joined a few ticks late
     # on a loaded machine: use the answered stamps it saw, over at least 4 ticks).
-    matched = lambda: sorted(set(served) & {_sec(m.header.stamp) for m in states})  # noqa: E731
-    assert ros_client.spin_until(lambda: len(matched()) >= 5, 20), (len(served), len(states))
+    served = [round(t, 6) for t in served]  # stamps compared to the microsecond, not float-exact
+    matched = lambda: sorted(set(served) & {round(_sec(m.header.stamp), 6) for m in states})  # noqa: E731
+    assert ros_client.spin_until(lambda: len(matched()) >= 5, 20), (served[:3], [_sec(m.header.stamp) for m in states[:3]])
     kinematics = HandKinematics()
-    by_stamp = {_sec(m.header.stamp): m for m in states}
+    by_stamp = {round(_sec(m.header.stamp), 6): m for m in states}
     ticks = matched()[-5:]
     heights = [kinematics.palm_pose(joint_positions(by_stamp[t], ADROIT.joint_names))[0][2] for t in ticks]
     rise_per_tick = (heights[-1] - heights[0]) / round((ticks[-1] - ticks[0]) / 0.1)
