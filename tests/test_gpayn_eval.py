@@ -6,56 +6,29 @@ actor in a temporary store and real DDS."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
+from gpayn_actor import export_rising_actor
 
 from dexstack.cli.evaluate import run_eval
-from dexstack.policies.gpayn.env import ACTION_DIM, GraspEnv
+from dexstack.policies.gpayn.env import GraspEnv
 from dexstack.policies.gpayn.evaluate import resolve_objects
 
 NAME = "gpayn_eval_test"
 OBJECT = "potted_meat_can"
-UP_ACTION = 0.25  # the test actor's palm_z action: the open hand rises away from the object
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """An untrained SAC actor (small MLP, small frozen encoder) exported by export_actor and
-    annotated for serving; its output layer is biased so it lifts the open hand slowly."""
-    import torch
-
-    from dexstack.manifest import load_manifest
-    from dexstack.policies.gpayn.encoder import ImageEncoder, encode_images, freeze
-    from dexstack.policies.gpayn.export import export_actor
-    from dexstack.policies.gpayn.sac import SAC, SACConfig, vector_spec
-    from dexstack.policies.gpayn.serving import annotate_manifest
-
-    torch.set_num_threads(1)
+    """The shared test actor (`gpayn_actor.py`): it lifts the open hand slowly."""
     env = GraspEnv(OBJECT, seed=0, render=False)
     try:
         obs, _ = env.reset(seed=4)
         spec_env = env.observation_spec()
     finally:
         env.close()
-    encoder = freeze(ImageEncoder(16, channels=(8, 8, 8, 8)))
-    spec = vector_spec(spec_env, visual_dim=16)
-    sac = SAC(spec, ACTION_DIM, SACConfig(hidden=(32, 32)), seed=0, device="cpu")
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
-    batch = {k: np.stack([obs[k] + 0.01 * rng.standard_normal(obs[k].shape) for _ in range(8)]) for k in spec
-             if k != "visual"}
-    sac.update_normalizer(batch | {"visual": encode_images(encoder, images)})
-    sac.freeze_normalizer()
-    with torch.no_grad():
-        last = sac.actor.net[-1]
-        last.weight[:ACTION_DIM] *= 0.01
-        last.bias[:ACTION_DIM] = 0.0
-        last.bias[2] = math.atanh(UP_ACTION)
-    out = export_actor(sac, spec, tmp_path_factory.mktemp("gpayn_eval") / "actor", encoder=encoder, checks=2)
-    (out / "manifest.json").write_text(json.dumps(annotate_manifest(load_manifest(out)), indent=2))
-    return out
+    return export_rising_actor(obs, spec_env, tmp_path_factory.mktemp("gpayn_eval") / "actor")[0]
 
 
 @pytest.fixture

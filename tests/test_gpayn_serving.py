@@ -6,17 +6,16 @@ ROS (real DDS, a real exported actor in a temporary store)."""
 from __future__ import annotations
 
 import copy
-import json
-import math
 import time
 
 import numpy as np
 import pytest
+from gpayn_actor import UP_ACTION, export_rising_actor
 
 from dexstack import contract
 from dexstack.graph import NodeSpec, node_list, parse_launch_args
 from dexstack.hardware.profiles import ADROIT, PANDA
-from dexstack.manifest import ManifestError, check_against_profile, load_manifest, validate_manifest
+from dexstack.manifest import ManifestError, check_against_profile, validate_manifest
 from dexstack.policies.gpayn.env import ACTION_DIM, MAX_TRANSLATION, GraspEnv
 from dexstack.policies.gpayn.serving import (
     ACTION_NAMES,
@@ -39,7 +38,6 @@ from dexstack.sim.hand_scene import HAND_JOINTS, TOUCH_PADS
 
 SHA = "ab" * 32
 NAME = "gpayn_serving_test"
-UP_ACTION = 0.25  # the test actor's palm_z action: the palm rises 2.5 cm per second
 POLICY_RATE_HZ = 100.0
 
 
@@ -313,35 +311,10 @@ def test_center_crop_resize_reproduces_the_square_render():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, grasp_env):
-    """An untrained actor (small MLP, small frozen encoder) exported by export_actor, annotated for
-    serving. Its output layer is scaled down and biased so the action is ~UP_ACTION on palm_z and
-    ~0 elsewhere: the hand should rise slowly, whatever it sees."""
-    import torch
-
-    from dexstack.policies.gpayn.encoder import ImageEncoder, encode_images, freeze
-    from dexstack.policies.gpayn.export import export_actor
-    from dexstack.policies.gpayn.sac import SAC, SACConfig, vector_spec
-
-    torch.set_num_threads(1)
+    """The shared test actor (`gpayn_actor.py`): action ~UP_ACTION on palm_z, ~0 elsewhere, so the
+    hand should rise slowly, whatever it sees."""
     env, obs, _ = grasp_env
-    encoder = freeze(ImageEncoder(16, channels=(8, 8, 8, 8)))
-    spec = vector_spec(env.observation_spec(), visual_dim=16)
-    sac = SAC(spec, ACTION_DIM, SACConfig(hidden=(32, 32)), seed=0, device="cpu")
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
-    batch = {k: np.stack([obs[k] + 0.01 * rng.standard_normal(obs[k].shape) for _ in range(8)]) for k in spec
-             if k != "visual"}
-    sac.update_normalizer(batch | {"visual": encode_images(encoder, images)})
-    sac.freeze_normalizer()
-    with torch.no_grad():
-        last = sac.actor.net[-1]
-        last.weight[:ACTION_DIM] *= 0.01
-        last.bias[:ACTION_DIM] = 0.0
-        last.bias[2] = math.atanh(UP_ACTION)
-    out = export_actor(sac, spec, tmp_path_factory.mktemp("gpayn_export") / "actor", encoder=encoder, checks=2)
-    manifest = annotate_manifest(load_manifest(out))
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return out, manifest
+    return export_rising_actor(obs, env.observation_spec(), tmp_path_factory.mktemp("gpayn_export") / "actor")
 
 
 def test_annotated_export_is_a_valid_store_manifest(exported, dexstack_home, monkeypatch):
