@@ -14,7 +14,7 @@ start pose (the pre-grasp of the camera-fitted superquadric) and the same SAC se
 | `scratch` | none: `random_steps` uniform actions first        | SAC                              |
 
 `paper` is G-PAYN as its code trains it (demonstrations in half of each batch, plain SAC); it
-needs millions of steps there, and at this budget it does not learn (docs/RESULTS.md), so the
+needs millions of steps there, and at this budget it does not learn (docs/GPAYN.md, "Training recipe"), so the
 shipped method adds a behaviour-cloning term on the demo rows (as in Nair et al. 2018, without
 their Q-filter: docs/GPAYN.md says why).
 All rows share the SAC settings of `train.GPAYNConfig` (low initial temperature, LayerNorm

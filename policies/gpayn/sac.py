@@ -379,12 +379,13 @@ class SAC:
         if self.config.bc_weight > 0 and batch.get("demo") is not None:
             demo = torch.as_tensor(batch["demo"], dtype=torch.bool, device=self.device)
             if demo.any():
-                with torch.no_grad():  # Q-filter: clone the demo action only where the critics prefer it
-                    q_demo = torch.min(*(q(obs[demo], action[demo]) for q in self.critics))
-                    better = ((q_demo > q_new[demo].detach()).float() if self.config.bc_q_filter
-                              else torch.ones_like(q_demo))
+                better = None  # without the Q-filter every demo row is cloned: no critic pass needed
+                if self.config.bc_q_filter:
+                    with torch.no_grad():  # Q-filter: clone the demo action only where the critics prefer it
+                        q_demo = torch.min(*(q(obs[demo], action[demo]) for q in self.critics))
+                        better = (q_demo > q_new[demo].detach()).float()
                 error = ((self.actor.deterministic(obs[demo]) - action[demo]) ** 2).sum(-1)
-                bc_loss = (better * error).mean()
+                bc_loss = (error if better is None else better * error).mean()
                 actor_loss = actor_loss + self.config.bc_weight * bc_loss
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
