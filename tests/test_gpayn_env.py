@@ -16,6 +16,7 @@ from dexstack.policies.gpayn.env import (
     MAX_FINGER_DELTA,
     PREGRASP_DISTANCE,
     TRAIN_OBJECTS,
+    VALIDATION_OBJECTS,
     GraspEnv,
     VectorGraspEnv,
     arm_friendly_grasp,
@@ -103,7 +104,9 @@ def state_env():
 
 def test_object_sets_are_disjoint_catalogue_objects():
     assert set(TRAIN_OBJECTS).isdisjoint(HELD_OUT_OBJECTS) and len(HELD_OUT_OBJECTS) >= 3
-    assert all(name in objects_lib.CATALOG for name in TRAIN_OBJECTS + HELD_OUT_OBJECTS)
+    assert all(name in objects_lib.CATALOG for name in TRAIN_OBJECTS + HELD_OUT_OBJECTS + VALIDATION_OBJECTS)
+    # Settings are chosen on validation objects: never trained on, never held out.
+    assert set(VALIDATION_OBJECTS).isdisjoint(TRAIN_OBJECTS + HELD_OUT_OBJECTS)
     drill = objects_lib.CATALOG["power_drill"]
     assert len(drill.shapes) == 3 and drill.mass == pytest.approx(0.895)
 

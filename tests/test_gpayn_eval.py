@@ -60,6 +60,7 @@ def test_unknown_objects_are_refused():
     with pytest.raises(TypeError, match="must be a string"):
         resolve_objects(["sugar_box"])
     assert resolve_objects("held_out") == ("chips_can", "rubiks_cube", "pear", "tomato_soup_can")
+    assert resolve_objects("validation") == ("pudding_box", "apple", "wood_block", "tuna_fish_can")
     assert resolve_objects(None) == resolve_objects("train")
     with pytest.raises(ValueError, match="episodes must be a positive int"):
         run_eval("scripted", "grasp", 0, None, False, objects=OBJECT)

@@ -117,7 +117,8 @@ def vision_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("gpayn") / "run"
     config = GPAYNConfig(objects=(MEAT,), n_envs=1, total_steps=40, demo_episodes=1, batch_size=16,
                          eval_interval=20, eval_episodes=1, checkpoint_interval=20, image_size=(32, 32),
-                         pretrain_frames=48, pretrain_epochs=1, feature_dim=16, sac=SACConfig(hidden=(32, 32)))
+                         pretrain_objects=(MEAT, "sugar_box"), pretrain_frames=80, pretrain_epochs=1, feature_dim=16,
+                         sac=SACConfig(hidden=(32, 32)))
     history = train(run, config, progress=False)
     return run, history
 
@@ -131,11 +132,16 @@ def test_a_tiny_vision_run_writes_encoder_checkpoint_history_and_curve(vision_ru
     assert set(history[-1]["objects"]) == {MEAT} and 0.0 <= history[-1]["success_rate"] <= 1.0
     with np.load(run / "frames.npz") as frames:
         images, masks = frames["images"], frames["masks"]
-    assert images.shape == (48, 32, 32, 3) and masks.shape == (48, 32, 32)
+    assert images.shape == (80, 32, 32, 3) and masks.shape == (80, 32, 32)
     coverage = masks.mean(axis=(1, 2))
-    assert (coverage > 0).mean() > 0.9 and coverage.max() < 0.3  # the can is in view and is not the scene
-    # The object's pixels have the can's colour, not the table's: the mask is aligned with the image.
+    assert (coverage > 0).mean() > 0.9 and coverage.max() < 0.3  # the object is in view and is not the scene
+    # The object's pixels have the object's colour, not the table's: the mask is aligned with the image.
     assert np.abs(images[masks].mean(0) - images[~masks].mean(0)).max() > 20
+    # Frames come from the pretraining objects, not only the one the policy trains on: episodes
+    # alternate between the blue meat can and the yellow sugar box, the can first.
+    colours = np.array([images[i][masks[i]].mean(0) for i in range(len(images)) if masks[i].any()])
+    blue, yellow = colours[:, 2] > colours[:, 0] + 20, colours[:, 0] > colours[:, 2] + 20
+    assert blue[:10].all() and yellow.sum() >= 2 and (blue | yellow).all()
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
     assert checkpoint["sac"]["spec"]["visual"] == 16 and len(list(run.glob("replay-*.npz"))) == 1
 
@@ -192,6 +198,7 @@ def test_evaluate_scripted_lifts_the_meat_can_and_a_still_hand_never_does():
 
 @pytest.mark.parametrize("bad, error", [
     ({"objects": ("teapot",)}, ValueError), ({"objects": "sugar_box"}, ValueError), ({"total_steps": 0}, ValueError),
+    ({"pretrain_objects": ()}, ValueError), ({"pretrain_objects": ("teapot",)}, ValueError),
     ({"utd_ratio": 0.0}, ValueError), ({"image_size": (40, 40)}, ValueError), ({"n_envs": 1.5}, TypeError),
     ({"device": "tpu"}, ValueError), ({"sac": "big"}, TypeError),
     ({"n_envs": 2}, ValueError),  # 5 objects, 2 envs: three objects would never be trained on

@@ -4,7 +4,7 @@ Panda tasks (pick_lift, cover_pick, cue_choice): `sim/evaluate.py` in-process, o
 `ros_nodes/eval_client.evaluate_through_ros`.
 
 The Adroit hand's grasp task (`--task grasp`, G-PAYN): per object (`--object` / `--objects
-train|held_out|a,b`), episode k starts like `GraspEnv.reset(seed + k)`. In-process, the store's
+train|held_out|validation|a,b`), episode k starts like `GraspEnv.reset(seed + k)`. In-process, the store's
 gpayn policy runs as the serving code loads it (`policies/gpayn/runtime.Runtime`: onnxruntime, no
 torch) in `policies/gpayn/evaluate.evaluate_policy`; `--policy scripted` (or `expert`) is the
 ScriptedGraspDemo controller. `--through-ros` runs one graph per object (hand sim, grasp planner,
@@ -67,7 +67,7 @@ def run_eval(policy: str, task: str, episodes: int, seed: int | None, through_ro
              rtf: float = 0.0, video: str | None = None, plot: str | None = None,
              log_dir: str | None = None, objects: str | None = None) -> dict:
     """Evaluate and return the summary; writes the MP4/PNG when paths are given.
-    objects: the grasp task's objects ('train', 'held_out' or a,b,...); episodes are then per
+    objects: the grasp task's objects ('train', 'held_out', 'validation' or a,b,...); episodes are then per
     object. seed None: the task's default (1000 for the Panda, gpayn's DEFAULT_EVAL_SEED)."""
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
@@ -243,7 +243,7 @@ def eval_command(
     seed: int = typer.Option(None, "--seed", help="first episode's seed; episode i uses seed + i "
                              "(default 1000; grasp: gpayn's evaluation seed)"),
     object_name: str = typer.Option(None, "--object", help="grasp task: one object"),
-    objects: str = typer.Option(None, "--objects", help="grasp task: train, held_out or a,b,... (default train)"),
+    objects: str = typer.Option(None, "--objects", help="grasp task: train, held_out, validation or a,b,... (default train)"),
     compare: str = typer.Option(None, "--compare", help="grasp task: a file whose last line is another run's JSON "
                                 "summary (same seeds, e.g. in-process); adds a paired comparison by seed"),
     through_ros: bool = typer.Option(False, "--through-ros", help="run sim, safety filter and policy node over DDS"),

@@ -61,6 +61,9 @@ from dexstack.trajectory import ActionChunk, TrajectoryExecutor
 # G-PAYN's training objects (YCB) and shapes never used in training.
 TRAIN_OBJECTS: tuple[str, ...] = ("sugar_box", "mustard_bottle", "bleach_cleanser", "power_drill", "potted_meat_can")
 HELD_OUT_OBJECTS: tuple[str, ...] = ("chips_can", "rubiks_cube", "pear", "tomato_soup_can")
+# Objects for choosing training settings: neither trained on nor held out, so the held-out numbers
+# stay untouched by tuning.
+VALIDATION_OBJECTS: tuple[str, ...] = ("pudding_box", "apple", "wood_block", "tuna_fish_can")
 
 CONTROL_HZ = 10
 SUBSTEPS = int(round(1.0 / (CONTROL_HZ * hand_scene.TIMESTEP)))  # physics steps per action

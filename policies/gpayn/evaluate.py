@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dexstack.policies.gpayn.demos import ScriptedGraspDemo
-from dexstack.policies.gpayn.env import CONTROL_HZ, HELD_OUT_OBJECTS, TRAIN_OBJECTS, GraspEnv
+from dexstack.policies.gpayn.env import CONTROL_HZ, HELD_OUT_OBJECTS, TRAIN_OBJECTS, VALIDATION_OBJECTS, GraspEnv
 
 DEFAULT_EVAL_SEED = 2_000_000_000  # far from the trainer's training and demo seeds
 
@@ -239,24 +239,23 @@ def _mcnemar_exact(b: int, c: int) -> float:
 
 
 def resolve_objects(text: str | None, default: tuple[str, ...] = TRAIN_OBJECTS) -> tuple[str, ...]:
-    """'train', 'held_out' or comma-separated object names -> names (None: `default`). ValueError
-    for an empty list or a name that is not in the sim's object catalogue."""
+    """'train', 'held_out', 'validation' or comma-separated object names -> names (None:
+    `default`). ValueError for an empty list or a name that is not in the sim's object catalogue."""
     from dexstack.sim.objects import CATALOG
 
+    sets = {"train": TRAIN_OBJECTS, "held_out": HELD_OUT_OBJECTS, "validation": VALIDATION_OBJECTS}
     if text is None:
         return default
     if not isinstance(text, str):
-        raise TypeError(f"objects must be a string ('train', 'held_out' or a,b,...), got {type(text).__name__}")
-    if text == "train":
-        return TRAIN_OBJECTS
-    if text == "held_out":
-        return HELD_OUT_OBJECTS
+        raise TypeError(f"objects must be a string ({', '.join(sets)} or a,b,...), got {type(text).__name__}")
+    if text in sets:
+        return sets[text]
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     if not names:
-        raise ValueError(f"no object named in {text!r}; give 'train', 'held_out' or comma-separated names")
+        raise ValueError(f"no object named in {text!r}; give {', '.join(sets)} or comma-separated names")
     unknown = [name for name in names if name not in CATALOG]
     if unknown:
-        raise ValueError(f"unknown object(s) {unknown}; known: 'train', 'held_out', {sorted(CATALOG)}")
+        raise ValueError(f"unknown object(s) {unknown}; known: {', '.join(sets)}, {sorted(CATALOG)}")
     return names
 
 
@@ -270,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--onnx", type=Path, help="exported policy directory (actor.onnx + manifest.json)")
     what.add_argument("--scripted", action="store_true", help="the scripted approach-close-lift controller")
     parser.add_argument("--episodes", type=int, default=50, help="episodes per object (default 50)")
-    parser.add_argument("--objects", help="'train', 'held_out' or comma-separated names "
+    parser.add_argument("--objects", help="'train', 'held_out', 'validation' or comma-separated names "
                                           "(default: the run's training objects, else train)")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="seed of episode 0 of each object")
     args = parser.parse_args(argv)
