@@ -81,6 +81,9 @@ VISUAL_KEY = "visual"
 ACTION_NAMES = (["palm_dx", "palm_dy", "palm_dz", "palm_rx", "palm_ry", "palm_rz"]
                 + [f"close_{pad}" for pad in TOUCH_PADS])
 ACTION_SCALES = [MAX_TRANSLATION] * 3 + [MAX_ROTATION] * 3 + [MAX_FINGER_DELTA] * len(TOUCH_PADS)
+# Std of the Gaussian noise on each normalised observation key in every SAC update: the keys whose
+# values a new object's shape and size shift. Touch and grasp_center_in_palm stay clean.
+SHAPE_DEPENDENT_NOISE = {VISUAL_KEY: 2.0, "ee_pose": 2.0, "grasp_center": 2.0, "hand_joints": 1.0}
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -92,7 +95,7 @@ class GPAYNConfig:
     objects: tuple[str, ...] = TRAIN_OBJECTS
     n_envs: int = len(TRAIN_OBJECTS)  # env i grasps objects[i % len(objects)]: one env per object
     total_steps: int = 6_000  # env steps (all envs together), demonstrations not counted
-    demo_episodes: int = 50  # scripted episodes pre-filled (round robin over objects); 0 = SAC from scratch
+    demo_episodes: int = 150  # scripted episodes pre-filled (round robin over objects); 0 = SAC from scratch
     # Share of every SAC batch drawn from the demonstrations, which are never overwritten (G-PAYN's
     # code samples half of each batch from its demonstration buffer); 0 = demos are ordinary replay.
     demo_batch_fraction: float = 0.5
@@ -118,12 +121,13 @@ class GPAYNConfig:
     # entropy bonus at alpha 1 outweighs the +-1 task reward for thousands of steps), LayerNorm
     # critics and a behaviour-cloning term on the demo rows that holds the actor near the
     # demonstrations (with the Q-filter, overestimated critics switched it off and the actor
-    # drifted away). bc_weight 0 is G-PAYN's own recipe. Noise on the frozen image features keeps
-    # the actor working on objects it never saw (std chosen on validation objects, not the held-out
-    # ones: docs/GPAYN.md).
+    # drifted away). bc_weight 0 is G-PAYN's own recipe. Noise on the inputs that shift with an
+    # object's shape and size (image features, absolute palm and grasp positions, hand joint angles)
+    # keeps the actor working on objects it never saw: it decides from touch and the grasp pose
+    # relative to the palm (chosen on validation objects, not the held-out ones: docs/GPAYN.md).
     sac: SACConfig = field(default_factory=lambda: SACConfig(initial_alpha=0.05, critic_layer_norm=True,
                                                              bc_weight=10.0, bc_q_filter=False,
-                                                             feature_noise={VISUAL_KEY: 2.0}))
+                                                             feature_noise=SHAPE_DEPENDENT_NOISE))
     torch_threads: int = 1
     device: str = "auto"  # "auto" = cuda when available, else cpu
 
