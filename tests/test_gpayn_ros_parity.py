@@ -115,7 +115,7 @@ def served_episode(core, serving: ServingPolicy, seed: int) -> tuple[bool, int]:
 
 
 def test_served_bleach_episodes_match_graspenv(dexstack_home):
-    """Same seeds, same outcome and the same time to lift through the serving path as in GraspEnv."""
+    """Same seeds, same outcome and the same time to lift (within 2 ticks) through the serving path as in GraspEnv."""
     from dexstack.ros_nodes.hand_sim_node import HandSimCore
     from dexstack.store import PolicyStore
 
@@ -135,7 +135,10 @@ def test_served_bleach_episodes_match_graspenv(dexstack_home):
         success, ticks = served[seed]
         assert success == outcomes[seed]["success"], (seed, served, outcomes)
         if success:
-            assert ticks == outcomes[seed]["steps"], (seed, served, outcomes)
+            # Served images are the 160x120 frame cropped and resized, not GraspEnv's own 64x64
+            # render, so the lift may come a tick earlier or later; the pre-fix failure ran to the
+            # 50-tick limit.
+            assert abs(ticks - outcomes[seed]["steps"]) <= 2, (seed, served, outcomes)
     # The shipped policy lifts the bleach cleanser in-process on these seeds: the comparison above
     # is between two lifts, not two failures.
     assert all(outcomes[seed]["success"] for seed in seeds)
