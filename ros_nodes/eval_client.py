@@ -69,6 +69,7 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
     state = {"episode": None, "current": [], "first": None, "kept_success": False}
     starts: dict[int, float] = {}  # episode -> ROS stamp of its start
     poses: list[tuple[float, list[float]]] = []  # (stamp, position) of every grasp pose
+    windows: list[tuple[int, float]] = []  # (episode, ROS stamp of its end) of every counted episode
 
     def on_pose(msg: PoseStamped) -> None:
         p = msg.pose.position
@@ -83,9 +84,7 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
             result.successes.append(bool(info["success"]))
             result.seeds.append(int(info["seed"]))
             result.episode_sim_s.append(float(info["sim_time"]))
-            begin, end = starts.get(int(info["episode"]), float("inf")), float(info["stamp"])
-            mine = [pos for stamp, pos in poses if begin - 1e-6 <= stamp <= end]
-            result.grasp_positions.append(mine[0] if mine else None)
+            windows.append((int(info["episode"]), float(info["stamp"])))
             if record_video:  # keep the first successful episode for the video, else the first one
                 if state["first"] is None:
                     state["first"] = state["current"]
@@ -129,6 +128,12 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
                 raise TimeoutError(f"only {len(result.successes)}/{episodes} episodes after {timeout_s:.0f} s")
         # One more diagnostics period so the figures cover the last episodes.
         client.spin_for(1.5 / contract.DIAGNOSTICS_HZ)
+        # Poses are matched to episodes only now: a subscriber whose discovery of the planner ends
+        # late gets the latched poses replayed after the episodes they belong to have ended.
+        for episode, end in windows:
+            begin = starts.get(episode, float("inf"))
+            mine = [pos for stamp, pos in poses if begin - 1e-6 <= stamp <= end]
+            result.grasp_positions.append(mine[0] if mine else None)
         if record_video and not result.frames:
             result.frames = state["first"] or []
     finally:

@@ -37,6 +37,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.clock import Clock as RosClock
 from rclpy.clock import ClockType
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
@@ -55,6 +56,7 @@ MIN_POINTS = 50  # fewer object points than this are too few to trust a fit
 # is mostly unseen: refused as degenerate.
 FIT_SLACK_M = 0.05
 MATCH_QUEUE = 10  # frames kept while waiting for the other images of the same stamp
+POSE_HISTORY = 10  # grasp poses a late-joining subscriber is replayed (one per episode)
 
 
 class ExactStampMatcher:
@@ -182,7 +184,12 @@ class GraspPlannerNode(Node):
                                  lambda m: self._on_image("mask", m), qos[K.SENSOR_DATA])
         self.create_subscription(PoseStamped, contract.camera_pose_topic(cam), self._on_camera_pose, qos[K.LATCHED])
         self.create_subscription(String, contract.SIM_EPISODE, self._on_episode, qos[K.LATCHED])
-        self.pub_pose = self.create_publisher(PoseStamped, contract.GRASP_TARGET_POSE, qos[K.LATCHED])
+        # Latched, and keeping the last few episodes' poses rather than one: a subscriber whose
+        # discovery finishes an episode late (an evaluator, a recorder) still gets every plan. The
+        # policy node takes the newest and drops poses from before its current episode.
+        latched_history = QoSProfile(depth=POSE_HISTORY, reliability=qos[K.LATCHED].reliability,
+                                     durability=qos[K.LATCHED].durability)
+        self.pub_pose = self.create_publisher(PoseStamped, contract.GRASP_TARGET_POSE, latched_history)
         self.pub_diag = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, qos[K.DEFAULT])
         self.create_service(Trigger, "~/plan", self._srv_plan)
         self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self._publish_diagnostics,
