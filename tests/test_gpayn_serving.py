@@ -6,6 +6,7 @@ ROS (real DDS, a real exported actor in a temporary store)."""
 from __future__ import annotations
 
 import copy
+import json
 import time
 
 import numpy as np
@@ -499,8 +500,9 @@ def test_lockstep_answers_each_observation_once(exported, dexstack_home, monkeyp
     """Lockstep pacing: the sim waits for the answer to each observation (joint states, pads and
     camera of one stamp); the node answers each stamp exactly once, with a hold until the grasp
     pose is there and a trajectory after, and the hand rises one action step per tick."""
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
     from trajectory_msgs.msg import JointTrajectory
 
     from dexstack.ros_nodes.common import joint_positions
@@ -512,9 +514,13 @@ def test_lockstep_answers_each_observation_once(exported, dexstack_home, monkeyp
     assert [s.name for s in specs] == ["sim", "grasp_planner", "safety_filter", "policy"]
     launch_nodes(specs)
     reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
-    answers, states = [], []
+    answers, states, episode_starts = [], [], []
     ros_client.node.create_subscription(JointTrajectory, ADROIT.policy_output_topic, answers.append, reliable)
     ros_client.node.create_subscription(JointState, contract.JOINT_STATES, states.append, reliable)
+    ros_client.node.create_subscription(
+        String, contract.SIM_EPISODE,
+        lambda m: episode_starts.extend([info["stamp"]] if (info := json.loads(m.data))["status"] == "running" else []),
+        QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
     chunks = lambda: [m for m in answers if m.points]  # noqa: E731
     assert ros_client.spin_until(lambda: len(chunks()) >= 12, 50), (len(answers), len(chunks()))
     # A stamp may be answered more than once only by re-sending the same answer (the sim asks again
@@ -529,14 +535,21 @@ def test_lockstep_answers_each_observation_once(exported, dexstack_home, monkeyp
     served = sorted({_sec(m.header.stamp) for m in answers[first:]})
     np.testing.assert_allclose(np.diff(served), 0.1, atol=1e-6)  # one answer per 10 Hz tick, none skipped
     # Palm height at the observations answered: one action step (2.5 mm) higher per tick, after the lag.
-    # The joint states of the answered stamps (this subscription may have joined a few ticks late
-    # on a loaded machine: use the answered stamps it saw, over at least 4 ticks).
-    served = [round(t, 6) for t in served]  # stamps compared to the microsecond, not float-exact
-    matched = lambda: sorted(set(served) & {round(_sec(m.header.stamp), 6) for m in states})  # noqa: E731
-    assert ros_client.spin_until(lambda: len(matched()) >= 5, 20), (served[:3], [_sec(m.header.stamp) for m in states[:3]])
+    # Five consecutive answered ticks of one episode whose joint states this client saw (its joint
+    # state subscription may finish discovery seconds late on a loaded machine: keep watching).
+    def five_ticks() -> list[float] | None:
+        seen = {round(_sec(m.header.stamp), 6) for m in states}  # to the microsecond, not float-exact
+        matched = sorted({round(_sec(m.header.stamp), 6) for m in answers if m.points} & seen)
+        for i in range(len(matched) - 4, -1, -1):
+            run = matched[i:i + 5]
+            if np.allclose(np.diff(run), 0.1, atol=1e-6) and not any(run[0] < s <= run[-1] for s in episode_starts):
+                return run
+        return None
+
+    assert ros_client.spin_until(lambda: five_ticks() is not None, 30), (served[:3], [_sec(m.header.stamp) for m in states[:3]])
     kinematics = HandKinematics()
     by_stamp = {round(_sec(m.header.stamp), 6): m for m in states}
-    ticks = matched()[-5:]
+    ticks = five_ticks()
     heights = [kinematics.palm_pose(joint_positions(by_stamp[t], ADROIT.joint_names))[0][2] for t in ticks]
     rise_per_tick = (heights[-1] - heights[0]) / round((ticks[-1] - ticks[0]) / 0.1)
     assert 0.6 * UP_ACTION * MAX_TRANSLATION < rise_per_tick < 1.2 * UP_ACTION * MAX_TRANSLATION, heights
