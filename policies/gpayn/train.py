@@ -8,8 +8,9 @@ prefill, the loop (`train`), checkpoints, the learning curve, loading and export
 Design:
 - **Frozen encoder.** With the camera on, `pretrain` collects frames (64x64 RGB and the object's
   segmentation mask at the same size) from GraspEnv rollouts on `pretrain_objects` (default: the
-  training objects), with the scripted controller plus action noise and with random actions, pretrains `encoder.ImageEncoder` as
-  an autoencoder with the mask channel and saves it in the run (`encoder.pt`, `frames.npz`). The
+  training objects), with the scripted controller plus action noise and with random actions,
+  pretrains `encoder.ImageEncoder` as an autoencoder with the mask channel and saves it in the run
+  (`encoder.pt`, `frames.npz`). The
   trainer then only ever encodes: each env step's image becomes the `visual` key once, and the
   replay buffer stores vectors, never images (20k transitions are ~18 MB, not ~500 MB).
 - **Same code path with and without demos.** `demo_episodes` scripted episodes (round robin over
@@ -268,9 +269,10 @@ def collect_frames(objects: tuple[str, ...], n_frames: int, seed: int, image_siz
 
 
 def pretrain(run_dir: str | Path, config: GPAYNConfig, *, progress: bool = True) -> list[dict[str, float]]:
-    """Collect `config.pretrain_frames` frames on `config.pretrain_objects` (None: the training objects), pretrain the image encoder
-    for `config.pretrain_epochs` epochs and save it in the run (`encoder.pt`, the frames in
-    `frames.npz`, the per-epoch losses in `encoder_history.json`). Returns that history."""
+    """Collect `config.pretrain_frames` frames on `config.pretrain_objects` (None: the training
+    objects), pretrain the image encoder for `config.pretrain_epochs` epochs and save it in the run
+    (`encoder.pt`, the frames in `frames.npz`, the per-epoch losses in `encoder_history.json`).
+    Returns that history."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     previous_threads = torch.get_num_threads()
