@@ -128,7 +128,8 @@ class SafetyFilter:
         profile joint order, keeps the input's stamp and times, lies inside the position
         limits, and no segment moves faster than `velocity_limit * ramp_scale(now)`,
         starting from the (clamped) measured position at the later of `now` and the
-        chunk's start; the first point may lead by the profile's `tracking_lead` on top. Points the consumer will skip as past are pinned to that position.
+        chunk's start; the first point may lead by the profile's `tracking_lead` on top. Points
+        the consumer will skip as past are pinned to that position.
         """
         self.stats.commands += 1
         names = tuple(chunk.joint_names)

@@ -1,6 +1,6 @@
 """The G-PAYN results table (issue 4), resumable at every step.
 
-    python -m dexstack.policies.gpayn.experiment run --seeds 0 1 2 [--steps 20000] [--episodes 50]
+    python -m dexstack.policies.gpayn.experiment run --seeds 0 1 2 [--rows gpayn paper scratch scripted] [--steps 6000]
     python -m dexstack.policies.gpayn.experiment report > table.md
 
 One frozen image encoder is pretrained once (`<root>/encoder`) and shared by every run, so the
@@ -14,12 +14,12 @@ start pose (the pre-grasp of the camera-fitted superquadric) and the same SAC se
 | `scratch` | none: `random_steps` uniform actions first        | SAC                              |
 
 `paper` is G-PAYN as its code trains it (demonstrations in half of each batch, plain SAC); it
-needs millions of steps there, and at this budget it does not learn (docs/GPAYN.md, "Training recipe"), so the
-shipped method adds a behaviour-cloning term on the demo rows (as in Nair et al. 2018, without
-their Q-filter: docs/GPAYN.md says why).
-All rows share the SAC settings of `train.GPAYNConfig` (low initial temperature, LayerNorm
-critics, noise on the image features). `scripted` is the demonstration controller alone. Every trained run is exported to ONNX and
-evaluated by the serving runtime (onnxruntime, what the policy node runs) on the training and
+needs millions of steps there, and at this budget it does not learn (0% in docs/RESULTS.md), so
+the shipped method adds a behaviour-cloning term on the demo rows (as in Nair et al. 2018,
+without their Q-filter: docs/GPAYN.md says why). All rows share the SAC settings of
+`train.GPAYNConfig` (low initial temperature, LayerNorm critics, noise on the shape-dependent
+inputs). `scripted` is the demonstration controller alone. Every trained run is exported to ONNX
+and evaluated by the serving runtime (onnxruntime, what the policy node runs) on the training and
 the held-out objects; episode k of an object starts from `GraspEnv.reset(seed=EVAL_SEED + k)`
 for every controller. One JSON per cell in `<root>/results/`.
 """

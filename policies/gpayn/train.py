@@ -10,9 +10,9 @@ Design:
   segmentation mask at the same size) from GraspEnv rollouts on `pretrain_objects` (default: the
   training objects), with the scripted controller plus action noise and with random actions,
   pretrains `encoder.ImageEncoder` as an autoencoder with the mask channel and saves it in the run
-  (`encoder.pt`, `frames.npz`). The
-  trainer then only ever encodes: each env step's image becomes the `visual` key once, and the
-  replay buffer stores vectors, never images (20k transitions are ~18 MB, not ~500 MB).
+  (`encoder.pt`, `frames.npz`). The trainer then only ever encodes: each env step's image becomes
+  the `visual` key once, and the replay buffer stores vectors, never images (20k transitions are
+  ~18 MB, not ~500 MB).
 - **Same code path with and without demos.** `demo_episodes` scripted episodes (round robin over
   the objects, failures kept) go into the buffer before the first update, and the observation
   normaliser starts from their statistics. `demo_episodes = 0` is SAC from scratch: the same loop
