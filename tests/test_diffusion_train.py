@@ -109,6 +109,60 @@ def test_past_token_loss_setting(trained):
         tiny_config(past_tokens_in_loss=3)
 
 
+def test_aux_regression_trains_the_encoder_outside_validation_and_export(trained, tmp_path):
+    """Stage-1 recipe: the auxiliary L1 on the executed chunk relative to the current joints adds to
+    the training loss only, reaches the encoder, falls with training, and is not exported."""
+    from dexstack.dataset import Dataset
+    from dexstack.policies.diffusion.export import export_run
+    from dexstack.policies.diffusion.train import (
+        DiffusionPolicy,
+        compute_stats,
+        load_trained,
+        load_windows,
+        make_batch,
+        relative_chunk_std,
+        train,
+    )
+
+    data = trained[0]
+    config = tiny_config(aux_regression_weight=0.5, n_obs_steps=1, epochs=8)
+    cache = load_windows(Dataset(data), config)
+    frames = np.arange(len(cache.actions))
+    torch.manual_seed(0)
+    model = DiffusionPolicy(config, 8, {c: (96, 96) for c in CAMERAS}, compute_stats(cache, frames, config))
+    model.aux_delta_std.copy_(torch.from_numpy(relative_chunk_std(cache, frames, config)))
+    batch = make_batch(cache, frames[:16], CAMERAS, torch.device("cpu"))
+    noise = torch.randn(batch.actions.shape, generator=torch.Generator().manual_seed(1))
+    timesteps = torch.full((16,), 40)
+    model.eval()
+    denoising = model(batch, noise=noise, timesteps=timesteps)
+    model.train()
+    total = model(batch, noise=noise, timesteps=timesteps)
+    cond = model.condition(batch.joint_positions, batch.images)
+    aux = model.aux_regression_loss(cond, batch)
+    assert total.item() == pytest.approx(denoising.item() + 0.5 * aux.item(), rel=1e-5)
+    aux.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    # The target is the chunk minus the current joints: a head that outputs exactly that scores 0.
+    with torch.no_grad():
+        target = (batch.actions[:, 0:4] - batch.joint_positions[:, -1:]) / model.aux_delta_std
+    assert float((model.aux_head(cond).reshape(target.shape) - target).abs().mean()) == pytest.approx(float(aux))
+
+    train(data, tmp_path / "run", config, progress=False)
+    trained_model, _, _ = load_trained(tmp_path / "run")
+    trained_model.aux_delta_std.copy_(model.aux_delta_std)
+    with torch.no_grad():
+        after = trained_model.aux_regression_loss(trained_model.condition(batch.joint_positions, batch.images), batch)
+    assert float(after) < 0.7 * float(aux), (float(aux), float(after))
+    export_run(tmp_path / "run", tmp_path / "export")
+    assert sorted(p.name for p in (tmp_path / "export").glob("*.onnx")) == sorted(
+        p.name for p in trained[2].glob("*.onnx"))
+    with pytest.raises(ValueError, match="aux_regression_weight must be a finite number"):
+        tiny_config(aux_regression_weight=-1.0)
+    with pytest.raises(ValueError, match="aux_regression_weight must be a finite number"):
+        tiny_config(aux_regression_weight=float("nan"))
+
+
 def test_training_lowers_loss_and_resume_continues(trained):
     _, run, _, history = trained
     assert [h["epoch"] for h in history] == list(range(22))

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 TINY = dict(conv_channels=[8, 16], num_keypoints=8, down_dims=[32, 64], n_action_steps=4, step_embed_dim=32,
             batch_size=8, lr=3e-3, warmup_steps=5, val_fraction=0.25, torch_threads=1, ema_decay=0.9)
-STAGE1 = dict(TINY, n_obs_steps=1, horizon=8, epochs=4)
+STAGE1 = dict(TINY, n_obs_steps=1, horizon=8, epochs=4, aux_regression_weight=1.0)  # the recipe's stage 1
 LONG = dict(TINY, n_obs_steps=4, horizon=8, past_tokens_in_loss=3, epochs=20)
 
 
@@ -127,6 +127,9 @@ def test_stage3_refuses_mismatched_inputs(stages, tmp_path):
         train(other, tmp_path / "run", _config(LONG), encoder_run=root / "encoder", embeddings=root / "cache.npz")
     with pytest.raises(ValueError, match="both"):
         train(root / "data", tmp_path / "run", _config(LONG), encoder_run=root / "encoder")
+    with pytest.raises(ValueError, match="frozen encoder"):
+        train(root / "data", tmp_path / "run", _config({**LONG, "aux_regression_weight": 1.0}),
+              encoder_run=root / "encoder", embeddings=root / "cache.npz")
     assert not (tmp_path / "run").exists()
     result = CliRunner().invoke(app, ["train", "diffusion", "--dataset", str(root / "data"), "--out",
                                       str(tmp_path / "run"), "--embeddings", str(root / "cache.npz")])
@@ -197,3 +200,16 @@ def test_shipped_ptp_policy_is_served_through_ros_with_self_verification():
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 1 and summary["mode"] == "ros_lockstep" and summary["holds"] == 0
     assert summary["inference_ms_p50"] > 0
+
+
+def test_experiment_overrides_parse_config_fields_and_refuse_typos():
+    from dexstack.policies.diffusion.ptp_experiment import parse_overrides
+
+    assert parse_overrides(["epochs=40", "conv_channels=[16,32,32]", "aux_regression_weight=1.0"]) == {
+        "epochs": 40, "conv_channels": [16, 32, 32], "aux_regression_weight": 1.0}
+    with pytest.raises(ValueError, match="key one of"):
+        parse_overrides(["epoch=40"])
+    with pytest.raises(ValueError, match="key one of"):
+        parse_overrides(["epochs"])
+    with pytest.raises(ValueError, match="must be JSON"):
+        parse_overrides(["conv_channels=(16,32)"])

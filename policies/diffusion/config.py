@@ -9,6 +9,7 @@ due (i + 1) * dt after the observation, as the runtime interface promises.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,11 @@ class DiffusionConfig:
     group_norm_groups: int = 8
     num_keypoints: int = 32
     pooled_features: int = 0  # globally averaged channels per camera next to the keypoints (colour)
+    # Encoder training only (PTP stage 1): weight of an auxiliary L1 loss whose small MLP head
+    # predicts, from the condition, the Ta actions to execute relative to the current joints (BC's
+    # target, normalised per step and joint). The denoising loss alone reaches the encoder through
+    # randomly noised targets, a weak signal for where the object is; 0 = off. Not exported.
+    aux_regression_weight: float = 0.0
 
     # --- denoiser ---------------------------------------------------------------------------
     denoiser: str = "unet"  # one of DENOISERS
@@ -112,6 +118,8 @@ class DiffusionConfig:
                              f"= {self.n_obs_steps - 1} (the past action tokens of the horizon)")
         if isinstance(self.pooled_features, bool) or not isinstance(self.pooled_features, int) or self.pooled_features < 0:
             raise ValueError(f"pooled_features must be an int >= 0, got {self.pooled_features!r}")
+        if not (self.aux_regression_weight >= 0.0 and math.isfinite(self.aux_regression_weight)):
+            raise ValueError(f"aux_regression_weight must be a finite number >= 0, got {self.aux_regression_weight!r}")
         levels = 2 ** (len(self.down_dims) - 1)
         if self.denoiser == "unet" and self.horizon % levels:
             raise ValueError(f"horizon={self.horizon} must be divisible by {levels} for a UNet with "

@@ -87,8 +87,27 @@ def _export(run_dir: Path, out: Path, self_verification: int | None) -> Path:
     return out
 
 
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs, each value JSON (`epochs=40`, `conv_channels=[16,32,32]`), into config fields."""
+    from dexstack.policies.diffusion.config import DiffusionConfig
+
+    known = set(DiffusionConfig().to_dict())
+    fields: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in known:
+            raise ValueError(f"{pair!r}: expected key=value with key one of {sorted(known)}")
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{pair!r}: the value must be JSON ({err})") from None
+    return fields
+
+
 def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes: int, rows: list[str],
-             pooled_features: int = 0) -> None:
+             pooled_features: int = 0, stage1: dict[str, Any] | None = None,
+             stage3: dict[str, Any] | None = None) -> None:
+    """The recipe above for one task; `stage1` / `stage3` override fields of STAGE1 / STAGE3."""
     from dexstack.cli.evaluate import run_eval
     from dexstack.policies.diffusion.embeddings import embed_dataset
     from dexstack.store import PolicyStore
@@ -96,7 +115,7 @@ def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes:
     dataset = data_root / task
     task_dir = root / task
     encoder = task_dir / "encoder"
-    _train(dataset, encoder, {**STAGE1, "pooled_features": pooled_features})
+    _train(dataset, encoder, {**STAGE1, "pooled_features": pooled_features, **(stage1 or {})})
     cache = task_dir / "embeddings.npz"
     if not cache.exists():
         t0 = time.perf_counter()
@@ -109,7 +128,7 @@ def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes:
         for row in rows:
             variant, candidates = ROWS[row]
             run_dir = task_dir / f"{variant}_s{seed}"
-            _train(dataset, run_dir, {**STAGE3, **VARIANTS[variant], "seed": seed},
+            _train(dataset, run_dir, {**STAGE3, **(stage3 or {}), **VARIANTS[variant], "seed": seed},
                    encoder_run=encoder, embeddings=cache)
             out = results / f"{row}_s{seed}.json"
             if out.exists():
@@ -122,6 +141,7 @@ def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes:
             summary = run_eval(name, task, episodes, EVAL_SEED, through_ros=False)
             history = json.loads((run_dir / "history.json").read_text())
             summary.update(row=row, variant=variant, seed=seed, task=task, pooled_features=pooled_features,
+                           stage1=stage1 or {}, stage3=stage3 or {},
                            train_time_s=history[-1]["time_s"], epochs=history[-1]["epoch"],
                            seconds_per_epoch=history[-1]["time_s"] / history[-1]["epoch"])
             out.write_text(json.dumps(summary, indent=1) + "\n")
@@ -183,6 +203,10 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--data", type=Path, default=Path("data"))
     run.add_argument("--pooled-features", type=int, default=0,
                      help="stage-1 encoder: globally averaged (colour) channels per camera next to the keypoints")
+    run.add_argument("--stage1", nargs="*", default=[], metavar="KEY=JSON",
+                     help="override STAGE1 fields of the encoder run, e.g. epochs=40 aux_regression_weight=1")
+    run.add_argument("--stage3", nargs="*", default=[], metavar="KEY=JSON",
+                     help="override STAGE3 fields of every stage-3 run, e.g. epochs=40")
     rep = sub.add_parser("report")
     rep.add_argument("--root", type=Path, default=Path("runs/ptp"))
     args = parser.parse_args(argv)
@@ -191,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     # Results publish into their own store, not the user's.
     os.environ.setdefault("DEXSTACK_HOME", str((args.root / "home").resolve()))
-    run_task(args.root, args.data, args.task, args.seeds, args.episodes, args.rows, args.pooled_features)
+    run_task(args.root, args.data, args.task, args.seeds, args.episodes, args.rows, args.pooled_features,
+             parse_overrides(args.stage1), parse_overrides(args.stage3))
 
 
 if __name__ == "__main__":

@@ -111,6 +111,19 @@ def compute_stats(cache: WindowCache, frames: np.ndarray, config: DiffusionConfi
             "action_mean": a.mean(0).tolist(), "action_std": np.maximum(a.std(0), config.std_floor).tolist()}
 
 
+def executed_chunk_rows(config: DiffusionConfig) -> slice:
+    """Tokens of the action window that a plan executes: Ta from the current action (To-1)."""
+    return slice(config.n_obs_steps - 1, config.n_obs_steps - 1 + config.n_action_steps)
+
+
+def relative_chunk_std(cache: WindowCache, frames: np.ndarray, config: DiffusionConfig) -> np.ndarray:
+    """(Ta, J) std of the executed chunk's actions minus the current joint positions: the scale of
+    the auxiliary regression target (`aux_regression_weight`)."""
+    actions = cache.actions[cache.action_index[frames][:, executed_chunk_rows(config)]]
+    current = cache.joint_positions[cache.obs_index[frames][:, -1]]
+    return np.maximum((actions - current[:, None]).std(0), config.std_floor).astype(np.float32)
+
+
 @dataclass
 class Batch:
     """Raw tensors of B windows: joint positions (B, To, J), uint8 images (B, To, H, W, 3) per
@@ -145,6 +158,12 @@ class DiffusionPolicy(nn.Module):
         self.denoiser = build_denoiser(config, n_joints, config.n_obs_steps * self.encoder.out_dim)
         for key, value in stats.items():
             self.register_buffer(key, torch.tensor(value, dtype=torch.float32), persistent=False)
+        self.aux_head: nn.Module | None = None
+        if config.aux_regression_weight > 0:
+            cond_dim, chunk = config.n_obs_steps * self.encoder.out_dim, config.n_action_steps * n_joints
+            self.aux_head = nn.Sequential(nn.Linear(cond_dim, 256), nn.ReLU(), nn.Linear(256, chunk))
+            # set by train() from the data (`relative_chunk_std`); only training uses it
+            self.register_buffer("aux_delta_std", torch.ones(config.n_action_steps, n_joints), persistent=False)
 
     def condition(self, joint_positions: torch.Tensor, images: list[torch.Tensor]) -> torch.Tensor:
         """Raw joints (B, To, J) and uint8 images (B, To, H, W, 3) -> condition (B, To * F): each frame
@@ -164,10 +183,21 @@ class DiffusionPolicy(nn.Module):
                 else self.condition(batch.joint_positions, batch.images))
         mask = loss_mask(cfg).to(actions.device)
         if cfg.sampler == "edm":
-            return schedulers.edm_training_loss(self.denoiser, actions, cond, generator, mask, cfg.sigma_data,
+            loss = schedulers.edm_training_loss(self.denoiser, actions, cond, generator, mask, cfg.sigma_data,
                                                 cfg.p_mean, cfg.p_std, noise=noise, sigma=timesteps)
-        return schedulers.training_loss(self.denoiser, actions, cond, generator, mask, cfg.num_train_timesteps,
-                                        noise=noise, timesteps=timesteps)
+        else:
+            loss = schedulers.training_loss(self.denoiser, actions, cond, generator, mask, cfg.num_train_timesteps,
+                                            noise=noise, timesteps=timesteps)
+        if self.aux_head is not None and self.training:  # validation loss stays the denoising loss alone
+            loss = loss + cfg.aux_regression_weight * self.aux_regression_loss(cond, batch)
+        return loss
+
+    def aux_regression_loss(self, cond: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """L1 between the head's prediction from the condition and the executed chunk relative to the
+        current joints, both in units of `aux_delta_std`."""
+        target = batch.actions[:, executed_chunk_rows(self.config)] - batch.joint_positions[:, -1:]
+        predicted = self.aux_head(cond).reshape(target.shape)
+        return (predicted - target / self.aux_delta_std).abs().mean()
 
 
 def first_counted_token(config: DiffusionConfig) -> int:
@@ -296,6 +326,9 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
     if (encoder_run is None) != (embeddings is None):
         raise ValueError("cached-embedding training needs both encoder_run and embeddings")
     frozen = open_frozen_encoder(encoder_run, embeddings, dataset) if encoder_run is not None else None
+    if frozen is not None and config.aux_regression_weight > 0:
+        raise ValueError("aux_regression_weight trains the encoder; a frozen encoder (cached embeddings) has "
+                         "nothing to learn from it: set it to 0 for stage 3")
     if frozen is not None:
         # The encoder is the encoder run's: its architecture fields are that run's by definition.
         config = dataclasses.replace(config, **{f: getattr(frozen.config, f) for f in ENCODER_FIELDS})
@@ -334,6 +367,8 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
     image_hw = ({cam: tuple(frozen.run_info["image_shapes"][cam][:2]) for cam in config.cameras} if frozen else
                 {cam: tuple(cache.images[cam].shape[1:3]) for cam in config.cameras})
     model = DiffusionPolicy(config, len(dataset.joint_names), image_hw, stats).to(device)
+    if model.aux_head is not None:
+        model.aux_delta_std.copy_(torch.from_numpy(relative_chunk_std(cache, train_frames, config)))
     if frozen is not None:
         model.encoder.load_state_dict(frozen.policy.encoder.state_dict())
         model.encoder.requires_grad_(False)
