@@ -110,7 +110,7 @@ def test_past_token_loss_setting(trained):
 
 
 def test_aux_regression_trains_the_encoder_outside_validation_and_export(trained, tmp_path):
-    """Stage-1 recipe: the auxiliary L1 on the executed chunk relative to the current joints adds to
+    """Stage-1 recipe: the auxiliary L1 on the future actions relative to the current joints adds to
     the training loss only, reaches the encoder, falls with training, and is not exported."""
     from dexstack.dataset import Dataset
     from dexstack.policies.diffusion.export import export_run
@@ -143,9 +143,10 @@ def test_aux_regression_trains_the_encoder_outside_validation_and_export(trained
     assert total.item() == pytest.approx(denoising.item() + 0.5 * aux.item(), rel=1e-5)
     aux.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
-    # The target is the chunk minus the current joints: a head that outputs exactly that scores 0.
+    # The target is the whole horizon from the current action (To=1: all 8 tokens) minus the current
+    # joints, per step and joint in units of its std; the head's error against it is the loss.
     with torch.no_grad():
-        target = (batch.actions[:, 0:4] - batch.joint_positions[:, -1:]) / model.aux_delta_std
+        target = (batch.actions[:, 0:8] - batch.joint_positions[:, -1:]) / model.aux_delta_std
     assert float((model.aux_head(cond).reshape(target.shape) - target).abs().mean()) == pytest.approx(float(aux))
 
     train(data, tmp_path / "run", config, progress=False)

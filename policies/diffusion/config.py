@@ -33,9 +33,11 @@ class DiffusionConfig:
     num_keypoints: int = 32
     pooled_features: int = 0  # globally averaged channels per camera next to the keypoints (colour)
     # Encoder training only (PTP stage 1): weight of an auxiliary L1 loss whose small MLP head
-    # predicts, from the condition, the Ta actions to execute relative to the current joints (BC's
-    # target, normalised per step and joint). The denoising loss alone reaches the encoder through
-    # randomly noised targets, a weak signal for where the object is; 0 = off. Not exported.
+    # predicts, from the condition, the current and future actions of the horizon relative to the
+    # current joints (normalised per step and joint). The denoising loss alone reaches the encoder
+    # through randomly noised targets, a weak signal; predicting where the arm will go seconds ahead
+    # makes the encoder keep what decides it (where the object is; the colour of a cue). 0 = off.
+    # Not exported.
     aux_regression_weight: float = 0.0
 
     # --- denoiser ---------------------------------------------------------------------------

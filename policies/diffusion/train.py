@@ -111,15 +111,15 @@ def compute_stats(cache: WindowCache, frames: np.ndarray, config: DiffusionConfi
             "action_mean": a.mean(0).tolist(), "action_std": np.maximum(a.std(0), config.std_floor).tolist()}
 
 
-def executed_chunk_rows(config: DiffusionConfig) -> slice:
-    """Tokens of the action window that a plan executes: Ta from the current action (To-1)."""
-    return slice(config.n_obs_steps - 1, config.n_obs_steps - 1 + config.n_action_steps)
+def future_rows(config: DiffusionConfig) -> slice:
+    """Tokens of the action window from the current action (To-1) to the end of the horizon."""
+    return slice(config.n_obs_steps - 1, config.horizon)
 
 
 def relative_chunk_std(cache: WindowCache, frames: np.ndarray, config: DiffusionConfig) -> np.ndarray:
-    """(Ta, J) std of the executed chunk's actions minus the current joint positions: the scale of
-    the auxiliary regression target (`aux_regression_weight`)."""
-    actions = cache.actions[cache.action_index[frames][:, executed_chunk_rows(config)]]
+    """(Tp-To+1, J) std of the current and future actions minus the current joint positions: the
+    scale of the auxiliary regression target (`aux_regression_weight`)."""
+    actions = cache.actions[cache.action_index[frames][:, future_rows(config)]]
     current = cache.joint_positions[cache.obs_index[frames][:, -1]]
     return np.maximum((actions - current[:, None]).std(0), config.std_floor).astype(np.float32)
 
@@ -160,10 +160,11 @@ class DiffusionPolicy(nn.Module):
             self.register_buffer(key, torch.tensor(value, dtype=torch.float32), persistent=False)
         self.aux_head: nn.Module | None = None
         if config.aux_regression_weight > 0:
-            cond_dim, chunk = config.n_obs_steps * self.encoder.out_dim, config.n_action_steps * n_joints
-            self.aux_head = nn.Sequential(nn.Linear(cond_dim, 256), nn.ReLU(), nn.Linear(256, chunk))
+            steps = config.horizon - config.n_obs_steps + 1
+            cond_dim = config.n_obs_steps * self.encoder.out_dim
+            self.aux_head = nn.Sequential(nn.Linear(cond_dim, 256), nn.ReLU(), nn.Linear(256, steps * n_joints))
             # set by train() from the data (`relative_chunk_std`); only training uses it
-            self.register_buffer("aux_delta_std", torch.ones(config.n_action_steps, n_joints), persistent=False)
+            self.register_buffer("aux_delta_std", torch.ones(steps, n_joints), persistent=False)
 
     def condition(self, joint_positions: torch.Tensor, images: list[torch.Tensor]) -> torch.Tensor:
         """Raw joints (B, To, J) and uint8 images (B, To, H, W, 3) -> condition (B, To * F): each frame
@@ -193,9 +194,9 @@ class DiffusionPolicy(nn.Module):
         return loss
 
     def aux_regression_loss(self, cond: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """L1 between the head's prediction from the condition and the executed chunk relative to the
-        current joints, both in units of `aux_delta_std`."""
-        target = batch.actions[:, executed_chunk_rows(self.config)] - batch.joint_positions[:, -1:]
+        """L1 between the head's prediction from the condition and the current and future actions
+        relative to the current joints, both in units of `aux_delta_std`."""
+        target = batch.actions[:, future_rows(self.config)] - batch.joint_positions[:, -1:]
         predicted = self.aux_head(cond).reshape(target.shape)
         return (predicted - target / self.aux_delta_std).abs().mean()
 
