@@ -2,6 +2,7 @@
 
     python -m dexstack.policies.diffusion.ptp_experiment run --task cover_pick --seeds 0 1 2
     python -m dexstack.policies.diffusion.ptp_experiment report --root runs/ptp > table.md
+    python -m dexstack.policies.diffusion.ptp_experiment probe --data data/cue_choice runs/ptp/cue_choice/embeddings.npz
 
 For a task's dataset (`data/<task>`, scripted demos) it runs PTP's multistage recipe once:
 
@@ -148,6 +149,51 @@ def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes:
             _log(f"{name}: success {summary['success_rate']:.2f}")
 
 
+def probe_cue(dataset_dir: Path, embeddings: Path, frames: tuple[int, int] = (3, 11), folds: int = 5) -> dict[str, Any]:
+    """Does one frame of the cue, through the frozen encoder, tell the answer? A small MLP trained
+    on the cached features of frames `frames` (the cue is in view) to predict the target's side
+    (the sim is reset with each episode's recorded seed to read it), accuracy on held-out episodes.
+    Memory can only help a policy built on these features if this is well above chance."""
+    import torch
+
+    from dexstack.dataset import Dataset
+    from dexstack.policies.diffusion.embeddings import load_embeddings
+    from dexstack.sim.core import SimCore
+
+    dataset = Dataset(dataset_dir)
+    cache = load_embeddings(embeddings, dataset)
+    sim = SimCore(task="cue_choice", render=False)
+    x, y, episode = [], [], []
+    for pos, features in enumerate(cache.episodes):
+        source = dataset.meta["episodes"][pos]["source"]  # "sim:cue_choice:seed=N"
+        if not source.startswith("sim:cue_choice:seed="):
+            raise ValueError(f"episode {pos} was not collected in sim for cue_choice ({source!r})")
+        sim.reset(int(source.rsplit("=", 1)[1]))
+        side = float(sim.object_pose()[0][1]) > 0
+        for k in range(*frames):
+            x.append(features[k]), y.append(side), episode.append(pos)
+    x_all = np.asarray(x, np.float32)
+    x_all = (x_all - x_all.mean(0)) / (x_all.std(0) + 1e-6)
+    y_all, episode_all = np.asarray(y, np.float32), np.asarray(episode)
+    accuracies = []
+    for fold in range(folds):
+        train_rows = episode_all % folds != fold
+        torch.manual_seed(fold)
+        net = torch.nn.Sequential(torch.nn.Linear(x_all.shape[1], 128), torch.nn.ReLU(), torch.nn.Linear(128, 1))
+        optimizer = torch.optim.Adam(net.parameters(), 1e-3, weight_decay=1e-4)
+        xs, ys = torch.from_numpy(x_all[train_rows]), torch.from_numpy(y_all[train_rows])
+        for _ in range(600):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xs)[:, 0], ys)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            guess = net(torch.from_numpy(x_all[~train_rows]))[:, 0].numpy() > 0
+        accuracies.append(float((guess == (y_all[~train_rows] > 0.5)).mean()))
+    return {"embeddings": str(embeddings), "held_out_accuracy": float(np.mean(accuracies)),
+            "per_fold": accuracies, "chance": float(max(y_all.mean(), 1 - y_all.mean())), "frames": list(frames)}
+
+
 def collect(root: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """task -> row -> per-seed result dicts, from the cells written so far."""
     table: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -207,9 +253,16 @@ def main(argv: list[str] | None = None) -> None:
                      help="override STAGE1 fields of the encoder run, e.g. epochs=40 aux_regression_weight=1")
     run.add_argument("--stage3", nargs="*", default=[], metavar="KEY=JSON",
                      help="override STAGE3 fields of every stage-3 run, e.g. epochs=40")
+    probe = sub.add_parser("probe", help="does one cached cue frame tell the answer? (cue_choice)")
+    probe.add_argument("--data", type=Path, default=Path("data/cue_choice"))
+    probe.add_argument("embeddings", type=Path, nargs="+")
     rep = sub.add_parser("report")
     rep.add_argument("--root", type=Path, default=Path("runs/ptp"))
     args = parser.parse_args(argv)
+    if args.command == "probe":
+        for path in args.embeddings:
+            print(json.dumps(probe_cue(args.data, path)))
+        return
     if args.command == "report":
         print(report(args.root))
         return
