@@ -35,8 +35,9 @@ class ConvKeypointEncoder(nn.Module):
 
     The first two convolutions have stride 2, so a 96x96 image gives 24x24 keypoint heat maps.
     `pooled_features` > 0 adds that many globally averaged channels (a 1x1 convolution of the last
-    feature map, averaged over the image) after the keypoints: keypoints say where things are,
-    not what colour they are, and a cue that differs only in colour needs the latter.
+    feature map, averaged over the image) after the keypoints: a summary of what is in view (such
+    as colour) next to where things are. (`cue_choice`'s colour cue turned out to be decodable from
+    the keypoints alone; see docs/RESULTS.md.)
     """
 
     def __init__(self, height: int, width: int, channels: tuple[int, ...] = (32, 32, 64),
