@@ -140,21 +140,22 @@ def test_aux_regression_trains_the_encoder_outside_validation_and_export(trained
     total = model(batch, noise=noise, timesteps=timesteps)
     cond = model.condition(batch.joint_positions, batch.images)
     aux = model.aux_regression_loss(cond, batch)
-    assert total.item() == pytest.approx(denoising.item() + 0.5 * aux.item(), rel=1e-5)
+    assert total.detach().item() == pytest.approx(denoising.detach().item() + 0.5 * aux.detach().item(), rel=1e-5)
     aux.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
     # The target is the whole horizon from the current action (To=1: all 8 tokens) minus the current
     # joints, per step and joint in units of its std; the head's error against it is the loss.
     with torch.no_grad():
         target = (batch.actions[:, 0:8] - batch.joint_positions[:, -1:]) / model.aux_delta_std
-    assert float((model.aux_head(cond).reshape(target.shape) - target).abs().mean()) == pytest.approx(float(aux))
+    head_error = (model.aux_head(cond).reshape(target.shape) - target).abs().mean()
+    assert head_error.detach().item() == pytest.approx(aux.detach().item())
 
     train(data, tmp_path / "run", config, progress=False)
     trained_model, _, _ = load_trained(tmp_path / "run")
     trained_model.aux_delta_std.copy_(model.aux_delta_std)
     with torch.no_grad():
         after = trained_model.aux_regression_loss(trained_model.condition(batch.joint_positions, batch.images), batch)
-    assert float(after) < 0.7 * float(aux), (float(aux), float(after))
+    assert after.item() < 0.7 * aux.detach().item(), (aux.detach().item(), after.item())
     export_run(tmp_path / "run", tmp_path / "export")
     assert sorted(p.name for p in (tmp_path / "export").glob("*.onnx")) == sorted(
         p.name for p in trained[2].glob("*.onnx"))
