@@ -170,8 +170,9 @@ def probe_cue(dataset_dir: Path, embeddings: Path, frames: tuple[int, int] = (3,
             raise ValueError(f"episode {pos} was not collected in sim for cue_choice ({source!r})")
         sim.reset(int(source.rsplit("=", 1)[1]))
         side = float(sim.object_pose()[0][1]) > 0
-        for k in range(*frames):
-            x.append(features[k]), y.append(side), episode.append(pos)
+        x.extend(features[frames[0]:frames[1]])
+        y.extend([side] * (frames[1] - frames[0]))
+        episode.extend([pos] * (frames[1] - frames[0]))
     x_all = np.asarray(x, np.float32)
     x_all = (x_all - x_all.mean(0)) / (x_all.std(0) + 1e-6)
     y_all, episode_all = np.asarray(y, np.float32), np.asarray(episode)
