@@ -1,6 +1,7 @@
 """Training cost per epoch of a long-context diffusion policy: end to end vs on cached embeddings.
 
-    .venv/bin/python bench/bench_ptp_training.py [--steps 20] [--threads 1] [--frames 11078]
+    .venv/bin/python bench/bench_ptp_training.py [--steps 20] [--threads 1] [--frames 11078] \
+        [--set 'conv_channels=[16,32,32]' pooled_features=8]
 
 Both arms run the trainer's own loss (`DiffusionPolicy.forward`) + backward + AdamW step on the
 same long-context model (To=16, Tp=32, the stage-3 UNet of `ptp_experiment.py`, wrist + scene
@@ -12,7 +13,8 @@ same long-context model (To=16, Tp=32, the stage-3 UNet of `ptp_experiment.py`, 
 
 Steps alternate between the arms so both see the same machine load. Per-epoch time = steps per
 epoch (frames / batch) x median step time; `--frames` defaults to the cover_pick dataset's 11,078
-frames. Cost does not depend on the weights or data values, so random inputs are used.
+frames. `--set KEY=JSON` overrides config fields (e.g. the encoder of a stage-1 recipe) in
+both arms. Cost does not depend on the weights or data values, so random inputs are used.
 Prints one JSON line.
 """
 
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--frames", type=int, default=11078, help="dataset frames per epoch")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="config overrides, both arms")
     args = parser.parse_args()
 
     import torch
@@ -40,11 +43,11 @@ def main() -> None:
     from dexstack.hardware.profiles import PANDA
     from dexstack.policies.common.vision import random_shift
     from dexstack.policies.diffusion.config import DiffusionConfig
-    from dexstack.policies.diffusion.ptp_experiment import STAGE3, VARIANTS
+    from dexstack.policies.diffusion.ptp_experiment import STAGE3, VARIANTS, parse_overrides
     from dexstack.policies.diffusion.train import Batch, DiffusionPolicy
 
     torch.set_num_threads(args.threads)
-    fields = {**DiffusionConfig().to_dict(), **STAGE3, **VARIANTS["ptp"]}
+    fields = {**DiffusionConfig().to_dict(), **STAGE3, **VARIANTS["ptp"], **parse_overrides(args.set)}
     config = DiffusionConfig.from_dict(fields)
     b, to, tp, j = config.batch_size, config.n_obs_steps, config.horizon, PANDA.n_joints
     hw = {cam: (PANDA.camera(cam).height, PANDA.camera(cam).width) for cam in config.cameras}
@@ -84,7 +87,8 @@ def main() -> None:
                 times[arm].append(dt)
     steps_per_epoch = math.ceil(args.frames / b)
     out: dict[str, object] = {"bench": "ptp_training", "batch": b, "n_obs_steps": to, "horizon": tp,
-                              "down_dims": list(config.down_dims), "frames_per_epoch": args.frames,
+                              "down_dims": list(config.down_dims), "conv_channels": list(config.conv_channels),
+                              "pooled_features": config.pooled_features, "frames_per_epoch": args.frames,
                               "steps_per_epoch": steps_per_epoch, "threads": args.threads,
                               "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}
     for arm, ts in times.items():
