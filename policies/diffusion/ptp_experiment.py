@@ -220,20 +220,22 @@ def report(root: Path) -> str:
             episodes = sorted({int(r["episodes"]) for r in runs})
             cells.append(f"{rates.mean():.0f} ± {rates.std():.0f}% ({len(runs)}×{'/'.join(map(str, episodes))})")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    lines += ["", "Training wall-clock per epoch (s, mean over seeds; 1 torch thread, two runs sharing 2 cores):", "",
+    lines += ["", "Training wall-clock per epoch (s, mean over seeds; torch threads per run in brackets, "
+              "two runs sharing 2 cores):", "",
               "| run | " + " | ".join(f"`{t}`" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
     timing_rows = [("stage 1: To=1, end to end (images through the CNN)", ["encoder"])]
     timing_rows += [(f"stage 3 on cached embeddings: `{v}`", [f"{v}_s{s}" for s in range(10)]) for v in VARIANTS]
     for title, names in timing_rows:
         cells = []
         for task in tasks:
-            per_epoch = []
+            per_epoch, threads = [], set()
             for name in names:
                 path = root / task / name / "history.json"
                 if path.exists():
                     last = json.loads(path.read_text())[-1]
                     per_epoch.append(last["time_s"] / max(last["epoch"], 1))
-            cells.append(f"{np.mean(per_epoch):.1f}" if per_epoch else "—")
+                    threads.add(json.loads((path.parent / "config.json").read_text())["torch_threads"])
+            cells.append(f"{np.mean(per_epoch):.1f} ({'/'.join(map(str, sorted(threads)))})" if per_epoch else "—")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
