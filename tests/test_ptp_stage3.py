@@ -213,3 +213,20 @@ def test_experiment_overrides_parse_config_fields_and_refuse_typos():
         parse_overrides(["epochs"])
     with pytest.raises(ValueError, match="must be JSON"):
         parse_overrides(["conv_channels=(16,32)"])
+
+
+def test_experiment_refuses_to_resume_a_run_trained_to_another_recipe(stages, tmp_path):
+    """`ptp_experiment run` skips finished runs and resumes stopped ones; a run dir trained with
+    other settings is refused, so one root never mixes recipes in its table."""
+    import shutil
+
+    from dexstack.policies.diffusion.ptp_experiment import _train
+
+    root, _ = stages
+    shutil.copytree(root / "encoder", tmp_path / "encoder")
+    before = (tmp_path / "encoder" / "history.json").read_text()
+    _train(root / "data", tmp_path / "encoder", STAGE1)  # same recipe, finished: nothing to do
+    assert (tmp_path / "encoder" / "history.json").read_text() == before
+    with pytest.raises(ValueError, match=r"another recipe \(conv_channels: \[8, 16\] there, \[8, 8\] asked\)"):
+        _train(root / "data", tmp_path / "encoder", {**STAGE1, "conv_channels": [8, 8]})
+    assert (tmp_path / "encoder" / "history.json").read_text() == before
