@@ -1,11 +1,11 @@
 """Training cost per epoch of a long-context diffusion policy: end to end vs on cached embeddings.
 
     .venv/bin/python bench/bench_ptp_training.py [--steps 20] [--threads 1] [--frames 11078] \
-        [--set 'conv_channels=[16,32,32]' pooled_features=8]
+        [--set 'conv_channels=[32,32,64]' pooled_features=0]
 
 Both arms run the trainer's own loss (`DiffusionPolicy.forward`) + backward + AdamW step on the
-same long-context model (To=16, Tp=32, the stage-3 UNet of `ptp_experiment.py`, wrist + scene
-96x96 cameras, Panda joints) at the same batch size:
+same long-context model (To=16, Tp=32, the stage-3 UNet and the stage-1 encoder of
+`ptp_experiment.py`, wrist + scene 96x96 cameras, Panda joints) at the same batch size:
 
 - end to end: the window's 16 frames x 2 cameras go through the keypoint CNN (with the
   random-shift augmentation), gradients flow into the encoder;
@@ -13,8 +13,8 @@ same long-context model (To=16, Tp=32, the stage-3 UNet of `ptp_experiment.py`, 
 
 Steps alternate between the arms so both see the same machine load. Per-epoch time = steps per
 epoch (frames / batch) x median step time; `--frames` defaults to the cover_pick dataset's 11,078
-frames. `--set KEY=JSON` overrides config fields (e.g. the encoder of a stage-1 recipe) in
-both arms. Cost does not depend on the weights or data values, so random inputs are used.
+frames. `--set KEY=JSON` overrides config fields in
+both arms (e.g. the first recipe's encoder, as in the example). Cost does not depend on the weights or data values, so random inputs are used.
 Prints one JSON line.
 """
 
@@ -43,11 +43,12 @@ def main() -> None:
     from dexstack.hardware.profiles import PANDA
     from dexstack.policies.common.vision import random_shift
     from dexstack.policies.diffusion.config import DiffusionConfig
-    from dexstack.policies.diffusion.ptp_experiment import STAGE3, VARIANTS, parse_overrides
-    from dexstack.policies.diffusion.train import Batch, DiffusionPolicy
+    from dexstack.policies.diffusion.ptp_experiment import STAGE1, STAGE3, VARIANTS, parse_overrides
+    from dexstack.policies.diffusion.train import ENCODER_FIELDS, Batch, DiffusionPolicy
 
     torch.set_num_threads(args.threads)
-    fields = {**DiffusionConfig().to_dict(), **STAGE3, **VARIANTS["ptp"], **parse_overrides(args.set)}
+    encoder = {k: v for k, v in STAGE1.items() if k in ENCODER_FIELDS}  # stage 3 inherits stage 1's encoder
+    fields = {**DiffusionConfig().to_dict(), **STAGE3, **encoder, **VARIANTS["ptp"], **parse_overrides(args.set)}
     config = DiffusionConfig.from_dict(fields)
     b, to, tp, j = config.batch_size, config.n_obs_steps, config.horizon, PANDA.n_joints
     hw = {cam: (PANDA.camera(cam).height, PANDA.camera(cam).width) for cam in config.cameras}
