@@ -13,8 +13,8 @@ same long-context model (To=16, Tp=32, the stage-3 UNet and the stage-1 encoder 
 
 Steps alternate between the arms so both see the same machine load. Per-epoch time = steps per
 epoch (frames / batch) x median step time; `--frames` defaults to the cover_pick dataset's 11,078
-frames. `--set KEY=JSON` overrides config fields in
-both arms (e.g. the first recipe's encoder, as in the example). Cost does not depend on the weights or data values, so random inputs are used.
+frames. `--set KEY=JSON` overrides config fields in both arms (e.g. the first recipe's encoder,
+as in the example). Cost does not depend on the weights or data values, so random inputs are used.
 Prints one JSON line.
 """
 

@@ -1,7 +1,7 @@
 """The PTP results table (issue 3), one task at a time, resumable at every step.
 
-    python -m dexstack.policies.diffusion.ptp_experiment run --task cover_pick --seeds 0 1 2 --root runs/ptp_v3
-    python -m dexstack.policies.diffusion.ptp_experiment report --root runs/ptp_v3 > table.md
+    python -m dexstack.policies.diffusion.ptp_experiment run --task cover_pick --seeds 0 1 2   # into runs/ptp_v3
+    python -m dexstack.policies.diffusion.ptp_experiment report > table.md
     python -m dexstack.policies.diffusion.ptp_experiment run --task cover_pick --first-recipe --root runs/ptp
     python -m dexstack.policies.diffusion.ptp_experiment probe --data data/cue_choice runs/ptp_v3/cue_choice/embeddings.npz
 
@@ -24,8 +24,9 @@ encoder, same data, same step budget) and evaluates four rows with `dexstack eva
 Each plan's 8 actions execute open loop (one per 10 Hz policy period) before the next plan.
 
 Every step is skipped when its output exists (a stopped run resumes where it was; a half-trained
-run continues from its checkpoint; a run trained to other settings is refused: one root, one recipe). Evaluations are in-process (the runtime the policy node
-serves, on the sim node's physics core) with seeds 1000 + i, and write one JSON per cell.
+run continues from its checkpoint; a run trained to other settings is refused: one root, one
+recipe). Evaluations are in-process (the runtime the policy node serves, on the sim node's physics
+core) with seeds 1000 + i, and write one JSON per cell.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _train(dataset: Path, run_dir: Path, fields: dict[str, Any], **frozen: Any) 
     config = DiffusionConfig.from_dict({**DiffusionConfig().to_dict(), **fields})
     if (run_dir / CHECKPOINT).exists():
         # Resuming (or skipping) a run trained to another recipe would mix recipes in one table.
-        # a field newer than the run had its default's behaviour when the run trained
+        # A field newer than the run counts as its default (the behaviour the run trained with).
         stored = {**DiffusionConfig().to_dict(), **json.loads((run_dir / "config.json").read_text())}
         wanted = config.to_dict()
         differ = sorted(k for k in fields if k != "epochs" and stored.get(k) != wanted[k])
