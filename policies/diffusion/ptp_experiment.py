@@ -272,14 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     run.add_argument("--root", type=Path, default=Path("runs/ptp_v3"))
     run.add_argument("--data", type=Path, default=Path("data"))
-    run.add_argument("--pooled-features", type=int, default=None,
-                     help="same as --stage1 pooled_features=N (older commands use it)")
     run.add_argument("--first-recipe", action="store_true",
                      help="the first table's recipe (FIRST_RECIPE); --stage1/--stage3 still apply on top")
     run.add_argument("--stage1", nargs="*", default=[], metavar="KEY=JSON",
-                     help="override STAGE1 fields of the encoder run, e.g. epochs=40 aux_regression_weight=1")
+                     help="override STAGE1 fields of the encoder run, e.g. epochs=60 aux_regression_weight=0")
     run.add_argument("--stage3", nargs="*", default=[], metavar="KEY=JSON",
-                     help="override STAGE3 fields of every stage-3 run, e.g. epochs=40")
+                     help="override STAGE3 fields of every stage-3 run, e.g. epochs=20")
     probe = sub.add_parser("probe", help="does one cached cue frame tell the answer? (cue_choice)")
     probe.add_argument("--data", type=Path, default=Path("data/cue_choice"))
     probe.add_argument("embeddings", type=Path, nargs="+")
@@ -297,8 +295,6 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DEXSTACK_HOME", str((args.root / "home").resolve()))
     stage1 = FIRST_RECIPE["stage1"] if args.first_recipe else {}
     stage3 = FIRST_RECIPE["stage3"] if args.first_recipe else {}
-    if args.pooled_features is not None:
-        stage1 = {**stage1, "pooled_features": args.pooled_features}
     run_task(args.root, args.data, args.task, args.seeds, args.episodes, args.rows,
              {**stage1, **parse_overrides(args.stage1)}, {**stage3, **parse_overrides(args.stage3)})
 
