@@ -36,7 +36,7 @@ class DiffusionConfig:
     # predicts, from the condition, the current and future actions of the horizon relative to the
     # current joints (normalised per step and joint). The denoising loss alone reaches the encoder
     # through randomly noised targets, a weak signal; predicting where the arm will go is a direct
-    # one (measured: cue_choice 14-20% vs 4% with ptp + SV, seed 0, docs/RESULTS.md). 0 = off.
+    # one (PTP's stage 1 uses 1; the figures it moved are in docs/RESULTS.md). 0 = off.
     # Not exported.
     aux_regression_weight: float = 0.0
 

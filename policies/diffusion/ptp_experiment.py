@@ -43,9 +43,7 @@ import numpy as np
 
 # Stage 1 ("v3" in RESULTS.md): the auxiliary L1 head on the horizon's actions gives the encoder a
 # direct signal, where the denoising loss reaches it only through noised targets; it lifted every
-# row of the table (docs/RESULTS.md has both tables).
-# The first recipe (conv 32-32-64, no head, horizon 16, UNet 64-128-256, 15 epochs, 1 thread;
-# stage 3 20 epochs) is FIRST_RECIPE, kept so its table can be reproduced.
+# row of the table (docs/RESULTS.md has both tables). FIRST_RECIPE keeps the first table reproducible.
 STAGE1 = {"n_obs_steps": 1, "horizon": 32, "n_action_steps": 8, "down_dims": [32, 64, 128], "epochs": 40,
           "batch_size": 64, "lr": 3e-4, "warmup_steps": 200, "torch_threads": 2, "conv_channels": [16, 32, 32],
           "pooled_features": 8, "aux_regression_weight": 1.0}
@@ -88,9 +86,9 @@ def _train(dataset: Path, run_dir: Path, fields: dict[str, Any], **frozen: Any) 
         # A field newer than the run counts as its default (the behaviour the run trained with).
         stored = {**DiffusionConfig().to_dict(), **json.loads((run_dir / "config.json").read_text())}
         wanted = config.to_dict()
-        differ = sorted(k for k in fields if k != "epochs" and stored.get(k) != wanted[k])
+        differ = sorted(k for k in fields if k != "epochs" and stored[k] != wanted[k])
         if differ:
-            changes = ", ".join(f"{k}: {stored.get(k)!r} there, {wanted[k]!r} asked" for k in differ)
+            changes = ", ".join(f"{k}: {stored[k]!r} there, {wanted[k]!r} asked" for k in differ)
             raise ValueError(f"{run_dir} was trained with another recipe ({changes}); use another --root")
         history = json.loads((run_dir / "history.json").read_text())
         if history[-1]["epoch"] >= config.epochs:
