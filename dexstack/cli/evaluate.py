@@ -114,6 +114,10 @@ def run_eval(policy: str, task: str, episodes: int, seed: int | None, through_ro
             summary = report.summary(policy, task, res.successes, latency if policy != "expert" else None,
                                      mode="in_process")
     summary["seeds"] = [min(res.seeds), max(res.seeds)] if res.seeds else []
+    # Per-episode outcomes by seed, so two runs (before/after a change, in-process/through ROS)
+    # can be compared episode by episode.
+    summary["outcomes"] = [bool(s) for s in res.successes]
+    summary["episode_sim_s"] = [round(float(t), 3) for t in res.episode_sim_s]
     summary["wall_s"] = round(res.wall_s, 1)
     if video and res.frames:
         from dexstack.contract import POLICY_HZ
