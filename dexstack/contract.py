@@ -2,7 +2,7 @@
 
 This module is the single source of truth for every name and rate the nodes, tests, launch
 files and recorder use. It is plain Python so that code without rclpy (trainers, the
-dataset converter) can read it; `dexstack.ros_nodes.qos` maps the QoS kinds to rclpy.
+dataset converter) can read it; `dexstack.ros_nodes.common.QOS` maps the QoS kinds to rclpy.
 Robot-specific names (controller, cameras, joints) live in `dexstack.hardware.profiles`.
 """
 
@@ -103,15 +103,6 @@ def camera_mask_topic(camera: str) -> str:
 # tf2_msgs is not among the pip ROS 2 wheels this project uses.
 def camera_pose_topic(camera: str) -> str:
     return f"/camera/{camera}/optical_pose"
-
-
-def sim_camera_topics(cameras: tuple[str, ...]) -> list[TopicSpec]:
-    """The object mask and camera pose topics a simulator with these cameras adds."""
-    topics = []
-    for cam in cameras:
-        topics += [TopicSpec(camera_mask_topic(cam), "sensor_msgs/msg/Image", QoSKind.SENSOR_DATA),
-                   TopicSpec(camera_pose_topic(cam), "geometry_msgs/msg/PoseStamped", QoSKind.LATCHED)]
-    return topics
 
 
 @dataclass(frozen=True)

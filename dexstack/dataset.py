@@ -223,13 +223,3 @@ class Dataset:
                     h.update(block)
         return h.hexdigest()
 
-
-def build_from_mcap(mcap_paths, out_root, fps=None, profile=None, cameras=None, **kwargs) -> Dataset:
-    """Convert MCAP episode recordings into a dataset; see `dexstack.mcap_io.build_from_mcap`.
-
-    Kept here so trainers find it next to the format; the import is lazy so this module stays
-    numpy + stdlib.
-    """
-    from dexstack import mcap_io
-
-    return mcap_io.build_from_mcap(mcap_paths, out_root, fps=fps, profile=profile, cameras=cameras, **kwargs)

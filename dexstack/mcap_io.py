@@ -20,11 +20,15 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from mcap.reader import make_reader
 from mcap.writer import CompressionType, Writer
 from mcap_ros2.decoder import DecoderFactory
+
+if TYPE_CHECKING:  # core does not import hardware/ (BRIEF §1); the caller passes the profile
+    from dexstack.hardware.profiles import RobotProfile
 
 from dexstack import contract
 from dexstack.dataset import ACTION, Dataset, DatasetError, DatasetWriter
@@ -261,7 +265,7 @@ def _chunk_or_none(msg) -> ActionChunk | None:
     return ActionChunk(tuple(msg.joint_names), positions, times, stamp)
 
 
-def convert_episode(path: str | Path, fps: float, profile, cameras: Sequence[str], depth: bool = False
+def convert_episode(path: str | Path, fps: float, profile: RobotProfile, cameras: Sequence[str], depth: bool = False
                     ) -> tuple[dict[str, np.ndarray], dict]:
     """Sample one episode file at `fps` ticks; returns (frames, episode info).
 
@@ -374,19 +378,16 @@ def _features(frames: dict[str, np.ndarray]) -> dict[str, dict]:
     return feats
 
 
-def build_from_mcap(mcap_paths: Iterable[str | Path] | str | Path, out_root: str | Path, fps: float | None = None,
-                    profile=None, cameras: Sequence[str] | None = None, depth: bool = False,
+def build_from_mcap(mcap_paths: Iterable[str | Path] | str | Path, out_root: str | Path, profile: RobotProfile,
+                    fps: float | None = None, cameras: Sequence[str] | None = None, depth: bool = False,
                     on_episode: Callable[[int, int, Path], None] | None = None) -> Dataset:
     """Build a dataset at `out_root` from MCAP episode files (or directories of them).
 
-    `fps` defaults to the policy rate, `profile` to the Panda profile, `cameras` to all the
-    profile's cameras. Every file must convert; a bad file raises naming it, and the output
+    `profile`: the robot that was recorded (its joint names and cameras; `hardware/profiles.py`);
+    `fps` defaults to the policy rate, `cameras` to all the profile's cameras. Every file must convert; a bad file raises naming it, and the output
     directory then holds only the episodes before it (each complete).
     `on_episode(done, total, path)` is called after each file (progress bars).
     """
-    from dexstack.hardware.profiles import PANDA
-
-    profile = profile or PANDA
     fps = float(fps or contract.POLICY_HZ)
     cameras = list(profile.camera_names if cameras is None else cameras)
     for cam in cameras:

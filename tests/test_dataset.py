@@ -108,7 +108,7 @@ def expected_action(t: float) -> np.ndarray:
 def test_converter_frames_and_actions_follow_the_replayed_trajectories(tmp_path):
     (tmp_path / "rec").mkdir()
     write_synthetic_episode(tmp_path / "rec" / "ep.mcap")
-    ds = build_from_mcap(tmp_path / "rec", tmp_path / "ds", fps=10.0, cameras=["wrist", "scene"], depth=True)
+    ds = build_from_mcap(tmp_path / "rec", tmp_path / "ds", PANDA, fps=10.0, cameras=["wrist", "scene"], depth=True)
     assert len(ds) == 1
     ep = ds.episode(0)
     # All topics have a message from the first scene image (T0+0.12); the first topic to end is
@@ -148,9 +148,9 @@ def test_converter_rejects_an_episode_without_camera_frames(tmp_path):
         w.write(ch, serialize_message(msg), i * 10_000_000, 0)
     w.close()
     with pytest.raises(DatasetError, match="camera/wrist/color/image_raw"):
-        build_from_mcap(tmp_path / "no_cam.mcap", tmp_path / "ds", cameras=["wrist"])
+        build_from_mcap(tmp_path / "no_cam.mcap", tmp_path / "ds", PANDA, cameras=["wrist"])
     # Joint states alone are enough when no camera is asked for.
-    ds = build_from_mcap(tmp_path / "no_cam.mcap", tmp_path / "ds2", cameras=[])
+    ds = build_from_mcap(tmp_path / "no_cam.mcap", tmp_path / "ds2", PANDA, cameras=[])
     assert len(ds) == 1 and set(ds.features) == {"joint_positions", "action"}
     np.testing.assert_allclose(ds.episode(0)["action"], np.tile(HOME, (len(ds.episode(0)["action"]), 1)), atol=1e-6)
 
