@@ -34,10 +34,11 @@ def main() -> None:
     from dexstack import contract
     from dexstack.hardware.profiles import PANDA
     from dexstack.policies.bc.config import BCConfig
-    from dexstack.policies.bc.export import build_manifest, export_onnx
-    from dexstack.policies.bc.model import BCPolicy, NormalizationStats, Normalizer, count_parameters, predict_chunk
+    from dexstack.policies.bc.export import build_manifest, export_graph
+    from dexstack.policies.bc.model import BCPolicy, NormalizationStats, Normalizer, predict_chunk
     from dexstack.policies.bc.runtime import Runtime
     from dexstack.policies.bc.train import load_trained
+    from dexstack.policies.common.training import count_parameters
 
     torch.set_num_threads(args.threads)
     if args.run:
@@ -57,7 +58,7 @@ def main() -> None:
         normalizer = Normalizer(stats)
 
     with tempfile.TemporaryDirectory() as tmp:
-        export_onnx(model, stats, Path(tmp) / "policy.onnx")
+        export_graph(model, stats, Path(tmp) / "policy.onnx")
         runtime = Runtime(Path(tmp), build_manifest(config, run_info, stats), threads=args.threads)
 
         rng = np.random.default_rng(0)

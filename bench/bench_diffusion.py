@@ -47,11 +47,11 @@ def main() -> None:
 
     from dexstack import contract
     from dexstack.hardware.profiles import PANDA
+    from dexstack.policies.common.training import count_parameters
     from dexstack.policies.diffusion import schedulers
     from dexstack.policies.diffusion.config import DiffusionConfig
-    from dexstack.policies.diffusion.denoisers import count_parameters
     from dexstack.policies.diffusion.export import build_manifest, write_policy_dir
-    from dexstack.policies.diffusion.model import ObservationEncoder, build_denoiser
+    from dexstack.policies.diffusion.model import ObservationEncoder, build_denoiser, torch_step_fn
     from dexstack.policies.diffusion.runtime import Runtime
 
     torch.set_num_threads(args.threads)
@@ -76,7 +76,7 @@ def main() -> None:
         manifest = json.loads((policy_dir / "manifest.json").read_text())
         cond = np.concatenate([Runtime(policy_dir, manifest).encode(observation)] * config.n_obs_steps)[None]
         noise = rng.standard_normal((1, config.horizon, j)).astype(np.float32)
-        torch_step = schedulers.torch_step_fn(denoiser, cond)
+        torch_step = torch_step_fn(denoiser, cond)
         alpha_bar = schedulers.alphas_cumprod(config.num_train_timesteps)
         torch_samplers = {
             "ddim10": lambda: schedulers.ddim_sample(torch_step, noise, alpha_bar, 10),

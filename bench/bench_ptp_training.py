@@ -43,8 +43,9 @@ def main() -> None:
     from dexstack.hardware.profiles import PANDA
     from dexstack.policies.common.vision import random_shift
     from dexstack.policies.diffusion.config import DiffusionConfig
+    from dexstack.policies.diffusion.model import Batch, DiffusionPolicy
     from dexstack.policies.diffusion.ptp_experiment import STAGE1, STAGE3, VARIANTS, parse_overrides
-    from dexstack.policies.diffusion.train import ENCODER_FIELDS, Batch, DiffusionPolicy
+    from dexstack.policies.diffusion.train import ENCODER_FIELDS
 
     torch.set_num_threads(args.threads)
     encoder = {k: v for k, v in STAGE1.items() if k in ENCODER_FIELDS}  # stage 3 inherits stage 1's encoder

@@ -19,8 +19,17 @@ from dexstack.policies.diffusion import schedulers
 from dexstack.policies.diffusion.config import DiffusionConfig
 from dexstack.policies.diffusion.denoisers import CausalTransformerDenoiser, ConditionalUnet1D
 from dexstack.policies.diffusion.export import build_manifest, export_denoiser, write_policy_dir
-from dexstack.policies.diffusion.model import IMAGE_SCALE, ObservationEncoder, build_denoiser
+from dexstack.policies.diffusion.model import (
+    IMAGE_SCALE,
+    ObservationEncoder,
+    build_denoiser,
+    edm_training_loss,
+    masked_mse,
+    torch_step_fn,
+    training_loss,
+)
 from dexstack.policies.diffusion.runtime import Runtime
+from dexstack.policies.diffusion.train import EMA
 from dexstack.runtime import ObservationError
 
 JOINTS = list(PANDA.joint_names)
@@ -130,7 +139,7 @@ def test_full_sampling_run_onnx_matches_torch(policies, key):
     cond = torch_cond(encoder, frames)
     noise = np.random.default_rng(3).standard_normal((1, 8, J)).astype(np.float32)
     got = runtime.sample(cond, noise)
-    step = schedulers.torch_step_fn(denoiser, cond)
+    step = torch_step_fn(denoiser, cond)
     if key[1] == "ddim":
         assert manifest["runtime"]["ddim"]["steps"] == 10
         expected = schedulers.ddim_sample(step, noise, schedulers.alphas_cumprod(100), 10)
@@ -143,7 +152,7 @@ def test_full_sampling_run_onnx_matches_torch(policies, key):
 
 def test_export_refuses_a_mismatch(tmp_path):
     """A graph onnxruntime cannot reproduce is rejected and not left on disk."""
-    from dexstack.policies.diffusion.export import ExportError
+    from dexstack.policies.common.export_check import ExportError
 
     class Unexportable(ConditionalUnet1D):
         def forward(self, x, t, c):  # noqa: ANN001, ANN201 - depends on a Python-side counter: traced as a constant
@@ -170,7 +179,7 @@ def test_act_returns_the_executable_slice_unnormalised(policies):
     for frames, chunk in (([first, first], chunk1), ([first, second], chunk2)):
         noise = rng.standard_normal((1, 8, J)).astype(np.float32)
         cond = torch_cond(encoder, frames)
-        seq = schedulers.ddim_sample(schedulers.torch_step_fn(denoiser, cond), noise, schedulers.alphas_cumprod(100))
+        seq = schedulers.ddim_sample(torch_step_fn(denoiser, cond), noise, schedulers.alphas_cumprod(100))
         absolute = seq[0] * s["action_std"] + s["action_mean"]
         np.testing.assert_allclose(chunk, absolute[1:5], atol=1e-3, rtol=1e-4)  # To - 1 = 1 .. 1 + Ta
 
@@ -320,10 +329,10 @@ def toy_batch(gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]
 def test_tiny_training_run_lowers_the_loss(loss_kind):
     torch.manual_seed(0)
     model = ConditionalUnet1D(2, 4, step_embed_dim=32, down_dims=(32, 64))
-    ema = schedulers.EMA(model, decay=0.99)
+    ema = EMA(model, decay=0.99)
     optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(0)
-    loss_fn = schedulers.training_loss if loss_kind == "ddpm" else schedulers.edm_training_loss
+    loss_fn = training_loss if loss_kind == "ddpm" else edm_training_loss
 
     # Fixed evaluation batch, noise and noise levels, so before/after compare the same quantity.
     eval_gen = torch.Generator().manual_seed(123)
@@ -366,28 +375,28 @@ def test_loss_mask_removes_masked_tokens():
             outputs.append(out)
             return out
 
-    schedulers.training_loss(Recorder(), actions, cond, torch.Generator().manual_seed(1), mask=mask).backward()
+    training_loss(Recorder(), actions, cond, torch.Generator().manual_seed(1), mask=mask).backward()
     grad = outputs[0].grad
     assert torch.all(grad[:, :3] == 0) and torch.all(grad[:, 3:].abs().sum(dim=-1) > 0)
 
     # ... and w.r.t. the targets; changing masked targets leaves the value unchanged.
     pred = torch.randn(3, 8, 2)
     target = torch.randn(3, 8, 2, requires_grad=True)
-    value = schedulers.masked_mse(pred, target, mask)
+    value = masked_mse(pred, target, mask)
     value.backward()
     assert torch.all(target.grad[:, :3] == 0) and torch.all(target.grad[:, 3:] != 0)
     changed = target.detach().clone()
     changed[:, :3] += 5.0
-    assert torch.equal(schedulers.masked_mse(pred, changed, mask), value.detach())
+    assert torch.equal(masked_mse(pred, changed, mask), value.detach())
     np.testing.assert_allclose(float(value.detach()), float(((pred - target.detach())[:, 3:] ** 2).mean()), rtol=1e-6)
     # Per-sample masks (B, T), and bad masks with clear errors.
     per_sample = torch.ones(3, 8)
     per_sample[0] = 0
-    assert torch.equal(schedulers.masked_mse(pred, target, per_sample), schedulers.masked_mse(pred[1:], target[1:]))
+    assert torch.equal(masked_mse(pred, target, per_sample), masked_mse(pred[1:], target[1:]))
     with pytest.raises(ValueError, match="keeps no action token"):
-        schedulers.masked_mse(pred, target, torch.zeros(8))
+        masked_mse(pred, target, torch.zeros(8))
     with pytest.raises(ValueError, match="loss mask has shape"):
-        schedulers.masked_mse(pred, target, torch.ones(7))
+        masked_mse(pred, target, torch.ones(7))
 
 
 def test_config_round_trip_and_errors():

@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
 
 
 def test_windows_start_at_k_minus_to_plus_one_and_clamp_at_episode_edges():
-    from dexstack.policies.diffusion.train import window_indices
+    from dexstack.policies.diffusion.history import window_indices
 
     obs, act = window_indices(length=5, n_obs_steps=3, horizon=6)
     assert obs.tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4]]
@@ -71,7 +71,8 @@ def _loss_with_past_changed(data: Path, past_tokens: int, change_token: int | No
     """The masked loss of one fixed batch (fixed weights, noise and timesteps); with `change_token`
     set, that past action token of every window is replaced by a far-off target first."""
     from dexstack.dataset import Dataset
-    from dexstack.policies.diffusion.train import DiffusionPolicy, compute_stats, load_windows, make_batch
+    from dexstack.policies.diffusion.model import DiffusionPolicy
+    from dexstack.policies.diffusion.train import compute_stats, load_windows, make_batch
 
     config = tiny_config(past_tokens_in_loss=past_tokens, sampler=sampler)
     cache = load_windows(Dataset(data), config)
@@ -90,11 +91,11 @@ def _loss_with_past_changed(data: Path, past_tokens: int, change_token: int | No
 
 
 def test_past_token_loss_setting(trained):
-    from dexstack.policies.diffusion.train import loss_mask
+    from dexstack.policies.diffusion.history import first_counted_token, loss_mask
 
     data = trained[0]
-    assert loss_mask(tiny_config(past_tokens_in_loss=0)).tolist() == [False, False] + [True] * 6
-    assert loss_mask(tiny_config(past_tokens_in_loss=1)).tolist() == [False] + [True] * 7
+    assert loss_mask(8, first_counted_token(3, past_tokens_in_loss=0)).tolist() == [False, False] + [True] * 6
+    assert loss_mask(8, first_counted_token(3, past_tokens_in_loss=1)).tolist() == [False] + [True] * 7
     # Tokens 0 and 1 are the To-1 = 2 past actions. Off: the loss ignores both.
     for past_tokens, token, depends in ((0, 0, False), (0, 1, False), (1, 0, False), (1, 1, True), (2, 0, True)):
         base = _loss_with_past_changed(data, past_tokens, None)
@@ -114,15 +115,8 @@ def test_aux_regression_trains_the_encoder_outside_validation_and_export(trained
     the training loss only, reaches the encoder, falls with training, and is not exported."""
     from dexstack.dataset import Dataset
     from dexstack.policies.diffusion.export import export_run
-    from dexstack.policies.diffusion.train import (
-        DiffusionPolicy,
-        compute_stats,
-        load_trained,
-        load_windows,
-        make_batch,
-        relative_chunk_std,
-        train,
-    )
+    from dexstack.policies.diffusion.model import DiffusionPolicy, load_trained
+    from dexstack.policies.diffusion.train import compute_stats, load_windows, make_batch, relative_chunk_std, train
 
     data = trained[0]
     config = tiny_config(aux_regression_weight=0.5, n_obs_steps=1, epochs=8)
@@ -208,7 +202,8 @@ def _torch_chunk(model, config, data: Path, episode: int, frame: int, noise: np.
     DDIM loop and initial noise."""
     from dexstack.dataset import Dataset
     from dexstack.policies.diffusion import schedulers
-    from dexstack.policies.diffusion.train import window_indices
+    from dexstack.policies.diffusion.history import window_indices
+    from dexstack.policies.diffusion.model import torch_step_fn
 
     ep = Dataset(data).episode(episode)
     obs_rows, _ = window_indices(len(ep["action"]), config.n_obs_steps, config.horizon)
@@ -218,8 +213,7 @@ def _torch_chunk(model, config, data: Path, episode: int, frame: int, noise: np.
     with torch.no_grad():
         cond = model.condition(q, images).numpy()
     alpha_bar = schedulers.alphas_cumprod(config.num_train_timesteps)
-    first_counted = config.n_obs_steps - 1 - config.past_tokens_in_loss
-    x = schedulers.ddim_sample(schedulers.torch_step_fn(model.denoiser, cond, first_counted), noise, alpha_bar,
+    x = schedulers.ddim_sample(torch_step_fn(model.denoiser, cond, model.first_counted), noise, alpha_bar,
                                config.ddim_steps)
     actions = x[0].astype(np.float64) * model.action_std.numpy() + model.action_mean.numpy()
     return actions[config.n_obs_steps - 1:config.n_obs_steps - 1 + config.n_action_steps]
@@ -235,7 +229,7 @@ def _observation(data: Path, episode: int, frame: int) -> dict[str, np.ndarray]:
 
 
 def test_exported_runtime_acts_like_the_trained_model(trained):
-    from dexstack.policies.diffusion.train import load_trained
+    from dexstack.policies.diffusion.model import load_trained
 
     data, run, export_dir, _ = trained
     manifest = json.loads((export_dir / "manifest.json").read_text())

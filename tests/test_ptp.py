@@ -38,7 +38,7 @@ def _stats(seed: int = 0) -> dict[str, list[float]]:
 
 
 def _policy(seed: int = 0):
-    from dexstack.policies.diffusion.train import DiffusionPolicy
+    from dexstack.policies.diffusion.model import DiffusionPolicy
 
     torch.manual_seed(seed)
     return DiffusionPolicy(_config(), J, {"wrist": IMAGE[:2]}, _stats()).eval()
@@ -218,7 +218,8 @@ def test_runtime_self_verification(exported):
 
 def test_embed_from_a_trained_run_uses_its_ema_encoder(tmp_path):
     from dexstack.policies.diffusion.embeddings import embed_dataset, encoder_hash, load_embeddings
-    from dexstack.policies.diffusion.train import load_trained, train
+    from dexstack.policies.diffusion.model import load_trained
+    from dexstack.policies.diffusion.train import train
 
     data = _write_dataset(tmp_path / "data", seed=3, lengths=(6, 6, 6, 6))
     config = _config(epochs=1, batch_size=8, val_fraction=0.25, torch_threads=1, warmup_steps=1, device="cpu")

@@ -57,7 +57,7 @@ def stages(tmp_path_factory):
 
 def test_stage3_trains_the_denoiser_on_cached_features_with_the_encoder_frozen(stages):
     from dexstack.policies.diffusion.embeddings import encoder_hash
-    from dexstack.policies.diffusion.train import load_trained
+    from dexstack.policies.diffusion.model import load_trained
 
     root, history = stages
     assert history[-1]["epoch"] == LONG["epochs"]

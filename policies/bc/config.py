@@ -8,7 +8,7 @@ exporter and the run directory's `config.json` can read it cheaply.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 FAMILY = "bc"
@@ -74,16 +74,3 @@ class BCConfig:
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**kwargs)
 
-
-@dataclass
-class RunInfo:
-    """What `run.json` in a run directory records (read by `dexstack export`)."""
-
-    family: str = FAMILY
-    dataset: str = ""
-    dataset_hash: str = ""
-    code_commit: str = "unknown"
-    created: str = ""
-    robot_profile: str = "panda"
-    joint_names: list[str] = field(default_factory=list)
-    fps: float = 10.0

@@ -13,72 +13,43 @@ The export fails unless onnxruntime reproduces torch within `atol` on sample inp
 from __future__ import annotations
 
 import json
-import math
-import os
-import shutil
-import tempfile
-import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from dexstack import contract
 from dexstack.policies.bc.config import FAMILY, BCConfig
 from dexstack.policies.bc.model import IMAGE_SCALE, JOINT_DELTA, BCPolicy, NormalizationStats, input_names
 from dexstack.policies.bc.train import load_trained
+from dexstack.policies.common import export as common_export
+from dexstack.policies.common import normalization
 
 GRAPH_FILE = "policy.onnx"
 OUTPUT_NAME = "chunk_normalized"
-OPSET = 17
-
-
-class ExportError(RuntimeError):
-    """The exported graph does not reproduce the torch model."""
 
 
 def build_manifest(config: BCConfig, run_info: dict[str, Any], stats: NormalizationStats) -> dict[str, Any]:
     """The manifest of an export directory (the store adds name, version and file checksums)."""
     joint_names = list(run_info["joint_names"])
-    inputs: list[dict[str, Any]] = [{
-        "name": contract.JOINT_POSITIONS, "kind": "joint_positions", "source": contract.JOINT_STATES,
-        "names": joint_names, "shape": [len(joint_names)], "dtype": "float32",
-        "normalization": {"type": "mean_std", "mean": stats.joint_mean.tolist(), "std": stats.joint_std.tolist()},
-    }]
-    for cam in config.cameras:
-        inputs.append({
-            "name": contract.rgb_key(cam), "kind": "rgb", "source": contract.camera_color_topic(cam),
-            "shape": list(run_info["image_shapes"][cam]), "dtype": "uint8",
-            "normalization": {"type": "scale", "scale": IMAGE_SCALE},
-        })
     return {
         "schema_version": 1,
         "family": FAMILY,
         "robot_profile": run_info["robot_profile"],
         "graphs": {"policy": GRAPH_FILE},
-        "inputs": inputs,
+        "inputs": common_export.observation_inputs(joint_names, stats.joint_mean, stats.joint_std, config.cameras,
+                                                   run_info["image_shapes"], IMAGE_SCALE),
         "outputs": {
             "kind": "joint_position_chunk", "joint_names": joint_names,
             "chunk_length": config.chunk_length, "dt": 1.0 / float(run_info["fps"]),
             # Per (chunk step, joint) statistics of the training targets; with relative_to set, the
             # graph predicts offsets from the current joint positions: target = q + out * std + mean.
             "chunk_normalization": {
-                "type": "mean_std", "mean": stats.target_mean.tolist(), "std": stats.target_std.tolist(),
+                **normalization.mean_std(stats.target_mean, stats.target_std),
                 "relative_to": contract.JOINT_POSITIONS if stats.relative else None,
             },
         },
-        "provenance": {
-            "code_commit": run_info.get("code_commit", "unknown"),
-            "dataset_hash": run_info.get("dataset_hash", ""),
-            "dataset": Path(run_info.get("dataset", "")).name,  # the hash identifies it; no machine paths
-            "config": config.to_dict(),
-            "training_time_s": round(float(run_info.get("training_time_s", 0.0)), 3),
-            "epochs_trained": len(run_info.get("history", [])) - 1,
-            "final_val_loss": _finite_or_none((run_info.get("history") or [{}])[-1].get("val_loss")),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        },
+        "provenance": common_export.run_provenance(run_info, config.to_dict()),
         "evaluation": {},
         "runtime": runtime_settings(config, stats),
     }
@@ -90,18 +61,11 @@ def runtime_settings(config: BCConfig, stats: NormalizationStats) -> dict[str, A
     settings: dict[str, Any] = {}
     if config.joint_delta_input:
         # q_k - q_{k-1} (the previous call's observation; zero after reset) feeds this graph input.
-        settings["joint_delta"] = {
-            "graph_input": JOINT_DELTA,
-            "normalization": {"type": "mean_std", "mean": stats.delta_mean.tolist(), "std": stats.delta_std.tolist()},
-        }
+        settings["joint_delta"] = {"graph_input": JOINT_DELTA,
+                                   "normalization": normalization.mean_std(stats.delta_mean, stats.delta_std)}
     if config.temporal_ensemble:
         settings["temporal_ensemble"] = {"decay": config.temporal_ensemble_decay}
     return settings
-
-
-def _finite_or_none(value: Any) -> float | None:
-    # NaN (no validation episodes) is not valid strict JSON; the manifest stays strict.
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def sample_inputs(model: BCPolicy, stats: NormalizationStats, batch: int, seed: int = 0) -> list[torch.Tensor]:
@@ -117,62 +81,20 @@ def sample_inputs(model: BCPolicy, stats: NormalizationStats, batch: int, seed: 
     return [q_norm.to(torch.float32), *extra, *images]
 
 
-def export_onnx(model: BCPolicy, stats: NormalizationStats, path: Path) -> None:
-    """torch -> ONNX with a dynamic batch axis. The legacy TorchScript exporter handles this
-    conv/GroupNorm/softmax/MLP network directly and needs no onnxscript at export time."""
+def export_graph(model: BCPolicy, stats: NormalizationStats, path: Path, atol: float = 1e-4) -> float:
+    """Write `policy.onnx` and check onnxruntime against torch on sample inputs (batch 1 and 5):
+    returns the largest absolute difference in the normalised outputs, raises ExportError (and
+    removes the graph) above `atol`."""
     names = input_names(model.cameras, model.uses_joint_delta)
-    dynamic = {name: {0: "batch"} for name in names + [OUTPUT_NAME]}
-    with warnings.catch_warnings():
-        # The legacy exporter's deprecation notice, and GroupNorm's trace-time check that a group
-        # holds more than one value (true for every batch size here).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(model, tuple(sample_inputs(model, stats, 1)), str(path), input_names=names,
-                          output_names=[OUTPUT_NAME], dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
-
-
-def check_onnx_matches(model: BCPolicy, stats: NormalizationStats, path: Path, atol: float = 1e-4) -> float:
-    """Run onnxruntime and torch on the same sample inputs (batch 1 and 5); returns the largest
-    absolute difference in the normalised outputs, raises ExportError above `atol`."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = input_names(model.cameras, model.uses_joint_delta)
-    worst = 0.0
-    for batch, seed in ((1, 1), (5, 2)):
-        inputs = sample_inputs(model, stats, batch, seed)
-        with torch.no_grad():
-            expected = model(*inputs).numpy()
-        (got,) = session.run([OUTPUT_NAME], {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
-        worst = max(worst, float(np.max(np.abs(got - expected))))
-    if not worst <= atol:
-        raise ExportError(f"onnxruntime and torch differ by {worst:.3g} (> {atol:g}) on sample inputs; "
-                          f"{path.name} not written")
-    return worst
+    checks = [sample_inputs(model, stats, batch, seed) for batch, seed in ((1, 1), (5, 2))]
+    return common_export.export_checked(model, path, names, OUTPUT_NAME, sample_inputs(model, stats, 1), checks, atol)
 
 
 def export(run_dir: str | Path, out_dir: str | Path, atol: float = 1e-4) -> Path:
-    """Export the run in `run_dir` into the new directory `out_dir` (must not exist or be empty).
-
-    Written into a temporary sibling directory and renamed at the end, so a failed export
-    leaves nothing half-written. Returns `out_dir`."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"export directory {out_dir} exists and is not empty; choose a new --out")
-    model, normalizer, config, run_info = load_trained(run_dir)
+    """Export the run in `run_dir` into the new directory `out_dir` (must not exist or be empty);
+    nothing is left behind if the export fails. Returns `out_dir`."""
+    common_export.refuse_existing(out_dir)
+    model, _, config, run_info = load_trained(run_dir)
     stats = NormalizationStats.from_dict(json.loads((Path(run_dir) / "stats.json").read_text()))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        export_onnx(model, stats, tmp / GRAPH_FILE)
-        max_diff = check_onnx_matches(model, stats, tmp / GRAPH_FILE, atol)
-        manifest = build_manifest(config, run_info, stats)
-        manifest["provenance"]["onnx_max_abs_diff"] = max_diff
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return common_export.write_policy_dir(out_dir, build_manifest(config, run_info, stats),
+                                          lambda tmp: export_graph(model, stats, tmp / GRAPH_FILE, atol))

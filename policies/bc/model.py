@@ -18,9 +18,7 @@ from torch import nn
 
 from dexstack import contract
 from dexstack.policies.bc.config import BCConfig
-from dexstack.policies.common.vision import ConvKeypointEncoder
-
-IMAGE_SCALE = 1.0 / 255.0  # uint8 -> [0, 1]; GroupNorm takes care of centring
+from dexstack.policies.common.vision import IMAGE_SCALE, ConvKeypointEncoder
 
 
 @dataclass
@@ -123,10 +121,6 @@ class Normalizer(nn.Module):
     def absolute(self, normalised: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         out = normalised * self.target_std + self.target_mean
         return out + q[:, None, :] if self.relative else out
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dexstack import contract
+from dexstack.policies.common import normalization
 from dexstack.policies.common.onnx_session import open_session
 from dexstack.runtime import ObservationError, check_observation
 
@@ -28,29 +29,26 @@ THREADS_ENV = "DEXSTACK_ORT_THREADS"
 DEFAULT_THREADS = 1
 
 
-def _normalizer(spec: dict[str, Any], where: str) -> Callable[[np.ndarray, np.ndarray], None]:
+def _normalizer(norm: dict[str, Any] | None, where: str) -> Callable[[np.ndarray, np.ndarray], None]:
     """`fn(raw, out)` writes the normalised float32 input into `out` without allocating."""
-    norm = spec.get("normalization") or {"type": "none"}
-    kind = norm.get("type")
-    if kind == "mean_std":
-        mean, std = np.float32(norm["mean"]), np.float32(norm["std"])
+    spec = normalization.parse(norm, where)
+    if spec.type == "mean_std":
+        mean, std = spec.mean, spec.std
 
         def fn(raw: np.ndarray, out: np.ndarray) -> None:
             np.subtract(raw, mean, out=out, casting="unsafe")
             np.divide(out, std, out=out)
-    elif kind == "scale":
-        scale, offset = np.float32(norm["scale"]), np.float32(norm.get("offset", 0.0))
+    elif spec.type == "scale":
+        scale, offset = spec.scale, np.float32(spec.offset)
 
         def fn(raw: np.ndarray, out: np.ndarray) -> None:
             np.multiply(raw, scale, out=out, casting="unsafe")
             if offset.any():
                 np.add(out, offset, out=out)
-    elif kind == "none":
+    else:
 
         def fn(raw: np.ndarray, out: np.ndarray) -> None:
             out[...] = raw
-    else:
-        raise ValueError(f"{where}: normalization type {kind!r} is not supported by the bc runtime")
     return fn
 
 
@@ -77,13 +75,14 @@ class Runtime:
         self._rgb_names = [spec["name"] for spec in self._inputs if spec["kind"] == "rgb"]
         # One float32 buffer per input, batch 1, reused by every call.
         self._buffers = {spec["name"]: np.zeros((1, *spec["shape"]), np.float32) for spec in self._inputs}
-        self._normalizers = {spec["name"]: _normalizer(spec, f"input {spec['name']!r}") for spec in self._inputs}
+        self._normalizers = {spec["name"]: _normalizer(spec.get("normalization"), f"input {spec['name']!r}")
+                            for spec in self._inputs}
         if self._delta_input:
             if contract.JOINT_POSITIONS not in expected:
                 raise ValueError("runtime.joint_delta needs a joint_positions input")
             n = len(next(s for s in self._inputs if s["name"] == contract.JOINT_POSITIONS)["names"])
             self._buffers[self._delta_input] = np.zeros((1, n), np.float32)
-            self._normalizers[self._delta_input] = _normalizer(delta, "runtime.joint_delta")
+            self._normalizers[self._delta_input] = _normalizer(delta.get("normalization"), "runtime.joint_delta")
             self._delta = np.zeros(n, np.float64)
         self._previous_q: np.ndarray | None = None
         self._output_name = self._session.get_outputs()[0].name
@@ -93,12 +92,10 @@ class Runtime:
         self.chunk_length = int(out["chunk_length"])
         self.dt = float(out["dt"])
         shape = (self.chunk_length, len(self.joint_names))
-        chunk_norm = out.get("chunk_normalization") or {"type": "mean_std", "mean": 0.0, "std": 1.0}
-        if chunk_norm.get("type") != "mean_std":
-            raise ValueError(f"outputs.chunk_normalization type {chunk_norm.get('type')!r} is not supported")
-        self._chunk_mean = np.broadcast_to(np.asarray(chunk_norm["mean"], np.float64), shape).copy()
-        self._chunk_std = np.broadcast_to(np.asarray(chunk_norm["std"], np.float64), shape).copy()
-        self._relative_to = chunk_norm.get("relative_to")
+        chunk_mean, chunk_std = normalization.chunk_mean_std(out)
+        self._chunk_mean = np.broadcast_to(chunk_mean, shape).copy()
+        self._chunk_std = np.broadcast_to(chunk_std, shape).copy()
+        self._relative_to = (out.get("chunk_normalization") or {}).get("relative_to")
         if self._relative_to is not None and self._relative_to not in expected:
             raise ValueError(f"outputs.chunk_normalization.relative_to {self._relative_to!r} is not an input")
         self._feeds = self._buffers  # onnxruntime reads the buffers directly

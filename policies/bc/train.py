@@ -18,10 +18,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +29,15 @@ import torch.nn.functional as F
 
 from dexstack import contract
 from dexstack.policies.bc.config import FAMILY, BCConfig
-from dexstack.policies.bc.model import BCPolicy, NormalizationStats, Normalizer, count_parameters
+from dexstack.policies.bc.model import BCPolicy, NormalizationStats, Normalizer
 from dexstack.policies.common import runs
+from dexstack.policies.common.training import (
+    count_parameters,
+    new_run_info,
+    pick_device,
+    split_episodes,
+    warmup_cosine,
+)
 from dexstack.policies.common.vision import random_shift
 
 CHECKPOINT = runs.CHECKPOINT
@@ -86,13 +91,6 @@ def load_demonstrations(dataset: Any, config: BCConfig) -> DemoCache:
     return cache
 
 
-def split_episodes(episode_ids: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Hold out whole episodes (frames of one episode are strongly correlated)."""
-    ids = list(np.random.default_rng(seed).permutation(episode_ids))
-    n_val = 0 if len(ids) < 2 or val_fraction <= 0 else max(1, round(val_fraction * len(ids)))
-    return sorted(int(i) for i in ids[n_val:]), sorted(int(i) for i in ids[:n_val])
-
-
 # --- normalisation -----------------------------------------------------------------------------
 def compute_stats(cache: DemoCache, frames: np.ndarray, config: BCConfig) -> NormalizationStats:
     """Per-joint mean/std of the inputs and per-(chunk step, joint) mean/std of the targets."""
@@ -131,22 +129,6 @@ def network_inputs(model: BCPolicy, normalizer: Normalizer, q: torch.Tensor, dq:
 
 
 # --- the loop ---------------------------------------------------------------------------------
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def code_commit() -> str:
-    """`git rev-parse HEAD` of the checkout this module lives in, or 'unknown' (e.g. installed)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 @torch.no_grad()
 def evaluate(model: BCPolicy, normalizer: Normalizer, cache: DemoCache, frames: np.ndarray,
              config: BCConfig, device: torch.device, max_batches: int = 0) -> float:
@@ -191,11 +173,8 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None
         stats = compute_stats(cache, train_frames, config)
         run_dir.mkdir(parents=True, exist_ok=True)
         image_shapes = {cam: list(cache.images[cam].shape[1:]) for cam in config.cameras}
-        run_info = {"family": FAMILY, "dataset": str(Path(dataset_root).resolve()), "dataset_hash": dataset_hash,
-                    "code_commit": code_commit(), "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "robot_profile": profile.name, "joint_names": list(dataset.joint_names),
-                    "fps": float(dataset.fps), "image_shapes": image_shapes,
-                    "train_episodes": train_eps, "val_episodes": val_eps}
+        run_info = new_run_info(FAMILY, dataset_root, dataset, dataset_hash, profile.name, image_shapes,
+                                train_eps, val_eps)
         runs.write_json(run_dir / "run.json", run_info)
         runs.write_json(run_dir / "stats.json", stats.to_dict())
     runs.write_json(run_dir / "config.json", config.to_dict())
@@ -207,12 +186,8 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None
     steps_per_epoch = math.ceil(len(train_frames) / config.batch_size)
     total_steps = max(1, config.epochs * steps_per_epoch)
 
-    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to zero
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, config.warmup_steps,
+                                                                                         total_steps))
     rng = np.random.default_rng(config.seed)
     shift_gen = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []

@@ -1,1 +1,3 @@
-"""Torch building blocks shared by policy families (training and export only; never served)."""
+"""What the policy families share: trainer helpers (`training.py`, `runs.py`, `vision.py`; torch),
+the export tail (`export.py`, `export_check.py`; torch), and for serving the manifest's normalisation
+records (`normalization.py`) and ONNX sessions (`onnx_session.py`), numpy + onnxruntime only."""

@@ -1,6 +1,6 @@
 """Small image encoders trained from scratch, and image augmentation.
 
-Images enter as float tensors (B, H, W, 3) in channel-last layout, already scaled by the
+Images enter as float tensors (B, H, W, 3) in channel-last layout, already scaled (`IMAGE_SCALE`) by the
 manifest's normalisation, because that is how cameras deliver them (sensor_msgs/Image rgb8)
 and the runtime then needs no transpose.
 """
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+IMAGE_SCALE = 1.0 / 255.0  # uint8 -> [0, 1]; GroupNorm takes care of centring
 
 
 class SpatialSoftmax(nn.Module):

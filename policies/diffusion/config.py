@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 FAMILY = "diffusion"
@@ -39,6 +39,13 @@ class DiffusionConfig:
     # one (PTP's stage 1 uses 1; the figures it moved are in docs/RESULTS.md). 0 = off.
     # Not exported.
     aux_regression_weight: float = 0.0
+    # Extra condition vectors next to the observation features, e.g. language or reasoning features
+    # (Diffusion-VLA): name -> width. Each is one vector per sample (the current frame's; dataset
+    # feature and runtime input `name`, float32, used as given), projected to `extra_cond_embed_dim`
+    # and joined to the denoiser's global condition (UNet: into every FiLM; transformer: one more
+    # condition token). Empty: the network is exactly the observation-only one.
+    extra_cond_dims: dict[str, int] = field(default_factory=dict)
+    extra_cond_embed_dim: int = 64
 
     # --- denoiser ---------------------------------------------------------------------------
     denoiser: str = "unet"  # one of DENOISERS
@@ -80,7 +87,7 @@ class DiffusionConfig:
     # How many of the To - 1 past action tokens (the actions already executed before frame k)
     # count in the denoising loss, nearest to the present first. 0 = off: the standard loss on
     # the current and future tokens only; the uncounted past tokens are also replaced by the
-    # earliest counted action before noising, so the denoiser never sees them (train.py).
+    # earliest counted action before noising, so the denoiser never sees them (history.py).
     past_tokens_in_loss: int = 0
 
     # --- data (train.py) ---------------------------------------------------------------
@@ -122,6 +129,13 @@ class DiffusionConfig:
             raise ValueError(f"pooled_features must be an int >= 0, got {self.pooled_features!r}")
         if not (self.aux_regression_weight >= 0.0 and math.isfinite(self.aux_regression_weight)):
             raise ValueError(f"aux_regression_weight must be a finite number >= 0, got {self.aux_regression_weight!r}")
+        reserved = {"joint_positions", "noisy_actions", "timestep", "cond"}
+        for name, dim in self.extra_cond_dims.items():
+            if not (isinstance(name, str) and name.isidentifier()) or name in reserved or name.endswith("_rgb"):
+                raise ValueError(f"extra condition name {name!r} must be an identifier and not a graph input's "
+                                 f"name ({sorted(reserved)}, <camera>_rgb)")
+            if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+                raise ValueError(f"extra condition {name!r}: width must be an int >= 1, got {dim!r}")
         levels = 2 ** (len(self.down_dims) - 1)
         if self.denoiser == "unet" and self.horizon % levels:
             raise ValueError(f"horizon={self.horizon} must be divisible by {levels} for a UNet with "

@@ -1,10 +1,12 @@
 """Conditional denoisers for action sequences (torch; training, export and reference only).
 
-Both take `forward(noisy_actions (B, T, A), timestep (B,), cond (B, C)) -> (B, T, A)`:
+Both take `forward(noisy_actions (B, T, A), timestep (B,), cond (B, C), *extra) -> (B, T, A)`:
 `noisy_actions` are normalised actions plus noise (T policy steps, A joints in the manifest's
 order), `timestep` is the DDPM step index (int or float) or, for an EDM-trained model, c_noise
-= log(sigma) / 4, and `cond` is the global condition (observation features of the To frames).
-What the output means (noise eps, or the EDM network output F) is the scheduler's business.
+= log(sigma) / 4, `cond` is the global condition (observation features of the To frames), and
+`extra` the optional extra condition vectors (B, D_i), one per entry of `extra_cond_dims`, in its
+order (e.g. language features). What the output means (noise eps, or the EDM network output F) is
+the scheduler's business.
 """
 
 from __future__ import annotations
@@ -65,20 +67,30 @@ class FiLMResidualBlock(nn.Module):
         return h + self.skip(x)
 
 
+def extra_projections(extra_cond_dims: dict[str, int] | None, out_dim: int) -> nn.ModuleDict:
+    """One linear map per extra condition vector to `out_dim`: a wide vector (a 768-d language
+    embedding) is compressed once instead of widening every FiLM layer. Empty without extras (no
+    parameters, no random draws: the network's initial weights are unchanged)."""
+    return nn.ModuleDict({name: nn.Linear(dim, out_dim) for name, dim in (extra_cond_dims or {}).items()})
+
+
 class ConditionalUnet1D(nn.Module):
     """1-D UNet over the time axis with FiLM conditioning (the Diffusion Policy CNN design).
 
     Each level halves the sequence length (strided conv) and the decoder doubles it back
-    (transposed conv) with skip connections, so T must be divisible by 2 ** (levels - 1).
+    (transposed conv) with skip connections, so T must be divisible by 2 ** (levels - 1). The FiLM
+    condition is [step embedding, cond, projected extra conditions...].
     """
 
     def __init__(self, action_dim: int, cond_dim: int, step_embed_dim: int = 128,
-                 down_dims: tuple[int, ...] = (128, 256, 512), kernel_size: int = 5, groups: int = 8) -> None:
+                 down_dims: tuple[int, ...] = (128, 256, 512), kernel_size: int = 5, groups: int = 8,
+                 extra_cond_dims: dict[str, int] | None = None, extra_cond_embed_dim: int = 64) -> None:
         super().__init__()
         self.action_dim, self.cond_dim = action_dim, cond_dim
         self.time_divisor = 2 ** (len(down_dims) - 1)
         self.step_embedding = step_mlp(step_embed_dim)
-        film_dim = step_embed_dim + cond_dim
+        n_extra = len(extra_cond_dims or {})
+        film_dim = step_embed_dim + cond_dim + n_extra * extra_cond_embed_dim
         dims = [action_dim, *down_dims]
         levels = list(zip(dims[:-1], dims[1:], strict=True))
 
@@ -96,9 +108,12 @@ class ConditionalUnet1D(nn.Module):
             self.up.append(nn.ModuleList([block(2 * o, i), block(i, i), nn.ConvTranspose1d(i, i, 4, stride=2, padding=1)]))
         self.head = nn.Sequential(ConvNormMish(down_dims[0], down_dims[0], kernel_size, groups),
                                   nn.Conv1d(down_dims[0], action_dim, 1))
+        self.extra_cond = extra_projections(extra_cond_dims, extra_cond_embed_dim)  # last: see extra_projections
 
-    def forward(self, noisy_actions: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        film = torch.cat([self.step_embedding(timestep), cond], dim=-1)
+    def forward(self, noisy_actions: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor,
+                *extra: torch.Tensor) -> torch.Tensor:
+        extra_features = [proj(x) for proj, x in zip(self.extra_cond.values(), extra, strict=True)]
+        film = torch.cat([self.step_embedding(timestep), cond, *extra_features], dim=-1)
         x = noisy_actions.transpose(1, 2)  # (B, A, T): channels = joints, convolve over time
         skips = []
         for res1, res2, downsample in self.down:
@@ -118,13 +133,15 @@ class CausalTransformerDenoiser(nn.Module):
     """Action tokens attend causally to earlier action tokens and freely to condition tokens.
 
     Condition tokens: one for the diffusion step, then `cond_tokens` for the observation (the
-    condition vector is split into `cond_tokens` equal parts, e.g. one per observation frame).
+    condition vector is split into `cond_tokens` equal parts, e.g. one per observation frame), then
+    one per extra condition vector.
     A pre-norm transformer decoder (self-attention with a causal mask, cross-attention to the
     condition tokens) maps the T action tokens to T outputs.
     """
 
     def __init__(self, action_dim: int, cond_dim: int, horizon: int, d_model: int = 256, n_heads: int = 4,
-                 n_layers: int = 6, cond_tokens: int = 1, step_embed_dim: int = 128, dropout: float = 0.0) -> None:
+                 n_layers: int = 6, cond_tokens: int = 1, step_embed_dim: int = 128, dropout: float = 0.0,
+                 extra_cond_dims: dict[str, int] | None = None) -> None:
         super().__init__()
         if cond_dim % cond_tokens:
             raise ValueError(f"cond_dim={cond_dim} is not divisible into cond_tokens={cond_tokens} tokens")
@@ -145,18 +162,24 @@ class CausalTransformerDenoiser(nn.Module):
                              persistent=False)
         nn.init.normal_(self.action_pos, std=0.02)
         nn.init.normal_(self.cond_pos, std=0.02)
+        # Created last, and only with extras: without them the weights and their names are unchanged.
+        self.extra_cond = extra_projections(extra_cond_dims, d_model)
+        if self.extra_cond:
+            self.extra_pos = nn.Parameter(torch.zeros(1, len(self.extra_cond), d_model))
+            nn.init.normal_(self.extra_pos, std=0.02)
 
-    def forward(self, noisy_actions: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, noisy_actions: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor,
+                *extra: torch.Tensor) -> torch.Tensor:
         b, t, _ = noisy_actions.shape
         if t != self.horizon:
             raise ValueError(f"transformer denoiser built for horizon {self.horizon}, got {t} action tokens")
         step_token = self.step_embedding(timestep)[:, None, :]
         obs_tokens = self.cond_in(cond.reshape(b, self.cond_tokens, self.cond_dim // self.cond_tokens))
-        memory = self.cond_mlp(torch.cat([step_token, obs_tokens], dim=1) + self.cond_pos)
+        extra_tokens = [proj(x)[:, None, :] for proj, x in zip(self.extra_cond.values(), extra, strict=True)]
+        tokens, pos = [step_token, obs_tokens, *extra_tokens], self.cond_pos
+        if extra_tokens:
+            pos = torch.cat([pos, self.extra_pos], dim=1)
+        memory = self.cond_mlp(torch.cat(tokens, dim=1) + pos)
         x = self.action_in(noisy_actions) + self.action_pos
         x = self.decoder(x, memory, tgt_mask=self.causal_mask)
         return self.head(self.norm(x))
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -31,7 +31,7 @@ import torch
 from dexstack import contract
 from dexstack.dataset import Dataset
 from dexstack.files import fsync_dir
-from dexstack.policies.diffusion.train import DiffusionPolicy, load_trained
+from dexstack.policies.diffusion.model import DiffusionPolicy, load_trained
 
 EPISODE_KEY = "episode_{:06d}"
 

@@ -1,9 +1,10 @@
-"""Diffusion training losses and samplers.
+"""Noise schedules and samplers (numpy only: the runtime runs them).
 
 The sampler math is plain numpy (`ddim_step`, `ddim_sample`, `karras_sigmas`,
 `edm_preconditioning`, `edm_sample`) around a per-step network call `net(x, timestep)`, so the
-torch reference (`torch_step_fn`) and the onnxruntime runtime run the very same loop; only the
-network call differs. Actions are normalised (B, T, A) float32 arrays throughout.
+torch reference (`model.torch_step_fn`) and the onnxruntime runtime run the very same loop; only
+the network call differs. Actions are normalised (B, T, A) float32 arrays throughout. The training
+losses that pair with each sampler are in `model.py`.
 
 Two parameterisations, each needing a denoiser trained for it:
 - DDPM / DDIM: eps-prediction, `num_train_timesteps` (100) steps with the squared-cosine beta
@@ -11,23 +12,14 @@ Two parameterisations, each needing a denoiser trained for it:
 - EDM (Karras et al. 2022, as in BESO): the network F gets c_in * x and c_noise = log(sigma) / 4
   and the denoised estimate is D(x) = c_skip * x + c_out * F; sampled on a Karras sigma schedule
   with deterministic Euler or Heun steps (3 steps by default).
-
-Torch parts (imported lazily so the runtime can use the numpy parts without torch):
-`training_loss`, `edm_training_loss`, `masked_mse`, `EMA`, `torch_step_fn`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
 
 StepFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (x (B,T,A) float32, timestep (B,) float32) -> (B,T,A)
 
@@ -144,122 +136,3 @@ def edm_sample(net: StepFn, noise: np.ndarray, num_steps: int = 3, sigma_min: fl
             x_next = x + (sigma_next - sigma) * 0.5 * (slope + slope_next)
         x = x_next
     return x.astype(np.float32)
-
-
-# --- training (torch) ----------------------------------------------------------------------------
-def _token_weights(mask: Any, shape: tuple[int, ...], device: Any) -> torch.Tensor:
-    """mask: None (all tokens), (T,) or (B, T) bool / 0-1 weights -> (B, T, 1) float."""
-    import torch
-
-    b, t = shape[0], shape[1]
-    if mask is None:
-        return torch.ones(b, t, 1, device=device)
-    w = torch.as_tensor(mask, device=device).to(torch.float32)
-    if w.shape not in ((t,), (b, t)):
-        raise ValueError(f"loss mask has shape {tuple(w.shape)}; expected ({t},) or ({b}, {t})")
-    return w.expand(b, t)[:, :, None]
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: Any = None) -> torch.Tensor:
-    """Mean squared error over the action tokens the mask keeps ((T,) or (B, T); None: all).
-    Masked tokens contribute neither to the value nor to the gradient."""
-    w = _token_weights(mask, tuple(pred.shape), pred.device)
-    total = w.sum() * pred.shape[-1]
-    if float(total) <= 0:
-        raise ValueError("loss mask keeps no action token")
-    return ((pred - target).square() * w).sum() / total
-
-
-def add_noise(actions: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-              alpha_bar: torch.Tensor) -> torch.Tensor:
-    """Forward diffusion q(x_t | x_0): sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise."""
-    a = alpha_bar.to(actions.device, actions.dtype)[timesteps][:, None, None]
-    return a.sqrt() * actions + (1.0 - a).sqrt() * noise
-
-
-def training_loss(model: nn.Module, actions: torch.Tensor, cond: torch.Tensor,
-                  generator: torch.Generator | None = None, mask: Any = None, num_train_timesteps: int = 100,
-                  noise: torch.Tensor | None = None, timesteps: torch.Tensor | None = None) -> torch.Tensor:
-    """DDPM eps-prediction loss for normalised `actions` (B, T, A) given `cond` (B, C).
-
-    t ~ U{0..N-1}, noise ~ N(0, I) from `generator` unless given; `mask` selects which action
-    tokens count (e.g. PTP: how many past tokens)."""
-    import torch
-
-    b = actions.shape[0]
-    alpha_bar = torch.as_tensor(alphas_cumprod(num_train_timesteps), dtype=torch.float32)
-    if noise is None:
-        noise = torch.randn(actions.shape, generator=generator).to(actions.device)
-    if timesteps is None:
-        timesteps = torch.randint(0, num_train_timesteps, (b,), generator=generator).to(actions.device)
-    noisy = add_noise(actions, noise, timesteps, alpha_bar)
-    return masked_mse(model(noisy, timesteps, cond), noise, mask)
-
-
-def edm_training_loss(model: nn.Module, actions: torch.Tensor, cond: torch.Tensor,
-                      generator: torch.Generator | None = None, mask: Any = None, sigma_data: float = 0.5,
-                      p_mean: float = -1.2, p_std: float = 1.2, noise: torch.Tensor | None = None,
-                      sigma: torch.Tensor | None = None) -> torch.Tensor:
-    """EDM loss: ln sigma ~ N(p_mean, p_std^2); the network F(c_in x, c_noise) regresses
-    (x_0 - c_skip x) / c_out, which is EDM's lambda(sigma)-weighted denoising loss."""
-    import torch
-
-    b = actions.shape[0]
-    if sigma is None:
-        sigma = (p_mean + p_std * torch.randn(b, generator=generator)).exp().to(actions.device)
-    if noise is None:
-        noise = torch.randn(actions.shape, generator=generator).to(actions.device)
-    s = sigma[:, None, None]
-    d2 = sigma_data ** 2
-    c_skip, c_out, c_in = d2 / (s ** 2 + d2), s * sigma_data / (s ** 2 + d2).sqrt(), 1.0 / (s ** 2 + d2).sqrt()
-    x = actions + s * noise
-    target = (actions - c_skip * x) / c_out
-    return masked_mse(model(c_in * x, 0.25 * sigma.log(), cond), target, mask)
-
-
-class EMA:
-    """Exponential moving average of a model's weights, used for evaluation and export.
-
-    decay_k = min(decay, (1 + k) / (10 + k)) after k updates: early averages follow the fast
-    changing weights instead of remembering the random initialisation."""
-
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
-        self.updates = 0
-
-    def update(self, model: nn.Module) -> None:
-        import torch
-
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        with torch.no_grad():
-            for avg, cur in zip(self.model.parameters(), model.parameters(), strict=True):
-                avg.lerp_(cur.detach(), 1.0 - d)
-            for avg, cur in zip(self.model.buffers(), model.buffers(), strict=True):
-                avg.copy_(cur)
-        self.updates += 1
-
-
-def hold_uncounted_past(x: np.ndarray, first_counted: int) -> np.ndarray:
-    """The network's view of a noisy sequence (B, Tp, A) when training hid the past tokens before
-    `first_counted` (PTP setting): they repeat the earliest counted token. Identity when 0."""
-    if first_counted <= 0:
-        return x
-    x = x.copy()
-    x[:, :first_counted] = x[:, first_counted:first_counted + 1]
-    return x
-
-
-def torch_step_fn(model: nn.Module, cond: np.ndarray, first_counted: int = 0) -> StepFn:
-    """Wrap a torch denoiser and a fixed condition (B, C) as the numpy per-step network the
-    samplers call: the torch reference of what the runtime does with onnxruntime."""
-    import torch
-
-    cond_t = torch.as_tensor(np.asarray(cond, np.float32))
-
-    def step(x: np.ndarray, timestep: np.ndarray) -> np.ndarray:
-        x = hold_uncounted_past(x, first_counted)
-        with torch.no_grad():
-            return model(torch.as_tensor(x), torch.as_tensor(timestep), cond_t).numpy()
-
-    return step

@@ -1,5 +1,6 @@
 """Train the diffusion policy on a dexstack dataset. Reads top to bottom: data, windows,
-statistics, the loss (with PTP's past-token mask), the loop.
+statistics, the frozen encoder of PTP's stage 3, the loop. The model and its loss are `model.py`,
+the windows' indexing and PTP's past-token mask `history.py`.
 
     dexstack train diffusion --dataset DIR --out RUN_DIR [--epochs N] [--seed S] [--resume] [--past-tokens K]
     torchrun --nproc-per-node G -m dexstack.policies.diffusion.train --dataset DIR --out RUN_DIR
@@ -10,10 +11,11 @@ Indices before the episode start repeat its first frame, after its end its last 
 robot holds). Token To-1 of the action window is the action commanded at frame k; tokens
 0 .. To-2 are the past actions already executed.
 
-Loss: DDPM eps-prediction (or EDM when `config.sampler == "edm"`) on mean/std normalised actions,
-masked per token: current and future tokens always count, the `past_tokens_in_loss` past tokens
-nearest to the present count too (PTP); the others are replaced by the earliest counted action
-before noising, so neither the loss nor the network input depends on them.
+Loss (`model.DiffusionPolicy`): DDPM eps-prediction (or EDM when `config.sampler == "edm"`) on
+mean/std normalised actions, masked per token: current and future tokens always count, the
+`past_tokens_in_loss` past tokens nearest to the present count too (PTP); the others are hidden.
+Extra condition vectors (`config.extra_cond_dims`) are read from the dataset feature of that name,
+the window's current frame.
 
 Runs as one process on CPU (default) or GPU, and unchanged under `torchrun` (WORLD_SIZE > 1:
 DistributedDataParallel + DistributedSampler; only rank 0 writes). The run directory holds
@@ -23,13 +25,13 @@ with EMA weights), `history.json` and `loss.png`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +40,13 @@ import torch
 from torch import nn
 
 from dexstack import contract
-from dexstack.policies.bc.train import code_commit, split_episodes
 from dexstack.policies.common import runs
+from dexstack.policies.common.training import new_run_info, split_episodes, warmup_cosine
 from dexstack.policies.common.vision import random_shift
-from dexstack.policies.diffusion import schedulers
 from dexstack.policies.diffusion.config import FAMILY, DiffusionConfig
-from dexstack.policies.diffusion.model import IMAGE_SCALE, ObservationEncoder, build_denoiser
+from dexstack.policies.diffusion.embeddings import encoder_hash, load_embeddings
+from dexstack.policies.diffusion.history import future_rows, window_indices
+from dexstack.policies.diffusion.model import Batch, DiffusionPolicy, load_trained
 
 CHECKPOINT = runs.CHECKPOINT
 
@@ -61,15 +64,7 @@ class WindowCache:
     episode_of_frame: np.ndarray  # (N,) int64 dataset episode index
     episode_ids: list[int]
     features: np.ndarray | None = None  # (N, F) float32 cached frame features (PTP stage 3), else None
-
-
-def window_indices(length: int, n_obs_steps: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame k of an episode of `length` frames: observation rows (length, To) and action rows
-    (length, Tp), both starting at k-To+1, clamped to 0 .. length-1 (edge frames repeat)."""
-    k = np.arange(length)[:, None]
-    obs = np.clip(k - n_obs_steps + 1 + np.arange(n_obs_steps)[None], 0, length - 1)
-    act = np.clip(k - n_obs_steps + 1 + np.arange(horizon)[None], 0, length - 1)
-    return obs, act
+    extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # name -> (N, D) extra conditions
 
 
 def load_windows(dataset: Any, config: DiffusionConfig, features: list[np.ndarray] | None = None) -> WindowCache:
@@ -79,13 +74,19 @@ def load_windows(dataset: Any, config: DiffusionConfig, features: list[np.ndarra
     episodes = runs.training_episodes(dataset, config.cameras, config.only_successful)
     total, n_joints = sum(int(ep["length"]) for _, ep in episodes), len(dataset.joint_names)
     cameras = () if features is not None else config.cameras
+    shapes = {name: tuple(dataset.meta["features"].get(name, {}).get("shape", ())) for name in config.extra_cond_dims}
+    for name, dim in config.extra_cond_dims.items():
+        if shapes[name] != (dim,):
+            raise ValueError(f"extra condition {name!r}: the dataset's feature has shape {shapes[name] or 'none'}, "
+                             f"the config expects ({dim},)")
     cache = WindowCache(
         joint_positions=np.empty((total, n_joints), np.float32), actions=np.empty((total, n_joints), np.float32),
         images={c: np.empty((total, *dataset.meta["features"][contract.rgb_key(c)]["shape"]), np.uint8) for c in cameras},
         obs_index=np.empty((total, config.n_obs_steps), np.int64),
         action_index=np.empty((total, config.horizon), np.int64),
         episode_of_frame=np.empty(total, np.int64), episode_ids=[int(ep["index"]) for _, ep in episodes],
-        features=None if features is None else np.empty((total, features[0].shape[1]), np.float32))
+        features=None if features is None else np.empty((total, features[0].shape[1]), np.float32),
+        extra={name: np.empty((total, dim), np.float32) for name, dim in config.extra_cond_dims.items()})
     start = 0
     for pos, ep in episodes:
         data = dataset.episode(pos)
@@ -96,6 +97,8 @@ def load_windows(dataset: Any, config: DiffusionConfig, features: list[np.ndarra
             cache.images[cam][start:end] = data[contract.rgb_key(cam)]
         if cache.features is not None:
             cache.features[start:end] = features[pos]
+        for name, values in cache.extra.items():
+            values[start:end] = data[name]
         obs, act = window_indices(end - start, config.n_obs_steps, config.horizon)
         cache.obs_index[start:end], cache.action_index[start:end] = start + obs, start + act
         cache.episode_of_frame[start:end] = int(ep["index"])
@@ -111,118 +114,48 @@ def compute_stats(cache: WindowCache, frames: np.ndarray, config: DiffusionConfi
             "action_mean": a.mean(0).tolist(), "action_std": np.maximum(a.std(0), config.std_floor).tolist()}
 
 
-def future_rows(config: DiffusionConfig) -> slice:
-    """Tokens of the action window from the current action (To-1) to the end of the horizon."""
-    return slice(config.n_obs_steps - 1, config.horizon)
-
-
 def relative_chunk_std(cache: WindowCache, frames: np.ndarray, config: DiffusionConfig) -> np.ndarray:
     """(Tp-To+1, J) std of the current and future actions minus the current joint positions: the
     scale of the auxiliary regression target (`aux_regression_weight`)."""
-    actions = cache.actions[cache.action_index[frames][:, future_rows(config)]]
+    actions = cache.actions[cache.action_index[frames][:, future_rows(config.n_obs_steps, config.horizon)]]
     current = cache.joint_positions[cache.obs_index[frames][:, -1]]
     return np.maximum((actions - current[:, None]).std(0), config.std_floor).astype(np.float32)
 
 
-@dataclass
-class Batch:
-    """Raw tensors of B windows: joint positions (B, To, J), uint8 images (B, To, H, W, 3) per
-    camera, absolute actions (B, Tp, J); or, on cached features, `features` (B, To, F) and no images."""
-
-    joint_positions: torch.Tensor
-    images: list[torch.Tensor]
-    actions: torch.Tensor
-    features: torch.Tensor | None = None
-
-
 def make_batch(cache: WindowCache, frames: np.ndarray, cameras: tuple[str, ...], device: torch.device) -> Batch:
+    """The windows of `frames` as a `model.Batch` on `device` (images stay uint8)."""
     obs = cache.obs_index[frames]
     actions = torch.from_numpy(cache.actions[cache.action_index[frames]]).to(device)
+    extra = {name: torch.from_numpy(values[obs[:, -1]]).to(device) for name, values in cache.extra.items()}
     if cache.features is not None:
         return Batch(torch.from_numpy(cache.joint_positions[obs]).to(device), [], actions,
-                     torch.from_numpy(cache.features[obs]).to(device))
+                     torch.from_numpy(cache.features[obs]).to(device), extra)
     return Batch(torch.from_numpy(cache.joint_positions[obs]).to(device),
-                 [torch.from_numpy(cache.images[cam][obs]).to(device) for cam in cameras], actions)
-
-
-# --- the model and its loss ----------------------------------------------------------------------
-class DiffusionPolicy(nn.Module):
-    """Encoder + denoiser in one module, so DDP, EMA and checkpoints see one set of weights.
-    `stats` (normalisation) are buffers: they move with the module to the device."""
-
-    def __init__(self, config: DiffusionConfig, n_joints: int, image_hw: dict[str, tuple[int, int]],
-                 stats: dict[str, list[float]]) -> None:
-        super().__init__()
-        self.config = config
-        self.encoder = ObservationEncoder(config, n_joints, image_hw)
-        self.denoiser = build_denoiser(config, n_joints, config.n_obs_steps * self.encoder.out_dim)
-        for key, value in stats.items():
-            self.register_buffer(key, torch.tensor(value, dtype=torch.float32), persistent=False)
-        self.aux_head: nn.Module | None = None
-        if config.aux_regression_weight > 0:
-            steps = config.horizon - config.n_obs_steps + 1
-            cond_dim = config.n_obs_steps * self.encoder.out_dim
-            self.aux_head = nn.Sequential(nn.Linear(cond_dim, 256), nn.ReLU(), nn.Linear(256, steps * n_joints))
-            # set by train() from the data (`relative_chunk_std`); only training uses it
-            self.register_buffer("aux_delta_std", torch.ones(steps, n_joints), persistent=False)
-
-    def condition(self, joint_positions: torch.Tensor, images: list[torch.Tensor]) -> torch.Tensor:
-        """Raw joints (B, To, J) and uint8 images (B, To, H, W, 3) -> condition (B, To * F): each frame
-        encoded on its own, features concatenated oldest first (what the runtime does)."""
-        b, to = joint_positions.shape[:2]
-        q = ((joint_positions - self.joint_mean) / self.joint_std).reshape(b * to, -1)
-        imgs = [img.reshape(b * to, *img.shape[2:]).to(torch.float32) * IMAGE_SCALE for img in images]
-        return self.encoder(q, *imgs).reshape(b, -1)
-
-    def forward(self, batch: Batch, generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None, timesteps: torch.Tensor | None = None) -> torch.Tensor:
-        """The masked denoising loss of a batch (scalar). Noise and timesteps (DDPM t, EDM sigma) are
-        drawn from `generator` unless given."""
-        cfg = self.config
-        actions = hide_uncounted_past(((batch.actions - self.action_mean) / self.action_std), cfg)
-        cond = (batch.features.reshape(len(actions), -1) if batch.features is not None
-                else self.condition(batch.joint_positions, batch.images))
-        mask = loss_mask(cfg).to(actions.device)
-        if cfg.sampler == "edm":
-            loss = schedulers.edm_training_loss(self.denoiser, actions, cond, generator, mask, cfg.sigma_data,
-                                                cfg.p_mean, cfg.p_std, noise=noise, sigma=timesteps)
-        else:
-            loss = schedulers.training_loss(self.denoiser, actions, cond, generator, mask, cfg.num_train_timesteps,
-                                            noise=noise, timesteps=timesteps)
-        if self.aux_head is not None and self.training:  # validation loss stays the denoising loss alone
-            loss = loss + cfg.aux_regression_weight * self.aux_regression_loss(cond, batch)
-        return loss
-
-    def aux_regression_loss(self, cond: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """L1 between the head's prediction from the condition and the current and future actions
-        relative to the current joints, both in units of `aux_delta_std`."""
-        target = batch.actions[:, future_rows(self.config)] - batch.joint_positions[:, -1:]
-        predicted = self.aux_head(cond).reshape(target.shape)
-        return (predicted - target / self.aux_delta_std).abs().mean()
-
-
-def first_counted_token(config: DiffusionConfig) -> int:
-    """Index of the earliest action token in the loss: To-1 (the current action) minus the past tokens."""
-    return config.n_obs_steps - 1 - config.past_tokens_in_loss
-
-
-def loss_mask(config: DiffusionConfig) -> torch.Tensor:
-    """(Tp,) bool: which action tokens count in the loss (PTP's setting)."""
-    mask = torch.zeros(config.horizon, dtype=torch.bool)
-    mask[first_counted_token(config):] = True
-    return mask
-
-
-def hide_uncounted_past(actions: torch.Tensor, config: DiffusionConfig) -> torch.Tensor:
-    """Replace the past tokens outside the loss (B, :first, J) by the earliest counted action, as if
-    the window started there: the masked loss then depends on them through neither target nor input."""
-    first = first_counted_token(config)
-    if first == 0:
-        return actions
-    return torch.cat([actions[:, first:first + 1].expand(-1, first, -1), actions[:, first:]], dim=1)
+                 [torch.from_numpy(cache.images[cam][obs]).to(device) for cam in cameras], actions, extra=extra)
 
 
 # --- the loop ---------------------------------------------------------------------------------
+class EMA:
+    """Exponential moving average of a model's weights, used for evaluation and export.
+
+    decay_k = min(decay, (1 + k) / (10 + k)) after k updates: early averages follow the fast
+    changing weights instead of remembering the random initialisation."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    def update(self, model: nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            for avg, cur in zip(self.model.parameters(), model.parameters(), strict=True):
+                avg.lerp_(cur.detach(), 1.0 - d)
+            for avg, cur in zip(self.model.buffers(), model.buffers(), strict=True):
+                avg.copy_(cur)
+        self.updates += 1
+
+
 @dataclass
 class Distributed:
     """torchrun's environment: rank, world size and the device of this process."""
@@ -293,8 +226,6 @@ ENCODER_FIELDS = ("cameras", "conv_channels", "group_norm_groups", "num_keypoint
 def open_frozen_encoder(encoder_run: str | Path, embeddings: str | Path, dataset: Any) -> FrozenEncoder:
     """Load the encoder run and its feature cache; the cache must come from this dataset and this
     encoder (`load_embeddings` refuses anything else)."""
-    from dexstack.policies.diffusion.embeddings import encoder_hash, load_embeddings
-
     policy, enc_config, enc_info = load_trained(encoder_run)
     enc_hash = encoder_hash(policy)
     cache = load_embeddings(embeddings, dataset, encoder=enc_hash)
@@ -352,14 +283,11 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
             stats.update(joint_mean=frozen.policy.joint_mean.tolist(), joint_std=frozen.policy.joint_std.tolist())
         if dist_info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            run_info = {"family": FAMILY, "dataset": str(Path(dataset_root).resolve()), "dataset_hash": dataset_hash,
-                        "code_commit": code_commit(), "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                        "robot_profile": profile.name, "joint_names": list(dataset.joint_names),
-                        "fps": float(dataset.fps),
-                        "image_shapes": (frozen.run_info["image_shapes"] if frozen else
-                                         {cam: list(cache.images[cam].shape[1:]) for cam in config.cameras}),
-                        "train_episodes": train_eps, "val_episodes": val_eps, "world_size": dist_info.world_size,
-                        "frozen_encoder": frozen.provenance if frozen else None}
+            image_shapes = (frozen.run_info["image_shapes"] if frozen else
+                            {cam: list(cache.images[cam].shape[1:]) for cam in config.cameras})
+            run_info = new_run_info(FAMILY, dataset_root, dataset, dataset_hash, profile.name, image_shapes,
+                                    train_eps, val_eps, world_size=dist_info.world_size,
+                                    frozen_encoder=frozen.provenance if frozen else None)
             runs.write_json(run_dir / "run.json", run_info)
             runs.write_json(run_dir / "stats.json", stats)
     if dist_info.is_main:
@@ -373,7 +301,7 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
     if frozen is not None:
         model.encoder.load_state_dict(frozen.policy.encoder.state_dict())
         model.encoder.requires_grad_(False)
-    ema = schedulers.EMA(model, config.ema_decay)
+    ema = EMA(model, config.ema_decay)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     from torch.utils.data import DistributedSampler
@@ -384,13 +312,8 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
     steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
     total_steps = max(1, config.epochs * steps_per_epoch)
 
-    def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to zero
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - config.warmup_steps)
-                                                   / max(1, total_steps - config.warmup_steps))))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, config.warmup_steps,
+                                                                                         total_steps))
     # Different noise and shifts per rank; CPU generators so runs on CPU and GPU draw the same numbers.
     noise_gen = torch.Generator().manual_seed(config.seed * 1000 + dist_info.rank)
     shift_gen = torch.Generator().manual_seed(config.seed * 1000 + dist_info.rank + 500)
@@ -472,23 +395,6 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
 def plot_losses(history: list[dict[str, float]], path: Path) -> None:
     runs.plot_losses(history, path, ylabel="masked denoising loss", title="diffusion training",
                      val_label="validation (EMA, fixed noise)")
-
-def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[DiffusionPolicy, DiffusionConfig, dict[str, Any]]:
-    """The EMA weights of a run (eval mode), its config and run info (+ training time and history)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CHECKPOINT).exists():
-        raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT}; train first (dexstack train diffusion --out {run_dir})")
-    config = DiffusionConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    run_info = json.loads((run_dir / "run.json").read_text())
-    stats = json.loads((run_dir / "stats.json").read_text())
-    image_hw = {cam: tuple(run_info["image_shapes"][cam][:2]) for cam in config.cameras}
-    model = DiffusionPolicy(config, len(run_info["joint_names"]), image_hw, stats)
-    ckpt = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=False)
-    model.load_state_dict(ckpt["ema"])
-    model.eval()
-    run_info.update(training_time_s=ckpt["training_time_s"], history=ckpt["history"], stats=stats)
-    return model, config, run_info
-
 
 def main() -> None:
     """Entry point for `torchrun ... -m dexstack.policies.diffusion.train` (the CLI calls `train`)."""

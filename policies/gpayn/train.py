@@ -446,7 +446,7 @@ def _train(run_dir: Path, config: GPAYNConfig, resume: bool, encoder_path: str |
                 sac.update_normalizer({k: buffer.obs[k][:len(buffer)] for k in spec})
                 if config.demo_batch_fraction > 0:
                     buffer.keep_current()
-            from dexstack.policies.bc.train import code_commit
+            from dexstack.policies.common.training import code_commit
 
             runs.write_json(run_dir / "run.json", {
                 "family": FAMILY, "created": datetime.now(UTC).isoformat(timespec="seconds"),
