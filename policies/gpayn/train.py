@@ -55,33 +55,20 @@ import numpy as np
 import torch
 
 from dexstack.policies.common import runs
+from dexstack.policies.gpayn.action import ACTION_DIM, ACTION_NAMES, ACTION_SCALES
 from dexstack.policies.gpayn.demos import ScriptedGraspDemo, prefill
 from dexstack.policies.gpayn.encoder import encode_images, encoder_hash, load_frozen_encoder, pretrain_encoder
-from dexstack.policies.gpayn.env import (
-    ACTION_DIM,
-    CONTROL_HZ,
-    MAX_EPISODE_STEPS,
-    MAX_FINGER_DELTA,
-    MAX_ROTATION,
-    MAX_TRANSLATION,
-    TRAIN_OBJECTS,
-    GraspEnv,
-    VectorGraspEnv,
-)
+from dexstack.policies.gpayn.env import CONTROL_HZ, MAX_EPISODE_STEPS, TRAIN_OBJECTS, GraspEnv, VectorGraspEnv
 from dexstack.policies.gpayn.evaluate import DEFAULT_EVAL_SEED, TorchPolicy, evaluate_policy, summarize
 from dexstack.policies.gpayn.replay import ReplayBuffer
 from dexstack.policies.gpayn.sac import SAC, SACConfig, default_device, vector_spec
 from dexstack.sim import objects as objects_lib
-from dexstack.sim.hand_scene import TOUCH_PADS
 
 FAMILY = "gpayn"
 CHECKPOINT = runs.CHECKPOINT
 ENCODER_FILE = "encoder.pt"
 FRAMES_FILE = "frames.npz"
 VISUAL_KEY = "visual"
-ACTION_NAMES = (["palm_dx", "palm_dy", "palm_dz", "palm_rx", "palm_ry", "palm_rz"]
-                + [f"close_{pad}" for pad in TOUCH_PADS])
-ACTION_SCALES = [MAX_TRANSLATION] * 3 + [MAX_ROTATION] * 3 + [MAX_FINGER_DELTA] * len(TOUCH_PADS)
 # Std of the Gaussian noise on each normalised observation key in every SAC update: the keys whose
 # values a new object's shape and size shift. Touch and grasp_center_in_palm stay clean.
 SHAPE_DEPENDENT_NOISE = {VISUAL_KEY: 2.0, "ee_pose": 2.0, "grasp_center": 2.0, "hand_joints": 1.0}
