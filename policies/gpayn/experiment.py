@@ -100,8 +100,8 @@ def evaluate_cell(out: Path, controller: Any, label: str, episodes: int, extra: 
 
 def run(root: Path, seeds: list[int], rows: list[str], steps: int, episodes: int) -> None:
     from dexstack.policies.gpayn.demos import ScriptedGraspDemo
+    from dexstack.policies.gpayn.export import export_run
     from dexstack.policies.gpayn.runtime import Runtime
-    from dexstack.policies.gpayn.train import export_run
 
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)

@@ -346,7 +346,28 @@ def check_runtime_matches(sac: SAC, encoder: ImageEncoder | None, policy_dir: Pa
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """`dexstack export --run RUN` for a G-PAYN training run (the trainer knows its normaliser and encoder)."""
-    from dexstack.policies.gpayn.train import export_run as export_training_run
+    """`dexstack export --run RUN` for a G-PAYN training run: its actor (+ encoder) with
+    `export_actor`: the run's normaliser, GraspEnv's action names and scales, dt = 1 / CONTROL_HZ;
+    up to 16 of the run's pretraining frames join the torch/onnxruntime agreement checks. The
+    manifest is the schema-2 one the policy node serves as it is. Returns the export directory."""
+    from dexstack.policies.gpayn.config import FRAMES_FILE
+    from dexstack.policies.gpayn.env import CONTROL_HZ
+    from dexstack.policies.gpayn.evaluate import load_policy
 
-    return export_training_run(run_dir, out_dir)
+    run_dir = Path(run_dir)
+    policy, config = load_policy(run_dir)
+    check_images = None
+    if policy.encoder is not None and (run_dir / FRAMES_FILE).is_file():
+        with np.load(run_dir / FRAMES_FILE) as frames:
+            check_images = frames["images"][:16]
+    run_info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else []
+    # The run directory's name, not its path: no machine paths in a shipped manifest.
+    provenance = {"run": run_dir.name, "code_commit": run_info.get("code_commit", "unknown"),
+                  "config": config.to_dict(), "env_steps": history[-1]["step"] if history else None,
+                  "last_evaluation": ({k: history[-1][k] for k in ("step", "success_rate", "mean_return")}
+                                      if history else None)}
+    out = export_actor(policy.sac, policy.sac.spec, out_dir, encoder=policy.encoder, check_images=check_images,
+                       action_names=list(ACTION_NAMES), action_scales=list(ACTION_SCALES), dt=1.0 / CONTROL_HZ,
+                       provenance=provenance)
+    return out
