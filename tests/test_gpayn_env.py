@@ -10,11 +10,10 @@ from scipy.spatial.transform import Rotation
 
 from dexstack.hardware.profiles import ADROIT
 from dexstack.policies.gpayn import rewards
+from dexstack.policies.gpayn.action import ACTION_DIM, MAX_FINGER_DELTA
 from dexstack.policies.gpayn.demos import ScriptedGraspDemo, collect_demos, episode_outcomes, prefill
 from dexstack.policies.gpayn.env import (
-    ACTION_DIM,
     HELD_OUT_OBJECTS,
-    MAX_FINGER_DELTA,
     PREGRASP_DISTANCE,
     TRAIN_OBJECTS,
     VALIDATION_OBJECTS,
