@@ -1,7 +1,9 @@
 """Robot profiles: joint names, limits, controller and camera names (one per robot).
 
 The sim builds its robot from a profile and the real robot's driver is described by the
-same profile, so a policy manifest checked against a profile is valid for both.
+same profile, so a policy manifest checked against a profile is valid for both. A profile also
+names its robot model (`RobotModel`: the MJCF builder in `hardware/models.py`, the base pose and
+the IK settings), from which `hardware/kinematics.py` computes FK/IK and the sim composes scenes.
 """
 
 from __future__ import annotations
