@@ -9,6 +9,7 @@ this way. Joint values in radians, `ADROIT.joint_names[6:]` order.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from dexstack.hardware.profiles import ADROIT
 
@@ -41,7 +42,7 @@ _FINGER_PREFIX = {"TH": 0, "FF": 1, "MF": 2, "RF": 3, "LF": 4}
 FINGER_OF_JOINT = np.array([_FINGER_PREFIX.get(j[:2], -1) for j in HAND_JOINTS])
 
 
-def finger_targets(fractions) -> np.ndarray:
+def finger_targets(fractions: ArrayLike) -> np.ndarray:
     """Hand joint targets (24,) in radians from one closing fraction per finger (5,), thumb,
     index, middle, ring, little: 0 = open, 1 = `HAND_CLOSED`; values are clipped to [0, 1]."""
     f = np.asarray(fractions, dtype=float)

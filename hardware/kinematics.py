@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 from dm_control import mjcf
+from numpy.typing import ArrayLike
 
 from dexstack.hardware.models import attach_robot
 from dexstack.hardware.profiles import RobotProfile
@@ -45,7 +46,7 @@ class IKResult:
     message: str = ""
 
 
-def unit_quaternion(quat) -> np.ndarray:
+def unit_quaternion(quat: ArrayLike) -> np.ndarray:
     """`quat` (w, x, y, z) normalised; ValueError if not 4 finite numbers or all zero."""
     q = np.asarray(quat, dtype=float)
     if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-9:
@@ -109,20 +110,20 @@ class RobotKinematics:
     def _site_frame(self) -> tuple[np.ndarray, np.ndarray]:
         return self.data.site_xpos[self._site].copy(), self.data.site_xmat[self._site].reshape(3, 3).copy()
 
-    def forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, q: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """The IK site's position (3,) m and rotation matrix (3, 3), world frame, at joint
         positions q (all the profile's joints, or the first `ik_joints` with the rest at zero)."""
         self._set_joints(q)
         return self._site_frame()
 
-    def site_pose(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def site_pose(self, q: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """`forward` with the orientation as a quaternion wxyz (4,)."""
         self._set_joints(q)
         quat = np.zeros(4)
         mujoco.mju_mat2Quat(quat, self.data.site_xmat[self._site])
         return self.data.site_xpos[self._site].copy(), quat
 
-    def solve(self, position, orientation, q0: np.ndarray, rest: np.ndarray | None = None) -> IKResult:
+    def solve(self, position: ArrayLike, orientation: ArrayLike, q0: ArrayLike, rest: ArrayLike | None = None) -> IKResult:
         """The first `ik_joints` joints (from `q0`) that put the IK site at `position` (3,) m with
         `orientation`, a quaternion wxyz (4,) or a rotation matrix (3, 3), world frame.
 

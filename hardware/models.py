@@ -24,9 +24,11 @@ import importlib.util
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from dm_control import mjcf
+from numpy.typing import ArrayLike
 
 from dexstack.hardware.profiles import ADROIT, PANDA, RobotProfile
 
@@ -76,7 +78,7 @@ def franka_mesh_dir() -> Path:
     return path
 
 
-def look_at_xyaxes(pos, target, up=(0.0, 0.0, 1.0)) -> list[float]:
+def look_at_xyaxes(pos: ArrayLike, target: ArrayLike, up: ArrayLike = (0.0, 0.0, 1.0)) -> list[float]:
     """MuJoCo camera `xyaxes` for a camera at `pos` looking at `target` (cameras look along -z)."""
     forward = np.asarray(target, float) - np.asarray(pos, float)
     forward /= np.linalg.norm(forward)
@@ -265,7 +267,7 @@ def adroit_model(profile: RobotProfile = ADROIT) -> mjcf.RootElement:
     return root
 
 
-def build_robot(profile: RobotProfile, **options) -> mjcf.RootElement:
+def build_robot(profile: RobotProfile, **options: Any) -> mjcf.RootElement:
     """The profile's robot model (`profile.model.builder`, called with the profile and `options`),
     alone, base at its own origin."""
     if profile.model is None:
@@ -274,7 +276,7 @@ def build_robot(profile: RobotProfile, **options) -> mjcf.RootElement:
     return getattr(importlib.import_module(module), name)(profile, **options)
 
 
-def attach_robot(scene: mjcf.RootElement, profile: RobotProfile, **options) -> tuple[mjcf.Element, str]:
+def attach_robot(scene: mjcf.RootElement, profile: RobotProfile, **options: Any) -> tuple[mjcf.Element, str]:
     """Attach the profile's robot model (built with `options`) to `scene` with its base at
     `profile.model.base_pos` / `base_quat` (world frame). Returns the attachment frame and the
     namespace prefix of the robot's elements in the compiled model (e.g. "adroit/")."""

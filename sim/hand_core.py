@@ -18,6 +18,7 @@ import weakref
 
 import mujoco
 import numpy as np
+from numpy.typing import ArrayLike
 
 from dexstack.contract import TACTILE_CONTACT_N
 from dexstack.hardware.hand_synergy import finger_targets
@@ -228,7 +229,7 @@ class HandSim:
         mujoco.mju_mat2Quat(quat, self.data.site_xmat[self._palm_site])
         return self.data.site_xpos[self._palm_site].copy(), quat
 
-    def solve_palm_ik(self, position, quaternion, arm_q0: np.ndarray | None = None) -> IKResult:
+    def solve_palm_ik(self, position: ArrayLike, quaternion: ArrayLike, arm_q0: ArrayLike | None = None) -> IKResult:
         """Arm joints (6,) that put the palm frame at `position` (3,) m, `quaternion` wxyz (world),
         with the hand's joints where they are now: `RobotKinematics.solve` (hardware/kinematics.py)
         from `arm_q0` (default: the current arm joints). `success` is False when the best iterate
