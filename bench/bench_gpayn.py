@@ -9,7 +9,7 @@ Which actor:
   directory and published into a temporary store (latency does not depend on the weights). Its
   output layer is scaled down so the served hand stays near its start pose: random actions would
   drive the arm out of IK's reach within seconds, and the node then holds instead of serving.
-- `--run DIR`: a training run's actor (`train.load_policy`), exported the same way.
+- `--run DIR`: a training run's actor (`evaluate.load_policy`), exported the same way.
 - `--policy NAME[@VERSION]`: a gpayn policy already in the store (e.g. the shipped `gpayn_grasp`).
   The node serves it by name; the torch side is rebuilt from its ONNX graphs (same architecture
   and weights, checked against onnxruntime: `max_abs_diff`), or loaded from `--run` if given.
@@ -18,9 +18,9 @@ Parts (each can be skipped with `--skip`):
 1. inference: the whole torch eager call (`evaluate.TorchPolicy.act`: frozen encoder on the
    64x64 image, normaliser, deterministic actor; 1 thread, batch 1) against the serving runtime
    (`runtime.Runtime.act`, onnxruntime, 1 thread) on the same real GraspEnv observations, calls
-   alternating so both see the same load; p50/p99 and the ratio torch/onnxruntime. Also
-   `ServingPolicy.act` (what the policy node's `inference_ms` times: observation building, image
-   crop + resize, the runtime and palm IK).
+   alternating so both see the same load; p50/p99 and the ratio torch/onnxruntime. Also the
+   served step (what the policy node's `inference_ms` times: the image crop + resize of the
+   camera input, then `serving.make_runtime(...).act`: observation building, the actor and palm IK).
 2. fit: for every training and held-out object, a few placements drawn as GraspEnv.reset draws
    them; depth + object mask rendered as `GraspEnv._perceive` renders them (arm out of view);
    timed: `points_from_depth`, `fit_superquadric(support_z=0)`, `grasp_pose` + `arm_friendly_grasp`.
@@ -95,7 +95,7 @@ def real_observations(image_size: tuple[int, int], count: int, seed: int = 0) ->
                                                                                        list[dict[str, Any]]]:
     """`count` GraspEnv observations (potted meat can, small random actions after a reset) and the
     raw robot data of the same states (full joint state, pad forces, the 160x120 camera frame, the
-    grasp pose) for ServingPolicy."""
+    grasp pose) for the served step."""
     from dexstack.policies.gpayn.env import ACTION_DIM, GraspEnv
 
     env = GraspEnv("potted_meat_can", seed=seed, render=True, image_size=image_size)
@@ -119,13 +119,9 @@ def real_observations(image_size: tuple[int, int], count: int, seed: int = 0) ->
 # --- the actor ---------------------------------------------------------------------------------
 
 def _publish_temporary(export_dir: Path, home: Path) -> tuple[Path, dict[str, Any]]:
-    """Annotate an export for serving and publish it into a temporary store at `home`."""
-    from dexstack.manifest import load_manifest
-    from dexstack.policies.gpayn.serving import annotate_manifest
+    """Publish an export into a temporary store at `home`."""
     from dexstack.store import PolicyStore
 
-    manifest = annotate_manifest(load_manifest(export_dir))
-    (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     loaded = PolicyStore(root=home / "policies", bundled=False).publish(export_dir, name=BENCH_POLICY_NAME)
     return loaded.path, loaded.manifest
 
@@ -160,7 +156,6 @@ def untrained_actor(tmp: Path, observations: list[dict[str, np.ndarray]]) -> Ben
         mean_layer.weight[:ACTION_DIM] *= 0.01
         mean_layer.bias[:ACTION_DIM] = 0.0
     export_dir = export_actor(sac, spec, tmp / "export", encoder=encoder, checks=2,
-                              action_names=train.ACTION_NAMES, action_scales=train.ACTION_SCALES,
                               dt=1.0 / CONTROL_HZ, provenance={"bench": "untrained, bench_gpayn.py"})
     policy_dir, manifest = _publish_temporary(export_dir, tmp / "home")
     actor_params = sum(p.numel() for p in sac.actor.parameters())
@@ -172,11 +167,12 @@ def untrained_actor(tmp: Path, observations: list[dict[str, np.ndarray]]) -> Ben
 
 
 def run_actor(run_dir: Path, tmp: Path) -> BenchActor:
-    """A training run's actor (torch from its checkpoint), exported with `train.export_run` and published."""
-    from dexstack.policies.gpayn import train
+    """A training run's actor (torch from its checkpoint), exported with `export.export_run` and published."""
+    from dexstack.policies.gpayn.evaluate import load_policy
+    from dexstack.policies.gpayn.export import export_run
 
-    policy, _ = train.load_policy(run_dir)
-    export_dir = train.export_run(run_dir, tmp / "export")
+    policy, _ = load_policy(run_dir)
+    export_dir = export_run(run_dir, tmp / "export")
     policy_dir, manifest = _publish_temporary(export_dir, tmp / "home")
     return BenchActor(policy_dir, manifest, policy, BENCH_POLICY_NAME, str(tmp / "home"),
                       {"kind": "run", "run": str(run_dir), **_sizes(policy)})
@@ -267,14 +263,14 @@ def torch_policy_from_onnx(policy_dir: Path, manifest: dict[str, Any]) -> Any:
 def store_actor(ref: str, run_dir: Path | None) -> BenchActor:
     """A gpayn policy of the store; torch from `run_dir` if given, else rebuilt from its graphs."""
     from dexstack.hardware.profiles import ADROIT
-    from dexstack.policies.gpayn import train
+    from dexstack.policies.gpayn.evaluate import load_policy
     from dexstack.store import PolicyStore
 
     loaded = PolicyStore().load(ref, ADROIT)
     if loaded.manifest.get("family") != "gpayn":
         raise ValueError(f"policy {ref} is of family {loaded.manifest.get('family')!r}, not 'gpayn'")
     if run_dir is not None:
-        policy, _ = train.load_policy(run_dir)
+        policy, _ = load_policy(run_dir)
         torch_source = f"run {run_dir}"
     else:
         policy = torch_policy_from_onnx(loaded.path, loaded.manifest)
@@ -290,25 +286,25 @@ def bench_inference(actor: BenchActor, observations: list[dict[str, np.ndarray]]
                     calls: int, warmup: int, threads: int) -> dict[str, Any]:
     import torch
 
-    from dexstack import contract
     from dexstack.hardware.profiles import ADROIT
+    from dexstack.images import center_crop_resize
+    from dexstack.policies.gpayn.action import IKFailed
     from dexstack.policies.gpayn.runtime import Runtime
-    from dexstack.policies.gpayn.serving import IKFailed, ServingPolicy
+    from dexstack.policies.gpayn.serving import make_runtime
 
     torch.set_num_threads(threads)
     runtime = Runtime(actor.policy_dir, actor.manifest, threads=threads)
     torch_act = actor.torch_policy.act
     max_diff = max(float(np.abs(runtime.act(obs) - torch_act(obs)).max()) for obs in observations)
 
-    serving = ServingPolicy(actor.policy_dir, actor.manifest, ADROIT, control_period_s=1.0 / RATE_HZ)
-    pads = [spec["name"] for spec in serving.raw_inputs if spec["name"].startswith("tactile/")]
-    cameras = [spec["name"] for spec in serving.raw_inputs if spec["kind"] == "rgb"]
+    serving = make_runtime(actor.policy_dir, actor.manifest, profile=ADROIT, rate_hz=RATE_HZ)
+    cameras = [spec for spec in actor.manifest["inputs"] if spec["kind"] == "rgb"]
     serving_raw = []
-    for data in raw:
-        one = {"joint_states": data["joint_states"], **{name: data["pad_forces"][i:i + 1] for i, name in enumerate(pads)},
-               **{name: data["camera"] for name in cameras}}
-        serving_raw.append((one, data["grasp_pose"]))
-    serving.episode_started(1)
+    for data in raw:  # the values the node hands the runtime, by manifest input name (the camera still full size)
+        one = {"joint_states": data["joint_states"], "grasp_target": np.concatenate(data["grasp_pose"]),
+               **{f"tactile/{pad}": np.array([0.0, 0.0, force, 0.0, 0.0, 0.0])
+                  for pad, force in zip(ADROIT.tactile_pads, data["pad_forces"], strict=True)}}
+        serving_raw.append((one, data["camera"]))
     ik_holds = 0
 
     def serve(i: int) -> None:
@@ -316,12 +312,12 @@ def bench_inference(actor: BenchActor, observations: list[dict[str, np.ndarray]]
         # from the measured state where the recording starts over, and after an IK hold (timed too:
         # the node pays for the failed solve).
         nonlocal ik_holds
-        one, pose = serving_raw[i % len(serving_raw)]
+        one, camera = serving_raw[i % len(serving_raw)]
         if i % len(serving_raw) == 0:
             serving.reset()
-        serving.set_pose(contract.GRASP_TARGET_POSE, 2, *pose)
+        images = {spec["name"]: center_crop_resize(camera, *spec["shape"][:2]) for spec in cameras}  # the node's preprocess
         try:
-            serving.act(one)
+            serving.act(one | images)
         except IKFailed:
             ik_holds += 1
             serving.reset()

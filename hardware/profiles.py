@@ -1,7 +1,9 @@
 """Robot profiles: joint names, limits, controller and camera names (one per robot).
 
 The sim builds its robot from a profile and the real robot's driver is described by the
-same profile, so a policy manifest checked against a profile is valid for both.
+same profile, so a policy manifest checked against a profile is valid for both. A profile also
+names its robot model (`RobotModel`: the MJCF builder in `hardware/models.py`, the base pose and
+the IK settings), from which `hardware/kinematics.py` computes FK/IK and the sim composes scenes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,44 @@ class CameraSpec:
     width: int
     height: int
     hz: float = contract.CAMERA_HZ
+
+
+@dataclass(frozen=True)
+class IKSettings:
+    """Damped least-squares IK of a robot (`hardware/kinematics.py`): at most `max_iterations`
+    Jacobian steps of damping `damping` (m, rad), each clipped to the joint limits, stopping
+    within 0.1 mm / 1 mrad. rotation_error: "quaternion" (MuJoCo's quaternion difference) or
+    "axes" (half the sum of the cross products of the frames' axes, a small-angle form);
+    result: the "best" iterate (least position + 0.1 x rotation error) or the "last" one;
+    clip_start: clip the start into the limits first; jacobian_order: memory order ("C" or "F")
+    of the stacked Jacobian. BLAS sums in another order for each, and an IK that runs into the
+    limits amplifies that last-bit difference into another solution, so each robot keeps the
+    order its expert and policies were made with. A solution further than the tolerances (m, rad)
+    from the target is a failure."""
+
+    max_iterations: int
+    damping: float
+    rotation_error: str = "quaternion"
+    result: str = "best"
+    clip_start: bool = True
+    jacobian_order: str = "F"
+    position_tolerance: float = 0.005
+    rotation_tolerance: float = 0.05
+
+
+@dataclass(frozen=True)
+class RobotModel:
+    """Where a robot's kinematic model comes from: `builder` ("module:callable", called with the
+    profile) returns the robot's MJCF alone (`hardware/models.py`); its base sits at `base_pos`
+    (m) / `base_quat` (wxyz) in the world frame. IK places the site `ik_site` by moving the first
+    `ik_joints` joints of the profile."""
+
+    builder: str
+    ik_site: str
+    ik_joints: int
+    ik: IKSettings
+    base_pos: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    base_quat: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -41,6 +81,7 @@ class RobotProfile:
     # allows in one step: position-servoed fingers squeeze an object by commanding closure past
     # the contact the object stops them at. () = 0 for every joint.
     tracking_lead: tuple[float, ...] = ()
+    model: RobotModel | None = None  # the robot's model file and IK (None: no kinematics)
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
@@ -108,6 +149,10 @@ PANDA = RobotProfile(
     home=(0.0, -0.5, 0.0, -2.4, 0.0, 1.9, 0.785, 0.04),
     controller="arm_controller",
     cameras=(CameraSpec("wrist", 96, 96), CameraSpec("scene", 96, 96)),
+    # IK of the TCP (between the finger pads) over the 7 arm joints, as the scripted expert plans.
+    model=RobotModel("dexstack.hardware.models:panda_model", ik_site="tcp", ik_joints=7,
+                     ik=IKSettings(max_iterations=60, damping=0.03, rotation_error="axes", result="last",
+                                   clip_start=False, jacobian_order="C")),
 )
 
 
@@ -154,6 +199,13 @@ ADROIT = RobotProfile(
     cameras=(CameraSpec("scene", 160, 120),),
     tactile_pads=("thumb", "index", "middle", "ring", "little"),
     tactile_frames=("thdistal", "ffdistal", "mfdistal", "rfdistal", "lfdistal"),
+    # IK of the palm (grasp) frame over the 6 arm joints. The forearm's base: at zero arm pose the
+    # hand's grasp point (the Adroit "S_grasp" site, 5 cm under the palm) is above the grasp
+    # scene's default object spot and the thumb clears an 8 cm tall object; its z along world +x
+    # (fingers point away from the mount), palm normal down.
+    model=RobotModel("dexstack.hardware.models:adroit_model", ik_site="palm_grasp", ik_joints=6,
+                     ik=IKSettings(max_iterations=100, damping=0.02),
+                     base_pos=(-0.50, 0.0, 0.10), base_quat=(0.5, 0.5, 0.5, 0.5)),
 )
 
 PROFILES: dict[str, RobotProfile] = {PANDA.name: PANDA, ADROIT.name: ADROIT}

@@ -15,12 +15,14 @@ the pads face the object, and a policy rewarded for contacts must not earn them 
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
 
 import mujoco
 import numpy as np
+from numpy.typing import ArrayLike
 
 from dexstack.contract import TACTILE_CONTACT_N
+from dexstack.hardware.hand_synergy import finger_targets
+from dexstack.hardware.kinematics import IKResult, RobotKinematics
 from dexstack.hardware.profiles import ADROIT
 from dexstack.sim import hand_scene
 from dexstack.sim import objects as objects_lib
@@ -30,90 +32,12 @@ from dexstack.sim.render import RgbdRenderer
 SETTLE_STEPS = 100  # physics steps at reset so the object rests on the table
 TOUCH_THRESHOLD = TACTILE_CONTACT_N  # N; a pad with more normal force than this is "in contact"
 
-# The scripted closing: hand joint targets (rad) of the fully closed hand, HAND_JOINTS order.
-# Fingers flex at all three joints (near their 1.571 rad limits, so the blocked servos squeeze);
-# the thumb swings under the palm (THJ3), turns its pad towards the fingers (THJ2 at its limit,
-# THJ1 at its limit) and curls its tip (THJ0), so that from a top grasp in the palm frame
-# (`hand_scene.PALM_SITE`) its distal pad, not its proximal phalanx, meets the object across from
-# the fingers. Found by a random search over the thumb's five targets scored on thumb-pad
-# contact and a 10 cm lift of the potted meat can, sugar box, mustard bottle and bleach cleanser.
-# The wrist and the spread joints stay at zero.
-_CLOSED = {
-    "FFJ2": 1.4, "FFJ1": 1.5, "FFJ0": 1.3,
-    "MFJ2": 1.4, "MFJ1": 1.5, "MFJ0": 1.3,
-    "RFJ2": 1.4, "RFJ1": 1.5, "RFJ0": 1.3,
-    "LFJ4": 0.2, "LFJ2": 1.4, "LFJ1": 1.5, "LFJ0": 1.3,
-    "THJ4": 0.09, "THJ3": 1.15, "THJ2": 0.26, "THJ1": -0.52, "THJ0": -1.57,
-}
-HAND_CLOSED = np.array([_CLOSED.get(j, 0.0) for j in HAND_JOINTS])
-HAND_OPEN = np.zeros(len(HAND_JOINTS))
-
-
-# Finger synergy: each of the five fingers (TOUCH_PADS order) closes along its own line from
-# open to HAND_CLOSED; `FINGER_OF_JOINT[j]` is the finger of hand joint j (-1: the two wrist
-# joints, which stay at their open value).
-_FINGER_PREFIX = {"TH": 0, "FF": 1, "MF": 2, "RF": 3, "LF": 4}
-FINGER_OF_JOINT = np.array([_FINGER_PREFIX.get(j[:2], -1) for j in HAND_JOINTS])
-
-
-def finger_targets(fractions) -> np.ndarray:
-    """Hand joint targets (24,) in radians from one closing fraction per finger (5,), thumb,
-    index, middle, ring, little: 0 = open, 1 = `HAND_CLOSED`; values are clipped to [0, 1]."""
-    f = np.asarray(fractions, dtype=float)
-    if f.shape != (len(TOUCH_PADS),) or not np.isfinite(f).all():
-        raise ValueError(f"finger fractions must be {len(TOUCH_PADS)} finite numbers, got {fractions}")
-    f = np.clip(f, 0.0, 1.0)
-    per_joint = np.where(FINGER_OF_JOINT >= 0, f[np.maximum(FINGER_OF_JOINT, 0)], 0.0)
-    return HAND_OPEN + per_joint * (HAND_CLOSED - HAND_OPEN)
-
-
 def close_hand_targets(fraction: float) -> np.ndarray:
     """Scripted "close the hand" controller: hand joint targets (24,) in radians, linearly
     from open (fraction 0) to closed (fraction 1); fractions outside [0, 1] are clipped."""
     if not np.isfinite(fraction):
         raise ValueError(f"closing fraction must be finite, got {fraction}")
     return finger_targets(np.full(len(TOUCH_PADS), float(fraction)))
-
-
-# Inverse kinematics tolerances: a solution further than this from the asked pose is a failure.
-IK_POSITION_TOLERANCE = 0.005  # m
-IK_ROTATION_TOLERANCE = 0.05  # rad
-IK_MAX_ITERATIONS = 100
-IK_DAMPING = 0.02  # damped least squares lambda (m, rad): keeps steps bounded near singularities
-
-
-@dataclass(frozen=True)
-class IKResult:
-    """Outcome of `HandSim.solve_palm_ik`.
-
-    arm_q: (6,) arm joint positions (m, rad) of the best iterate, within the joint limits.
-    success: position_error <= IK_POSITION_TOLERANCE and rotation_error <= IK_ROTATION_TOLERANCE.
-    position_error (m), rotation_error (rad): distance of the palm frame at `arm_q` from the
-    asked pose. iterations: Jacobian steps taken. message: why it failed ("" on success).
-    """
-
-    arm_q: np.ndarray
-    success: bool
-    position_error: float
-    rotation_error: float
-    iterations: int
-    message: str = ""
-
-
-def _quat_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """Rotation vector (3,), world frame, that turns frame `current` into `target` (wxyz)."""
-    local = np.zeros(3)
-    mujoco.mju_subQuat(local, target, current)  # current * quat(local) = target, in current's frame
-    rot = np.zeros(9)
-    mujoco.mju_quat2Mat(rot, current)
-    return rot.reshape(3, 3) @ local
-
-
-def _unit_quat(quat) -> np.ndarray:
-    q = np.asarray(quat, dtype=float)
-    if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-9:
-        raise ValueError(f"quaternion must be 4 finite numbers (w, x, y, z), not all zero; got {quat}")
-    return q / np.linalg.norm(q)
 
 
 def _close_renderers(renderers: list) -> None:
@@ -146,8 +70,8 @@ class HandSim:
         robot_root = m.body(self.names.palm_body).rootid[0]
         self._hand_geom = m.body_rootid[m.geom_bodyid] == robot_root  # (ngeom,) bool
         self._palm_site = m.site(self.names.palm_site).id
-        self._arm_dofs = self._dof_adr[:6]
-        self._ik_data = mujoco.MjData(m)  # scratch state for IK: the live simulation stays untouched
+        # IK on the robot model alone (the scene's robot is that model): the live state stays untouched.
+        self.kinematics = RobotKinematics(ADROIT)
         self._object_body = m.body(self.names.object_body).id
         self._object_geoms = np.flatnonzero(m.geom_bodyid == self._object_body)
         free = m.body_jntadr[self._object_body]
@@ -299,59 +223,19 @@ class HandSim:
         return body.xpos + rot @ (0.5 * (corners.min(axis=0) + corners.max(axis=0)))
 
     def palm_pose(self) -> tuple[np.ndarray, np.ndarray]:
-        """Palm (grasp) frame `hand_scene.PALM_SITE`: position (3,) m and quaternion wxyz (4,),
+        """Palm (grasp) frame `hardware.models.PALM_SITE`: position (3,) m and quaternion wxyz (4,),
         world frame (z = approach into the object, x = closing direction)."""
-        return self._site_pose(self.data)
-
-    def _site_pose(self, data: mujoco.MjData) -> tuple[np.ndarray, np.ndarray]:
         quat = np.zeros(4)
-        mujoco.mju_mat2Quat(quat, data.site_xmat[self._palm_site])
-        return data.site_xpos[self._palm_site].copy(), quat
+        mujoco.mju_mat2Quat(quat, self.data.site_xmat[self._palm_site])
+        return self.data.site_xpos[self._palm_site].copy(), quat
 
-    def solve_palm_ik(self, position, quaternion, arm_q0: np.ndarray | None = None) -> IKResult:
-        """Arm joints (6,) that put the palm frame at `position` (3,) m, `quaternion` wxyz (world).
-
-        Damped least squares on MuJoCo's site Jacobian over the six arm joints, each step clipped
-        to the joint limits, on a scratch MjData (the live state is untouched); the hand's joints
-        keep their current positions. Starts from `arm_q0` (default: the current arm joints).
-        Returns an `IKResult`; `success` is False when the best iterate is further than
-        IK_POSITION_TOLERANCE / IK_ROTATION_TOLERANCE from the pose (out of reach or limits).
-        """
-        target_p = np.asarray(position, dtype=float)
-        if target_p.shape != (3,) or not np.isfinite(target_p).all():
-            raise ValueError(f"palm position must be 3 finite numbers (m), got {position}")
-        target_q = _unit_quat(quaternion)
-        m, d = self.model, self._ik_data
-        d.qpos[:] = self.data.qpos
-        q = self.joint_positions()[:6] if arm_q0 is None else np.asarray(arm_q0, dtype=float).copy()
-        if q.shape != (6,) or not np.isfinite(q).all():
-            raise ValueError(f"arm_q0 must be 6 finite joint positions, got {arm_q0}")
-        lower, upper = self._lower[:6], self._upper[:6]
-        q = np.clip(q, lower, upper)
-        jac_p, jac_r = np.zeros((3, m.nv)), np.zeros((3, m.nv))
-        best = None
-        for iteration in range(IK_MAX_ITERATIONS + 1):
-            d.qpos[self._qpos_adr[:6]] = q
-            mujoco.mj_kinematics(m, d)
-            mujoco.mj_comPos(m, d)
-            p, quat = self._site_pose(d)
-            error = np.concatenate([target_p - p, _quat_error(target_q, quat)])
-            pos_err, rot_err = float(np.linalg.norm(error[:3])), float(np.linalg.norm(error[3:]))
-            if best is None or pos_err + 0.1 * rot_err < best[1] + 0.1 * best[2]:
-                best = (q.copy(), pos_err, rot_err, iteration)
-            if pos_err < 1e-4 and rot_err < 1e-3 or iteration == IK_MAX_ITERATIONS:
-                break
-            mujoco.mj_jacSite(m, d, jac_p, jac_r, self._palm_site)
-            jac = np.vstack([jac_p[:, self._arm_dofs], jac_r[:, self._arm_dofs]])
-            step = jac.T @ np.linalg.solve(jac @ jac.T + IK_DAMPING**2 * np.eye(6), error)
-            q = np.clip(q + step, lower, upper)
-        arm_q, pos_err, rot_err, _ = best
-        iterations = iteration
-        success = pos_err <= IK_POSITION_TOLERANCE and rot_err <= IK_ROTATION_TOLERANCE
-        message = "" if success else (
-            f"no arm pose within {IK_POSITION_TOLERANCE * 1000:.0f} mm / {IK_ROTATION_TOLERANCE} rad of the asked palm "
-            f"pose (best: {pos_err * 1000:.1f} mm, {rot_err:.3f} rad; out of reach or at joint limits)")
-        return IKResult(arm_q, success, pos_err, rot_err, iterations, message)
+    def solve_palm_ik(self, position: ArrayLike, quaternion: ArrayLike, arm_q0: ArrayLike | None = None) -> IKResult:
+        """Arm joints (6,) that put the palm frame at `position` (3,) m, `quaternion` wxyz (world),
+        with the hand's joints where they are now: `RobotKinematics.solve` (hardware/kinematics.py)
+        from `arm_q0` (default: the current arm joints). `success` is False when the best iterate
+        is further than ADROIT's IK tolerances from the pose (out of reach or limits)."""
+        q = self.joint_positions()
+        return self.kinematics.solve(position, quaternion, q[:6] if arm_q0 is None else arm_q0, rest=q)
 
     def pad_forces(self, object_only: bool = False) -> np.ndarray:
         """(5,) normal force in newtons on each pad (`TOUCH_PADS` order) from contacts with

@@ -1,8 +1,8 @@
 """Tabletop scene for multi-fingered grasping: the Adroit arm + 24-DoF hand, a table, one object.
 
-Composed with `dm_control.mjcf` from the Adroit model that ships in the gymnasium-robotics
-package (located through the package, never by an absolute path) and an object from the
-YCB-like catalogue in `sim/objects.py`.
+Composed with `dm_control.mjcf` from the robot model of `hardware/models.py` (the Adroit model
+that ships in the gymnasium-robotics package; the same model `hardware/kinematics.py` solves IK
+on) and an object from the YCB-like catalogue in `sim/objects.py`.
 
 Frames: as in `sim/scene.py`, the world frame has z up and the table top is the plane z = 0
 (the floor lies `TABLE_HEIGHT` below it). The Adroit "arm" is its forearm on six joints: three
@@ -17,15 +17,13 @@ Touch: the hand's five distal phalanges (thumb, index, middle, ring, little) car
 
 from __future__ import annotations
 
-import importlib.util
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from pathlib import Path
 
 import mujoco
 import numpy as np
 from dm_control import mjcf
 
+from dexstack.hardware.models import PALM_SITE, attach_robot
 from dexstack.hardware.profiles import ADROIT
 from dexstack.sim import objects as objects_lib
 from dexstack.sim.scene import TABLE_HEIGHT, configure_grasping_scene, look_at_xyaxes
@@ -40,17 +38,8 @@ OBJECT_XY = (0.0, 0.02)  # m
 OBJECT_YAW = 1.5708  # rad about z
 PARK_POSITION = np.array([2.0, 0.0, 0.5])  # m, off the table and out of the camera's view
 SCENE_CAMERA = ADROIT.cameras[0].name
-
-# Forearm base: at zero arm pose the hand's grasp point (the Adroit "S_grasp" site, 5 cm under
-# the palm) is above the object's default spot and the thumb clears an 8 cm tall object.
-# ARTy lifts the hand by up to 0.4 m from there (ARTY_RANGE).
-ARM_MOUNT_POS = (-0.50, 0.0, 0.10)
-# Forearm z along world +x (fingers point away from the mount), palm normal down.
-ARM_MOUNT_QUAT = (0.5, 0.5, 0.5, 0.5)
-
-# Our position servos on the six arm joints (the Adroit ones are tuned for a mocap-led arm).
-ARM_SLIDE_KP, ARM_SLIDE_KV = 2000.0, 200.0  # N/m, N s/m
-ARM_HINGE_KP, ARM_HINGE_KV = 300.0, 30.0  # N m/rad, N m s/rad
+# Where the forearm's base sits (the profile's robot model base; ARTy lifts the hand from there).
+ARM_MOUNT_POS = ADROIT.model.base_pos
 
 # Tallest object top (m) that clears the hand's lowest geom (the thumb) at zero arm pose by 5 mm.
 CLEAR_HEIGHT_AT_ZERO = 0.077
@@ -69,102 +58,11 @@ def start_lift(object_height: float) -> float:
 ARM_JOINTS: tuple[str, ...] = ADROIT.joint_names[:6]  # ARTx/y/z (m), ARRx/y/z (rad)
 HAND_JOINTS: tuple[str, ...] = ADROIT.joint_names[6:]  # the 24 hand joints (rad)
 
-# The palm (grasp) frame, a site on Adroit's palm body: the frame `policies/gpayn/grasp_pose.py`
-# plans for (z = approach, the palm normal pointing out of the palm into the object; x = closing
-# direction, thumb towards fingers; y = z cross x), its origin on the palm's skin. Adroit's palm
-# body has x towards the thumb, y out of the back of the hand and z along the fingers, so the
-# fixed palm-to-grasp rotation maps grasp x -> body z, grasp y -> body -x, grasp z -> body -y.
-PALM_SITE = "palm_grasp"
-# Origin in the palm body frame (m): on the palm's skin (the collision box C_palm0 is 11.1 mm
-# thick from the body origin), 9.5 cm along the fingers from the wrist (under the knuckles) and
-# 2 cm towards the thumb. With the object's centre line there, the curled fingers wrap its far
-# side and the thumb reaches its near side; 2.5 cm closer to the wrist the thumb lands on top
-# of the object and the grasp slips (measured with the scripted closing, see hand_core).
-PALM_SITE_POS = (0.02, -0.0111, 0.095)
-PALM_SITE_QUAT = (0.5, 0.5, -0.5, 0.5)  # wxyz, rotation with columns (0,0,1), (-1,0,0), (0,-1,0)
-
 # Fixed pad order used everywhere (observations, topics /tactile/<pad>, rewards).
 TOUCH_PADS: tuple[str, ...] = ADROIT.tactile_pads
 # Collision geom of each pad's distal phalanx in the Adroit model.
 PAD_GEOMS: dict[str, str] = {"thumb": "C_thdistal", "index": "C_ffdistal", "middle": "C_mfdistal",
                              "ring": "C_rfdistal", "little": "C_lfdistal"}
-
-# The lift's range (ARTy); why it differs from the model's [0, 0.2] m: see ADROIT.
-ARTY_RANGE = (ADROIT.position_lower[1], ADROIT.position_upper[1])  # m
-
-
-def adroit_asset_dir() -> Path:
-    """Folder of the Adroit hand model in the installed gymnasium-robotics package."""
-    # find_spec locates the package without importing it (its import prints a banner).
-    spec = importlib.util.find_spec("gymnasium_robotics")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("gymnasium-robotics is not installed; the Adroit hand model ships with it")
-    path = Path(list(spec.submodule_search_locations)[0]) / "envs" / "assets" / "adroit_hand"
-    if not (path / "adroit_model.xml").is_file():
-        raise FileNotFoundError(f"Adroit model not found in {path}; is gymnasium-robotics installed?")
-    return path
-
-
-def _inline_includes(element: ET.Element, folder: Path) -> None:
-    """Replace every <include file=.../> under `element` by the included file's children
-    (dm_control's parser does not follow includes nested inside bodies)."""
-    for child in list(element):
-        if child.tag == "include":
-            position = list(element).index(child)
-            element.remove(child)
-            included = ET.parse(folder / child.get("file")).getroot()
-            for k, sub in enumerate(list(included)):
-                element.insert(position + k, sub)
-        else:
-            _inline_includes(child, folder)
-
-
-def adroit_model() -> mjcf.RootElement:
-    """The Adroit arm (forearm on 6 joints) + 24-DoF hand as an mjcf model named "adroit".
-
-    Taken from the package's relocate scene with everything but the forearm removed. Gravity is
-    compensated on the robot's bodies (as a real arm controller does), so the servos track their
-    targets without sag; the arm's actuators are replaced by position servos.
-    """
-    folder = adroit_asset_dir()
-    tree = ET.parse(folder / "adroit_relocate.xml").getroot()
-    _inline_includes(tree, folder)
-    worldbody = tree.find("worldbody")
-    for child in list(worldbody):
-        if not (child.tag == "body" and child.get("name") == "forearm"):
-            worldbody.remove(child)  # the package's table, ground, lights, cameras, mocap and ball
-    forearm = worldbody.find("body")
-    forearm.attrib.pop("pos")
-    forearm.attrib.pop("euler")
-    for default in tree.iter("default"):
-        if default.get("class") == "main":
-            del default.attrib["class"]  # mjcf names the root default class "main" itself
-    actuators = tree.find("actuator")
-    for act in list(actuators):
-        if act.get("joint") in ARM_JOINTS:
-            actuators.remove(act)
-    for tag in ("option", "size", "visual"):  # the scene sets solver, sizes and rendering
-        for el in tree.findall(tag):
-            tree.remove(el)
-    tree.set("model", "adroit")
-    root = mjcf.from_xml_string(ET.tostring(tree, encoding="unicode"), model_dir=str(folder))
-    # The model's materials are reflective; reflections cost 5-30x on a software GL.
-    for material in root.asset.find_all("material"):
-        material.reflectance = 0.0
-    for body in root.worldbody.find_all("body"):
-        body.gravcomp = 1
-    root.find("body", "palm").add("site", name=PALM_SITE, pos=PALM_SITE_POS, quat=PALM_SITE_QUAT,
-                                  size=[0.005], rgba=[0, 0, 0, 0], group=4)
-    root.find("joint", "ARTy").range = list(ARTY_RANGE)
-    for joint in ARM_JOINTS:
-        # The model's joint default margin (1 cm) would make the limit push the arm off a
-        # start pose at its limit (ARTy = 0).
-        root.find("joint", joint).margin = 0.0
-        slide = joint.startswith("ART")
-        kp, kv = (ARM_SLIDE_KP, ARM_SLIDE_KV) if slide else (ARM_HINGE_KP, ARM_HINGE_KV)
-        j = root.find("joint", joint)
-        root.actuator.add("position", name=f"A_{joint}", joint=joint, kp=kp, kv=kv, ctrlrange=j.range)
-    return root
 
 
 @dataclass(frozen=True)
@@ -208,9 +106,7 @@ def build_hand_scene(object_name: str = "potted_meat_can",
     scene.worldbody.add("camera", name=SCENE_CAMERA, pos=cam_pos,
                         xyaxes=look_at_xyaxes(cam_pos, [OBJECT_XY[0], OBJECT_XY[1], 0.05]), fovy=45.0)
 
-    robot_frame = scene.worldbody.attach(adroit_model())
-    robot_frame.pos = ARM_MOUNT_POS
-    robot_frame.quat = ARM_MOUNT_QUAT
+    attach_robot(scene, ADROIT)  # the robot model of hardware/models.py at the profile's mount
 
     spec = objects_lib.CATALOG[object_name]
     object_frame = scene.worldbody.attach(objects_lib.object_model(spec))

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from dexstack import contract
+from dexstack.hardware.kinematics import RobotKinematics
 from dexstack.hardware.profiles import PANDA
 from dexstack.sim.env import ManipulationEnv, rollout_expert
-from dexstack.sim.experts.pick_lift import ArmKinematics, Phase, PickLiftExpert, _top_down_rotation
+from dexstack.sim.experts.pick_lift import Phase, PickLiftExpert, _top_down_rotation
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +20,13 @@ def env() -> ManipulationEnv:
 
 
 def test_ik_reaches_a_top_down_pose():
-    kin = ArmKinematics()
+    kin = RobotKinematics(PANDA)
     target_pos = np.array([0.55, -0.12, 0.08])
     target_rot = _top_down_rotation(np.array([0.3, 1.0, 0.0]))
-    q, err = kin.ik(target_pos, target_rot, np.asarray(PANDA.home), iterations=200)
-    pos, rot = kin.fk(q)
-    assert err < 1e-3
+    result = kin.solve(target_pos, target_rot, np.asarray(PANDA.home[:7]))
+    q = result.arm_q
+    pos, rot = kin.forward(q)
+    assert result.success and result.position_error < 1e-3
     np.testing.assert_allclose(pos, target_pos, atol=1e-3)
     np.testing.assert_allclose(rot, target_rot, atol=1e-2)
     assert np.all(q >= PANDA.lower[:7]) and np.all(q <= PANDA.upper[:7])

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from dexstack.hardware.profiles import ADROIT
 from dexstack.policies.gpayn import rewards
+from dexstack.policies.gpayn.action import ACTION_DIM, MAX_FINGER_DELTA
 from dexstack.policies.gpayn.demos import ScriptedGraspDemo, collect_demos, episode_outcomes, prefill
 from dexstack.policies.gpayn.env import (
-    ACTION_DIM,
     HELD_OUT_OBJECTS,
-    MAX_FINGER_DELTA,
     PREGRASP_DISTANCE,
     TRAIN_OBJECTS,
     VALIDATION_OBJECTS,
@@ -25,7 +25,7 @@ from dexstack.policies.gpayn.grasp_pose import grasp_pose
 from dexstack.policies.gpayn.replay import ReplayBuffer
 from dexstack.policies.gpayn.superquadric import Superquadric
 from dexstack.sim import objects as objects_lib
-from dexstack.sim.hand_core import IK_POSITION_TOLERANCE, IK_ROTATION_TOLERANCE, TOUCH_THRESHOLD
+from dexstack.sim.hand_core import TOUCH_THRESHOLD
 from dexstack.sim.hand_scene import TOUCH_PADS
 
 
@@ -139,16 +139,16 @@ def test_ik_reaches_a_reachable_palm_pose_and_reports_an_unreachable_one(state_e
     assert np.array_equal(sim.data.qpos, live_qpos)  # solved on scratch data
     sim.set_arm_pose(result.arm_q)
     reached_p, reached_q = sim.palm_pose()
-    assert np.linalg.norm(reached_p - position) < IK_POSITION_TOLERANCE
+    assert np.linalg.norm(reached_p - position) < ADROIT.model.ik.position_tolerance
     angle = (Rotation.from_quat(reached_q, scalar_first=True).inv()
              * Rotation.from_quat(quat, scalar_first=True)).magnitude()
-    assert angle < IK_ROTATION_TOLERANCE
+    assert angle < ADROIT.model.ik.rotation_tolerance
     assert np.all(result.arm_q >= sim.profile.lower[:6]) and np.all(result.arm_q <= sim.profile.upper[:6])
 
     far = sim.solve_palm_ik([0.8, 0.0, 0.15], quat)  # 30 cm beyond ARTz's reach
     assert not far.success and far.position_error > 0.2 and "out of reach" in far.message
     upside_down = sim.solve_palm_ik(position, [1.0, 0.0, 0.0, 0.0])  # palm up: beyond the hinges' limits
-    assert not upside_down.success and upside_down.rotation_error > IK_ROTATION_TOLERANCE
+    assert not upside_down.success and upside_down.rotation_error > ADROIT.model.ik.rotation_tolerance
     with pytest.raises(ValueError, match="quaternion"):
         sim.solve_palm_ik(position, [0.0, 0.0, 0.0, 0.0])
 

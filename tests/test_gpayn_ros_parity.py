@@ -17,13 +17,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dexstack.hardware.hand_synergy import finger_targets
+from dexstack.hardware.kinematics import RobotKinematics
 from dexstack.hardware.profiles import ADROIT
 from dexstack.hardware.safety import SafetyFilter
-from dexstack.policies.gpayn.env import ACTION_DIM, ARM_DIM, MAX_FINGER_DELTA, MAX_TRANSLATION, GraspEnv
+from dexstack.images import center_crop_resize
+from dexstack.policies.gpayn.action import ACTION_DIM, ARM_DIM, MAX_FINGER_DELTA, MAX_TRANSLATION, PalmCommander
+from dexstack.policies.gpayn.env import GraspEnv
 from dexstack.policies.gpayn.evaluate import DEFAULT_EVAL_SEED, evaluate_policy
 from dexstack.policies.gpayn.runtime import Runtime
-from dexstack.policies.gpayn.serving import JOINT_STATES_INPUT, HandKinematics, PalmCommander, ServingPolicy
-from dexstack.sim.hand_core import finger_targets
+from dexstack.policies.gpayn.serving import GraspServing, make_runtime
 from dexstack.trajectory import ActionChunk
 
 OBJECT = "bleach_cleanser"
@@ -44,7 +47,7 @@ def test_commanded_state_survives_an_arm_lagging_its_command(bleach_env):
     fingers stay where the object stops them. The commander must keep integrating its own palm
     target and closing fractions, as GraspEnv does, not restart from the measured state."""
     q0 = bleach_env.sim.joint_positions()
-    kinematics = HandKinematics()
+    kinematics = RobotKinematics(ADROIT)
     commander = PalmCommander(kinematics)
     start = commander.start(q0)
     palm0, fractions0 = start.position.copy(), start.fractions.copy()
@@ -63,16 +66,16 @@ def test_commanded_state_survives_an_arm_lagging_its_command(bleach_env):
     np.testing.assert_allclose(targets[ARM_DIM:], finger_targets(expected_fractions), atol=1e-12)
     np.testing.assert_allclose(commander.target.position, palm0 + [0.0, 0.0, steps * MAX_TRANSLATION], atol=1e-12)
     # The arm joints reach that target (IK converges to 0.1 mm), not the measured palm.
-    np.testing.assert_allclose(kinematics.palm_pose(targets)[0], commander.target.position, atol=2e-4)
+    np.testing.assert_allclose(kinematics.site_pose(targets)[0], commander.target.position, atol=2e-4)
 
     # A reset (new episode, re-enable) is what starts again from the measured state.
     commander.reset()
     commander.command(np.zeros(ACTION_DIM), measured)
-    np.testing.assert_allclose(commander.target.position, kinematics.palm_pose(measured)[0], atol=1e-12)
+    np.testing.assert_allclose(commander.target.position, kinematics.site_pose(measured)[0], atol=1e-12)
 
 
 def test_commander_refuses_bad_input(bleach_env):
-    commander = PalmCommander(HandKinematics())
+    commander = PalmCommander(RobotKinematics(ADROIT))
     q = bleach_env.sim.joint_positions()
     with pytest.raises(ValueError, match="shape"):
         commander.command(np.zeros(ACTION_DIM - 1), q)
@@ -82,24 +85,26 @@ def test_commander_refuses_bad_input(bleach_env):
         commander.command(np.zeros(ACTION_DIM), q[:-1])
 
 
-def served_episode(core, serving: ServingPolicy, seed: int) -> tuple[bool, int]:
+def served_episode(core, serving: GraspServing, seed: int) -> tuple[bool, int]:
     """One lockstep episode as the ROS graph runs it, without DDS: the hand sim's core resets like
-    GraspEnv.reset(seed); each control tick the policy node's ServingPolicy acts on what the sim
-    publishes (joint states, pad forces, the 160x120 camera image) with the grasp pose the planner
-    would publish (the reset's plan), the safety filter passes the one-point chunk, and the core
-    executes it for one period. Returns (success, ticks)."""
+    GraspEnv.reset(seed); each control tick the policy node's runtime acts on what the sim publishes
+    (joint states, pad wrenches, the 160x120 camera image cropped and resized as the node does)
+    with the grasp pose the planner would publish (the reset's plan), the safety filter passes the
+    one-point chunk, and the core executes it for one period. Returns (success, ticks)."""
     core.reset(seed)
     serving.reset()
-    serving.set_pose(serving.pose_sources[0], 0, core.plan["grasp_position"], core.plan["grasp_quaternion"])
+    grasp = np.concatenate([core.plan["grasp_position"], core.plan["grasp_quaternion"]])
+    image = next(spec for spec in serving.manifest["inputs"] if spec["kind"] == "rgb")
     safety = SafetyFilter(ADROIT, start_enabled=True)
     steps_per_tick = int(round(serving.dt / core.dt))
     ticks = 0
     while core.time < core.task.max_time_s:
         now = core.time
         q, _, _ = core.joint_state()
-        raw = {JOINT_STATES_INPUT: q, "camera/image": core.render(core.camera_name)[0]}
-        raw |= {f"tactile/{pad}": np.array([force]) for pad, force in zip(ADROIT.tactile_pads, core.pad_forces(),
-                                                                            strict=True)}
+        raw = {"joint_states": q, "grasp_target": grasp,
+               image["name"]: center_crop_resize(core.render(core.camera_name)[0], *image["shape"][:2])}
+        raw |= {f"tactile/{pad}": np.array([0.0, 0.0, force, 0.0, 0.0, 0.0])
+                for pad, force in zip(ADROIT.tactile_pads, core.pad_forces(), strict=True)}
         targets = serving.act(raw)
         chunk = ActionChunk(ADROIT.joint_names, targets, np.array([serving.dt]), now)
         safe, _ = safety.filter(chunk, q, now, measured_time=now)
@@ -126,7 +131,7 @@ def test_served_bleach_episodes_match_graspenv(dexstack_home):
                     on_episode=lambda _name, seed, outcome: outcomes.__setitem__(seed, outcome))
 
     core = HandSimCore(OBJECT, render=True, camera_size=None, max_time_s=5.0)
-    serving = ServingPolicy(loaded.path, loaded.manifest, ADROIT, control_period_s=float(loaded.manifest["outputs"]["dt"]))
+    serving = make_runtime(loaded.path, loaded.manifest, profile=ADROIT, rate_hz=1.0 / float(loaded.manifest["outputs"]["dt"]))
     try:
         served = {seed: served_episode(core, serving, seed) for seed in seeds}
     finally:

@@ -358,7 +358,7 @@ def test_export_matches_torch_within_1e5(exported):
     sac, encoder, out = exported
     manifest = load_manifest(out)
     assert sorted(p.name for p in out.iterdir()) == ["actor.onnx", "encoder.onnx", "manifest.json"]
-    assert manifest["family"] == "gpayn" and manifest["outputs"]["action_dim"] == ACTION_DIM
+    assert manifest["family"] == "gpayn" and manifest["runtime"]["action"]["dim"] == ACTION_DIM
     assert manifest["runtime"]["visual"]["encoder_hash"] == encoder_hash(encoder)
     diffs = manifest["provenance"]["onnx_max_abs_diff"]
     assert max(diffs.values()) <= 1e-5, diffs

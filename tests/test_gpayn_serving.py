@@ -1,13 +1,19 @@
-"""Serving a G-PAYN actor: the gpayn manifest schema, actions -> joint targets through IK on the
-hand model (`policies/gpayn/serving.py`), observations built from robot data as GraspEnv builds
-them, the hand bringup in `dexstack/graph.py`, and the policy node driving the hand sim through
-ROS (real DDS, a real exported actor in a temporary store)."""
+"""Serving a G-PAYN actor (`policies/gpayn/serving.py`): raw robot inputs (schema-2 manifest) ->
+the actor's observation as GraspEnv builds it -> the action applied with GraspEnv's meaning
+(`action.py`) and IK on the robot model (`hardware/kinematics.py`) -> joint targets; identical to
+what the serving path gave before it stopped building a hand sim; no torch, no simulator; the hand
+bringup in `dexstack/graph.py`; and the policy node driving the hand sim through ROS (real DDS, a
+real exported actor in a temporary store)."""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,158 +21,102 @@ from gpayn_actor import UP_ACTION, export_rising_actor
 
 from dexstack import contract
 from dexstack.graph import NodeSpec, node_list, parse_launch_args
+from dexstack.hardware.hand_synergy import finger_fractions, finger_targets
+from dexstack.hardware.kinematics import RobotKinematics
 from dexstack.hardware.profiles import ADROIT, PANDA
-from dexstack.manifest import ManifestError, check_against_profile, validate_manifest
-from dexstack.policies.gpayn.env import ACTION_DIM, MAX_TRANSLATION, GraspEnv
-from dexstack.policies.gpayn.serving import (
+from dexstack.images import center_crop_resize
+from dexstack.policies.gpayn.action import (
+    ACTION_DIM,
     ACTION_NAMES,
-    DEFAULT_SCALES,
-    AwaitingInput,
-    GraspPose,
-    HandKinematics,
+    ACTION_SCALES,
+    MAX_TRANSLATION,
     IKFailed,
-    ObservationBuilder,
     PalmCommander,
-    ServingPolicy,
-    annotate_manifest,
-    center_crop_resize,
-    finger_fractions,
+    PalmTarget,
+    apply_action,
     integrate_action,
 )
+from dexstack.policies.gpayn.env import GraspEnv
+from dexstack.policies.gpayn.export import GRASP_ENV_READS
+from dexstack.policies.gpayn.serving import ObservationBuilder, make_runtime
 from dexstack.runtime import ObservationError
-from dexstack.sim.hand_core import finger_targets
 from dexstack.sim.hand_scene import HAND_JOINTS, TOUCH_PADS
 
-SHA = "ab" * 32
 NAME = "gpayn_serving_test"
 POLICY_RATE_HZ = 100.0
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = [REPO / "policy_store" / "gpayn_grasp" / v for v in ("1", "2")]
+# Recorded with the serving code this module replaced (ServingPolicy, IK on a whole hand sim):
+# for each shipped version, one GraspEnv episode of raw robot data (joints, pad normal forces, the
+# grasp pose, the camera image centre-cropped to 64x64 as the node now does) and the joint targets
+# it commanded, served once per action period ("dt") and at 50 Hz.
+GOLDEN = Path(__file__).parent / "data" / "gpayn_serving_golden.npz"
+# The policy node that wires schema-2 inputs (latched poses, wrenches) arrives with the family
+# registry; the through-ROS tests need it.
+NEEDS_NODE = pytest.mark.skipif(importlib.util.find_spec("dexstack.families") is None,
+                                reason="the policy node does not serve schema-2 manifests yet")
 
 
-# --- manifest schema --------------------------------------------------------------------------
-
-def gpayn_manifest() -> dict:
-    """A stored gpayn manifest as serving needs it (what annotate_manifest makes of an export)."""
-    def vector(name, n, **read):
-        return {"name": name, "kind": "vector", "shape": [n], "dtype": "float32",
-                "normalization": {"type": "mean_std", "mean": [0.0] * n, "std": [1.0] * n}, **read}
-
-    return {
-        "schema_version": 1, "name": "gpayn_grasp", "version": "1", "family": "gpayn", "robot_profile": "adroit",
-        "graphs": {"actor": "actor.onnx", "encoder": "encoder.onnx"},
-        "inputs": [
-            vector("hand_joints", 24, read="joint_positions", source=contract.JOINT_STATES, names=list(HAND_JOINTS)),
-            vector("touch", 10, read="tactile", source="/tactile", pads=list(TOUCH_PADS), layout="flags_and_forces"),
-            vector("ee_pose", 7, read="palm_pose", source=contract.JOINT_STATES),
-            vector("grasp_center", 3, read="grasp_position", source=contract.GRASP_TARGET_POSE),
-            vector("grasp_center_in_palm", 3, read="grasp_position_in_palm", source=contract.GRASP_TARGET_POSE),
-            {"name": "image", "kind": "rgb", "source": contract.camera_color_topic("scene"), "shape": [64, 64, 3],
-             "dtype": "uint8", "normalization": {"type": "scale", "scale": 1 / 255}, "preprocess": "center_crop_resize"},
-        ],
-        "outputs": {"kind": "action", "action_dim": 11, "range": [-1.0, 1.0], "dt": 0.1,
-                    "names": list(ACTION_NAMES), "scales": list(DEFAULT_SCALES)},
-        "files": {"actor.onnx": SHA, "encoder.onnx": SHA},
-        "provenance": {"code_commit": "test", "created": "2025-01-02T03:04:05+00:00"},
-        "evaluation": {},
-        "runtime": {"actor_inputs": ["hand_joints", "touch", "ee_pose", "grasp_center", "grasp_center_in_palm",
-                                     "visual"]},
-    }
+def shipped_manifest(policy_dir: Path) -> dict:
+    # Read directly: the store's validator learns schema 2 with the policy node's side of issue 13.
+    return json.loads((policy_dir / "manifest.json").read_text())
 
 
-def _edit(path: str, value):
-    def mutate(m: dict) -> None:
-        *parents, last = path.split(".")
-        target = m
-        for key in parents:
-            target = target[int(key)] if key.isdigit() else target[key]
-        target[int(last) if last.isdigit() else last] = value
-    return mutate
+def raw_inputs(q: np.ndarray, pad_forces: np.ndarray, grasp: np.ndarray, image: np.ndarray) -> dict[str, np.ndarray]:
+    """What the policy node hands the runtime: values by manifest input name (contract §3)."""
+    raw = {"joint_states": np.asarray(q, float), "grasp_target": np.asarray(grasp, float), "image": image}
+    for pad, force in zip(ADROIT.tactile_pads, pad_forces, strict=True):
+        raw[f"tactile/{pad}"] = np.array([0.0, 0.0, force, 0.0, 0.0, 0.0])  # normal force on z
+    return raw
 
 
-def test_gpayn_manifest_is_valid_and_fits_the_hand():
-    m = gpayn_manifest()
-    validate_manifest(m)
-    check_against_profile(m, ADROIT)
-    m["outputs"]["names"] = m["outputs"]["scales"] = None  # null: the serving side's defaults
-    m["inputs"][1].update(layout="forces", shape=[5], normalization={"type": "mean_std", "mean": 0.0, "std": 1.0})
-    validate_manifest(m)
-    check_against_profile(m, ADROIT)
+# --- same joint targets as before --------------------------------------------------------------
+
+@pytest.mark.parametrize("version", ["1", "2"])
+@pytest.mark.parametrize("rate", ["dt", "50hz"])
+def test_shipped_policies_command_what_the_replaced_serving_commanded(version, rate):
+    policy_dir = SHIPPED[int(version) - 1]
+    runtime = make_runtime(policy_dir, shipped_manifest(policy_dir), profile=ADROIT,
+                           rate_hz=None if rate == "dt" else 50.0)
+    runtime.reset()
+    key = f"v{version}_{rate}"
+    with np.load(GOLDEN) as golden:
+        for i in range(len(golden[f"{key}_joints"])):
+            raw = raw_inputs(golden[f"{key}_joints"][i], golden[f"{key}_forces"][i], golden[f"{key}_grasps"][i],
+                             golden[f"{key}_images"][i])
+            targets = runtime.act(raw)
+            assert targets.shape == (1, ADROIT.n_joints)
+            assert np.array_equal(targets[0], golden[f"{key}_targets"][i]), (key, i)
 
 
-GPAYN_BAD = [
-    ("inputs.0.kind", "lidar", "inputs[0] ('hand_joints').kind is 'lidar'; expected one of ['joint_positions', 'rgb', "
-                               "'depth', 'vector']"),
-    ("inputs.0.read", "wrench", "inputs[0] ('hand_joints').read is 'wrench'"),
-    ("inputs.0.shape", [24, 1], "shape must be [n] for kind 'vector'"),
-    ("inputs.0.dtype", "uint8", "dtype must be a float type for kind 'vector'"),
-    ("inputs.0.names", ["WRJ1"], "inputs[0] ('hand_joints'): 1 names but shape [24]"),
-    ("inputs.1.shape", [5], "layout 'flags_and_forces' of 5 pads has 10 values, shape is [5]"),
-    ("inputs.1.layout", "bits", "layout is 'bits'"),
-    ("inputs.2.shape", [6], "read 'palm_pose' has 7 values, shape is [6]"),
-    ("inputs.3.shape", [7], "read 'grasp_position' has 3 values, shape is [7]"),
-    ("inputs.5.preprocess", "stretch", "preprocess is 'stretch'"),
-    ("outputs.kind", "joint_position_chunk", "outputs.kind is 'joint_position_chunk'; expected one of ['action']"),
-    ("outputs.action_dim", 0, "outputs.action_dim must be a positive integer"),
-    ("outputs.names", ["palm_x"] * 11, "outputs.names has duplicate entries"),
-    ("outputs.names", list(ACTION_NAMES[:10]), "outputs.names has 10 entries, action_dim is 11"),
-    ("outputs.scales", [0.01] * 10 + [0.0], "outputs.scales must all be > 0"),
-    ("outputs.scales", [0.01] * 3, "outputs.scales has 3 entries, expected 11"),
-    ("outputs.range", [1.0, -1.0], "outputs.range must be [low, high] with high > low"),
-    ("outputs.dt", 0, "outputs.dt must be a positive number of seconds"),
-]
+def test_shipped_manifests_have_the_schema_2_form():
+    for policy_dir in SHIPPED:
+        manifest = shipped_manifest(policy_dir)
+        assert manifest["schema_version"] == 2 and manifest["family"] == "gpayn"
+        inputs = {spec["name"]: spec for spec in manifest["inputs"]}
+        assert list(inputs) == ["joint_states", *[f"tactile/{p}" for p in TOUCH_PADS], "grasp_target", "image"]
+        assert inputs["joint_states"]["names"] == list(ADROIT.joint_names)
+        assert inputs["joint_states"]["max_age_s"] == contract.JOINT_STATE_MAX_AGE_S
+        assert all(inputs[f"tactile/{p}"]["kind"] == "wrench" and inputs[f"tactile/{p}"]["source"] ==
+                   contract.tactile_topic(p) for p in TOUCH_PADS)
+        assert inputs["grasp_target"] == {"name": "grasp_target", "kind": "pose", "source": contract.GRASP_TARGET_POSE,
+                                          "shape": [7], "dtype": "float64", "latched": True}
+        assert inputs["image"]["preprocess"] == "center_crop_resize" and inputs["image"]["shape"] == [64, 64, 3]
+        for spec in manifest["inputs"]:  # exactly one freshness rule each
+            assert ("max_age_s" in spec) != bool(spec.get("latched")), spec
+        assert manifest["outputs"] == {"kind": "joint_position_chunk", "joint_names": list(ADROIT.joint_names),
+                                       "chunk_length": 1, "dt": 0.1}
+        action = manifest["runtime"]["action"]
+        assert action["names"] == list(ACTION_NAMES) and action["scales"] == list(ACTION_SCALES) and action["dt"] == 0.1
+        assert {spec["name"] for spec in manifest["runtime"]["observation"]} == {*GRASP_ENV_READS, "image"}
+        assert set(manifest["files"]) == {"actor.onnx", "encoder.onnx"}
 
 
-@pytest.mark.parametrize(("path", "value", "message"), GPAYN_BAD)
-def test_gpayn_manifest_refuses_bad_kinds_and_shapes(path, value, message):
-    m = gpayn_manifest()
-    _edit(path, value)(m)
-    with pytest.raises(ManifestError) as info:
-        validate_manifest(m)
-    assert message in str(info.value)
-
-
-def test_gpayn_kinds_stay_out_of_other_families():
-    m = gpayn_manifest()
-    m["family"] = "bc"
-    with pytest.raises(ManifestError, match=r"kind is 'vector'; expected one of \['joint_positions', 'rgb', 'depth'\]"):
-        validate_manifest(m)
-    m["inputs"] = m["inputs"][5:]
-    with pytest.raises(ManifestError, match=r"preprocess 'center_crop_resize' is only served for families \['gpayn'\]"):
-        validate_manifest(m)
-    del m["inputs"][0]["preprocess"]
-    with pytest.raises(ManifestError, match=r"outputs.kind is 'action'; expected one of \['joint_position_chunk'\]"):
-        validate_manifest(m)
-
-
-def test_gpayn_manifest_against_the_profile():
-    m = gpayn_manifest()
-    with pytest.raises(ManifestError, match="policy is for robot profile 'adroit', not 'panda'"):
-        check_against_profile(m, PANDA)
-    cases = [
-        ("inputs.0.names", list(HAND_JOINTS[:-1]) + ["FFJ9"], r"joint\(s\) \['FFJ9'\] are not joints"),
-        ("inputs.0.source", "/robot/joints", "read 'joint_positions' comes from '/joint_states', not '/robot/joints'"),
-        ("inputs.1.pads", ["thumb", "index", "middle", "ring", "palm"], r"pad\(s\) \['palm'\] are not tactile pads"),
-        ("inputs.1.source", "/touch", "tactile source '/touch' does not prefix the pad topics"),
-        ("inputs.3.source", "/grasp/pose", "read 'grasp_position' comes from '/grasp/target_pose'"),
-        ("inputs.5.shape", [128, 128, 3], "cropped and resized from camera 'scene' .* publishes only 120x160"),
-        ("inputs.5.source", contract.camera_color_topic("wrist"), "is not a rgb topic of robot profile 'adroit'"),
-    ]
-    for path, value, message in cases:
-        bad = gpayn_manifest()
-        _edit(path, value)(bad)
-        validate_manifest(bad)
-        with pytest.raises(ManifestError, match=message):
-            check_against_profile(bad, ADROIT)
-    exact = gpayn_manifest()  # without preprocessing the image must be the camera's size
-    del exact["inputs"][5]["preprocess"]
-    with pytest.raises(ManifestError, match="expects 64x64 .* publishes 120x160"):
-        check_against_profile(exact, ADROIT)
-
-
-# --- actions -> joint targets -----------------------------------------------------------------
+# --- actions -> joint targets: the meaning GraspEnv trains with ------------------------------------
 
 @pytest.fixture(scope="module")
-def kinematics() -> HandKinematics:
-    return HandKinematics()
+def kinematics() -> RobotKinematics:
+    return RobotKinematics(ADROIT)
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +128,28 @@ def grasp_env():
     env.close()
 
 
+def test_graspenv_and_serving_give_the_same_joint_targets_for_the_same_state_and_action(kinematics):
+    env = GraspEnv("sugar_box", seed=0, render=False)
+    try:
+        env.reset(seed=2)
+        rng = np.random.default_rng(1)
+        commander = PalmCommander(kinematics)
+        for step in range(8):
+            state = PalmTarget(*env.palm_target, env._arm_q.copy(), env._fractions.copy())
+            q = env.sim.joint_positions()
+            action = rng.uniform(-1, 1, ACTION_DIM)
+            expected, ik = apply_action(kinematics, state, action, q[6:])
+            commander.target = copy.deepcopy(state)
+            served = commander.command(action, q)
+            _, _, terminated, truncated, info = env.step(action)
+            assert ik.success and not info["ik_failed"]
+            commanded = PalmTarget(*env.palm_target, env._arm_q, env._fractions).joint_targets()
+            assert np.array_equal(commanded, expected.joint_targets()) and np.array_equal(served, commanded), step
+            assert not (terminated or truncated)
+    finally:
+        env.close()
+
+
 def test_zero_action_holds_and_plus_x_moves_the_palm_plus_x(kinematics, grasp_env):
     env, _, _ = grasp_env
     q = env.sim.joint_positions()
@@ -186,19 +158,19 @@ def test_zero_action_holds_and_plus_x_moves_the_palm_plus_x(kinematics, grasp_en
     np.testing.assert_allclose(held[:6], q[:6], atol=2e-3)  # the arm stays (IK absorbs the wrist's sag)
     assert np.abs(held[6:] - q[6:]).max() < 0.02  # fingers: the open synergy the joints rest near
     # The palm target is where the palm is, within IK's 0.1 mm convergence.
-    np.testing.assert_allclose(kinematics.palm_pose(held)[0], kinematics.palm_pose(q)[0], atol=1e-4)
+    np.testing.assert_allclose(kinematics.site_pose(held)[0], kinematics.site_pose(q)[0], atol=1e-4)
 
     commander.reset()
     plus_x = np.zeros(ACTION_DIM)
     plus_x[0] = 1.0
-    palm0, quat0 = kinematics.palm_pose(q)
+    palm0, quat0 = kinematics.site_pose(q)
     targets = commander.command(plus_x, q)
-    palm1, quat1 = kinematics.palm_pose(targets)
+    palm1, quat1 = kinematics.site_pose(targets)
     np.testing.assert_allclose(palm1 - palm0, [MAX_TRANSLATION, 0.0, 0.0], atol=1e-3)  # IK within 1 mm
     assert abs(abs(float(quat1 @ quat0)) - 1.0) < 1e-3  # orientation kept
     # A fraction of a period (a faster node) moves a fraction of the step, from the commanded target.
     half = commander.command(plus_x, targets, step_fraction=0.5)
-    np.testing.assert_allclose(kinematics.palm_pose(half)[0] - palm0, [1.5 * MAX_TRANSLATION, 0, 0], atol=1e-3)
+    np.testing.assert_allclose(kinematics.site_pose(half)[0] - palm0, [1.5 * MAX_TRANSLATION, 0, 0], atol=1e-3)
     # Closing the index finger moves only the index joints, towards closed.
     close_index = np.zeros(ACTION_DIM)
     close_index[7] = 1.0
@@ -218,6 +190,7 @@ def test_ik_failure_raises_and_keeps_the_last_reachable_target(kinematics, grasp
     with pytest.raises(IKFailed, match="out of reach"):
         commander.command(up, q, step_fraction=100.0)  # 1 m up: beyond the lift's 0.4 m
     np.testing.assert_array_equal(commander.target.position, before.position)
+    np.testing.assert_array_equal(commander.target.fractions, before.fractions)
     np.testing.assert_allclose(commander.command(np.zeros(ACTION_DIM), q)[:6], before.arm_q, atol=1e-6)
 
 
@@ -246,10 +219,9 @@ def test_action_integration_is_graspenvs(grasp_env):
         action = rng.uniform(-1, 1, ACTION_DIM)
         _, _, _, _, info = env.step(action)
         assert not info["ik_failed"]
-        expected_pos, expected_quat, _ = integrate_action(position, quaternion, np.zeros(5), action, DEFAULT_SCALES)
+        expected_pos, expected_quat, _ = integrate_action(position, quaternion, np.zeros(5), action, ACTION_SCALES)
         got_pos, got_quat = env.palm_target
-        np.testing.assert_allclose(got_pos, expected_pos, atol=1e-12)
-        np.testing.assert_allclose(got_quat, expected_quat, atol=1e-12)
+        assert np.array_equal(got_pos, expected_pos) and np.array_equal(got_quat, expected_quat)
 
 
 def test_finger_fractions_invert_the_synergy():
@@ -259,7 +231,9 @@ def test_finger_fractions_invert_the_synergy():
         finger_fractions(np.zeros(20))
 
 
-def test_observations_from_robot_data_equal_graspenvs(kinematics, grasp_env):
+# --- raw inputs -> the actor's observation ---------------------------------------------------------
+
+def test_observations_from_raw_inputs_equal_graspenvs(kinematics, grasp_env):
     import mujoco
 
     env, _, info = grasp_env
@@ -267,28 +241,31 @@ def test_observations_from_robot_data_equal_graspenvs(kinematics, grasp_env):
     # for the current joints so that GraspEnv's observation describes the state we read.
     mujoco.mj_forward(env.sim.model, env.sim.data)
     obs_env = env._observation()
-    builder = ObservationBuilder(gpayn_manifest()["inputs"][:5], kinematics)
-    forces = dict(zip(TOUCH_PADS, env.sim.pad_forces(), strict=True))
-    grasp = GraspPose(0, np.asarray(info["grasp_pose"][0]), np.asarray(info["grasp_pose"][1]))
-    obs = builder.build(env.sim.joint_positions(), forces, grasp, {})
+    manifest = shipped_manifest(SHIPPED[1])
+    vectors = [spec for spec in manifest["runtime"]["observation"] if spec["kind"] == "vector"]
+    builder = ObservationBuilder(vectors, manifest["inputs"], kinematics)
+    grasp = np.concatenate(info["grasp_pose"])
+    raw = raw_inputs(env.sim.joint_positions(), env.sim.pad_forces(), grasp, np.zeros((64, 64, 3), np.uint8))
+    obs = builder.build(raw)
     assert set(obs) == {"hand_joints", "touch", "ee_pose", "grasp_center", "grasp_center_in_palm"}
     for key, value in obs.items():
         assert value.dtype == np.float32
         np.testing.assert_allclose(value, obs_env[key], atol=2e-6, err_msg=key)
     # Pads in contact: the flags follow the contract's threshold.
-    pressed = builder.build(env.sim.joint_positions(), {p: 0.04 + 0.02 * i for i, p in enumerate(TOUCH_PADS)},
-                            grasp, {})
+    pressed = builder.build(raw_inputs(env.sim.joint_positions(), [0.04, 0.06, 0.08, 0.1, 0.12], grasp, raw["image"]))
     np.testing.assert_array_equal(pressed["touch"][:5], [0, 1, 1, 1, 1])
-    with pytest.raises(AwaitingInput, match="no grasp pose yet on /grasp/target_pose"):
-        builder.build(env.sim.joint_positions(), forces, None, {})
-    depth = {"name": "depth", "kind": "depth", "source": contract.camera_depth_topic("scene"), "shape": [120, 160]}
-    with pytest.raises(ValueError, match="cannot be served by gpayn"):
-        ObservationBuilder([depth], kinematics)
+    for bad in ([np.nan, 0, 0, 1, 0, 0, 0], [0.0, 0.02, 0.1, 0, 0, 0, 0]):
+        with pytest.raises(ObservationError, match="grasp pose on /grasp/target_pose is not finite or not a rotation"):
+            builder.build(dict(raw, grasp_target=np.array(bad, float)))
+    with pytest.raises(ValueError, match="unknown read"):
+        ObservationBuilder([dict(vectors[0], read="velocity")], manifest["inputs"], kinematics)
+    with pytest.raises(ValueError, match="not a pose input"):
+        ObservationBuilder([dict(vectors[3], input="joint_states")], manifest["inputs"], kinematics)
 
 
 def test_center_crop_resize_reproduces_the_square_render():
-    """The 160x120 camera cropped and resized to 64x64 shows what GraspEnv's 64x64 render of the same
-    camera shows; stretching the whole frame does not."""
+    """The 160x120 camera cropped and resized to 64x64 (the node's `preprocess`) shows what
+    GraspEnv's 64x64 render of the same camera shows; stretching the whole frame does not."""
     import cv2
 
     env = GraspEnv("potted_meat_can", seed=0, render=True, image_size=(64, 64))
@@ -304,8 +281,6 @@ def test_center_crop_resize_reproduces_the_square_render():
     stretched = cv2.resize(full, (64, 64), interpolation=cv2.INTER_AREA)
     stretch_error = np.abs(stretched.astype(float) - obs["image"].astype(float)).mean()
     assert error < 6.0 and error < 0.5 * stretch_error, (error, stretch_error)
-    with pytest.raises(ObservationError, match="smaller than the policy's"):
-        center_crop_resize(full[:32, :32], 64, 64)
 
 
 # --- an exported actor ------------------------------------------------------------------------
@@ -318,61 +293,58 @@ def exported(tmp_path_factory, grasp_env):
     return export_rising_actor(obs, env.observation_spec(), tmp_path_factory.mktemp("gpayn_export") / "actor")
 
 
-def test_annotated_export_is_a_valid_store_manifest(exported, dexstack_home, monkeypatch):
-    from dexstack.store import PolicyStore
-
-    out, manifest = exported
-    reads = {spec["name"]: spec.get("read") for spec in manifest["inputs"]}
-    assert reads == {"hand_joints": "joint_positions", "touch": "tactile", "ee_pose": "palm_pose",
-                     "grasp_center": "grasp_position", "grasp_center_in_palm": "grasp_position_in_palm",
-                     "image": None}
-    monkeypatch.setenv("DEXSTACK_BUNDLED_STORE", "")
-    loaded = PolicyStore().publish(out, name=NAME)
-    assert loaded.manifest["outputs"]["names"] == list(ACTION_NAMES)
-    with pytest.raises(ValueError, match="not a GraspEnv observation key"):
-        annotate_manifest(dict(manifest, inputs=[dict(manifest["inputs"][0], name="velocity")]))
+def test_export_writes_the_shipped_form(exported):
+    _, manifest = exported
+    shipped = shipped_manifest(SHIPPED[1])
+    assert manifest["inputs"] == shipped["inputs"] and manifest["outputs"] == shipped["outputs"]
+    drop_stats = lambda specs: [{k: v for k, v in s.items() if k != "normalization"} for s in specs]  # noqa: E731
+    assert drop_stats(manifest["runtime"]["observation"]) == drop_stats(shipped["runtime"]["observation"])
+    assert manifest["runtime"]["action"] == shipped["runtime"]["action"]
 
 
-def test_action_layout_is_the_one_the_trainer_exports():
-    from dexstack.policies.gpayn import train
-
-    assert list(ACTION_NAMES) == list(train.ACTION_NAMES)
-    np.testing.assert_array_equal(DEFAULT_SCALES, train.ACTION_SCALES)
-
-
-def test_serving_policy_acts_only_with_a_grasp_pose(exported, grasp_env):
+def test_serving_acts_on_raw_inputs_at_the_node_rate(exported, kinematics, grasp_env):
     out, manifest = exported
     env, _, info = grasp_env
-    policy = ServingPolicy(out, manifest, ADROIT, control_period_s=0.02)
-    assert policy.step_fraction == pytest.approx(0.2)
-    assert [s["source"] for s in policy.raw_inputs] == [contract.JOINT_STATES] + [
-        contract.tactile_topic(p) for p in TOUCH_PADS] + [contract.camera_color_topic("scene")]
+    runtime = make_runtime(out, manifest, profile=ADROIT, rate_hz=50.0)
+    assert runtime.step_fraction == pytest.approx(0.2)
     q = env.sim.joint_positions()
-    raw = {"joint_states": q, **{f"tactile/{p}": np.zeros(1) for p in TOUCH_PADS},
-           "camera/image": np.zeros((120, 160, 3), np.uint8)}
-    with pytest.raises(AwaitingInput):
-        policy.act(raw)
-    policy.episode_started(5_000)
-    policy.set_pose(contract.GRASP_TARGET_POSE, 4_000, *info["grasp_pose"])  # planned before this episode
-    with pytest.raises(AwaitingInput):
-        policy.act(raw)
-    policy.set_pose(contract.GRASP_TARGET_POSE, 6_000, *info["grasp_pose"])
-    chunk = policy.act(raw)
+    raw = raw_inputs(q, np.zeros(5), np.concatenate(info["grasp_pose"]), np.zeros((64, 64, 3), np.uint8))
+    chunk = runtime.act(raw)
     assert chunk.shape == (1, ADROIT.n_joints)
-    np.testing.assert_allclose(policy.last_action, [0, 0, UP_ACTION] + [0] * 8, atol=0.02)
-    kinematics = HandKinematics()
+    np.testing.assert_allclose(runtime.last_action, [0, 0, UP_ACTION] + [0] * 8, atol=0.02)
     arm = len(q) - len(HAND_JOINTS)  # IK solved for the arm with the hand at its measured joints
-    rise = kinematics.palm_pose(np.concatenate([chunk[0][:arm], q[arm:]]))[0] - kinematics.palm_pose(q)[0]
+    rise = kinematics.site_pose(np.concatenate([chunk[0][:arm], q[arm:]]))[0] - kinematics.site_pose(q)[0]
     np.testing.assert_allclose(rise, [0, 0, 0.2 * UP_ACTION * MAX_TRANSLATION], atol=2e-4)
-    assert policy.node_manifest["outputs"] == {"kind": "joint_position_chunk", "joint_names": list(ADROIT.joint_names),
-                                               "chunk_length": 1, "dt": 0.1, "action": manifest["outputs"]}
-    policy.set_pose(contract.GRASP_TARGET_POSE, 7_000, [np.nan, 0, 0], [1, 0, 0, 0])
-    with pytest.raises(ObservationError, match="not finite") as caught:
-        policy.act(raw)
-    assert not isinstance(caught.value, AwaitingInput)
-    policy.episode_started(8_000)
-    with pytest.raises(ValueError, match="drives the 'adroit' hand"):
-        ServingPolicy(out, manifest, PANDA)
+    target = copy.deepcopy(runtime.commander.target)
+    with pytest.raises(ObservationError, match="not a rotation"):
+        runtime.act(dict(raw, grasp_target=np.zeros(7)))
+    assert np.array_equal(runtime.commander.target.position, target.position)  # nothing changed
+    runtime.reset()
+    assert runtime.commander.target is None
+    with pytest.raises(ValueError, match="joint_position_chunk over panda's joints"):
+        make_runtime(out, manifest, profile=PANDA, rate_hz=None)
+    with pytest.raises(ValueError, match="rate_hz"):
+        make_runtime(out, manifest, profile=ADROIT, rate_hz=0.0)
+
+
+def test_serving_path_imports_neither_torch_nor_the_simulator():
+    """Build the runtime from the shipped manifest and act once, in a fresh interpreter."""
+    script = (
+        "import json, sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "from dexstack.hardware.profiles import ADROIT\n"
+        "from dexstack.policies.gpayn.serving import make_runtime\n"
+        f"d = Path({str(SHIPPED[1])!r})\n"
+        "rt = make_runtime(d, json.loads((d / 'manifest.json').read_text()), profile=ADROIT, rate_hz=50.0)\n"
+        "q = np.zeros(30); q[1] = 0.05\n"
+        "raw = {'joint_states': q, 'grasp_target': np.array([0.0, 0.02, 0.08, 0.0, 1.0, 0.0, 0.0]),\n"
+        "       'image': np.zeros((64, 64, 3), np.uint8), **{f'tactile/{p}': np.zeros(6) for p in ADROIT.tactile_pads}}\n"
+        "assert rt.act(raw).shape == (1, 30)\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'dexstack.sim')))\n"
+        "assert not bad, bad\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
 # --- bringup ------------------------------------------------------------------------------------
@@ -403,6 +375,7 @@ def test_adroit_bringup_starts_the_hand_sim_and_grasp_planner():
 
 # --- through ROS ----------------------------------------------------------------------------------
 
+@NEEDS_NODE
 @pytest.mark.ros
 def test_policy_node_drives_the_hand_through_ros(exported, dexstack_home, monkeypatch, launch_nodes, ros_client):
     """Hand sim (realtime) + safety filter + policy node at 60 Hz: empty trajectories (holds, WARN)
@@ -437,12 +410,12 @@ def test_policy_node_drives_the_hand_through_ros(exported, dexstack_home, monkey
         for s in m.status if s.name.endswith("/policy")), reliable)
 
     # No grasp planner yet: the node answers every tick with a hold and says why.
-    assert ros_client.spin_until(lambda: len(answers) >= 20 and any("grasp pose" in d[1] for d in diagnostics), 45), \
+    assert ros_client.spin_until(lambda: len(answers) >= 20 and any("grasp_target" in d[1] for d in diagnostics), 45), \
         (len(answers), diagnostics[-2:])
     assert all(not m.points for m in answers), [(_sec(m.header.stamp), len(m.points)) for m in answers]
     assert not any(m.points for m in commands), [(_sec(m.header.stamp), len(m.points)) for m in commands]
-    waiting = [d for d in diagnostics if "grasp pose" in d[1]][-1]
-    assert waiting[0] == 1 and waiting[1] == "policy waits: no grasp pose yet on /grasp/target_pose", waiting
+    waiting = [d for d in diagnostics if "grasp_target" in d[1]][-1]
+    assert waiting[0] == 1 and "waiting for grasp_target on /grasp/target_pose" in waiting[1], waiting
     assert waiting[2]["family"] == "gpayn"
 
     launch_nodes([NodeSpec("grasp_planner_node", "grasp_planner", {})])
@@ -473,11 +446,11 @@ def test_policy_node_drives_the_hand_through_ros(exported, dexstack_home, monkey
     assert dt.sec + dt.nanosec * 1e-9 == pytest.approx(0.1)
 
     # The hand rose as the actor commands (2.5 cm/s), without drifting sideways.
-    kinematics = HandKinematics()
+    kinematics = RobotKinematics(ADROIT)
     start = min(states, key=lambda m: abs(_sec(m.header.stamp) - t_first))
     end = states[-1]
-    start_palm = kinematics.palm_pose(joint_positions(start, ADROIT.joint_names))[0]
-    end_palm = kinematics.palm_pose(joint_positions(end, ADROIT.joint_names))[0]
+    start_palm = kinematics.site_pose(joint_positions(start, ADROIT.joint_names))[0]
+    end_palm = kinematics.site_pose(joint_positions(end, ADROIT.joint_names))[0]
     rise, elapsed = end_palm - start_palm, _sec(end.header.stamp) - _sec(start.header.stamp)
     # Bounds, not a rate: sim-time stamps of a realtime run on a loaded machine jitter by ticks.
     assert 0.4 * UP_ACTION * 0.1 * elapsed < rise[2] < 2.0 * UP_ACTION * 0.1 * elapsed, (rise, elapsed)
@@ -494,7 +467,7 @@ def _sec(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-
+@NEEDS_NODE
 @pytest.mark.ros
 def test_lockstep_answers_each_observation_once(exported, dexstack_home, monkeypatch, launch_nodes, ros_client):
     """Lockstep pacing: the sim waits for the answer to each observation (joint states, pads and
@@ -547,35 +520,11 @@ def test_lockstep_answers_each_observation_once(exported, dexstack_home, monkeyp
         return None
 
     assert ros_client.spin_until(lambda: five_ticks() is not None, 30), (served[:3], [_sec(m.header.stamp) for m in states[:3]])
-    kinematics = HandKinematics()
+    kinematics = RobotKinematics(ADROIT)
     by_stamp = {round(_sec(m.header.stamp), 6): m for m in states}
     ticks = five_ticks()
-    heights = [kinematics.palm_pose(joint_positions(by_stamp[t], ADROIT.joint_names))[0][2] for t in ticks]
+    heights = [kinematics.site_pose(joint_positions(by_stamp[t], ADROIT.joint_names))[0][2] for t in ticks]
     rise_per_tick = (heights[-1] - heights[0]) / round((ticks[-1] - ticks[0]) / 0.1)
     assert 0.6 * UP_ACTION * MAX_TRANSLATION < rise_per_tick < 1.2 * UP_ACTION * MAX_TRANSLATION, heights
 
 
-def test_gpayn_serving_path_imports_no_torch(exported, dexstack_home, monkeypatch):
-    """The policy node's load of a gpayn version (store, runtime, IK model) and one act stay torch-free."""
-    import subprocess
-    import sys
-
-    from dexstack.store import PolicyStore
-
-    monkeypatch.setenv("DEXSTACK_BUNDLED_STORE", "")
-    PolicyStore().publish(exported[0], name=NAME)
-    script = (
-        "import sys, numpy as np\n"
-        "from dexstack.ros_nodes import policy_node\n"
-        "from dexstack.hardware.profiles import ADROIT\n"
-        f"p = policy_node.load_policy('{NAME}', ADROIT, 50.0)\n"
-        "p.runtime.set_pose('/grasp/target_pose', 1, [0.0, 0.02, 0.08], [0.0, 1.0, 0.0, 0.0])\n"
-        "q = np.array(ADROIT.home)\n"
-        "q[1] = 0.05\n"
-        "raw = {'joint_states': q, **{f'tactile/{pad}': np.zeros(1) for pad in ADROIT.tactile_pads},"
-        " 'camera/image': np.zeros((120, 160, 3), np.uint8)}\n"
-        "print(p.runtime.act(raw).shape, round(p.runtime.step_fraction, 9), 'torch' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["(1,", "30)", "0.2", "False"]

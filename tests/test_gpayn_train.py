@@ -17,11 +17,12 @@ import torch
 
 from dexstack.policies.gpayn.demos import ScriptedGraspDemo
 from dexstack.policies.gpayn.env import ACTION_DIM, ARM_DIM, GraspEnv
-from dexstack.policies.gpayn.evaluate import evaluate_policy, evaluate_scripted
+from dexstack.policies.gpayn.evaluate import evaluate_policy, evaluate_scripted, load_policy
+from dexstack.policies.gpayn.export import export_run
 from dexstack.policies.gpayn.replay import ReplayBuffer
 from dexstack.policies.gpayn.runtime import Runtime
 from dexstack.policies.gpayn.sac import SACConfig
-from dexstack.policies.gpayn.train import GPAYNConfig, export_run, load_policy, main, train
+from dexstack.policies.gpayn.train import GPAYNConfig, main, train
 
 MEAT = "potted_meat_can"
 
@@ -151,9 +152,10 @@ def test_export_run_gives_an_onnx_actor_that_agrees_with_torch_on_env_observatio
     out = export_run(run, tmp_path / "export")
     manifest = json.loads((out / "manifest.json").read_text())
     assert max(manifest["provenance"]["onnx_max_abs_diff"].values()) <= 1e-5
-    assert manifest["outputs"]["scales"][:3] == [0.01] * 3 and manifest["outputs"]["dt"] == pytest.approx(0.1)
-    # Annotated for serving: every vector input says where it is read from on the robot.
-    assert all("read" in spec for spec in manifest["inputs"] if spec["kind"] == "vector")
+    action = manifest["runtime"]["action"]
+    assert action["scales"][:3] == [0.01] * 3 and action["dt"] == pytest.approx(0.1)
+    # Ready to serve: every actor observation key says what it reads from the robot's raw inputs.
+    assert all("read" in spec for spec in manifest["runtime"]["observation"])
     runtime, (policy, _) = Runtime(out, manifest), load_policy(run)
     env = GraspEnv(MEAT, seed=4, render=True, image_size=(32, 32))
     try:

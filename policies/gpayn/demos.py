@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .env import ACTION_DIM, ARM_DIM, MAX_FINGER_DELTA, MAX_TRANSLATION, PREGRASP_DISTANCE, GraspEnv
+from .action import ACTION_DIM, ARM_DIM, MAX_FINGER_DELTA, MAX_TRANSLATION
+from .env import PREGRASP_DISTANCE, GraspEnv
 
 DEMO_LIFT = 0.15  # m
 HOLD_STEPS = 2  # steps with the hand closed before lifting

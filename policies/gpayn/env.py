@@ -15,18 +15,12 @@ robot's trajectory controller executes it), and an episode of a 5 cm approach, a
 a 10 cm lift fits in ~30 steps, short horizons for SAC. 20 Hz would double the steps per
 episode for commands the arm follows no better.
 
-Action (float32, [-1, 1], `ACTION_DIM` = 11):
-- [0:3] palm translation in the world frame, x `MAX_TRANSLATION` (1 cm) per step;
-- [3:6] palm rotation vector in the world frame about the palm's origin, x `MAX_ROTATION`
-  (0.05 rad) per step;
-- [6:11] change of each finger's closing fraction (thumb, index, middle, ring, little),
-  x `MAX_FINGER_DELTA` per step, along the finger's open -> `HAND_CLOSED` line
-  (`hand_core.finger_targets`). A five-finger synergy instead of the 24 joints: it keeps the
-  closing that lands all five pads on the object reachable by one action, as G-PAYN's iCub
-  couples its finger joints; the wrist stays straight.
-The palm command is integrated into a target pose that inverse kinematics turns into arm joint
-targets every step; a target IK cannot reach is refused (the arm holds) and ends the episode
-with -1.
+Action (float32, [-1, 1], `ACTION_DIM` = 11): palm translation and rotation in the world frame
+and one closing amount per finger, each a step per action; what it means is `action.py`, which
+serving applies too. A five-finger synergy instead of the 24 joints keeps the closing that lands
+all five pads on the object reachable by one action, as G-PAYN's iCub couples its finger joints;
+the wrist stays straight. A palm target IK cannot reach is refused (the arm holds) and ends the
+episode with -1.
 
 Observation (dict of float32 arrays, `observation_spec()`): `hand_joints` (24, rad), `touch`
 (10: five contact flags then five normal forces in N, `TOUCH_PADS` order; contact with
@@ -47,13 +41,15 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from dexstack.hardware.hand_synergy import finger_targets
 from dexstack.hardware.profiles import ADROIT
 from dexstack.policies.gpayn import rewards
+from dexstack.policies.gpayn.action import ACTION_DIM, ARM_DIM, FINGER_DIM, PalmTarget, apply_action
 from dexstack.policies.gpayn.grasp_pose import grasp_pose, pregrasp
 from dexstack.policies.gpayn.superquadric import Superquadric, fit_superquadric, points_from_depth
 from dexstack.sim import hand_scene
 from dexstack.sim import objects as objects_lib
-from dexstack.sim.hand_core import TOUCH_THRESHOLD, HandSim, finger_targets
+from dexstack.sim.hand_core import TOUCH_THRESHOLD, HandSim
 from dexstack.sim.hand_scene import HAND_JOINTS, TOUCH_PADS
 from dexstack.sim.render import RgbdRenderer
 from dexstack.trajectory import ActionChunk, TrajectoryExecutor
@@ -68,11 +64,6 @@ VALIDATION_OBJECTS: tuple[str, ...] = ("pudding_box", "apple", "wood_block", "tu
 CONTROL_HZ = 10
 SUBSTEPS = int(round(1.0 / (CONTROL_HZ * hand_scene.TIMESTEP)))  # physics steps per action
 MAX_EPISODE_STEPS = 50  # 5 s of sim time
-MAX_TRANSLATION = 0.01  # m per step
-MAX_ROTATION = 0.05  # rad per step
-MAX_FINGER_DELTA = 0.125  # closing fraction per step: open to closed in 0.8 s
-ARM_DIM, FINGER_DIM = 6, len(TOUCH_PADS)
-ACTION_DIM = ARM_DIM + FINGER_DIM
 
 PREGRASP_DISTANCE = 0.05  # m back along the approach
 GRASP_STANDOFF = 0.0  # m; the palm frame lies on the palm's skin
@@ -241,16 +232,14 @@ class GraspEnv:
         (fingertips on the object), `lift` (m above rest)."""
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (the episode ended or never started)")
-        a = self.check_action(action)
-        # Palm: integrate the commanded pose; IK turns it into arm joint targets.
-        target_pos = self._target_pos + a[:3] * MAX_TRANSLATION
-        turn = Rotation.from_rotvec(a[3:6] * MAX_ROTATION)
-        target_quat = (turn * Rotation.from_quat(self._target_quat, scalar_first=True)).as_quat(scalar_first=True)
-        ik = self.sim.solve_palm_ik(target_pos, target_quat, arm_q0=self._arm_q)
-        if ik.success:
-            self._target_pos, self._target_quat, self._arm_q = target_pos, target_quat, ik.arm_q.copy()
-        self._fractions = np.clip(self._fractions + a[ARM_DIM:] * MAX_FINGER_DELTA, 0.0, 1.0)
-        targets = np.concatenate([self._arm_q, finger_targets(self._fractions)])
+        # The action's meaning (action.py): integrate the palm target, IK with the hand at its
+        # measured joints; an unreachable target keeps the arm where it was commanded.
+        command, ik = apply_action(self.sim.kinematics,
+                                   PalmTarget(self._target_pos, self._target_quat, self._arm_q, self._fractions),
+                                   action, self.sim.joint_positions()[ARM_DIM:])
+        self._target_pos, self._target_quat = command.position, command.quaternion
+        self._arm_q, self._fractions = command.arm_q, command.fractions
+        targets = command.joint_targets()
         # Executed as the robot's controller executes the policy node's command: a one-point
         # trajectory due one period ahead, the servo targets ramping linearly from the current
         # command (JTC semantics, the hand sim node's executor). Stepping the targets at once
@@ -280,19 +269,6 @@ class GraspEnv:
         info = {"reward_terms": terms, "success": terms["success"] > 0, "ik_failed": not ik.success, "ik": ik,
                 "contacts": contacts, "lift": height - self._rest_height, "steps": self._steps}
         return self._observation(), reward, terminated, truncated, info
-
-    def check_action(self, action) -> np.ndarray:
-        """The action as float64 (ACTION_DIM,), clipped to [-1, 1]; ValueError for a wrong shape
-        or non-finite values, TypeError for non-numeric input."""
-        try:
-            a = np.asarray(action, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"action must be a numeric array of {ACTION_DIM} values, got {type(action).__name__}") from exc
-        if a.shape != (ACTION_DIM,):
-            raise ValueError(f"action must have shape ({ACTION_DIM},) (6 palm + 5 finger), got {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError(f"action must be finite, got {a}")
-        return np.clip(a, -1.0, 1.0)
 
     # --- state ----------------------------------------------------------------------------
     @property

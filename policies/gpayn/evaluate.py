@@ -71,6 +71,28 @@ class TorchPolicy:
         return self.sac.act(obs, deterministic=True)
 
 
+def load_policy(run_dir: str | Path, device: str = "cpu") -> tuple[TorchPolicy, Any]:
+    """The run's latest actor (and frozen encoder) as a TorchPolicy, with the run's config
+    (`config.GPAYNConfig`). Imports torch (here, not at module level: evaluating an exported
+    policy needs none)."""
+    import torch
+
+    from dexstack.policies.gpayn.config import CHECKPOINT, ENCODER_FILE, GPAYNConfig
+    from dexstack.policies.gpayn.encoder import load_frozen_encoder
+    from dexstack.policies.gpayn.sac import SAC
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT}; train first "
+                                f"(python -m dexstack.policies.gpayn.train --out {run_dir})")
+    config = GPAYNConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    checkpoint = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    sac = SAC.from_state_dict(checkpoint["sac"], device=device)
+    encoder = load_frozen_encoder(run_dir / ENCODER_FILE, device) if config.render else None
+    return TorchPolicy(sac, encoder, render=config.render, image_size=config.image_size), config
+
+
+
 class _Scripted:
     """ScriptedGraspDemo behind the `reset(info)` / `act(obs)` interface the loop uses."""
 
@@ -277,8 +299,6 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         if args.run is not None:
-            from dexstack.policies.gpayn.train import load_policy
-
             policy, config = load_policy(args.run)
             objects, label = resolve_objects(args.objects, tuple(config.objects)), f"run:{args.run}"
         elif args.onnx is not None:

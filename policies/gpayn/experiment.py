@@ -17,7 +17,7 @@ start pose (the pre-grasp of the camera-fitted superquadric) and the same SAC se
 needs millions of steps there, and at this budget it does not learn (0% in docs/RESULTS.md), so
 the shipped method adds a behaviour-cloning term on the demo rows (as in Nair et al. 2018,
 without their Q-filter: docs/GPAYN.md says why). All rows share the SAC settings of
-`train.GPAYNConfig` (low initial temperature, LayerNorm critics, noise on the shape-dependent
+`config.GPAYNConfig` (low initial temperature, LayerNorm critics, noise on the shape-dependent
 inputs). `scripted` is the demonstration controller alone. Every trained run is exported to ONNX
 and evaluated by the serving runtime (onnxruntime, what the policy node runs) on the training and
 the held-out objects; episode k of an object starts from `GraspEnv.reset(seed=EVAL_SEED + k)`
@@ -100,8 +100,8 @@ def evaluate_cell(out: Path, controller: Any, label: str, episodes: int, extra: 
 
 def run(root: Path, seeds: list[int], rows: list[str], steps: int, episodes: int) -> None:
     from dexstack.policies.gpayn.demos import ScriptedGraspDemo
+    from dexstack.policies.gpayn.export import export_run
     from dexstack.policies.gpayn.runtime import Runtime
-    from dexstack.policies.gpayn.train import export_run
 
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)

@@ -13,17 +13,17 @@ stay visible and checkable next to the input they belong to, and one runtime hel
 The visual features' statistics are under `runtime.visual`, since `visual` is not an input the
 robot publishes but what the encoder makes of the `image` input.
 
-What the action means (Cartesian deltas of the hand + finger deltas, turned into joint commands
-by inverse kinematics) is the environment's business, not the actor's; the manifest records the
-action's size, element names and scales under `outputs` so the serving side can apply them.
+The manifest (schema 2) describes what the robot serves: its `inputs` are the raw robot inputs
+(every ADROIT joint, one wrench per tactile pad, the latched grasp target pose, the camera image
+centre-cropped and resized to the encoder's size), its `outputs` a one-point joint chunk over
+ADROIT's joints, one action period ahead. Everything the actor needs is under `runtime`: its
+observation (GraspEnv's keys, each with its statistics and what it reads from the raw inputs,
+`serving.READS`), the visual features, and what an action is (`runtime.action`: names, scales,
+period; its meaning is `action.py`'s).
 
 The export fails with `ExportError`, leaving nothing behind, unless each graph reproduces torch
 within `atol` on sample inputs AND the runtime built from the written directory reproduces the
 torch policy (raw observation -> action) within `atol`.
-
-Manifest note: dexstack/manifest.py (schema 1) knows only joint-position chunk outputs and
-joint_positions/rgb/depth inputs; this manifest uses output kind "action" and input kind
-"vector", so `validate_manifest` refuses it until the schema learns those kinds.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ import torch
 from torch import nn
 
 from dexstack import contract
+from dexstack.hardware.profiles import ADROIT
 from dexstack.policies.common.export_check import ExportError, accept_graph
+from dexstack.policies.gpayn.action import ACTION_DIM, ACTION_NAMES, ACTION_SCALES
 from dexstack.policies.gpayn.encoder import IMAGE_SCALE, ImageEncoder, encoder_hash
 from dexstack.policies.gpayn.sac import SAC, Actor, ObservationNormalizer, check_spec
 
@@ -51,17 +53,43 @@ FAMILY = "gpayn"
 OPSET = 17
 ACTOR_FILE, ENCODER_FILE = "actor.onnx", "encoder.onnx"
 ACTION_OUTPUT, FEATURES_OUTPUT, IMAGE_INPUT = "action", "features", "image"
-OUTPUT_KIND = "action"
 VECTOR_KIND = "vector"
 
-# Where each key's value comes from on the ROS side. Provisional: the hand is not yet served
-# through ROS (docs/GPAYN.md); `sources=` overrides these per export.
-DEFAULT_SOURCES = {
-    "hand_joints": contract.JOINT_STATES,
-    "touch": contract.tactile_topic("fingertips"),
-    "ee_pose": "/tf",
-    "grasp_center": contract.GRASP_TARGET_POSE,
+# The raw robot inputs (manifest `inputs`) and how each GraspEnv observation key is computed from
+# them on the robot (`serving.READS`).
+JOINTS_INPUT, GRASP_INPUT = "joint_states", "grasp_target"
+PAD_INPUTS = tuple(f"tactile/{pad}" for pad in ADROIT.tactile_pads)
+GRASP_ENV_READS: dict[str, dict[str, Any]] = {
+    "hand_joints": {"read": "joint_positions", "input": JOINTS_INPUT, "names": list(ADROIT.joint_names[6:])},
+    "touch": {"read": "tactile", "inputs": list(PAD_INPUTS), "layout": "flags_and_forces"},
+    "ee_pose": {"read": "palm_pose", "input": JOINTS_INPUT},
+    "grasp_center": {"read": "grasp_position", "input": GRASP_INPUT},
+    "grasp_center_in_palm": {"read": "grasp_position_in_palm", "input": GRASP_INPUT, "joints_input": JOINTS_INPUT},
 }
+
+
+def robot_inputs(observation: list[dict[str, Any]], camera: str) -> list[dict[str, Any]]:
+    """The raw inputs (schema 2) the actor observation `observation` reads: the joint states
+    always (the commanded joints' measured state), the pads, the grasp target and the camera only
+    when some key reads them. Pads go out with the joint states, so they share their age limit."""
+    used = {spec.get("input") for spec in observation} | {spec.get("joints_input") for spec in observation} | {
+        pad for spec in observation for pad in spec.get("inputs", [])}
+    inputs: list[dict[str, Any]] = [{
+        "name": JOINTS_INPUT, "kind": "joint_positions", "source": contract.JOINT_STATES, "shape": [ADROIT.n_joints],
+        "dtype": "float64", "names": list(ADROIT.joint_names), "max_age_s": contract.JOINT_STATE_MAX_AGE_S}]
+    inputs += [{"name": name, "kind": "wrench", "source": contract.tactile_topic(pad), "shape": [6], "dtype": "float64",
+                "max_age_s": contract.JOINT_STATE_MAX_AGE_S}
+               for name, pad in zip(PAD_INPUTS, ADROIT.tactile_pads, strict=True) if name in used]
+    if GRASP_INPUT in used:
+        # Published once per episode by the grasp planner: latched, never stale.
+        inputs.append({"name": GRASP_INPUT, "kind": "pose", "source": contract.GRASP_TARGET_POSE, "shape": [7],
+                       "dtype": "float64", "latched": True})
+    for spec in observation:
+        if spec["kind"] == "rgb":
+            inputs.append({"name": spec["input"], "kind": "rgb", "source": contract.camera_color_topic(camera),
+                           "shape": list(spec["shape"]), "dtype": "uint8", "preprocess": "center_crop_resize",
+                           "max_age_s": contract.CAMERA_MAX_AGE_S})
+    return inputs
 
 
 class ActorGraph(nn.Module):
@@ -158,16 +186,15 @@ def _mean_std(normalizer: ObservationNormalizer, key: str) -> dict[str, Any]:
 def build_manifest(sac: SAC, encoder: ImageEncoder | None, *, visual_key: str = "visual", image_key: str = "image",
                    camera: str = "scene", action_names: list[str] | None = None,
                    action_scales: list[float] | None = None, dt: float = 1.0 / contract.POLICY_HZ,
-                   robot_profile: str = "adroit", sources: dict[str, str] | None = None,
-                   joint_names: dict[str, list[str]] | None = None,
                    provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The manifest of an export directory (the store adds name, version and file checksums).
+    """The manifest (schema 2, see the module docstring) of an export directory (the store adds
+    name, version and file checksums).
 
-    Inputs: every spec key but `visual_key` as a raw vector (mean_std normalisation from the SAC's
-    normalisers), plus `image_key` (uint8 (H, W, 3), scale 1/255) when there is an encoder.
-    `joint_names` {key: names} marks a key as joint positions in that order. `action_names` /
-    `action_scales` (A entries each): what each action element commands and its physical size at
-    +-1 (metres, radians); recorded for the serving side, not used by the graphs."""
+    The actor's observation (`runtime.observation`): every spec key but `visual_key`, a GraspEnv
+    key (GRASP_ENV_READS), as a vector (mean_std normalisation from the SAC's normalisers), plus
+    `image_key` (uint8 (H, W, 3), scale 1/255) when there is an encoder. `action_names` /
+    `action_scales` (A entries each; default GraspEnv's for an 11-dim action): what each action
+    element commands and its physical size at +-1 (metres, radians); `dt`: the action period (s)."""
     spec = check_spec(sac.spec)
     has_visual = visual_key in spec
     if has_visual and encoder is None:
@@ -178,6 +205,13 @@ def build_manifest(sac: SAC, encoder: ImageEncoder | None, *, visual_key: str = 
         raise ValueError(f"spec[{visual_key!r}] = {spec[visual_key]} but the encoder makes {encoder.feature_dim} features")
     if has_visual and image_key in spec:
         raise ValueError(f"image_key {image_key!r} collides with a vector key of the spec")
+    unknown = [key for key in spec if key != visual_key and key not in GRASP_ENV_READS]
+    if unknown:
+        raise ValueError(f"spec keys {unknown} are not GraspEnv observation keys {sorted(GRASP_ENV_READS)}: "
+                         "the robot cannot compute them")
+    if sac.action_dim == ACTION_DIM:
+        action_names = list(ACTION_NAMES) if action_names is None else action_names
+        action_scales = list(ACTION_SCALES) if action_scales is None else action_scales
     for name, values in (("action_names", action_names), ("action_scales", action_scales)):
         if values is not None and len(values) != sac.action_dim:
             raise ValueError(f"{name} has {len(values)} entries, the action has {sac.action_dim}")
@@ -185,36 +219,32 @@ def build_manifest(sac: SAC, encoder: ImageEncoder | None, *, visual_key: str = 
         raise ValueError(f"action_scales must be finite and > 0, got {action_scales}")
     if not (np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be a positive number of seconds, got {dt}")
-    sources = {**DEFAULT_SOURCES, **(sources or {})}
-    joint_names = joint_names or {}
 
-    inputs: list[dict[str, Any]] = []
+    observation: list[dict[str, Any]] = []
     for key, dim in spec.items():
         if key == visual_key:
             continue
-        entry: dict[str, Any] = {"name": key, "kind": VECTOR_KIND, "source": sources.get(key, f"/{key}"),
-                                 "shape": [dim], "dtype": "float32", "normalization": _mean_std(sac.normalizer, key)}
-        if key in joint_names:
-            if len(joint_names[key]) != dim:
-                raise ValueError(f"joint_names[{key!r}] has {len(joint_names[key])} names, the key has {dim} values")
-            entry.update(kind="joint_positions", names=list(joint_names[key]))
-        inputs.append(entry)
+        observation.append({"name": key, "kind": VECTOR_KIND, "shape": [dim], "dtype": "float32",
+                            "normalization": _mean_std(sac.normalizer, key), **copy.deepcopy(GRASP_ENV_READS[key])})
     graphs = {"actor": ACTOR_FILE}
     runtime: dict[str, Any] = {"actor_inputs": list(spec), "obs_clip": sac.config.obs_clip}
     if has_visual:
         graphs["encoder"] = ENCODER_FILE
-        inputs.append({"name": image_key, "kind": "rgb", "source": contract.camera_color_topic(camera),
-                       "shape": [*encoder.image_hw, 3], "dtype": "uint8",
-                       "normalization": {"type": "scale", "scale": IMAGE_SCALE}})
+        observation.append({"name": image_key, "kind": "rgb", "shape": [*encoder.image_hw, 3], "dtype": "uint8",
+                            "normalization": {"type": "scale", "scale": IMAGE_SCALE}, "read": "rgb",
+                            "input": image_key})
         runtime["visual"] = {"key": visual_key, "image_input": image_key, "feature_dim": encoder.feature_dim,
                              "normalization": _mean_std(sac.normalizer, visual_key),
                              "encoder_hash": encoder_hash(encoder)}
-    outputs: dict[str, Any] = {"kind": OUTPUT_KIND, "action_dim": sac.action_dim, "range": [-1.0, 1.0], "dt": float(dt),
-                               "names": list(action_names) if action_names is not None else None,
-                               "scales": [float(s) for s in action_scales] if action_scales is not None else None}
+    runtime["observation"] = observation
+    runtime["action"] = {"dim": sac.action_dim, "range": [-1.0, 1.0], "dt": float(dt),
+                         "names": list(action_names) if action_names is not None else None,
+                         "scales": [float(s) for s in action_scales] if action_scales is not None else None}
+    outputs = {"kind": "joint_position_chunk", "joint_names": list(ADROIT.joint_names), "chunk_length": 1,
+               "dt": float(dt)}
     return {
-        "schema_version": 1, "family": FAMILY, "robot_profile": robot_profile,
-        "graphs": graphs, "inputs": inputs, "outputs": outputs,
+        "schema_version": 2, "family": FAMILY, "robot_profile": ADROIT.name,
+        "graphs": graphs, "inputs": robot_inputs(observation, camera), "outputs": outputs,
         "provenance": {"code_commit": "unknown", "created": datetime.now(UTC).isoformat(timespec="seconds"),
                        "sac_config": sac.config.to_dict(), "sac_updates": sac.updates, **(provenance or {})},
         "evaluation": {},
@@ -224,15 +254,15 @@ def build_manifest(sac: SAC, encoder: ImageEncoder | None, *, visual_key: str = 
 
 def sample_observations(sac: SAC, encoder: ImageEncoder | None, manifest: dict[str, Any], count: int,
                         seed: int = 0, images: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
-    """Raw observations as the robot sends them: each vector around its training mean (+- 1.5 std,
-    float32) and a uint8 image (random pixels, or drawn from `images`); keys are the manifest's
-    input names."""
+    """Actor observations: each vector around its training mean (+- 1.5 std, float32) and a uint8
+    image (random pixels, or drawn from `images`); keys are the manifest's `runtime.observation`
+    names."""
     rng = np.random.default_rng(seed)
     stats = sac.normalizer.stats()
     out = []
     for _ in range(count):
         obs: dict[str, np.ndarray] = {}
-        for spec in manifest["inputs"]:
+        for spec in manifest["runtime"]["observation"]:
             if spec["kind"] == "rgb":
                 obs[spec["name"]] = (images[rng.integers(len(images))] if images is not None
                                      else rng.integers(0, 256, spec["shape"], dtype=np.uint8))
@@ -246,7 +276,7 @@ def sample_observations(sac: SAC, encoder: ImageEncoder | None, manifest: dict[s
 @torch.no_grad()
 def torch_policy_action(sac: SAC, encoder: ImageEncoder | None, manifest: dict[str, Any],
                         observation: dict[str, np.ndarray]) -> np.ndarray:
-    """The torch policy on one raw observation (the runtime's input dict), on CPU copies of the
+    """The torch policy on one actor observation (the actor runtime's input dict), on CPU copies of the
     networks: encoder features for the visual key, normalisers, deterministic actor -> (A,) float32."""
     normalizer = copy.deepcopy(sac.normalizer).cpu()
     actor = copy.deepcopy(sac.actor).cpu().eval()
@@ -267,8 +297,7 @@ def export_actor(sac: SAC, spec: dict[str, int], out_dir: str | Path, *, encoder
     the SAC's own observation spec (a guard against exporting the wrong policy for an env).
     `check_images` (uint8 (N, H, W, 3), e.g. a few training frames) join the random ones in the
     encoder and end-to-end checks. `manifest_options` go to `build_manifest` (action_names,
-    action_scales, dt, robot_profile, sources, joint_names, camera, visual_key, image_key,
-    provenance). Written into a temporary sibling and renamed; nothing is left behind if any
+    action_scales, dt, camera, visual_key, image_key, provenance). Written into a temporary sibling and renamed; nothing is left behind if any
     check fails."""
     if not isinstance(sac, SAC):
         raise TypeError(f"expected a SAC, got {type(sac).__name__}")
@@ -301,8 +330,8 @@ def export_actor(sac: SAC, spec: dict[str, int], out_dir: str | Path, *, encoder
 
 def check_runtime_matches(sac: SAC, encoder: ImageEncoder | None, policy_dir: Path, manifest: dict[str, Any],
                           atol: float = 1e-5, count: int = 8, images: np.ndarray | None = None) -> float:
-    """The served path end to end: the runtime built from `policy_dir` against the torch policy on
-    `count` raw sample observations (images from `images` if given). Returns the largest absolute
+    """The actor end to end: the actor runtime built from `policy_dir` against the torch policy on
+    `count` sample observations (images from `images` if given). Returns the largest absolute
     difference; raises ExportError."""
     from dexstack.policies.gpayn.runtime import Runtime
 
@@ -311,13 +340,34 @@ def check_runtime_matches(sac: SAC, encoder: ImageEncoder | None, policy_dir: Pa
     for obs in sample_observations(sac, encoder, manifest, count, images=images):
         worst = max(worst, float(np.max(np.abs(runtime.act(obs) - torch_policy_action(sac, encoder, manifest, obs)))))
     if not worst <= atol:
-        raise ExportError(f"the gpayn runtime and the torch policy differ by {worst:.3g} (> {atol:g}) on raw sample "
+        raise ExportError(f"the gpayn actor runtime and the torch policy differ by {worst:.3g} (> {atol:g}) on sample "
                           "observations; nothing written")
     return worst
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """`dexstack export --run RUN` for a G-PAYN training run (the trainer knows its normaliser and encoder)."""
-    from dexstack.policies.gpayn.train import export_run as export_training_run
+    """`dexstack export --run RUN` for a G-PAYN training run: its actor (+ encoder) with
+    `export_actor`: the run's normaliser, GraspEnv's action names and scales, dt = 1 / CONTROL_HZ;
+    up to 16 of the run's pretraining frames join the torch/onnxruntime agreement checks. The
+    manifest is the schema-2 one the policy node serves as it is. Returns the export directory."""
+    from dexstack.policies.gpayn.config import FRAMES_FILE
+    from dexstack.policies.gpayn.env import CONTROL_HZ
+    from dexstack.policies.gpayn.evaluate import load_policy
 
-    return export_training_run(run_dir, out_dir)
+    run_dir = Path(run_dir)
+    policy, config = load_policy(run_dir)
+    check_images = None
+    if policy.encoder is not None and (run_dir / FRAMES_FILE).is_file():
+        with np.load(run_dir / FRAMES_FILE) as frames:
+            check_images = frames["images"][:16]
+    run_info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else []
+    # The run directory's name, not its path: no machine paths in a shipped manifest.
+    provenance = {"run": run_dir.name, "code_commit": run_info.get("code_commit", "unknown"),
+                  "config": config.to_dict(), "env_steps": history[-1]["step"] if history else None,
+                  "last_evaluation": ({k: history[-1][k] for k in ("step", "success_rate", "mean_return")}
+                                      if history else None)}
+    out = export_actor(policy.sac, policy.sac.spec, out_dir, encoder=policy.encoder, check_images=check_images,
+                       action_names=list(ACTION_NAMES), action_scales=list(ACTION_SCALES), dt=1.0 / CONTROL_HZ,
+                       provenance=provenance)
+    return out

@@ -1,15 +1,16 @@
-"""Serving runtime of the G-PAYN family: numpy + onnxruntime only (never torch).
+"""The G-PAYN actor: numpy + onnxruntime only (never torch).
 
-`act(observation)` validates the observation against the manifest (shapes, uint8 image, NaN/inf:
-`ObservationError`, a ValueError the policy node turns into a hold), normalises each vector with
-the manifest's statistics, encodes the image with `encoder.onnx` into the visual features and
-normalises those (`runtime.visual`), runs `actor.onnx` and returns the deterministic action (A,)
-in [-1, 1]. What the action commands (`outputs.names`, `outputs.scales`) is applied by the
-environment / serving side, as in training; the runtime holds no state between calls.
+`act(observation)` takes the actor's observation, GraspEnv's keys as the manifest's
+`runtime.observation` lists them (vectors and the uint8 image), validates it (shapes, uint8
+image, NaN/inf: `ObservationError`), normalises each vector with the listed statistics, encodes
+the image with `encoder.onnx` into the visual features and normalises those (`runtime.visual`),
+runs `actor.onnx` and returns the deterministic action (A,) in [-1, 1], A = the length of
+`runtime.action.names`. It holds no state between calls.
 
-`load_runtime` in dexstack/runtime.py finds this class by the manifest's family ("gpayn").
-Unlike the joint-chunk families, `act` returns one normalised action, not a chunk of joint
-targets (see export.py on the manifest schema).
+What the action commands is `action.py`'s business, applied by GraspEnv in training and
+evaluation and by `serving.py` on the robot, which also builds this observation from the raw
+robot inputs: `serving.make_runtime` is the family's runtime, this class is the part of it that
+in-process evaluation drives directly with GraspEnv's observations.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ THREADS_ENV = "DEXSTACK_ORT_THREADS"
 DEFAULT_THREADS = 1  # a few-hundred-k-parameter MLP and a small CNN at batch 1: one thread is enough
 
 
-
-
 def _mean_std(norm: dict[str, Any] | None, dim: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     """float32 (mean, std) of a mean_std normalisation, broadcast to (dim,)."""
     if not isinstance(norm, dict) or norm.get("type") != "mean_std":
@@ -41,7 +40,7 @@ def _mean_std(norm: dict[str, Any] | None, dim: int, where: str) -> tuple[np.nda
 
 
 class Runtime:
-    """G-PAYN policy runtime: raw observation dict -> action (A,) in [-1, 1]. Stateless."""
+    """G-PAYN actor: observation dict (GraspEnv's keys) -> action (A,) in [-1, 1]. Stateless."""
 
     def __init__(self, policy_dir: str | Path, manifest: dict[str, Any], threads: int | None = None) -> None:
         self.manifest = manifest
@@ -58,7 +57,7 @@ class Runtime:
         if got != sorted(self._actor_keys):
             raise ValueError(f"{graphs['actor']} takes inputs {got}, manifest runtime.actor_inputs lists "
                              f"{sorted(self._actor_keys)}")
-        self._inputs: list[dict[str, Any]] = list(manifest["inputs"])
+        self._inputs: list[dict[str, Any]] = list(rt["observation"])
         by_name = {spec["name"]: spec for spec in self._inputs}
 
         # The visual features: the encoder's output for the image input, normalised like a vector.
@@ -69,7 +68,7 @@ class Runtime:
             self._visual_key, self._image_key = visual["key"], visual["image_input"]
             image_spec = by_name.get(self._image_key)
             if image_spec is None or image_spec["kind"] != "rgb":
-                raise ValueError(f"runtime.visual.image_input {self._image_key!r} is not an rgb input of the manifest")
+                raise ValueError(f"runtime.visual.image_input {self._image_key!r} is not an rgb key of runtime.observation")
             self._encoder = open_session(self.policy_dir / graphs["encoder"], threads)
             self._image_scale = np.float32(image_spec["normalization"]["scale"])
             self._visual_norm = _mean_std(visual["normalization"], int(visual["feature_dim"]), "runtime.visual")
@@ -82,15 +81,11 @@ class Runtime:
             if key == self._visual_key:
                 continue
             if key not in by_name:
-                raise ValueError(f"actor input {key!r} is neither a manifest input nor the visual key")
+                raise ValueError(f"actor input {key!r} is neither a runtime.observation key nor the visual key")
             spec = by_name[key]
             self._norms[key] = _mean_std(spec.get("normalization"), int(spec["shape"][-1]), f"input {key!r}")
 
-        out = manifest["outputs"]
-        self.action_dim = int(out["action_dim"])
-        self.action_names: list[str] | None = out.get("names")
-        self.action_scales = None if out.get("scales") is None else np.asarray(out["scales"], np.float64)
-        self.dt = float(out["dt"])
+        self.action_dim = int(rt["action"]["dim"])
         self._action_output = self._actor.get_outputs()[0].name
 
     def reset(self) -> None:

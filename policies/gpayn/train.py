@@ -2,8 +2,9 @@
 
     python -m dexstack.policies.gpayn.train --out RUN [--steps N] [--demos K] [--seed S] [--resume]
 
-Reads top to bottom: the config, frame collection + encoder pretraining (`pretrain`), demo
-prefill, the loop (`train`), checkpoints, the learning curve, loading and export.
+Reads top to bottom: frame collection + encoder pretraining (`pretrain`), demo prefill, the loop
+(`train`), checkpoints, the learning curve, the CLI. The settings are `config.GPAYNConfig`; a run
+is loaded by `evaluate.load_policy` and exported by `export.export_run`.
 
 Design:
 - **Frozen encoder.** With the camera on, `pretrain` collects frames (64x64 RGB and the object's
@@ -46,7 +47,6 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,136 +55,16 @@ import numpy as np
 import torch
 
 from dexstack.policies.common import runs
+from dexstack.policies.gpayn.action import ACTION_DIM, ACTION_NAMES
+from dexstack.policies.gpayn.config import CHECKPOINT, ENCODER_FILE, FRAMES_FILE, VISUAL_KEY, GPAYNConfig
 from dexstack.policies.gpayn.demos import ScriptedGraspDemo, prefill
 from dexstack.policies.gpayn.encoder import encode_images, encoder_hash, load_frozen_encoder, pretrain_encoder
-from dexstack.policies.gpayn.env import (
-    ACTION_DIM,
-    CONTROL_HZ,
-    MAX_EPISODE_STEPS,
-    MAX_FINGER_DELTA,
-    MAX_ROTATION,
-    MAX_TRANSLATION,
-    TRAIN_OBJECTS,
-    GraspEnv,
-    VectorGraspEnv,
-)
+from dexstack.policies.gpayn.env import MAX_EPISODE_STEPS, GraspEnv, VectorGraspEnv
 from dexstack.policies.gpayn.evaluate import DEFAULT_EVAL_SEED, TorchPolicy, evaluate_policy, summarize
 from dexstack.policies.gpayn.replay import ReplayBuffer
-from dexstack.policies.gpayn.sac import SAC, SACConfig, default_device, vector_spec
-from dexstack.sim import objects as objects_lib
-from dexstack.sim.hand_scene import TOUCH_PADS
+from dexstack.policies.gpayn.sac import SAC, default_device, vector_spec
 
 FAMILY = "gpayn"
-CHECKPOINT = runs.CHECKPOINT
-ENCODER_FILE = "encoder.pt"
-FRAMES_FILE = "frames.npz"
-VISUAL_KEY = "visual"
-ACTION_NAMES = (["palm_dx", "palm_dy", "palm_dz", "palm_rx", "palm_ry", "palm_rz"]
-                + [f"close_{pad}" for pad in TOUCH_PADS])
-ACTION_SCALES = [MAX_TRANSLATION] * 3 + [MAX_ROTATION] * 3 + [MAX_FINGER_DELTA] * len(TOUCH_PADS)
-# Std of the Gaussian noise on each normalised observation key in every SAC update: the keys whose
-# values a new object's shape and size shift. Touch and grasp_center_in_palm stay clean.
-SHAPE_DEPENDENT_NOISE = {VISUAL_KEY: 2.0, "ee_pose": 2.0, "grasp_center": 2.0, "hand_joints": 1.0}
-
-
-# --- configuration ----------------------------------------------------------------------------
-
-@dataclass
-class GPAYNConfig:
-    """Everything a run depends on; written to the run's config.json (a resumed run keeps it)."""
-
-    objects: tuple[str, ...] = TRAIN_OBJECTS
-    n_envs: int = len(TRAIN_OBJECTS)  # env i grasps objects[i % len(objects)]: one env per object
-    total_steps: int = 6_000  # env steps (all envs together), demonstrations not counted
-    demo_episodes: int = 150  # scripted episodes pre-filled (round robin over objects); 0 = SAC from scratch
-    # Share of every SAC batch drawn from the demonstrations, which are never overwritten (G-PAYN's
-    # code samples half of each batch from its demonstration buffer); 0 = demos are ordinary replay.
-    demo_batch_fraction: float = 0.5
-    random_steps: int = 1_000  # uniform random actions first, only without demonstrations
-    batch_size: int = 256
-    utd_ratio: float = 1.0  # SAC updates per env step
-    buffer_capacity: int = 200_000
-    normalizer_steps: int = 5_000  # observation statistics learn from new states until this env step
-    seed: int = 0
-    eval_interval: int = 2_000  # env steps between deterministic evaluations
-    eval_episodes: int = 4  # per object and evaluation
-    checkpoint_interval: int = 1_000  # env steps
-    render: bool = True  # camera on: vision-planned grasp + image features; off: oracle grasp, no images
-    image_size: tuple[int, int] = (64, 64)  # (width, height) of the policy's image
-    max_episode_steps: int = MAX_EPISODE_STEPS
-    # Objects whose frames pretrain the frozen encoder; None = the training objects. (Twelve
-    # catalogue objects instead of the five training ones did not help on the validation objects.)
-    pretrain_objects: tuple[str, ...] | None = None
-    pretrain_frames: int = 2_000
-    pretrain_epochs: int = 10
-    feature_dim: int = 64
-    # What learns at this budget (docs/GPAYN.md "Training recipe"): a low initial temperature (the
-    # entropy bonus at alpha 1 outweighs the +-1 task reward for thousands of steps), LayerNorm
-    # critics and a behaviour-cloning term on the demo rows that holds the actor near the
-    # demonstrations (with the Q-filter, overestimated critics switched it off and the actor
-    # drifted away). bc_weight 0 is G-PAYN's own recipe. Noise on the inputs that shift with an
-    # object's shape and size (image features, absolute palm and grasp positions, hand joint angles)
-    # keeps the actor working on objects it never saw: it decides from touch and the grasp pose
-    # relative to the palm (chosen on validation objects, not the held-out ones: docs/GPAYN.md).
-    sac: SACConfig = field(default_factory=lambda: SACConfig(initial_alpha=0.05, critic_layer_norm=True,
-                                                             bc_weight=10.0, bc_q_filter=False,
-                                                             feature_noise=SHAPE_DEPENDENT_NOISE))
-    torch_threads: int = 1
-    device: str = "auto"  # "auto" = cuda when available, else cpu
-
-    def __post_init__(self) -> None:
-        if isinstance(self.sac, dict):
-            self.sac = SACConfig.from_dict(self.sac)
-        if not isinstance(self.sac, SACConfig):
-            raise TypeError(f"sac must be a SACConfig or a dict of its fields, got {type(self.sac).__name__}")
-        for key in ("objects", "pretrain_objects"):
-            names = getattr(self, key)
-            if names is None and key == "pretrain_objects":
-                continue
-            if isinstance(names, str):
-                raise ValueError(f"{key} must be a sequence of object names, not the string {names!r}")
-            unknown = [name for name in names if name not in objects_lib.CATALOG]
-            if not names or unknown:
-                raise ValueError(f"{key} must name catalogue objects; unknown: {unknown or 'none given'}")
-            setattr(self, key, tuple(names))
-        self.image_size = tuple(int(v) for v in self.image_size)
-        positive = ("n_envs", "total_steps", "batch_size", "buffer_capacity", "eval_interval", "eval_episodes",
-                    "checkpoint_interval", "max_episode_steps", "feature_dim", "torch_threads")
-        non_negative = ("demo_episodes", "random_steps", "normalizer_steps", "pretrain_frames", "pretrain_epochs",
-                        "seed")
-        for name in positive + non_negative:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"GPAYNConfig.{name} must be an int, got {value!r}")
-            if value < (1 if name in positive else 0):
-                raise ValueError(f"GPAYNConfig.{name} must be {'> 0' if name in positive else '>= 0'}, got {value}")
-        if not (isinstance(self.demo_batch_fraction, int | float) and 0 <= self.demo_batch_fraction < 1):
-            raise ValueError(f"GPAYNConfig.demo_batch_fraction must be in [0, 1), got {self.demo_batch_fraction!r}")
-        if not (isinstance(self.utd_ratio, int | float) and 0 < self.utd_ratio <= 64):
-            raise ValueError(f"GPAYNConfig.utd_ratio must be in (0, 64], got {self.utd_ratio!r}")
-        if len(self.image_size) != 2 or min(self.image_size) < 16 or any(v % 16 for v in self.image_size):
-            raise ValueError(f"image_size must be (width, height), multiples of 16 (the encoder's 4 stride-2 "
-                             f"layers), got {self.image_size}")
-        if self.n_envs < len(self.objects):
-            raise ValueError(f"n_envs={self.n_envs} < {len(self.objects)} objects: env i grasps objects[i % "
-                             f"{len(self.objects)}], so {list(self.objects[self.n_envs:])} would never be trained on")
-        if self.n_envs > 1000:
-            raise ValueError(f"n_envs must be <= 1000 (env seeds are spaced 1000 apart), got {self.n_envs}")
-        if self.render and self.pretrain_frames < 2:
-            raise ValueError("with render on the encoder is pretrained: pretrain_frames must be >= 2")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GPAYNConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown GPAYNConfig field(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -640,52 +520,7 @@ def plot_learning_curve(history: list[dict[str, Any]], episodes: list[dict[str, 
     plt.close(fig)
 
 
-# --- loading, export, CLI -------------------------------------------------------------------------
-
-def load_policy(run_dir: str | Path, device: str = "cpu") -> tuple[TorchPolicy, GPAYNConfig]:
-    """The run's latest actor (and frozen encoder) as a TorchPolicy, with the run's config."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CHECKPOINT).is_file():
-        raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT}; train first "
-                                f"(python -m dexstack.policies.gpayn.train --out {run_dir})")
-    config = GPAYNConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    checkpoint = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
-    sac = SAC.from_state_dict(checkpoint["sac"], device=device)
-    encoder = load_frozen_encoder(run_dir / ENCODER_FILE, device) if config.render else None
-    return TorchPolicy(sac, encoder, render=config.render, image_size=config.image_size), config
-
-
-def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Export the run's actor (+ encoder) with `export.export_actor`: the run's normaliser, action
-    names and scales, dt = 1 / CONTROL_HZ; up to 16 of the run's pretraining frames join the
-    torch/onnxruntime agreement checks. The manifest is annotated for serving
-    (`serving.annotate_manifest`), so the export can be published and run by the policy node as it
-    is. Returns the export directory."""
-    from dexstack.policies.gpayn.export import export_actor
-
-    run_dir = Path(run_dir)
-    policy, config = load_policy(run_dir)
-    check_images = None
-    if policy.encoder is not None and (run_dir / FRAMES_FILE).is_file():
-        with np.load(run_dir / FRAMES_FILE) as frames:
-            check_images = frames["images"][:16]
-    run_info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else []
-    # The run directory's name, not its path: no machine paths in a shipped manifest.
-    provenance = {"run": run_dir.name, "code_commit": run_info.get("code_commit", "unknown"),
-                  "config": config.to_dict(), "env_steps": history[-1]["step"] if history else None,
-                  "last_evaluation": ({k: history[-1][k] for k in ("step", "success_rate", "mean_return")}
-                                      if history else None)}
-    out = export_actor(policy.sac, policy.sac.spec, out_dir, encoder=policy.encoder, check_images=check_images,
-                       action_names=ACTION_NAMES, action_scales=ACTION_SCALES, dt=1.0 / CONTROL_HZ,
-                       provenance=provenance)
-    # Ready to publish and serve: where each input comes from on the robot (serving.py's table).
-    from dexstack.manifest import load_manifest
-    from dexstack.policies.gpayn.serving import annotate_manifest
-
-    runs.write_json(out / "manifest.json", annotate_manifest(load_manifest(out)))
-    return out
-
+# --- CLI -------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; prints a JSON summary line and returns the exit code."""

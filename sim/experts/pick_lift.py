@@ -2,8 +2,8 @@
 
 It sees only what a ROS node sees: joint positions (`/joint_states`) and the object's pose
 (`/sim/object_pose`, the object's grasp frame: origin at the grasp point, narrow side along
-its local y). It plans in Cartesian space and converts every waypoint to joints with damped
-least-squares inverse kinematics on its own copy of the robot model, so the same object
+its local y). It plans in Cartesian space and converts every waypoint to joints with the
+robot's kinematics (`hardware/kinematics.py`, on the robot model alone), so the same object
 serves in-process rollouts and the expert ROS node. Positions in metres in the robot base
 frame (= world frame of the sim), joint values in the profile's order.
 """
@@ -16,8 +16,8 @@ import mujoco
 import numpy as np
 
 from dexstack import contract
+from dexstack.hardware.kinematics import RobotKinematics
 from dexstack.hardware.profiles import PANDA, RobotProfile
-from dexstack.sim import scene as scene_lib
 from dexstack.trajectory import ActionChunk
 
 CHUNK_POINTS = 8
@@ -37,44 +37,6 @@ class Phase(enum.StrEnum):
     LIFT = "lift"
 
 
-class ArmKinematics:
-    """Forward and inverse kinematics of the tool centre point (TCP) on a robot-only model."""
-
-    def __init__(self, profile: RobotProfile = PANDA) -> None:
-        self.model = scene_lib.compile_model(scene_lib.robot_model(profile, with_cameras=False))
-        self.data = mujoco.MjData(self.model)
-        self.site = self.model.site("tcp").id
-        self.lower, self.upper = profile.lower[:7], profile.upper[:7]
-        self._jacp = np.zeros((3, self.model.nv))
-        self._jacr = np.zeros((3, self.model.nv))
-
-    def fk(self, q_arm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """TCP position (3,) m and orientation matrix (3, 3) for 7 arm joint angles (rad)."""
-        self.data.qpos[:7] = q_arm
-        mujoco.mj_kinematics(self.model, self.data)
-        return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
-
-    def ik(self, target_pos: np.ndarray, target_rot: np.ndarray, seed: np.ndarray, iterations: int = 60,
-           damping: float = 0.03) -> tuple[np.ndarray, float]:
-        """Joint angles (7,) placing the TCP at the target pose, and the remaining position error (m)."""
-        q = np.array(seed[:7], dtype=np.float64)
-        err = np.zeros(6)
-        for _ in range(iterations):
-            pos, rot = self.fk(q)
-            err[:3] = target_pos - pos
-            # Rotation error as the sum of axis cross products (small-angle axis-angle).
-            err[3:] = 0.5 * sum(np.cross(rot[:, i], target_rot[:, i]) for i in range(3))
-            if np.linalg.norm(err[:3]) < 1e-4 and np.linalg.norm(err[3:]) < 1e-3:
-                break
-            mujoco.mj_comPos(self.model, self.data)
-            mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.site)
-            jac = np.vstack([self._jacp[:, :7], self._jacr[:, :7]])
-            dq = jac.T @ np.linalg.solve(jac @ jac.T + damping**2 * np.eye(6), err)
-            q = np.clip(q + dq, self.lower, self.upper)
-        pos, _ = self.fk(q)
-        return q, float(np.linalg.norm(target_pos - pos))
-
-
 def _top_down_rotation(closing_axis: np.ndarray) -> np.ndarray:
     """Hand orientation pointing straight down with the fingers closing along `closing_axis`."""
     y = np.array([closing_axis[0], closing_axis[1], 0.0])
@@ -91,8 +53,8 @@ class PickLiftExpert:
         self.profile = profile
         self.dt = 1.0 / policy_hz
         self.chunk_points = chunk_points
-        self.kin = ArmKinematics(profile)
-        _, home_rot = self.kin.fk(np.asarray(profile.home[:7]))
+        self.kin = RobotKinematics(profile)
+        _, home_rot = self.kin.forward(np.asarray(profile.home[:7]))
         self._home_closing_axis = home_rot[:, 1]
         self.reset()
 
@@ -147,7 +109,7 @@ class PickLiftExpert:
             raise ValueError(f"joint_positions must be {self.profile.n_joints} finite values, got {q_meas}")
         if object_position.shape != (3,) or not np.all(np.isfinite(object_position)):
             raise ValueError(f"object_position must be 3 finite values, got {object_position}")
-        tcp_meas, _ = self.kin.fk(q_meas[:7])
+        tcp_meas, _ = self.kin.forward(q_meas[:7])
         self._update_phase(t, tcp_meas, object_position)
 
         if self._rot is None or self.phase in (Phase.APPROACH,):
@@ -156,7 +118,7 @@ class PickLiftExpert:
 
         start = self._planned(t, q_meas)
         q = start.copy()
-        pos, _ = self.kin.fk(q[:7])
+        pos, _ = self.kin.forward(q[:7])
         points = np.empty((self.chunk_points, self.profile.n_joints))
         max_step = speed * self.dt
         max_joint_step = MAX_JOINT_SPEED * self.dt
@@ -164,12 +126,12 @@ class PickLiftExpert:
             delta = goal - pos
             dist = np.linalg.norm(delta)
             pos = goal.copy() if dist <= max_step else pos + delta * (max_step / dist)
-            q_arm, _ = self.kin.ik(pos, self._rot, q[:7])
+            q_arm = self.kin.solve(pos, self._rot, q[:7]).arm_q
             step = q_arm - q[:7]
             biggest = np.max(np.abs(step))
             if biggest > max_joint_step:  # orientation changes can demand big joint moves
                 q_arm = q[:7] + step * (max_joint_step / biggest)
-                pos, _ = self.kin.fk(q_arm)
+                pos, _ = self.kin.forward(q_arm)
             q = np.append(q_arm, gripper)
             points[i] = q
         chunk = ActionChunk.uniform(self.profile.joint_names, points, self.dt, stamp=t)
