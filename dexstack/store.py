@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import dexstack
+from dexstack.families import get_family
 from dexstack.files import fsync_dir
 from dexstack.manifest import (
     MANIFEST_FILE,
@@ -47,6 +48,7 @@ from dexstack.manifest import (
     check_against_profile,
     load_manifest,
     sha256_file,
+    upgrade_manifest,
     validate_manifest,
 )
 
@@ -65,7 +67,8 @@ class PolicyRejected(Exception):
 
 @dataclass(frozen=True)
 class LoadedPolicy:
-    """A verified policy version. `manifest_sha256` identifies it exactly (diagnostics)."""
+    """A verified policy version. `manifest` is in the current schema (`upgrade_manifest`: a
+    schema-1 file is upgraded in memory); `manifest_sha256` identifies the file exactly (diagnostics)."""
 
     name: str
     version: str
@@ -349,6 +352,11 @@ class PolicyStore:
             validate_manifest(manifest)
         except ManifestError as exc:
             raise PolicyRejected(f"{label}: invalid manifest: {exc}") from None
+        try:
+            get_family(manifest["family"])
+        except KeyError as exc:
+            raise PolicyRejected(f"{label}: {exc.args[0]}") from None
+        manifest = upgrade_manifest(manifest)
         if (manifest["name"], manifest["version"]) != (name, version):
             raise PolicyRejected(f"{label}: its manifest says {manifest['name']}@{manifest['version']}; "
                                  "the version directory was copied or renamed by hand")
@@ -444,13 +452,17 @@ class PolicyStore:
         manifest.setdefault("evaluation", {})
         try:
             validate_manifest(manifest)
+            try:
+                get_family(manifest["family"])
+            except KeyError as exc:
+                raise ManifestError(exc.args[0]) from None
             from dexstack.hardware.profiles import get_profile
 
             try:
                 profile = get_profile(manifest["robot_profile"])
             except KeyError as exc:
                 raise ManifestError(exc.args[0]) from None
-            check_against_profile(manifest, profile)
+            check_against_profile(upgrade_manifest(manifest), profile)
         except ManifestError as exc:
             raise ManifestError(f"{src}/{MANIFEST_FILE}: {exc}") from None
 
