@@ -44,7 +44,8 @@ def write_add_one_onnx(path: Path) -> None:
     save(model, str(path))
 
 
-def make_export(directory: Path, *, name: str | None = "add_one", joint_names: list[str] | None = None) -> Path:
+def make_export(directory: Path, *, name: str | None = "add_one", joint_names: list[str] | None = None,
+                schema_version: int = 2, family: str = "bc") -> Path:
     """An export dir as a trainer writes it: manifest.json (no version/files) + graph + stats."""
     joints = list(PANDA.joint_names)
     directory.mkdir(parents=True, exist_ok=True)
@@ -52,8 +53,8 @@ def make_export(directory: Path, *, name: str | None = "add_one", joint_names: l
     (directory / "stats").mkdir(exist_ok=True)
     (directory / "stats" / "norm.json").write_text(json.dumps({"mean": [0.0] * 8}))
     manifest = {
-        "schema_version": 1,
-        "family": "bc",
+        "schema_version": schema_version,
+        "family": family,
         "robot_profile": "panda",
         "graphs": {"policy": "policy.onnx"},
         "inputs": [
@@ -68,6 +69,9 @@ def make_export(directory: Path, *, name: str | None = "add_one", joint_names: l
     }
     if name is not None:
         manifest["name"] = name
+    if schema_version >= 2:
+        for spec, age in zip(manifest["inputs"], (0.1, 0.25), strict=True):
+            spec["max_age_s"] = age
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return directory
 
@@ -242,6 +246,31 @@ def test_bad_publish_is_refused_and_leaves_nothing(dexstack_home, tmp_path) -> N
     assert not store.root.exists() or [p for p in store.root.rglob("*") if p.is_file() or p.name.startswith(".tmp")] == []
     assert store.list() == []
     assert store.publish(unnamed, name="named").version == "1"
+
+
+def test_schema_1_versions_load_upgraded_in_memory(dexstack_home, tmp_path) -> None:
+    store = PolicyStore()
+    published = store.publish(make_export(tmp_path / "old", schema_version=1))
+    on_disk = json.loads((published.path / "manifest.json").read_text())
+    assert on_disk["schema_version"] == 1 and all("max_age_s" not in s for s in on_disk["inputs"])  # stored as given
+    loaded = store.load("add_one", PANDA)
+    assert loaded.manifest["schema_version"] == 2
+    assert [s["max_age_s"] for s in loaded.manifest["inputs"]] == [contract.JOINT_STATE_MAX_AGE_S,
+                                                                   contract.CAMERA_MAX_AGE_S]
+    assert loaded.manifest_sha256 == hashlib.sha256((published.path / "manifest.json").read_bytes()).hexdigest()
+
+
+def test_unregistered_family_is_refused(dexstack_home, tmp_path) -> None:
+    store = PolicyStore()
+    with pytest.raises(ManifestError, match=r"unknown policy family 'nope'; known families: bc, diffusion, gpayn"):
+        store.publish(make_export(tmp_path / "nope", family="nope"))
+    assert store.list() == []
+    # A version whose family is gone (uninstalled plug-in) is refused at load, with the reason.
+    published = store.publish(make_export(tmp_path / "ok"))
+    manifest_path = published.path / "manifest.json"
+    manifest_path.write_text(manifest_path.read_text().replace('"family": "bc"', '"family": "nope"'))
+    with pytest.raises(PolicyRejected, match=r"policy add_one@1: unknown policy family 'nope'"):
+        store.load("add_one", PANDA)
 
 
 def _publish_in_process(root: str, src: str, start, results) -> None:
