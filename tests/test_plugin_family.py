@@ -134,11 +134,11 @@ def plugin_root(tmp_path, monkeypatch) -> Path:
 
 
 def test_registered_family_publishes_loads_and_acts_in_process(plugin_root, tmp_path, dexstack_home):
+    from tiny_family import FAMILY
+
     from dexstack.families import get_family, register_family, resolve
     from dexstack.runtime import ObservationError, load_runtime
     from dexstack.store import PolicyStore
-
-    from tiny_family import FAMILY
 
     register_family(FAMILY)
     assert get_family(FAMILY_NAME) is FAMILY
@@ -239,11 +239,10 @@ def test_plugin_family_served_by_the_policy_node_with_latched_input_semantics(
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
     from std_msgs.msg import String
+    from tiny_family import FAMILY
 
     from dexstack.families import register_family
     from dexstack.store import PolicyStore
-
-    from tiny_family import FAMILY
 
     register_family(FAMILY)  # for publishing here; the node process finds the entry point itself
     store = PolicyStore()
