@@ -106,8 +106,9 @@ def export_cmd(
 
 
 def register(app: typer.Typer) -> None:
+    known = {command.name for command in train_app.registered_commands}
     for name, family in families().items():
-        if family.train is not None:
+        if family.train is not None and name not in known:
             train_app.command(name, help=family.description or f"Train a {name} policy.",
                               context_settings=_PASS_THROUGH, add_help_option=False)(_train_command(name))
     app.add_typer(train_app, name="train")
