@@ -59,16 +59,10 @@ def check_observation(observation: dict[str, np.ndarray], inputs: list[dict[str,
             raise ObservationError(f"{name}: contains NaN or inf")
 
 
-def load_runtime(policy_dir: str | Path, manifest: dict[str, Any], *, profile: RobotProfile | None = None,
+def load_runtime(policy_dir: str | Path, manifest: dict[str, Any], *, profile: RobotProfile,
                  rate_hz: float | None = None) -> PolicyRuntime:
-    """Build the runtime of the manifest's family (the registry's `Family.runtime`).
-
-    profile: the robot it drives (None: the manifest's `robot_profile`). rate_hz: how often
-    `act` will be called (None: once per outputs.dt). Raises KeyError for an unknown family.
-    """
+    """Build the runtime of the manifest's family (the registry's `Family.runtime`) for the robot
+    `profile`; `rate_hz`: how often `act` will be called (None: once per outputs.dt). Raises
+    KeyError for an unknown family."""
     family = get_family(manifest["family"])
-    if profile is None:
-        from dexstack.hardware.profiles import get_profile  # only when the caller did not say
-
-        profile = get_profile(manifest["robot_profile"])
     return resolve(family.runtime)(Path(policy_dir), manifest, profile=profile, rate_hz=rate_hz)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,6 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dexstack import contract
@@ -171,14 +169,6 @@ def _checked_image(msg: Image, encodings: dict[str, tuple[np.dtype, int]]) -> np
 
 
 # --- manifest inputs: message -> the value a runtime gets (dexstack/manifest.py's kinds) ---
-def _joint_positions_input(spec: dict[str, Any], msg: JointState) -> np.ndarray:
-    return joint_positions(msg, spec["names"])
-
-
-def _rgb_input(spec: dict[str, Any], msg: Image) -> np.ndarray:
-    return _checked_image(msg, {"rgb8": (np.uint8, 3)})
-
-
 def _depth_input(spec: dict[str, Any], msg: Image) -> np.ndarray:
     mm = _checked_image(msg, {"16UC1": (np.uint16, 1)})
     # float32 metres (the contract), or raw millimetres when the graph wants them.
@@ -207,14 +197,6 @@ def _pose_input(spec: dict[str, Any], msg: PoseStamped) -> np.ndarray:
     return np.concatenate([position, quaternion / norm])  # non-finite stays so: the assembler refuses it
 
 
-def _text_input(spec: dict[str, Any], msg: String) -> str:
-    return msg.data
-
-
-def _vector_input(spec: dict[str, Any], msg: Float64MultiArray) -> np.ndarray:
-    return np.array(msg.data, dtype=np.float64)
-
-
 @dataclass(frozen=True)
 class InputWiring:
     """How the policy node reads one manifest input kind (whose message type is
@@ -227,14 +209,14 @@ class InputWiring:
 
 
 INPUT_WIRING: dict[str, InputWiring] = {
-    "joint_positions": InputWiring(contract.QoSKind.STATE_SUB, _joint_positions_input),
-    "rgb": InputWiring(contract.QoSKind.SENSOR_DATA, _rgb_input),
+    "joint_positions": InputWiring(contract.QoSKind.STATE_SUB, lambda spec, msg: joint_positions(msg, spec["names"])),
+    "rgb": InputWiring(contract.QoSKind.SENSOR_DATA, lambda spec, msg: _checked_image(msg, {"rgb8": (np.uint8, 3)})),
     "depth": InputWiring(contract.QoSKind.SENSOR_DATA, _depth_input),
     "segmentation": InputWiring(contract.QoSKind.SENSOR_DATA, _segmentation_input),
     "wrench": InputWiring(contract.QoSKind.SENSOR_DATA, _wrench_input),
     "pose": InputWiring(contract.QoSKind.SENSOR_DATA, _pose_input),
-    "text": InputWiring(contract.QoSKind.SENSOR_DATA, _text_input),
-    "vector": InputWiring(contract.QoSKind.SENSOR_DATA, _vector_input),
+    "text": InputWiring(contract.QoSKind.SENSOR_DATA, lambda spec, msg: msg.data),
+    "vector": InputWiring(contract.QoSKind.SENSOR_DATA, lambda spec, msg: np.array(msg.data, dtype=np.float64)),
 }
 
 
@@ -270,57 +252,6 @@ def diagnostic_status(node: Node, level: str, message: str, values: dict[str, ob
     return DiagnosticStatus(level=LEVEL[level], name=node.get_fully_qualified_name(), message=message,
                             hardware_id="dexstack",
                             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-
-
-class Window:
-    """Rolling window of float samples with percentiles (None while empty)."""
-
-    def __init__(self, size: int = 1000) -> None:  # 1000 ticks: 100 s at 10 Hz
-        self.values: deque[float] = deque(maxlen=size)
-
-    def add(self, value: float) -> None:
-        self.values.append(float(value))
-
-    def pct(self, q: float) -> float | None:
-        return float(np.percentile(np.fromiter(self.values, float), q)) if self.values else None
-
-    def ms(self, q: float) -> str:
-        """The q-th percentile formatted for diagnostics ("" while empty)."""
-        value = self.pct(q)
-        return "" if value is None else f"{value:.3f}"
-
-
-class ServingStats:
-    """A serving node's rolling timings (ms, for diagnostics and benchmarks) and counters. No
-    per-tick logging: everything goes into these windows."""
-
-    def __init__(self, rate_hz: float) -> None:
-        self.rate_hz = rate_hz
-        self.inference_ms, self.e2e_ms, self.age_ms = Window(), Window(), Window()
-        self.period_ms, self.jitter_ms = Window(), Window()
-        self.compute_ms = Window()  # trigger -> chunk published (steady clock)
-        self.last_tick_ns: int | None = None
-        self.chunks = self.holds = 0
-        self.last_hold_reason = ""
-
-    def tick(self, now_ns: int) -> None:
-        """Loop period and its jitter against 1/rate, on the node clock."""
-        if self.last_tick_ns is not None and now_ns > self.last_tick_ns:
-            period_ms = (now_ns - self.last_tick_ns) / 1e6
-            self.period_ms.add(period_ms)
-            self.jitter_ms.add(abs(period_ms - 1000.0 / self.rate_hz))
-        self.last_tick_ns = now_ns
-
-    def values(self) -> dict[str, object]:
-        return {
-            "inference_ms_p50": self.inference_ms.ms(50), "inference_ms_p99": self.inference_ms.ms(99),
-            "e2e_ms_p50": self.e2e_ms.ms(50), "e2e_ms_p99": self.e2e_ms.ms(99),
-            "compute_ms_p50": self.compute_ms.ms(50), "compute_ms_p99": self.compute_ms.ms(99),
-            "observation_age_ms": f"{self.age_ms.values[-1]:.3f}" if self.age_ms.values else "",
-            "observation_age_ms_p99": self.age_ms.ms(99),
-            "chunks": self.chunks, "hold_count": self.holds, "last_hold_reason": self.last_hold_reason,
-            "loop_period_ms_p50": self.period_ms.ms(50), "loop_jitter_ms_p99": self.jitter_ms.ms(99),
-        }
 
 
 # --- start-up ---------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from dexstack.hardware.profiles import get_profile
 from dexstack.observation import NS, Assembly, HoldReason, check_action
 from dexstack.ros_nodes import common
 from dexstack.runtime import ObservationError
-from dexstack.serving import ActivePolicy, load_policy
+from dexstack.serving import ActivePolicy, ServingStats, load_policy
 from dexstack.trajectory import ActionChunk
 
 K = contract.QoSKind
@@ -72,7 +72,7 @@ class PolicyNode(Node):
         self.subs: dict[str, tuple[Any, tuple]] = {}  # source topic -> (subscription, (message class, QoS))
         self.episode_key: tuple | None = None
         self.last_answer: JointTrajectory | None = None
-        self.stats = common.ServingStats(self.rate)
+        self.stats = ServingStats(self.rate)
         self.worst: HoldReason | None = None  # worst problem since the last diagnostics message
         self.load_error = ""
 

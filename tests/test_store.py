@@ -201,12 +201,12 @@ def test_damaged_version_is_refused_and_previous_still_loads(dexstack_home, tmp_
     bad_dir = store.publish(src).path
     damage(bad_dir)
     for attempt in (lambda: store.load("add_one@2", PANDA), lambda: store.load("add_one", PANDA),
-                    lambda: store.verify("add_one@2", deep=True)):
+                    lambda: store.verify("add_one@2", PANDA, deep=True)):
         with pytest.raises(PolicyRejected, match=message):
             attempt()
     assert store.load("add_one@1", PANDA) == good  # the version a node was serving is unaffected
     with pytest.raises(PolicyRejected):
-        store.promote("add_one@2")  # a damaged version cannot be promoted either
+        store.promote("add_one@2", PANDA)  # a damaged version cannot be promoted either
     assert not (store.root / "add_one" / "PROMOTED").exists()
 
 
@@ -225,7 +225,7 @@ def test_bad_publish_is_refused_and_leaves_nothing(dexstack_home, tmp_path) -> N
     store = PolicyStore()
     bad_joint = make_export(tmp_path / "bad_joint", joint_names=[*PANDA.joint_names[:7], "panda_jointX"])
     with pytest.raises(ManifestError, match=r"bad_joint/manifest.json: output joint 'panda_jointX' is not a joint"):
-        store.publish(bad_joint)
+        store.publish(bad_joint, profile=PANDA)
 
     unnamed = make_export(tmp_path / "unnamed", name=None)
     with pytest.raises(ManifestError, match=r"policy name None is missing or invalid: pass a name \(--name\)"):
@@ -246,6 +246,12 @@ def test_bad_publish_is_refused_and_leaves_nothing(dexstack_home, tmp_path) -> N
     assert not store.root.exists() or [p for p in store.root.rglob("*") if p.is_file() or p.name.startswith(".tmp")] == []
     assert store.list() == []
     assert store.publish(unnamed, name="named").version == "1"
+    # The store knows no robots: without a profile only the structure is checked; the fit is
+    # checked wherever a profile is given (load, verify, and the CLI passes the manifest's).
+    unchecked = store.publish(bad_joint)
+    assert store.verify(f"{unchecked.name}@{unchecked.version}").version == unchecked.version
+    with pytest.raises(PolicyRejected, match="does not fit robot profile 'panda': output joint 'panda_jointX'"):
+        store.load(f"{unchecked.name}@{unchecked.version}", PANDA)
 
 
 def test_schema_1_versions_load_upgraded_in_memory(dexstack_home, tmp_path) -> None:
@@ -428,6 +434,8 @@ def test_cli_publish_list_show_promote_verify(dexstack_home, tmp_path) -> None:
         (["show", "missing"], "no policy named 'missing'"),
         (["promote", "add_one@2"], "checksum mismatch for policy.onnx"),
         (["publish", str(tmp_path / "absent")], "not a directory"),
+        (["publish", str(make_export(tmp_path / "bad_joint", joint_names=[*PANDA.joint_names[:7], "panda_jointX"]))],
+         "output joint 'panda_jointX' is not a joint of robot profile 'panda'"),
     ]:
         result = runner.invoke(store_cli, [*args, "--root", str(root)])
         assert result.exit_code == 1, (args, result.output)
