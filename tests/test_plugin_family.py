@@ -14,6 +14,7 @@ from which target.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -157,9 +158,30 @@ def test_registered_family_publishes_loads_and_acts_in_process(plugin_root, tmp_
 def test_entry_point_is_discovered_by_a_fresh_process(plugin_root):
     script = "from dexstack.families import families; print(' '.join(families()))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         env={**__import__("os").environ, "PYTHONPATH": str(plugin_root)})
+                         env={**os.environ, "PYTHONPATH": str(plugin_root)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["bc", "diffusion", "gpayn", FAMILY_NAME]
+
+
+def test_registry_errors_name_what_is_known_and_what_is_wrong(plugin_root, tmp_path):
+    from dexstack.families import Family, get_family, register_family, resolve
+
+    with pytest.raises(KeyError, match=r"unknown policy family 'nope'; known families: bc, diffusion, gpayn"):
+        get_family("nope")
+    with pytest.raises(TypeError, match="register_family takes a Family, got dict"):
+        register_family({"name": "x"})
+    with pytest.raises(ValueError, match="'no_colon' is not a 'module:callable' reference"):
+        resolve("no_colon")
+    assert Family("x", runtime="m:f").train is None  # train and export are optional
+    # An entry point whose name is not its Family's name is refused when the registry is read.
+    bad = tmp_path / "bad_plugin"
+    write_family_package(bad)
+    (bad / "tiny_family-0.1.dist-info" / "entry_points.txt").write_text(
+        "[dexstack.families]\nother_name = tiny_family:FAMILY\n")
+    out = subprocess.run([sys.executable, "-c", "from dexstack.families import families; families()"],
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(bad)})
+    assert out.returncode != 0
+    assert "entry point 'other_name' in group 'dexstack.families' declares family 'tiny_offset'" in out.stderr
 
 
 class PluginRig:
