@@ -12,6 +12,7 @@ SUBPACKAGES = {
     "sim": ["sim", "sim/tasks", "sim/experts"],
     "hardware": ["hardware"],
 }
+FAMILIES = ["bc", "diffusion", "gpayn"]  # policy families shipped here (dexstack/families.py)
 NODES = ["sim_node", "safety_filter", "policy_node", "mock_hardware", "recorder", "expert_node", "hand_sim_node",
          "grasp_planner_node"]
 
@@ -44,5 +45,6 @@ setup(
     entry_points={
         "console_scripts": [f"{n} = {PACKAGE}.ros_nodes.{n}:main" for n in NODES]
         + [f"{PACKAGE} = {PACKAGE}.cli:main"],
+        "dexstack.families": [f"{f} = {PACKAGE}.policies.{f}.family:FAMILY" for f in FAMILIES],
     },
 )

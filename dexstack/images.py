@@ -1,4 +1,7 @@
-"""Image helpers shared by serving code (numpy + OpenCV, no ROS, no torch)."""
+"""Image preprocessing shared by the policy node's observation assembly and training code.
+
+numpy + OpenCV only (no ROS, no torch, no simulator).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from dexstack.runtime import ObservationError
 def center_crop_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H, W, 3) uint8 -> (height, width, 3): the centred crop with the output's aspect ratio,
     area-resized. For a camera whose field of view is set vertically (MuJoCo's fovy), this is
-    what a render of the same camera at height x width shows."""
+    what a render of the same camera at height x width shows. Raises ObservationError on an
+    image that is not (H, W, 3) uint8 or is smaller than the output."""
     import cv2  # a robot requirement (requirements-robot.txt); imported where it is needed
 
     image = np.asarray(image)

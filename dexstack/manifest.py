@@ -1,42 +1,41 @@
 """The policy manifest: what a policy version consumes and produces (BRIEF §5).
 
 `manifest.json` is the contract between a trainer and the policy node. The node wires its
-subscriptions from `inputs` (semantic kind + source topic), builds the family's runtime
-from `family` and `graphs`, and interprets the runtime's output with `outputs`. The store
-checks it twice: structurally (`validate_manifest`) and against the robot it will drive
-(`check_against_profile`).
+subscriptions from `inputs` alone (each input's kind fixes the message type, QoS and the value
+the runtime gets), builds the family's runtime through the family registry
+(`dexstack/families.py`), and publishes the runtime's joint chunks as `outputs` describes. The
+store checks it twice: structurally (`validate_manifest`) and against the robot it will drive
+(`check_against_profile`). Nothing here knows a family: family-specific settings live in the
+free-form `runtime` section, which only the family's runtime reads.
 
-Schema version 1 (see docs/STORE.md for an example):
+Schema version 2 (see docs/STORE.md for an example):
 
-- `schema_version` (int, 1), `name` (str), `version` (str of digits; both set by the store)
-- `family` (str): the runtime is `dexstack.policies.<family>.runtime.Runtime`
+- `schema_version` (int, 2), `name` (str), `version` (str of digits; both set by the store)
+- `family` (str): a name in the family registry
 - `robot_profile` (str): a name in `dexstack.hardware.profiles.PROFILES`
 - `graphs` ({role: file}): ONNX graphs in the version directory, e.g. {"policy": "policy.onnx"}
-- `inputs` (list): each {name, kind, source, shape, dtype, [names], [normalization]}; `name`
-  is the observation key the runtime reads
-- `outputs`: {kind: "joint_position_chunk", joint_names, chunk_length, dt (s), [normalization]}
+- `inputs` (list): each {name, kind, source, shape, dtype, [names], [normalization], [preprocess],
+  max_age_s | latched}; `name` is the observation key the runtime reads. Exactly one freshness
+  rule: `max_age_s` (> 0 s: an older sample is stale and the node holds at WARN) or
+  `latched: true` (kept until replaced, never stale; a new episode drops values stamped before
+  it). Kinds (`INPUT_KINDS`: message type; the value the runtime gets):
+  `joint_positions` (JointState; float (n,) in `names` order), `rgb` (Image rgb8; uint8 (H, W, 3);
+  `preprocess: "center_crop_resize"` crops the camera image about its centre to the shape's
+  aspect ratio and area-resizes it, "none" (default) wants the camera's own size), `depth`
+  (Image 16UC1 mm; float32 metres, or uint16 mm with dtype uint16; shape [H, W] or [H, W, 1]),
+  `segmentation` (Image mono8/mono16/16UC1/32SC1; int32 (H, W) ids), `wrench` (WrenchStamped;
+  float (6,) force N then torque N m), `pose` (PoseStamped; float (7,) x y z m, then the unit
+  quaternion qw qx qy qz), `text` (String; str, shape [] and dtype "str"), `vector`
+  (Float64MultiArray; float (n,), optional `names`).
+- `outputs`: {kind: "joint_position_chunk", joint_names, chunk_length, dt (s), [normalization]}:
+  every family's runtime answers with absolute joint targets
 - `files` ({relative path: sha256 hex}): every file but manifest.json (set by the store)
 - `provenance`: {code_commit, created (ISO-8601), [dataset_hash], [config], [training_time_s], ...}
 - `evaluation` (dict): evaluation results, free-form
-- `runtime` (dict, optional): family-specific serving settings (e.g. sampler steps)
+- `runtime` (dict, optional): family-specific serving settings (e.g. sampler steps), free-form
 
-Family "gpayn" (an actor whose action the serving side turns into joint targets,
-`policies/gpayn/serving.py`) additionally has:
-- input kind `vector`: {name, kind: "vector", source, shape: [n], dtype (float), read, ...}
-  where `read` says how the vector is made from what the robot publishes:
-  `joint_positions` (from /joint_states, with `names`, n = len(names)); `tactile` (the pads'
-  WrenchStamped topics `<source>/<pad>`, with `pads` and `layout` "flags_and_forces" (n = 2 x
-  pads: contact flags, then normal forces in N) or "forces" (n = pads)); `palm_pose` (n = 7,
-  position m + quaternion wxyz of the palm frame, forward kinematics of /joint_states);
-  `grasp_position` / `grasp_position_in_palm` (n = 3, the grasp target's position in the world
-  / palm frame) and `grasp_pose` (n = 7), from /grasp/target_pose.
-- rgb inputs may say `preprocess: "center_crop_resize"`: the camera's image is cropped about
-  its centre to the input's aspect ratio and resized to the input's size (a policy trained on
-  square renders of a 4:3 camera), so the shape may be smaller than the camera's.
-- output kind `action`: {kind: "action", action_dim, dt (s: what one action step lasts),
-  [names], [scales] (physical size of each element at +-1), [range] ([low, high])}; names and
-  scales may be null (the serving side's defaults).
-Other families keep the kinds above; a gpayn-only kind in their manifest is refused.
+Schema version 1 (inputs of kinds joint_positions / rgb / depth without a freshness field) is
+still read: `upgrade_manifest` gives each input its kind's staleness limit from the contract.
 """
 
 from __future__ import annotations
@@ -54,23 +53,31 @@ from dexstack import contract
 if TYPE_CHECKING:  # only for the annotation; profiles pull in numpy, which is fine but unneeded here
     from dexstack.hardware.profiles import RobotProfile
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)  # what this dexstack reads; version 1 is upgraded in memory
 MANIFEST_FILE = "manifest.json"
 
-INPUT_KINDS = ("joint_positions", "rgb", "depth")
-OUTPUT_KINDS = ("joint_position_chunk",)
-# Families whose serving side knows more kinds than the joint-chunk families (module docstring).
-FAMILY_INPUT_KINDS: dict[str, tuple[str, ...]] = {"gpayn": (*INPUT_KINDS, "vector")}
-FAMILY_OUTPUT_KINDS: dict[str, tuple[str, ...]] = {"gpayn": ("action",)}
-# Vector reads: {read: fixed length, or None when `names` / `pads` give it}.
-VECTOR_READS: dict[str, int | None] = {
-    "joint_positions": None, "tactile": None, "palm_pose": 7,
-    "grasp_position": 3, "grasp_position_in_palm": 3, "grasp_pose": 7,
+# Input kind -> the ROS message type it arrives as (ros_nodes/common.py converts each).
+INPUT_KINDS: dict[str, str] = {
+    "joint_positions": "sensor_msgs/msg/JointState",
+    "rgb": "sensor_msgs/msg/Image",
+    "depth": "sensor_msgs/msg/Image",
+    "segmentation": "sensor_msgs/msg/Image",
+    "wrench": "geometry_msgs/msg/WrenchStamped",
+    "pose": "geometry_msgs/msg/PoseStamped",
+    "text": "std_msgs/msg/String",
+    "vector": "std_msgs/msg/Float64MultiArray",
 }
-TACTILE_LAYOUTS = ("flags_and_forces", "forces")
+# Schema 1 knew these kinds only, with fixed staleness limits (s) that its upgrade writes out.
+SCHEMA1_MAX_AGE_S: dict[str, float] = {
+    "joint_positions": contract.JOINT_STATE_MAX_AGE_S,
+    "rgb": contract.CAMERA_MAX_AGE_S,
+    "depth": contract.CAMERA_MAX_AGE_S,
+}
+OUTPUT_KINDS = ("joint_position_chunk",)
 RGB_PREPROCESS = ("none", "center_crop_resize")
-PREPROCESS_FAMILIES = ("gpayn",)  # families whose serving side implements `preprocess`
 DTYPES = ("float32", "float64", "uint8", "uint16", "int32", "int64")
+TEXT_DTYPE = "str"  # the one dtype of a text input (shape [])
 NORMALIZATION_TYPES = ("none", "mean_std", "min_max", "scale")
 
 REQUIRED_KEYS = ("schema_version", "name", "version", "family", "robot_profile", "graphs", "inputs", "outputs",
@@ -80,7 +87,7 @@ OPTIONAL_KEYS = ("runtime",)
 # Policy names end up as directory names and in "NAME@VERSION" refs: keep them path- and ref-safe.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 VERSION_RE = re.compile(r"^[1-9][0-9]*$")
-FAMILY_RE = re.compile(r"^[a-z_][a-z0-9_]*$")  # a Python module name under dexstack.policies
+FAMILY_RE = re.compile(r"^[a-z_][a-z0-9_]*$")  # a registry name (dexstack/families.py)
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -191,47 +198,50 @@ def _check_normalization(norm: Any, width: int, where: str) -> None:
             stats("offset")
 
 
-def _check_vector(spec: dict, shape: list[int], dtype: str, where: str) -> None:
-    """A gpayn `vector` input: 1-D float and a known `read` whose fields fit the length."""
-    _require(len(shape) == 1, f"{where}.shape must be [n] for kind 'vector', got {shape}")
-    _require(dtype.startswith("float"), f"{where}.dtype must be a float type for kind 'vector', got {dtype!r}")
-    read = spec.get("read")
-    _require(read in VECTOR_READS, f"{where}.read is {read!r}; expected one of {list(VECTOR_READS)} "
-             "(how the vector is made from the robot's topics)")
-    n = shape[0]
-    if read == "joint_positions":
-        names = _name_list(spec.get("names"), f"{where}.names")
-        _require(len(names) == n, f"{where}: {len(names)} names but shape {shape}")
-    elif read == "tactile":
-        pads = _name_list(spec.get("pads"), f"{where}.pads")
-        layout = spec.get("layout")
-        _require(layout in TACTILE_LAYOUTS, f"{where}.layout is {layout!r}; expected one of {list(TACTILE_LAYOUTS)}")
-        expected = 2 * len(pads) if layout == "flags_and_forces" else len(pads)
-        _require(n == expected, f"{where}: layout {layout!r} of {len(pads)} pads has {expected} values, shape is {shape}")
+def _check_freshness(spec: dict, where: str, schema_version: int) -> None:
+    has_age, has_latched = "max_age_s" in spec, "latched" in spec
+    if schema_version == 1:
+        _require(not has_age and not has_latched, f"{where}: schema_version 1 has no 'max_age_s' / 'latched' "
+                 "(its kinds have fixed staleness limits); say schema_version 2")
+        return
+    _require(has_age != has_latched, f"{where} must say exactly one of 'max_age_s' (seconds before it is stale) "
+             "or 'latched': true (kept until replaced)")
+    if has_age:
+        age = spec["max_age_s"]
+        _require(_is_number(age) and age > 0, f"{where}.max_age_s must be a number of seconds > 0, got {age!r}")
     else:
-        _require(n == VECTOR_READS[read], f"{where}: read {read!r} has {VECTOR_READS[read]} values, shape is {shape}")
+        _require(spec["latched"] is True, f"{where}.latched must be true when given, got {spec['latched']!r}")
 
 
-def _check_input(spec: Any, where: str, family: str = "") -> None:
+def _check_input(spec: Any, where: str, schema_version: int = SCHEMA_VERSION) -> None:
     _require(isinstance(spec, dict), f"{where} must be an object")
     name = _str_field(spec, "name", where)
     where = f"{where} ({name!r})"
     kind = spec.get("kind")
-    kinds = FAMILY_INPUT_KINDS.get(family, INPUT_KINDS)
-    _require(kind in kinds, f"{where}.kind is {kind!r}; expected one of {list(kinds)}")
+    kinds = list(SCHEMA1_MAX_AGE_S) if schema_version == 1 else list(INPUT_KINDS)
+    _require(kind in kinds, f"{where}.kind is {kind!r}; expected one of {kinds}")
     source = _str_field(spec, "source", where)
     _require(source.startswith("/"), f"{where}.source must be an absolute topic name, got {source!r}")
     shape = spec.get("shape")
-    _require(isinstance(shape, list) and len(shape) > 0 and all(_is_int(d) and d > 0 for d in shape),
-             f"{where}.shape must be a non-empty list of positive integers, got {shape!r}")
     dtype = spec.get("dtype")
-    _require(dtype in DTYPES, f"{where}.dtype is {dtype!r}; expected one of {list(DTYPES)}")
+    if kind == "text":
+        _require(shape == [], f"{where}.shape must be [] for kind 'text' (one string), got {shape!r}")
+        _require(dtype == TEXT_DTYPE, f"{where}.dtype must be {TEXT_DTYPE!r} for kind 'text', got {dtype!r}")
+    else:
+        _require(isinstance(shape, list) and len(shape) > 0 and all(_is_int(d) and d > 0 for d in shape),
+                 f"{where}.shape must be a non-empty list of positive integers, got {shape!r}")
+        _require(dtype in DTYPES, f"{where}.dtype is {dtype!r}; expected one of {list(DTYPES)}")
+    _check_freshness(spec, where, schema_version)
+
+    def float_vector(length: int | None, what: str) -> None:
+        _require(len(shape) == 1 and (length is None or shape[0] == length),
+                 f"{where}.shape must be [{length or 'n'}] for kind {kind!r} ({what}), got {shape}")
+        _require(dtype.startswith("float"), f"{where}.dtype must be a float type for kind {kind!r}, got {dtype!r}")
 
     if kind == "joint_positions":
-        _require(len(shape) == 1, f"{where}.shape must be [n_joints] for kind 'joint_positions', got {shape}")
+        float_vector(None, "one position per joint")
         names = _name_list(spec.get("names"), f"{where}.names")
         _require(len(names) == shape[0], f"{where}: {len(names)} names but shape {shape}")
-        _require(dtype.startswith("float"), f"{where}.dtype must be a float type for joint positions, got {dtype!r}")
     elif kind == "rgb":
         _require(len(shape) == 3 and shape[2] == 3, f"{where}.shape must be [height, width, 3] for kind 'rgb', got {shape}")
         _require(dtype == "uint8", f"{where}.dtype must be 'uint8' for kind 'rgb', got {dtype!r}")
@@ -240,47 +250,36 @@ def _check_input(spec: Any, where: str, family: str = "") -> None:
                  f"{where}.shape must be [height, width] or [height, width, 1] for kind 'depth', got {shape}")
         # Observations carry depth in metres as float32 (contract); uint16 mm only if the graph wants raw.
         _require(dtype in ("float32", "uint16"), f"{where}.dtype must be 'float32' (m) or 'uint16' (mm) for depth")
+    elif kind == "segmentation":
+        _require(len(shape) == 2, f"{where}.shape must be [height, width] for kind 'segmentation', got {shape}")
+        _require(dtype == "int32", f"{where}.dtype must be 'int32' (segment ids) for kind 'segmentation', got {dtype!r}")
+    elif kind == "wrench":
+        float_vector(6, "force x y z in N, then torque x y z in N m")
+    elif kind == "pose":
+        float_vector(7, "position x y z in m, then the unit quaternion qw qx qy qz")
     elif kind == "vector":
-        _check_vector(spec, shape, dtype, where)
+        float_vector(None, "a vector of numbers")
+        if "names" in spec:
+            names = _name_list(spec["names"], f"{where}.names")
+            _require(len(names) == shape[0], f"{where}: {len(names)} names but shape {shape}")
     if "preprocess" in spec:
         preprocess = spec["preprocess"]
         _require(kind == "rgb" and preprocess in RGB_PREPROCESS,
                  f"{where}.preprocess is {preprocess!r}; only rgb inputs take one of {list(RGB_PREPROCESS)}")
-        _require(preprocess == "none" or family in PREPROCESS_FAMILIES,
-                 f"{where}.preprocess {preprocess!r} is only served for families {list(PREPROCESS_FAMILIES)}")
     if "names" in spec and kind not in ("joint_positions", "vector"):
         _name_list(spec["names"], f"{where}.names")
     if "normalization" in spec:
+        _require(kind != "text", f"{where}: a text input has no normalization")
         width = shape[-1] if kind != "depth" else 1
         _check_normalization(spec["normalization"], width, f"{where}.normalization")
 
 
-def _check_action_output(out: dict) -> None:
-    """outputs of kind 'action': one action vector per step, turned into commands by the serving side."""
-    dim = out.get("action_dim")
-    _require(_is_int(dim) and dim > 0, f"outputs.action_dim must be a positive integer, got {dim!r}")
-    dt = out.get("dt")
-    _require(_is_number(dt) and dt > 0, f"outputs.dt must be a positive number of seconds, got {dt!r}")
-    if out.get("names") is not None:
-        names = _name_list(out["names"], "outputs.names")
-        _require(len(names) == dim, f"outputs.names has {len(names)} entries, action_dim is {dim}")
-    if out.get("scales") is not None:
-        scales = _number_list(out["scales"], dim, "outputs.scales")
-        _require(all(s > 0 for s in scales), f"outputs.scales must all be > 0, got {scales}")
-    if out.get("range") is not None:
-        low, high = _number_list(out["range"], 2, "outputs.range")
-        _require(high > low, f"outputs.range must be [low, high] with high > low, got {out['range']}")
-
-
-def _check_outputs(out: Any, family: str = "") -> None:
+def _check_outputs(out: Any) -> None:
     where = "outputs"
     _require(isinstance(out, dict), "outputs must be an object")
     kind = out.get("kind")
-    kinds = FAMILY_OUTPUT_KINDS.get(family, OUTPUT_KINDS)
-    _require(kind in kinds, f"outputs.kind is {kind!r}; expected one of {list(kinds)}")
-    if kind == "action":
-        _check_action_output(out)
-        return
+    _require(kind in OUTPUT_KINDS, f"outputs.kind is {kind!r}; expected one of {list(OUTPUT_KINDS)} (every family "
+             "answers with joint targets; a family with another action converts inside its runtime)")
     names = _name_list(out.get("joint_names"), "outputs.joint_names")
     chunk = out.get("chunk_length")
     _require(_is_int(chunk) and chunk > 0, f"outputs.chunk_length must be a positive integer, got {chunk!r}")
@@ -323,7 +322,7 @@ def validate_manifest(m: dict[str, Any]) -> None:
 
     sv = m["schema_version"]
     _require(_is_int(sv), f"schema_version must be an integer, got {sv!r}")
-    _require(sv == SCHEMA_VERSION, f"schema_version {sv} is not supported (this dexstack reads {SCHEMA_VERSION})")
+    _require(sv in SCHEMA_VERSIONS, f"schema_version {sv} is not supported (this dexstack reads {list(SCHEMA_VERSIONS)})")
     name = m["name"]
     _require(isinstance(name, str) and NAME_RE.match(name) is not None,
              f"name must match {NAME_RE.pattern} (letters, digits, '_', '.', '-'), got {name!r}")
@@ -332,7 +331,7 @@ def validate_manifest(m: dict[str, Any]) -> None:
              f"version must be a string of digits like \"3\", got {version!r}")
     family = m["family"]
     _require(isinstance(family, str) and FAMILY_RE.match(family) is not None,
-             f"family must be a lower-case module name like 'bc', got {family!r}")
+             f"family must be a lower-case identifier like 'my_family', got {family!r}")
     _str_field(m, "robot_profile", "manifest")
 
     files = m["files"]
@@ -351,107 +350,89 @@ def validate_manifest(m: dict[str, Any]) -> None:
     inputs = m["inputs"]
     _require(isinstance(inputs, list) and len(inputs) > 0, "inputs must be a non-empty list")
     for i, spec in enumerate(inputs):
-        _check_input(spec, f"inputs[{i}]", family)
+        _check_input(spec, f"inputs[{i}]", sv)
     names = [spec["name"] for spec in inputs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     _require(not duplicates, f"inputs have duplicate names: {duplicates}")
+    by_source: dict[str, tuple[str, bool]] = {}
+    for spec in inputs:  # one subscription per topic: one message type and one QoS
+        wiring = (INPUT_KINDS[spec["kind"]], spec.get("latched") is True)
+        first = by_source.setdefault(spec["source"], wiring)
+        _require(first == wiring, f"inputs on {spec['source']!r} disagree on their message type or 'latched' ({first} vs "
+                 f"{wiring}): inputs sharing a topic share its message type and QoS")
 
-    _check_outputs(m["outputs"], family)
+    _check_outputs(m["outputs"])
     _check_provenance(m["provenance"])
     _require(isinstance(m["evaluation"], dict), "evaluation must be an object")
     if "runtime" in m:
         _require(isinstance(m["runtime"], dict), "runtime must be an object")
 
 
+def upgrade_manifest(m: dict[str, Any]) -> dict[str, Any]:
+    """A validated manifest in schema version 2: a schema-1 one is copied with each input given its
+    kind's staleness limit (`SCHEMA1_MAX_AGE_S`); a schema-2 one is returned as it is."""
+    if m["schema_version"] == SCHEMA_VERSION:
+        return m
+    inputs = [dict(spec, max_age_s=SCHEMA1_MAX_AGE_S[spec["kind"]]) for spec in m["inputs"]]
+    return dict(m, schema_version=SCHEMA_VERSION, inputs=inputs)
+
+
 # --- fit to a robot -----------------------------------------------------------------------
-
-def _camera_of(source: str, topic_for: Any, cameras: tuple[str, ...]) -> str | None:
-    for cam in cameras:
-        if topic_for(cam) == source:
-            return cam
-    return None
-
 
 def check_against_profile(m: dict[str, Any], profile: RobotProfile) -> None:
     """Check that a (validated) manifest fits `profile`: same robot, the same joints as
-    outputs, known joint names in inputs, and input sources the robot publishes with the
-    image size its cameras produce. Raises ManifestError."""
+    outputs, known joint names in inputs, and robot inputs on topics the robot publishes (at
+    the image size its cameras produce). Inputs of kinds pose, text and vector come from
+    other nodes (planners, operators), so any topic will do. Raises ManifestError."""
     if m["robot_profile"] != profile.name:
         raise ManifestError(f"policy is for robot profile {m['robot_profile']!r}, not {profile.name!r}")
-    if m["outputs"]["kind"] == "action":
-        # Actions name no joints: the serving side turns each into a command for every joint.
-        _check_inputs_against_profile(m, profile)
-        return
     joints = list(profile.joint_names)
-    joint_list = ", ".join(joints)
-
     out_names = m["outputs"]["joint_names"]
     for name in out_names:
         if name not in joints:
             raise ManifestError(f"output joint {name!r} is not a joint of robot profile {profile.name!r} "
-                                f"(joints: {joint_list})")
+                                f"(joints: {', '.join(joints)})")
     missing = [j for j in joints if j not in out_names]
     if missing:
         raise ManifestError(f"outputs.joint_names lack joint(s) {missing} of robot profile {profile.name!r}: a chunk "
                             "must command every joint")
-    _check_inputs_against_profile(m, profile)
+    for spec in m["inputs"]:
+        _check_input_against_profile(spec, profile)
 
 
-def _check_vector_source(spec: dict[str, Any], profile: RobotProfile, where: str) -> None:
-    read, source = spec["read"], spec["source"]
-    if read in ("joint_positions", "palm_pose"):
+def _camera_topics(kind: str, profile: RobotProfile) -> dict[str, str]:
+    """{topic: camera} of the profile's cameras for an image kind."""
+    topic_for = {"rgb": contract.camera_color_topic, "depth": contract.camera_depth_topic,
+                 "segmentation": contract.camera_mask_topic}[kind]
+    return {topic_for(cam): cam for cam in profile.camera_names}
+
+
+def _check_input_against_profile(spec: dict[str, Any], profile: RobotProfile) -> None:
+    where, kind, source = f"input {spec['name']!r}", spec["kind"], spec["source"]
+    if kind == "joint_positions":
         if source != contract.JOINT_STATES:
-            raise ManifestError(f"{where}: read {read!r} comes from {contract.JOINT_STATES!r}, not {source!r}")
-        unknown = [n for n in spec.get("names", []) if n not in profile.joint_names]
+            raise ManifestError(f"{where}: joint positions come from {contract.JOINT_STATES!r}, not {source!r}")
+        unknown = [n for n in spec["names"] if n not in profile.joint_names]
         if unknown:
             raise ManifestError(f"{where}: joint(s) {unknown} are not joints of robot profile {profile.name!r} "
                                 f"(joints: {', '.join(profile.joint_names)})")
-    elif read == "tactile":
-        unknown = [p for p in spec["pads"] if p not in profile.tactile_pads]
-        if unknown:
-            raise ManifestError(f"{where}: pad(s) {unknown} are not tactile pads of robot profile {profile.name!r} "
-                                f"(pads: {list(profile.tactile_pads)})")
-        wrong = [p for p in spec["pads"] if f"{source}/{p}" != contract.tactile_topic(p)]
-        if wrong:
-            raise ManifestError(f"{where}: tactile source {source!r} does not prefix the pad topics "
-                                f"{[contract.tactile_topic(p) for p in wrong]}")
-    elif source != contract.GRASP_TARGET_POSE:  # the grasp reads
-        raise ManifestError(f"{where}: read {read!r} comes from {contract.GRASP_TARGET_POSE!r}, not {source!r}")
-
-
-def _check_inputs_against_profile(m: dict[str, Any], profile: RobotProfile) -> None:
-    joints = list(profile.joint_names)
-    joint_list = ", ".join(joints)
-    provided = {t.name for t in profile.topics()}
-    cams = profile.camera_names
-    for spec in m["inputs"]:
-        where = f"input {spec['name']!r}"
-        for name in spec.get("names", []):
-            if spec["kind"] == "joint_positions" and name not in joints:
-                raise ManifestError(f"{where}: joint {name!r} is not a joint of robot profile {profile.name!r} "
-                                    f"(joints: {joint_list})")
-        source = spec["source"]
-        if spec["kind"] == "vector":
-            _check_vector_source(spec, profile, where)
-            continue
-        if spec["kind"] == "joint_positions":
-            if source != contract.JOINT_STATES:
-                raise ManifestError(f"{where}: joint positions come from {contract.JOINT_STATES!r}, not {source!r}")
-            continue
-        topic_for = contract.camera_color_topic if spec["kind"] == "rgb" else contract.camera_depth_topic
-        cam = _camera_of(source, topic_for, cams)
-        if cam is None or source not in provided:
-            expected = [topic_for(c) for c in cams]
-            raise ManifestError(f"{where}: source {source!r} is not a {spec['kind']} topic of robot profile "
-                                f"{profile.name!r} (available: {expected})")
-        spec_cam = profile.camera(cam)
+    elif kind == "wrench":
+        topics = [t.name for t in profile.topics() if t.msg_type == INPUT_KINDS["wrench"]]
+        if source not in topics:
+            raise ManifestError(f"{where}: source {source!r} is not a wrench topic of robot profile {profile.name!r} "
+                                f"(available: {topics})")
+    elif kind in ("rgb", "depth", "segmentation"):
+        cameras = _camera_topics(kind, profile)
+        if source not in cameras:
+            raise ManifestError(f"{where}: source {source!r} is not a {kind} topic of robot profile "
+                                f"{profile.name!r} (available: {list(cameras)})")
+        cam = profile.camera(cameras[source])
         height, width = spec["shape"][0], spec["shape"][1]
-        if spec.get("preprocess") == "center_crop_resize":
-            if height > spec_cam.height or width > spec_cam.width:
+        if spec.get("preprocess", "none") != "none":
+            if height > cam.height or width > cam.width:
                 raise ManifestError(f"{where}: expects {height}x{width} (HxW) images cropped and resized from camera "
-                                    f"{cam!r} of robot profile {profile.name!r}, which publishes only "
-                                    f"{spec_cam.height}x{spec_cam.width}")
-            continue
-        if (height, width) != (spec_cam.height, spec_cam.width):
-            raise ManifestError(f"{where}: expects {height}x{width} (HxW) images but camera {cam!r} of robot profile "
-                                f"{profile.name!r} publishes {spec_cam.height}x{spec_cam.width}")
+                                    f"{cam.name!r} of robot profile {profile.name!r}, which publishes only "
+                                    f"{cam.height}x{cam.width}")
+        elif (height, width) != (cam.height, cam.width):
+            raise ManifestError(f"{where}: expects {height}x{width} (HxW) images but camera {cam.name!r} of robot "
+                                f"profile {profile.name!r} publishes {cam.height}x{cam.width}")

@@ -1,14 +1,21 @@
 """Observation assembly for the policy node, without ROS.
 
-The policy node converts each incoming message to an array and hands it here; this module
+The policy node converts each incoming message to a value and hands it here; this module
 decides what the policy may act on. It keeps the last few samples of every manifest input
 (keyed by the input's name) and answers two questions:
 
 - `latest(now_ns)` (timer trigger, real time): the newest sample of each input, checked for
-  staleness against the node's clock, shape and finiteness (BRIEF §2: latest message of each
-  topic with a staleness check, not exact synchronisation);
+  staleness against the node's clock (the input's `max_age_s`), shape and finiteness (BRIEF §2:
+  latest message of each topic with a staleness check, not exact synchronisation);
 - `take_matched(now_ns)` (observation trigger, lockstep sim): the newest set in which every
-  input carries the SAME stamp, newer than the last set answered; each stamp is answered once.
+  streamed input carries the SAME stamp, newer than the last set answered; each stamp is
+  answered once.
+
+Latched inputs (`latched: true`, e.g. a planner's target pose published once per episode) are
+kept until replaced and are never stale; they take no part in stamp matching. Until one has
+arrived the node holds at WARN ("waiting for ..."), so a runtime never sees it missing. When a
+new episode starts (`episode_started`, or the stamps of a streamed input going backwards) the
+latched values stamped before its start are dropped: they are the previous scene's.
 
 Either returns an `Assembly`: an observation to act on, or a `HoldReason` saying why the
 node must hold instead. Stamps are integer nanoseconds so that "same stamp" is exact.
@@ -22,18 +29,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dexstack import contract
-
-JOINT_POSITIONS_KIND = "joint_positions"
-RGB_KIND = "rgb"
-DEPTH_KIND = "depth"
-
-# How old (seconds, on the node's clock) each kind of input may be before the policy holds.
-MAX_AGE_S: dict[str, float] = {
-    JOINT_POSITIONS_KIND: contract.JOINT_STATE_MAX_AGE_S,
-    RGB_KIND: contract.CAMERA_MAX_AGE_S,
-    DEPTH_KIND: contract.CAMERA_MAX_AGE_S,
-}
+from dexstack.images import center_crop_resize
+from dexstack.manifest import INPUT_KINDS
+from dexstack.runtime import ObservationError
 
 NS = 1_000_000_000
 
@@ -52,13 +50,14 @@ class Assembly:
     """The result of assembling one observation.
 
     `stamp_ns` is the stamp the answer (chunk or hold) must carry: the stamp of the primary
-    input (the first joint-positions input, else the first input), or the clock time when
-    that input has never arrived. `observation` is set iff `hold` is None. `age_s` is the age
-    of the oldest input used (seconds, node clock), None if an input was missing.
+    input (the first streamed joint-positions input, else the first streamed input), or the
+    clock time when that input has never arrived. `observation` is set iff `hold` is None.
+    `age_s` is the age of the oldest streamed input used (seconds, node clock), None if an
+    input was missing.
     """
 
     stamp_ns: int
-    observation: dict[str, np.ndarray] | None
+    observation: dict[str, Any] | None
     hold: HoldReason | None
     age_s: float | None
 
@@ -66,16 +65,16 @@ class Assembly:
 @dataclass(frozen=True)
 class _Sample:
     stamp_ns: int
-    value: np.ndarray | None  # None when the message could not be converted
+    value: Any  # None when the message could not be converted
     error: str | None
 
 
 class ObservationAssembler:
-    """Keeps the last `history` samples of every input named by a manifest's `inputs`.
+    """Keeps the last `history` samples of every input named by a (schema 2) manifest's `inputs`.
 
-    Each input spec is a manifest dict with at least `name`, `kind` (joint_positions | rgb |
-    depth), `source` (topic) and `shape`; `dtype` (numpy name) is applied when present.
-    Raises ValueError for an input kind this assembler does not know.
+    Each input spec is a manifest dict with at least `name`, `kind`, `source`, `shape` and a
+    freshness rule (`max_age_s` or `latched: true`); `dtype` (numpy name) is applied when present
+    and `preprocess` to rgb images. Raises ValueError for an input this assembler cannot serve.
     """
 
     def __init__(self, inputs: list[dict[str, Any]], history: int = 8) -> None:
@@ -86,21 +85,27 @@ class ObservationAssembler:
             for key in ("name", "kind", "source", "shape"):
                 if key not in spec:
                     raise ValueError(f"manifest input {spec.get('name', spec)!r} lacks {key!r}")
-            if spec["kind"] not in MAX_AGE_S:
+            if spec["kind"] not in INPUT_KINDS:
                 raise ValueError(f"input {spec['name']!r}: unsupported kind {spec['kind']!r}; "
-                                 f"supported: {sorted(MAX_AGE_S)}")
+                                 f"supported: {sorted(INPUT_KINDS)}")
+            if (spec.get("latched") is True) == ("max_age_s" in spec):
+                raise ValueError(f"input {spec['name']!r} needs exactly one of max_age_s or latched: true")
         names = [s["name"] for s in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"manifest input names are not unique: {names}")
         self._specs = {s["name"]: s for s in self.inputs}
-        joint_inputs = [s["name"] for s in self.inputs if s["kind"] == JOINT_POSITIONS_KIND]
-        self.primary = joint_inputs[0] if joint_inputs else names[0]
-        self._samples: dict[str, deque[_Sample]] = {n: deque(maxlen=history) for n in names}
+        self.latched = [s["name"] for s in self.inputs if s.get("latched") is True]
+        streamed = [s for s in self.inputs if s.get("latched") is not True]
+        joint_inputs = [s["name"] for s in streamed if s["kind"] == "joint_positions"]
+        self.primary = (joint_inputs or [s["name"] for s in streamed] or names)[0]
+        self._samples: dict[str, deque[_Sample]] = {s["name"]: deque(maxlen=history) for s in streamed}
+        self._latched: dict[str, _Sample | None] = {n: None for n in self.latched}
         self._by_source: dict[str, list[dict[str, Any]]] = {}
         for spec in self.inputs:
             self._by_source.setdefault(spec["source"], []).append(spec)
         self.answered_ns: int | None = None  # newest stamp answered by take_matched
         self.time_jumps = 0  # how often an input's stamps went backwards (sim reset)
+        self.episode_start_ns: int | None = None  # latched values stamped before this are the last scene's
 
     # --- wiring -------------------------------------------------------------------------
     def sources(self) -> dict[str, list[dict[str, Any]]]:
@@ -108,9 +113,9 @@ class ObservationAssembler:
         return self._by_source
 
     # --- feeding ------------------------------------------------------------------------
-    def add(self, name: str, stamp_ns: int, value: np.ndarray) -> None:
-        """Store a converted sample of input `name` taken at `stamp_ns`."""
-        self._push(name, _Sample(int(stamp_ns), np.asarray(value), None))
+    def add(self, name: str, stamp_ns: int, value: Any) -> None:
+        """Store a converted sample of input `name` taken at `stamp_ns` (a str for text inputs)."""
+        self._push(name, _Sample(int(stamp_ns), value if isinstance(value, str) else np.asarray(value), None))
 
     def add_invalid(self, name: str, stamp_ns: int, error: str) -> None:
         """Record that the message for `name` at `stamp_ns` could not be converted: acting on
@@ -118,8 +123,12 @@ class ObservationAssembler:
         self._push(name, _Sample(int(stamp_ns), None, error))
 
     def _push(self, name: str, sample: _Sample) -> None:
+        if name in self._latched:
+            if self.episode_start_ns is None or sample.stamp_ns >= self.episode_start_ns:
+                self._latched[name] = sample  # else: planned for the previous scene
+            return
         if name not in self._samples:
-            raise KeyError(f"no input named {name!r}; inputs: {list(self._samples)}")
+            raise KeyError(f"no input named {name!r}; inputs: {list(self._specs)}")
         buf = self._samples[name]
         if buf and sample.stamp_ns < buf[-1].stamp_ns:
             # Time went backwards (the sim restarted its clock for a new episode): samples of
@@ -127,19 +136,34 @@ class ObservationAssembler:
             buf.clear()
             self.answered_ns = None
             self.time_jumps += 1
+            self.episode_started(sample.stamp_ns)
         if buf and buf[-1].stamp_ns == sample.stamp_ns:
             buf[-1] = sample  # a re-send of the same stamp replaces the earlier one
         else:
             buf.append(sample)
 
+    def episode_started(self, stamp_ns: int) -> None:
+        """A new episode (scene) from `stamp_ns` on: drop latched values stamped before it, and
+        ignore ones that arrive later with such a stamp."""
+        self.episode_start_ns = int(stamp_ns)
+        for name, sample in self._latched.items():
+            if sample is not None and sample.stamp_ns < self.episode_start_ns:
+                self._latched[name] = None
+
     def carry_over_from(self, other: ObservationAssembler) -> None:
-        """Adopt the samples of inputs that `other` also has (same name, kind and source) and
-        its answered stamp, so a hot-swap neither waits for fresh messages nor re-answers."""
+        """Adopt the samples of inputs that `other` also has (same name, kind, source and
+        freshness), its latched values, episode start and answered stamp, so a hot-swap neither
+        waits for fresh messages nor re-answers."""
         for name, spec in self._specs.items():
             old = other._specs.get(name)
-            if old is not None and old["kind"] == spec["kind"] and old["source"] == spec["source"]:
+            if old is None or any(old.get(k) != spec.get(k) for k in ("kind", "source", "latched")):
+                continue
+            if name in self._latched:
+                self._latched[name] = other._latched[name]
+            else:
                 self._samples[name].extend(other._samples[name])
         self.answered_ns = other.answered_ns
+        self.episode_start_ns = other.episode_start_ns
 
     # --- assembling ---------------------------------------------------------------------
     def latest(self, now_ns: int) -> Assembly:
@@ -159,8 +183,8 @@ class ObservationAssembler:
         return self._check(chosen, stamp_ns, now_ns)
 
     def take_matched(self, now_ns: int) -> Assembly | None:
-        """Observation trigger: the newest stamp present in every input and newer than the
-        last one answered, or None if no such complete set exists yet. The stamp is marked
+        """Observation trigger: the newest stamp present in every streamed input and newer than
+        the last one answered, or None if no such complete set exists yet. The stamp is marked
         answered, so each stamp is answered exactly once."""
         common: set[int] | None = None
         for buf in self._samples.values():
@@ -168,7 +192,7 @@ class ObservationAssembler:
             common = stamps if common is None else common & stamps
             if not common:
                 return None
-        candidates = [t for t in common if self.answered_ns is None or t > self.answered_ns]
+        candidates = [t for t in common or () if self.answered_ns is None or t > self.answered_ns]
         if not candidates:
             return None
         stamp_ns = max(candidates)
@@ -176,31 +200,48 @@ class ObservationAssembler:
         self.answered_ns = stamp_ns
         return self._check(chosen, stamp_ns, now_ns)
 
+    def _value(self, spec: dict[str, Any], sample: _Sample) -> Any:
+        """The checked value of a sample; raises ObservationError with the reason."""
+        if sample.error is not None:
+            raise ObservationError(sample.error)
+        value = sample.value
+        if spec["kind"] == "text":
+            if not isinstance(value, str):
+                raise ObservationError(f"expected a string, got {type(value).__name__}")
+            return value
+        if spec.get("preprocess", "none") == "center_crop_resize":
+            value = center_crop_resize(value, *spec["shape"][:2])
+        if tuple(value.shape) != tuple(spec["shape"]):
+            raise ObservationError(f"shape {tuple(value.shape)}, expected {tuple(spec['shape'])}")
+        if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+            raise ObservationError("contains NaN or inf")
+        if "dtype" in spec and value.dtype != np.dtype(spec["dtype"]):
+            value = value.astype(spec["dtype"])
+        return value
+
     def _check(self, chosen: dict[str, _Sample], stamp_ns: int, now_ns: int) -> Assembly:
         # Bad input (ERROR) is reported before staleness (WARN): garbage is garbage at any age.
-        observation: dict[str, np.ndarray] = {}
-        for name, sample in chosen.items():
+        latched = {name: s for name, s in self._latched.items() if s is not None}
+        observation: dict[str, Any] = {}
+        for name, sample in {**chosen, **latched}.items():
             spec = self._specs[name]
-            where = f"{name} ({spec['source']})"
-            if sample.error is not None:
-                return Assembly(stamp_ns, None, HoldReason("ERROR", f"{where}: {sample.error}"), None)
-            value = sample.value
-            if tuple(value.shape) != tuple(spec["shape"]):
-                return Assembly(stamp_ns, None, HoldReason(
-                    "ERROR", f"{where}: shape {tuple(value.shape)}, expected {tuple(spec['shape'])}"), None)
-            if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
-                return Assembly(stamp_ns, None, HoldReason("ERROR", f"{where}: contains NaN or inf"), None)
-            if "dtype" in spec and value.dtype != np.dtype(spec["dtype"]):
-                value = value.astype(spec["dtype"])
-            observation[name] = value
+            try:
+                observation[name] = self._value(spec, sample)
+            except ObservationError as exc:
+                return Assembly(stamp_ns, None, HoldReason("ERROR", f"{name} ({spec['source']}): {exc}"), None)
         ages = {name: (now_ns - s.stamp_ns) / NS for name, s in chosen.items()}
+        oldest = max(ages.values(), default=None)
         for name, age in ages.items():
-            limit = MAX_AGE_S[self._specs[name]["kind"]]
+            limit = float(self._specs[name]["max_age_s"])
             if age > limit:
                 return Assembly(stamp_ns, None, HoldReason(
                     "WARN", f"{name} ({self._specs[name]['source']}) is stale: {age:.3f} s old, "
-                            f"max {limit:.3f} s (is the publisher running, and on the same clock?)"), max(ages.values()))
-        return Assembly(stamp_ns, observation, None, max(ages.values()))
+                            f"max {limit:.3f} s (is the publisher running, and on the same clock?)"), oldest)
+        waiting = [name for name in self._latched if name not in latched]
+        if waiting:
+            waits = ", ".join(f"{n} on {self._specs[n]['source']}" for n in waiting)
+            return Assembly(stamp_ns, None, HoldReason("WARN", f"waiting for {waits}"), oldest)
+        return Assembly(stamp_ns, observation, None, oldest)
 
 
 def check_action(action: np.ndarray, outputs: dict[str, Any]) -> HoldReason | None:

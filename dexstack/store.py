@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import dexstack
+from dexstack.families import get_family
 from dexstack.files import fsync_dir
 from dexstack.manifest import (
     MANIFEST_FILE,
@@ -47,6 +48,7 @@ from dexstack.manifest import (
     check_against_profile,
     load_manifest,
     sha256_file,
+    upgrade_manifest,
     validate_manifest,
 )
 
@@ -65,7 +67,8 @@ class PolicyRejected(Exception):
 
 @dataclass(frozen=True)
 class LoadedPolicy:
-    """A verified policy version. `manifest_sha256` identifies it exactly (diagnostics)."""
+    """A verified policy version. `manifest` is in the current schema (`upgrade_manifest`: a
+    schema-1 file is upgraded in memory); `manifest_sha256` identifies the file exactly (diagnostics)."""
 
     name: str
     version: str
@@ -349,22 +352,20 @@ class PolicyStore:
             validate_manifest(manifest)
         except ManifestError as exc:
             raise PolicyRejected(f"{label}: invalid manifest: {exc}") from None
+        try:
+            get_family(manifest["family"])
+        except KeyError as exc:
+            raise PolicyRejected(f"{label}: {exc.args[0]}") from None
+        manifest = upgrade_manifest(manifest)
         if (manifest["name"], manifest["version"]) != (name, version):
             raise PolicyRejected(f"{label}: its manifest says {manifest['name']}@{manifest['version']}; "
                                  "the version directory was copied or renamed by hand")
         self._check_files(path, manifest["files"], label)
-
-        if profile is None:
-            from dexstack.hardware.profiles import get_profile
-
+        if profile is not None:
             try:
-                profile = get_profile(manifest["robot_profile"])
-            except KeyError as exc:
-                raise PolicyRejected(f"{label}: {exc.args[0]}") from None
-        try:
-            check_against_profile(manifest, profile)
-        except ManifestError as exc:
-            raise PolicyRejected(f"{label} does not fit robot profile {profile.name!r}: {exc}") from None
+                check_against_profile(manifest, profile)
+            except ManifestError as exc:
+                raise PolicyRejected(f"{label} does not fit robot profile {profile.name!r}: {exc}") from None
         if deep:
             self._open_graphs(path, manifest, label)
         return LoadedPolicy(name=name, version=version, path=path, manifest=manifest,
@@ -405,17 +406,20 @@ class PolicyStore:
         return self._check(ref, profile, deep=False)
 
     def verify(self, ref: str, profile: RobotProfile | None = None, deep: bool = False) -> LoadedPolicy:
-        """Like `load`; `profile` defaults to the manifest's robot profile. `deep` also opens
-        every graph with onnxruntime (what the runtime will do)."""
+        """Like `load`, but the fit to a robot is checked only when `profile` is given (the store
+        knows no robots: `dexstack store verify` passes the manifest's). `deep` also opens every
+        graph with onnxruntime (what the runtime will do)."""
         return self._check(ref, profile, deep=deep)
 
     # --- writing --------------------------------------------------------------------------
 
-    def publish(self, src_dir: str | Path, name: str | None = None) -> LoadedPolicy:
+    def publish(self, src_dir: str | Path, name: str | None = None, profile: RobotProfile | None = None
+                ) -> LoadedPolicy:
         """Publish an export directory (manifest.json + files) as the next version of `name`
         (default: the manifest's "name"). The store sets name, version and the sha256 of
-        every file; "evaluation" defaults to {}. Raises ManifestError on bad input, leaving
-        the store unchanged."""
+        every file; "evaluation" defaults to {}. With `profile` (`dexstack store publish` passes
+        the manifest's robot profile), the manifest must also fit that robot. Raises
+        ManifestError on bad input, leaving the store unchanged."""
         src = Path(src_dir).expanduser()
         if not src.is_dir():
             raise ManifestError(f"{src}: not a directory (expected an export dir with {MANIFEST_FILE} and its files)")
@@ -444,13 +448,12 @@ class PolicyStore:
         manifest.setdefault("evaluation", {})
         try:
             validate_manifest(manifest)
-            from dexstack.hardware.profiles import get_profile
-
             try:
-                profile = get_profile(manifest["robot_profile"])
+                get_family(manifest["family"])
             except KeyError as exc:
                 raise ManifestError(exc.args[0]) from None
-            check_against_profile(manifest, profile)
+            if profile is not None:
+                check_against_profile(upgrade_manifest(manifest), profile)
         except ManifestError as exc:
             raise ManifestError(f"{src}/{MANIFEST_FILE}: {exc}") from None
 
@@ -461,13 +464,14 @@ class PolicyStore:
         others = [int(v) for b in self.backends if b is not self.local for v in b.versions(name)]
         version = self.local.publish(name, {rel: (files[rel], digests[rel]) for rel in files}, manifest_for,
                                      min_version=max(others, default=0) + 1)
-        return self.verify(f"{name}@{version}")
+        return self.verify(f"{name}@{version}", profile)
 
-    def promote(self, ref: str) -> None:
+    def promote(self, ref: str, profile: RobotProfile | None = None) -> None:
         """Make plain `name` resolve to NAME@VERSION (written to the writable store, also for
-        bundled versions). The version must verify first. Raises PolicyRejected."""
+        bundled versions). The version must verify first (for `profile`, when given). Raises
+        PolicyRejected."""
         name, version = parse_ref(ref)
         if version is None:
             raise PolicyRejected(f"promote needs NAME@VERSION, got {ref!r}")
-        self.verify(ref)
+        self.verify(ref, profile)
         self.local.set_promoted(name, version)

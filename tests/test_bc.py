@@ -204,7 +204,7 @@ def test_export_publishes_validates_and_loads(trained, dexstack_home):
     assert prov["config"]["chunk_length"] == 8 and len(prov["dataset_hash"]) == 64
     assert [i["source"] for i in loaded.manifest["inputs"]] == [
         contract.JOINT_STATES, contract.camera_color_topic("wrist"), contract.camera_color_topic("scene")]
-    runtime = load_runtime(loaded.path, loaded.manifest)  # what the policy node does
+    runtime = load_runtime(loaded.path, loaded.manifest, profile=PANDA)  # what the policy node does
     obs = observation_from(data, 2, 5)
     from dexstack.policies.bc.runtime import Runtime
 

@@ -229,7 +229,7 @@ def test_published_policy_loads_through_the_store(tmp_path, dexstack_home):
     loaded = store.load("diffusion_test", PANDA)
     validate_manifest(loaded.manifest)
     check_against_profile(loaded.manifest, PANDA)
-    runtime = load_runtime(loaded.path, loaded.manifest)
+    runtime = load_runtime(loaded.path, loaded.manifest, profile=PANDA)
     direct = Runtime(policy_dir, manifest)
     obs = observation(9, panda_image)
     np.testing.assert_array_equal(runtime.act(obs), direct.act(obs))

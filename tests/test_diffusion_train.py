@@ -234,7 +234,7 @@ def test_exported_runtime_acts_like_the_trained_model(trained):
     data, run, export_dir, _ = trained
     manifest = json.loads((export_dir / "manifest.json").read_text())
     model, config, _ = load_trained(run)
-    runtime = load_runtime(export_dir, manifest)
+    runtime = load_runtime(export_dir, manifest, profile=PANDA)
     runtime.reset()
     noise_rng = np.random.default_rng(0)  # the runtime's sampler draws its initial noise from this stream
     for frame in range(5):  # the runtime's own feature history must equal the trainer's window (k-To+1 .. k)
@@ -260,7 +260,7 @@ def test_publish_validates_and_loads_against_panda(trained, dexstack_home):
     run_info = json.loads((run / "run.json").read_text())
     assert prov["dataset_hash"] == run_info["dataset_hash"] and prov["epochs_trained"] == 21
     assert prov["config"]["past_tokens_in_loss"] == 1
-    runtime = load_runtime(loaded.path, loaded.manifest)
+    runtime = load_runtime(loaded.path, loaded.manifest, profile=PANDA)
     chunk = runtime.act(_observation(data, 2, 4))
     assert chunk.shape == (4, 8) and np.all(np.isfinite(chunk))
 

@@ -1,4 +1,5 @@
-"""Observation assembly without ROS: staleness, finiteness, shapes and lockstep stamp matching."""
+"""Observation assembly without ROS: staleness, finiteness, shapes, lockstep stamp matching, the
+generic input kinds, rgb preprocessing and latched inputs."""
 
 from __future__ import annotations
 
@@ -12,10 +13,17 @@ from dexstack.observation import NS, ObservationAssembler, check_action, check_o
 JOINTS = list(PANDA.joint_names)
 INPUTS = [
     {"name": contract.JOINT_POSITIONS, "kind": "joint_positions", "source": contract.JOINT_STATES,
-     "names": JOINTS, "shape": [len(JOINTS)], "dtype": "float32"},
+     "names": JOINTS, "shape": [len(JOINTS)], "dtype": "float32", "max_age_s": contract.JOINT_STATE_MAX_AGE_S},
     {"name": contract.rgb_key("wrist"), "kind": "rgb", "source": contract.camera_color_topic("wrist"),
-     "shape": [4, 5, 3], "dtype": "uint8"},
+     "shape": [4, 5, 3], "dtype": "uint8", "max_age_s": contract.CAMERA_MAX_AGE_S},
 ]
+TOUCH = {"name": "tactile/thumb", "kind": "wrench", "source": "/tactile/thumb", "shape": [6], "dtype": "float64",
+         "max_age_s": contract.JOINT_STATE_MAX_AGE_S}
+TARGET = {"name": "grasp_target", "kind": "pose", "source": contract.GRASP_TARGET_POSE, "shape": [7],
+          "dtype": "float64", "latched": True}
+INSTRUCTION = {"name": "instruction", "kind": "text", "source": contract.TASK_INSTRUCTION, "shape": [],
+               "dtype": "str", "latched": True}
+POSE = np.array([0.1, 0.2, 0.3, 1.0, 0.0, 0.0, 0.0])
 T0 = 1000 * NS  # an arbitrary clock time, integer nanoseconds
 
 
@@ -165,7 +173,9 @@ def test_carry_over_keeps_samples_and_answered_stamp_across_a_swap():
 
 def test_bad_manifest_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="unsupported kind 'tactile'"):
-        ObservationAssembler([{"name": "x", "kind": "tactile", "source": "/t", "shape": [3]}])
+        ObservationAssembler([{"name": "x", "kind": "tactile", "source": "/t", "shape": [3], "max_age_s": 1.0}])
+    with pytest.raises(ValueError, match="needs exactly one of max_age_s or latched: true"):
+        ObservationAssembler([{"name": "x", "kind": "rgb", "source": "/t", "shape": [3]}])
     with pytest.raises(ValueError, match="lacks 'source'"):
         ObservationAssembler([{"name": "x", "kind": "rgb", "shape": [3]}])
     with pytest.raises(ValueError, match="no inputs"):
@@ -182,3 +192,143 @@ def test_check_action_and_outputs():
     check_outputs_for_profile(outputs, PANDA.joint_names)
     with pytest.raises(ValueError, match=r"unknown \['elbow'\], missing \['panda_finger_joint1'\]"):
         check_outputs_for_profile(outputs | {"joint_names": JOINTS[:-1] + ["elbow"]}, PANDA.joint_names)
+
+
+# --- generic kinds ---------------------------------------------------------------------------
+
+def test_each_input_has_its_own_staleness_limit_from_the_manifest():
+    slow = [dict(INPUTS[0], max_age_s=0.5), INPUTS[1]]
+    asm = ObservationAssembler(slow)
+    asm.add(contract.JOINT_POSITIONS, T0, _q())
+    asm.add(contract.rgb_key("wrist"), T0 + int(0.3 * NS), _rgb())
+    assert asm.latest(T0 + int(0.3 * NS)).hold is None  # 0.3 s would be stale at the contract's 0.1 s
+    late = asm.latest(T0 + int(0.51 * NS))
+    assert late.hold.level == "WARN" and "max 0.500 s" in late.hold.message
+
+
+def test_wrench_inputs_take_part_in_lockstep_matching():
+    asm = ObservationAssembler([*INPUTS, TOUCH])
+    asm.add(contract.JOINT_POSITIONS, T0, _q())
+    asm.add(contract.rgb_key("wrist"), T0, _rgb())
+    assert asm.take_matched(T0) is None  # the pad's wrench of that stamp is missing
+    asm.add("tactile/thumb", T0, np.array([0.0, 0.0, 1.5, 0.0, 0.0, 0.0]))
+    result = asm.take_matched(T0)
+    assert result.hold is None and result.observation["tactile/thumb"][2] == 1.5
+    bad = np.zeros(6)
+    bad[0] = np.nan
+    asm.add("tactile/thumb", T0 + 1, bad)
+    result = asm.latest(T0 + 1)
+    assert result.hold.level == "ERROR" and "tactile/thumb (/tactile/thumb): contains NaN or inf" in result.hold.message
+
+
+def test_text_and_segmentation_and_vector_values():
+    mask = {"name": "mask", "kind": "segmentation", "source": contract.camera_mask_topic("wrist"), "shape": [4, 5],
+            "dtype": "int32", "max_age_s": 0.25}
+    vec = {"name": "v", "kind": "vector", "source": "/v", "shape": [2], "dtype": "float32", "max_age_s": 0.25}
+    asm = ObservationAssembler([INPUTS[0], mask, vec, INSTRUCTION])
+    asm.add(contract.JOINT_POSITIONS, T0, _q())
+    asm.add("mask", T0, np.full((4, 5), 255, dtype=np.int32))
+    asm.add("v", T0, np.array([1.0, 2.0]))
+    asm.add("instruction", T0, "pick up the red cube")
+    obs = asm.latest(T0).observation
+    assert obs["instruction"] == "pick up the red cube"
+    assert obs["mask"].dtype == np.int32 and obs["v"].dtype == np.float32
+    asm.add("v", T0 + 1, np.array([1.0, 2.0, 3.0]))
+    assert "v (/v): shape (3,), expected (2,)" in asm.latest(T0 + 1).hold.message
+
+
+def test_rgb_center_crop_resize_is_applied_to_the_camera_image():
+    from dexstack.images import center_crop_resize
+
+    square = dict(INPUTS[1], shape=[2, 2, 3], preprocess="center_crop_resize")
+    asm = ObservationAssembler([INPUTS[0], square])
+    image = np.random.default_rng(0).integers(0, 255, (4, 6, 3), dtype=np.uint8)
+    asm.add(contract.JOINT_POSITIONS, T0, _q())
+    asm.add(contract.rgb_key("wrist"), T0, image)
+    served = asm.latest(T0).observation[contract.rgb_key("wrist")]
+    np.testing.assert_array_equal(served, center_crop_resize(image, 2, 2))
+    assert served.shape == (2, 2, 3)
+    asm.add(contract.rgb_key("wrist"), T0 + 1, image[:1, :1])  # smaller than the policy's input
+    hold = asm.latest(T0 + 1).hold
+    assert hold.level == "ERROR" and "smaller than the policy's" in hold.message
+
+
+# --- latched inputs ----------------------------------------------------------------------------
+
+def _with_target() -> ObservationAssembler:
+    asm = ObservationAssembler([*INPUTS, TARGET])
+    asm.add(contract.JOINT_POSITIONS, T0, _q())
+    asm.add(contract.rgb_key("wrist"), T0, _rgb())
+    return asm
+
+
+def test_latched_input_never_received_holds_at_warn_naming_it_and_its_topic():
+    asm = _with_target()
+    for result in (asm.latest(T0), asm.take_matched(T0)):  # the lockstep stamp is answered with the hold
+        assert result.observation is None and result.stamp_ns == T0
+        assert result.hold.level == "WARN"
+        assert result.hold.message == f"waiting for grasp_target on {contract.GRASP_TARGET_POSE}"
+
+
+def test_latched_input_is_never_stale_and_not_matched_by_stamp():
+    asm = _with_target()
+    asm.add("grasp_target", T0 - 100 * NS, POSE)  # published once, long ago
+    result = asm.take_matched(T0)
+    assert result.hold is None and result.stamp_ns == T0
+    np.testing.assert_array_equal(result.observation["grasp_target"], POSE)
+    assert result.age_s == 0.0  # the age is the streamed inputs'
+    asm.add(contract.JOINT_POSITIONS, T0 + 1, _q())
+    asm.add(contract.rgb_key("wrist"), T0 + 1, _rgb())
+    asm.add("grasp_target", T0 + 1, POSE * 2)  # a replacement wins
+    np.testing.assert_array_equal(asm.take_matched(T0 + 1).observation["grasp_target"], POSE * 2)
+
+
+def test_new_episode_drops_latched_values_planned_before_it():
+    asm = _with_target()
+    asm.add("grasp_target", T0, POSE)
+    asm.episode_started(T0 + 1)
+    assert asm.latest(T0).hold.message.startswith("waiting for grasp_target")
+    asm.add("grasp_target", T0, POSE)  # a late copy of the last scene's plan is ignored
+    assert asm.latest(T0).hold.message.startswith("waiting for grasp_target")
+    asm.add("grasp_target", T0 + 1, POSE)  # this episode's plan
+    assert asm.latest(T0).hold is None
+    asm.episode_started(T0 + 1)  # the same episode announced again keeps it
+    assert asm.latest(T0).hold is None
+
+
+def test_clock_jumping_back_is_a_new_episode_for_latched_values():
+    asm = _with_target()
+    asm.add("grasp_target", T0, POSE)
+    asm.add(contract.JOINT_POSITIONS, 10, _q())  # the sim restarted its clock at 10 ns
+    assert asm.episode_start_ns == 10
+    asm.add("grasp_target", 5, POSE)  # stamped before the new timeline began: the old scene's
+    asm.add(contract.rgb_key("wrist"), 10, _rgb())
+    assert asm.take_matched(10).hold is None  # stamped after the new start (T0 > 10 ns): not known to be old
+    asm.episode_started(T0 + 1)
+    assert asm.latest(10).hold.message.startswith("waiting for grasp_target")
+
+
+def test_invalid_latched_value_holds_with_error_until_replaced():
+    asm = _with_target()
+    asm.add("grasp_target", T0, POSE)
+    asm.add_invalid("grasp_target", T0 + 1, "orientation [0, 0, 0, 0] (wxyz) is not a rotation")
+    hold = asm.latest(T0).hold
+    assert hold.level == "ERROR" and "grasp_target (/grasp/target_pose): orientation" in hold.message
+    asm.add("grasp_target", T0 + 2, POSE)
+    assert asm.latest(T0).hold is None
+
+
+def test_hot_swap_carries_latched_values_and_episode_start_over():
+    old = _with_target()
+    old.add("grasp_target", T0, POSE)
+    old.episode_started(T0)
+    new = ObservationAssembler([*INPUTS, TARGET])
+    new.carry_over_from(old)
+    result = new.latest(T0)
+    assert result.hold is None
+    np.testing.assert_array_equal(result.observation["grasp_target"], POSE)
+    new.add("grasp_target", T0 - 1, POSE * 3)  # still the same episode: an older plan stays ignored
+    np.testing.assert_array_equal(new.latest(T0).observation["grasp_target"], POSE)
+    streamed = ObservationAssembler([*INPUTS, {k: v for k, v in TARGET.items() if k != "latched"} | {"max_age_s": 1.0}])
+    streamed.carry_over_from(old)  # a streamed input of that name is not the latched one: nothing to adopt
+    assert streamed.latest(T0).hold.message == f"no message yet for grasp_target ({contract.GRASP_TARGET_POSE})"

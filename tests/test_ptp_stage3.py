@@ -12,6 +12,7 @@ import pytest
 from synthetic import write_goal_dataset
 
 from dexstack import contract
+from dexstack.hardware.profiles import PANDA
 
 torch = pytest.importorskip("torch")
 
@@ -80,7 +81,7 @@ def test_export_serves_self_verification_and_features_match_the_cache(stages):
     manifest = json.loads((root / "export" / "manifest.json").read_text())
     assert manifest["runtime"]["self_verification"] == {"num_candidates": 4}
     assert manifest["runtime"]["past_tokens_in_loss"] == 3
-    runtime = load_runtime(root / "export", manifest)
+    runtime = load_runtime(root / "export", manifest, profile=PANDA)
     episode = Dataset(root / "data").episode(2)
     cache = load_embeddings(root / "cache.npz", root / "data", encoder=root / "encoder")
     obs = {key: episode[key][5] for key in (contract.JOINT_POSITIONS, contract.rgb_key("wrist"), contract.rgb_key("scene"))}
@@ -100,7 +101,7 @@ def test_plans_execute_open_loop_for_replan_every_calls(stages):
     root, _ = stages
     manifest = json.loads((root / "export" / "manifest.json").read_text())
     manifest["runtime"]["replan_every"] = 2
-    runtime = load_runtime(root / "export", manifest)
+    runtime = load_runtime(root / "export", manifest, profile=PANDA)
     episode = Dataset(root / "data").episode(1)
     keys = (contract.JOINT_POSITIONS, contract.rgb_key("wrist"), contract.rgb_key("scene"))
     chunks = [runtime.act({k: episode[k][i] for k in keys}) for i in range(3)]
@@ -109,7 +110,7 @@ def test_plans_execute_open_loop_for_replan_every_calls(stages):
     assert len(runtime.verifier.executed_past()) == 3  # one executed action recorded per call
     manifest["runtime"]["replan_every"] = 3  # To-1 + 2 + Ta = 3 + 2 + 4 > Tp = 8: a chunk would leave the plan
     with pytest.raises(ValueError, match="exceeds horizon"):
-        load_runtime(root / "export", manifest)
+        load_runtime(root / "export", manifest, profile=PANDA)
 
 
 def test_stage3_refuses_mismatched_inputs(stages, tmp_path):
@@ -185,7 +186,6 @@ def test_shipped_ptp_policy_is_served_through_ros_with_self_verification():
     import subprocess
     import sys
 
-    from dexstack.hardware.profiles import PANDA
     from dexstack.launcher import node_environment
     from dexstack.store import PolicyStore
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.ros
 
 def shipped_runtime():
     loaded = PolicyStore().load(DEFAULT_POLICY, PANDA)
-    return loaded, load_runtime(loaded.path, loaded.manifest)
+    return loaded, load_runtime(loaded.path, loaded.manifest, profile=PANDA)
 
 
 def test_policy_node_and_in_process_runtime_act_the_same(ros_client, launch_nodes, dexstack_home):

@@ -44,7 +44,8 @@ def write_add_one_onnx(path: Path) -> None:
     save(model, str(path))
 
 
-def make_export(directory: Path, *, name: str | None = "add_one", joint_names: list[str] | None = None) -> Path:
+def make_export(directory: Path, *, name: str | None = "add_one", joint_names: list[str] | None = None,
+                schema_version: int = 2, family: str = "bc") -> Path:
     """An export dir as a trainer writes it: manifest.json (no version/files) + graph + stats."""
     joints = list(PANDA.joint_names)
     directory.mkdir(parents=True, exist_ok=True)
@@ -52,8 +53,8 @@ def make_export(directory: Path, *, name: str | None = "add_one", joint_names: l
     (directory / "stats").mkdir(exist_ok=True)
     (directory / "stats" / "norm.json").write_text(json.dumps({"mean": [0.0] * 8}))
     manifest = {
-        "schema_version": 1,
-        "family": "bc",
+        "schema_version": schema_version,
+        "family": family,
         "robot_profile": "panda",
         "graphs": {"policy": "policy.onnx"},
         "inputs": [
@@ -68,6 +69,9 @@ def make_export(directory: Path, *, name: str | None = "add_one", joint_names: l
     }
     if name is not None:
         manifest["name"] = name
+    if schema_version >= 2:
+        for spec, age in zip(manifest["inputs"], (0.1, 0.25), strict=True):
+            spec["max_age_s"] = age
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return directory
 
@@ -197,12 +201,12 @@ def test_damaged_version_is_refused_and_previous_still_loads(dexstack_home, tmp_
     bad_dir = store.publish(src).path
     damage(bad_dir)
     for attempt in (lambda: store.load("add_one@2", PANDA), lambda: store.load("add_one", PANDA),
-                    lambda: store.verify("add_one@2", deep=True)):
+                    lambda: store.verify("add_one@2", PANDA, deep=True)):
         with pytest.raises(PolicyRejected, match=message):
             attempt()
     assert store.load("add_one@1", PANDA) == good  # the version a node was serving is unaffected
     with pytest.raises(PolicyRejected):
-        store.promote("add_one@2")  # a damaged version cannot be promoted either
+        store.promote("add_one@2", PANDA)  # a damaged version cannot be promoted either
     assert not (store.root / "add_one" / "PROMOTED").exists()
 
 
@@ -221,7 +225,7 @@ def test_bad_publish_is_refused_and_leaves_nothing(dexstack_home, tmp_path) -> N
     store = PolicyStore()
     bad_joint = make_export(tmp_path / "bad_joint", joint_names=[*PANDA.joint_names[:7], "panda_jointX"])
     with pytest.raises(ManifestError, match=r"bad_joint/manifest.json: output joint 'panda_jointX' is not a joint"):
-        store.publish(bad_joint)
+        store.publish(bad_joint, profile=PANDA)
 
     unnamed = make_export(tmp_path / "unnamed", name=None)
     with pytest.raises(ManifestError, match=r"policy name None is missing or invalid: pass a name \(--name\)"):
@@ -242,6 +246,37 @@ def test_bad_publish_is_refused_and_leaves_nothing(dexstack_home, tmp_path) -> N
     assert not store.root.exists() or [p for p in store.root.rglob("*") if p.is_file() or p.name.startswith(".tmp")] == []
     assert store.list() == []
     assert store.publish(unnamed, name="named").version == "1"
+    # The store knows no robots: without a profile only the structure is checked; the fit is
+    # checked wherever a profile is given (load, verify, and the CLI passes the manifest's).
+    unchecked = store.publish(bad_joint)
+    assert store.verify(f"{unchecked.name}@{unchecked.version}").version == unchecked.version
+    with pytest.raises(PolicyRejected, match="does not fit robot profile 'panda': output joint 'panda_jointX'"):
+        store.load(f"{unchecked.name}@{unchecked.version}", PANDA)
+
+
+def test_schema_1_versions_load_upgraded_in_memory(dexstack_home, tmp_path) -> None:
+    store = PolicyStore()
+    published = store.publish(make_export(tmp_path / "old", schema_version=1))
+    on_disk = json.loads((published.path / "manifest.json").read_text())
+    assert on_disk["schema_version"] == 1 and all("max_age_s" not in s for s in on_disk["inputs"])  # stored as given
+    loaded = store.load("add_one", PANDA)
+    assert loaded.manifest["schema_version"] == 2
+    assert [s["max_age_s"] for s in loaded.manifest["inputs"]] == [contract.JOINT_STATE_MAX_AGE_S,
+                                                                   contract.CAMERA_MAX_AGE_S]
+    assert loaded.manifest_sha256 == hashlib.sha256((published.path / "manifest.json").read_bytes()).hexdigest()
+
+
+def test_unregistered_family_is_refused(dexstack_home, tmp_path) -> None:
+    store = PolicyStore()
+    with pytest.raises(ManifestError, match=r"unknown policy family 'nope'; known families: bc, diffusion, gpayn"):
+        store.publish(make_export(tmp_path / "nope", family="nope"))
+    assert store.list() == []
+    # A version whose family is gone (uninstalled plug-in) is refused at load, with the reason.
+    published = store.publish(make_export(tmp_path / "ok"))
+    manifest_path = published.path / "manifest.json"
+    manifest_path.write_text(manifest_path.read_text().replace('"family": "bc"', '"family": "nope"'))
+    with pytest.raises(PolicyRejected, match=r"policy add_one@1: unknown policy family 'nope'"):
+        store.load("add_one", PANDA)
 
 
 def _publish_in_process(root: str, src: str, start, results) -> None:
@@ -399,6 +434,8 @@ def test_cli_publish_list_show_promote_verify(dexstack_home, tmp_path) -> None:
         (["show", "missing"], "no policy named 'missing'"),
         (["promote", "add_one@2"], "checksum mismatch for policy.onnx"),
         (["publish", str(tmp_path / "absent")], "not a directory"),
+        (["publish", str(make_export(tmp_path / "bad_joint", joint_names=[*PANDA.joint_names[:7], "panda_jointX"]))],
+         "output joint 'panda_jointX' is not a joint of robot profile 'panda'"),
     ]:
         result = runner.invoke(store_cli, [*args, "--root", str(root)])
         assert result.exit_code == 1, (args, result.output)

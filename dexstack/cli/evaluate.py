@@ -229,7 +229,7 @@ def _in_process_policy(ref: str, task: str):
     from dexstack.store import PolicyStore
 
     loaded = PolicyStore().load(ref, PANDA)
-    return load_runtime(loaded.path, loaded.manifest)
+    return load_runtime(loaded.path, loaded.manifest, profile=PANDA)
 
 
 def _float(value: str | None) -> float | None:

@@ -34,6 +34,18 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _manifest_profile(path: Path) -> Any:
+    """The robot profile a version or export directory's manifest names (the store knows no robots)."""
+    from dexstack.hardware.profiles import get_profile
+    from dexstack.manifest import load_manifest
+
+    name = load_manifest(path).get("robot_profile")
+    try:
+        return get_profile(name)
+    except (KeyError, TypeError) as exc:
+        _fail(f"{path}: robot_profile {name!r}: {exc}")
+
+
 def _rejections() -> tuple[type[Exception], ...]:
     from dexstack.manifest import ManifestError
     from dexstack.store import PolicyRejected
@@ -100,16 +112,18 @@ def verify(
     root: RootOption = None,
 ) -> None:
     """Verify checksums, manifest and fit to the robot profile; exit code 1 with the reason if refused."""
-    robot = None
-    if profile is not None:
-        from dexstack.hardware.profiles import get_profile
-
-        try:
-            robot = get_profile(profile)
-        except KeyError as exc:
-            _fail(exc.args[0])
+    store = _store(root)
     try:
-        loaded = _store(root).verify(ref, robot, deep=deep)
+        if profile is not None:
+            from dexstack.hardware.profiles import get_profile
+
+            try:
+                robot = get_profile(profile)
+            except KeyError as exc:
+                _fail(exc.args[0])
+        else:
+            robot = _manifest_profile(store.resolve(ref))
+        loaded = store.verify(ref, robot, deep=deep)
     except _rejections() as exc:
         _fail(str(exc))
     checks = "checksums, manifest, robot profile" + (", onnxruntime" if deep else "")
@@ -127,9 +141,10 @@ def publish(
     """Publish an export directory as the next version of a policy."""
     store = _store(root)
     try:
-        loaded = store.publish(src_dir, name=name)
+        robot = _manifest_profile(src_dir) if src_dir.is_dir() else None  # else publish says why
+        loaded = store.publish(src_dir, name=name, profile=robot)
         if promote:
-            store.promote(f"{loaded.name}@{loaded.version}")
+            store.promote(f"{loaded.name}@{loaded.version}", robot)
     except _rejections() as exc:
         _fail(str(exc))
     Console(soft_wrap=True).print(f"published {loaded.name}@{loaded.version}" + (" (promoted)" if promote else "")
@@ -138,9 +153,10 @@ def publish(
 
 @app.command("promote")
 def promote(ref: Annotated[str, typer.Argument(help="NAME@VERSION")], root: RootOption = None) -> None:
-    """Make plain NAME resolve to NAME@VERSION."""
+    """Make plain NAME resolve to NAME@VERSION (after verifying it for its robot profile)."""
+    store = _store(root)
     try:
-        _store(root).promote(ref)
+        store.promote(ref, _manifest_profile(store.resolve(ref)))
     except _rejections() as exc:
         _fail(str(exc))
     Console(soft_wrap=True).print(f"promoted {ref}", highlight=False)

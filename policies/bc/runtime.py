@@ -57,7 +57,11 @@ class Runtime:
     previous joint positions (joint-delta input); call `reset()` at the start of each episode and
     `act()` once per policy step (outputs.dt)."""
 
-    def __init__(self, policy_dir: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+    def __init__(self, policy_dir: Path, manifest: dict[str, Any], threads: int | None = None, *,
+                 profile: Any = None, rate_hz: float | None = None) -> None:
+        # The family registry's runtime signature (dexstack/families.py); a BC chunk is already joint
+        # targets at outputs.dt, so neither the robot profile nor the node's rate changes it.
+        del profile, rate_hz
         self.manifest = manifest
         self.policy_dir = Path(policy_dir)
         graph = self.policy_dir / manifest["graphs"]["policy"]

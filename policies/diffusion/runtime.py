@@ -45,7 +45,10 @@ class Runtime:
     and the sampler's random generator; call `reset()` at the start of each episode."""
 
     def __init__(self, policy_dir: Path, manifest: dict[str, Any], threads: int | None = None,
-                 seed: int | None = 0) -> None:
+                 seed: int | None = 0, *, profile: Any = None, rate_hz: float | None = None) -> None:
+        # The family registry's runtime signature (dexstack/families.py); a diffusion chunk is already
+        # joint targets at outputs.dt, so neither the robot profile nor the node's rate changes it.
+        del profile, rate_hz
         self.manifest = manifest
         self.policy_dir = Path(policy_dir)
         threads = threads or int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
