@@ -30,10 +30,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
-import tempfile
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,13 +40,14 @@ from torch import nn
 
 from dexstack import contract
 from dexstack.hardware.profiles import ADROIT
-from dexstack.policies.common.export_check import ExportError, accept_graph
+from dexstack.policies.common import normalization
+from dexstack.policies.common.export import export_checked, write_policy_dir
+from dexstack.policies.common.export_check import ExportError
 from dexstack.policies.gpayn.action import ACTION_DIM, ACTION_NAMES, ACTION_SCALES
 from dexstack.policies.gpayn.encoder import IMAGE_SCALE, ImageEncoder, encoder_hash
 from dexstack.policies.gpayn.sac import SAC, Actor, ObservationNormalizer, check_spec
 
 FAMILY = "gpayn"
-OPSET = 17
 ACTOR_FILE, ENCODER_FILE = "actor.onnx", "encoder.onnx"
 ACTION_OUTPUT, FEATURES_OUTPUT, IMAGE_INPUT = "action", "features", "image"
 VECTOR_KIND = "vector"
@@ -104,35 +101,6 @@ class ActorGraph(nn.Module):
         return self.actor.deterministic(obs)
 
 
-def _export(model: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str], output: str, path: Path) -> None:
-    dynamic = {name: {0: "batch"} for name in [*names, output]}
-    model.eval()
-    with warnings.catch_warnings():
-        # The legacy exporter's deprecation notice and GroupNorm's trace-time size check.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(model, inputs, str(path), input_names=names, output_names=[output],
-                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
-
-
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def _max_diff(model: nn.Module, path: Path, names: list[str], output: str,
-              batches: list[tuple[torch.Tensor, ...]]) -> float:
-    session = _session(path)
-    worst = 0.0
-    with torch.no_grad():
-        for inputs in batches:
-            expected = model(*inputs).numpy()
-            (got,) = session.run([output], {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
-            worst = max(worst, float(np.max(np.abs(got - expected))))
-    return worst
-
-
 def export_encoder_onnx(encoder: ImageEncoder, path: str | Path, atol: float = 1e-5,
                         check_images: np.ndarray | None = None) -> float:
     """Write the encoder to ONNX at `path` (input `image` float32 (B, H, W, 3) in [0, 1], output
@@ -156,8 +124,7 @@ def export_encoder_onnx(encoder: ImageEncoder, path: str | Path, atol: float = 1
                 check_images.shape[1:] != (*model.image_hw, 3):
             raise ValueError(f"check_images must be uint8 (N, {model.image_hw[0]}, {model.image_hw[1]}, 3)")
         batches.append((torch.as_tensor(check_images).to(torch.float32) * IMAGE_SCALE,))
-    _export(model, images(1), [IMAGE_INPUT], FEATURES_OUTPUT, path)
-    return accept_graph(_max_diff(model, path, [IMAGE_INPUT], FEATURES_OUTPUT, batches), atol, path)
+    return export_checked(model, path, [IMAGE_INPUT], FEATURES_OUTPUT, list(images(1)), [list(b) for b in batches], atol)
 
 
 def export_actor_onnx(sac: SAC, path: str | Path, atol: float = 1e-5) -> float:
@@ -174,13 +141,12 @@ def export_actor_onnx(sac: SAC, path: str | Path, atol: float = 1e-5) -> float:
     def inputs(batch: int) -> tuple[torch.Tensor, ...]:
         return tuple(2.0 * torch.randn(batch, dim, generator=gen) for dim in sac.spec.values())
 
-    _export(model, inputs(1), names, ACTION_OUTPUT, path)
-    return accept_graph(_max_diff(model, path, names, ACTION_OUTPUT, [inputs(1), inputs(4)]), atol, path)
+    return export_checked(model, path, names, ACTION_OUTPUT, list(inputs(1)), [list(inputs(1)), list(inputs(4))], atol)
 
 
 def _mean_std(normalizer: ObservationNormalizer, key: str) -> dict[str, Any]:
     stats = normalizer.stats()[key]
-    return {"type": "mean_std", "mean": stats["mean"], "std": stats["std"]}
+    return normalization.mean_std(stats["mean"], stats["std"])
 
 
 def build_manifest(sac: SAC, encoder: ImageEncoder | None, *, visual_key: str = "visual", image_key: str = "image",
@@ -303,13 +269,9 @@ def export_actor(sac: SAC, spec: dict[str, int], out_dir: str | Path, *, encoder
         raise TypeError(f"expected a SAC, got {type(sac).__name__}")
     if check_spec(spec) != sac.spec or list(spec) != list(sac.spec):
         raise ValueError(f"spec {spec} is not the SAC's observation spec {sac.spec} (keys, dims and order)")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"export directory {out_dir} exists and is not empty; choose a new one")
     manifest = build_manifest(sac, encoder, **manifest_options)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+
+    def write_graphs(tmp: Path) -> dict[str, float]:
         diffs = {"actor": export_actor_onnx(sac, tmp / ACTOR_FILE, atol)}
         if "encoder" in manifest["graphs"]:
             diffs["encoder"] = export_encoder_onnx(encoder, tmp / ENCODER_FILE, atol, check_images)
@@ -317,15 +279,9 @@ def export_actor(sac: SAC, spec: dict[str, int], out_dir: str | Path, *, encoder
         if check_images is not None:
             diffs["runtime"] = max(diffs["runtime"], check_runtime_matches(sac, encoder, tmp, manifest, atol, checks,
                                                                            check_images))
-        manifest["provenance"]["onnx_max_abs_diff"] = diffs
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+        return diffs
+
+    return write_policy_dir(out_dir, manifest, write_graphs)
 
 
 def check_runtime_matches(sac: SAC, encoder: ImageEncoder | None, policy_dir: Path, manifest: dict[str, Any],
