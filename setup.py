@@ -11,6 +11,7 @@ SUBPACKAGES = {
     "policies": ["policies", "policies/common", "policies/bc", "policies/diffusion", "policies/gpayn"],
     "sim": ["sim", "sim/tasks", "sim/experts"],
     "hardware": ["hardware"],
+    "perception": ["perception"],
 }
 NODES = ["sim_node", "safety_filter", "policy_node", "mock_hardware", "recorder", "expert_node", "hand_sim_node",
          "grasp_planner_node"]

@@ -15,6 +15,7 @@ import mujoco
 import numpy as np
 
 from dexstack.hardware.profiles import PANDA, RobotProfile
+from dexstack.perception.camera import camera_intrinsics
 from dexstack.sim import scene as scene_lib
 from dexstack.sim.render import RgbdRenderer
 from dexstack.sim.tasks import get_task_class
@@ -37,6 +38,8 @@ class SimCore:
         """camera_size: (width, height) for every camera, None = the profile's sizes;
         mesh_detail: "low" (fast, collision hulls) or "high" (detailed arm meshes) in images."""
         task_cls = get_task_class(task)
+        if task_cls.robot != profile.name:
+            raise ValueError(f"task {task!r} runs on the {task_cls.robot} profile, not {profile.name!r}")
         self.profile = profile
         if camera_size is not None and (len(camera_size) != 2 or min(camera_size) < 1):
             raise ValueError(f"camera_size must be (width, height) in pixels, got {camera_size}")
@@ -141,10 +144,7 @@ class SimCore:
 
     def camera_intrinsics(self, camera: str) -> tuple[float, float, float, float]:
         """Pinhole fx, fy, cx, cy in pixels (pixel centres at integer coordinates, as in ROS)."""
-        width, height = self.camera_size(camera)
-        fovy = np.deg2rad(self.model.cam_fovy[self._cam_id[camera]])
-        f = 0.5 * height / np.tan(0.5 * fovy)  # MuJoCo's fovy is vertical; pixels are square
-        return float(f), float(f), (width - 1) / 2.0, (height - 1) / 2.0
+        return camera_intrinsics(self.model.cam_fovy[self._cam_id[camera]], *self.camera_size(camera))
 
     def close(self) -> None:
         """Release the GL contexts (renderers)."""

@@ -69,7 +69,7 @@ def start_lift(object_height: float) -> float:
 ARM_JOINTS: tuple[str, ...] = ADROIT.joint_names[:6]  # ARTx/y/z (m), ARRx/y/z (rad)
 HAND_JOINTS: tuple[str, ...] = ADROIT.joint_names[6:]  # the 24 hand joints (rad)
 
-# The palm (grasp) frame, a site on Adroit's palm body: the frame `policies/gpayn/grasp_pose.py`
+# The palm (grasp) frame, a site on Adroit's palm body: the frame `perception/grasp_pose.py`
 # plans for (z = approach, the palm normal pointing out of the palm into the object; x = closing
 # direction, thumb towards fingers; y = z cross x), its origin on the palm's skin. Adroit's palm
 # body has x towards the thumb, y out of the back of the hand and z along the fingers, so the

@@ -245,8 +245,8 @@ def test_exact_stamp_matcher_pairs_only_identical_stamps():
 
 
 def test_plan_grasp_refuses_what_it_cannot_trust():
-    from dexstack.policies.gpayn.superquadric import Superquadric
-    from dexstack.ros_nodes.grasp_planner_node import check_fit, plan_grasp
+    from dexstack.perception.planning import check_fit, plan_grasp
+    from dexstack.perception.superquadric import Superquadric
 
     depth = np.full((48, 64), 0.6, dtype=np.float32)
     look_down = np.eye(4)
