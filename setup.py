@@ -13,7 +13,7 @@ SUBPACKAGES = {
     "hardware": ["hardware"],
     "perception": ["perception"],
 }
-NODES = ["sim_node", "safety_filter", "policy_node", "mock_hardware", "recorder", "expert_node", "hand_sim_node",
+NODES = ["sim_node", "safety_filter", "policy_node", "mock_hardware", "recorder", "expert_node",
          "grasp_planner_node"]
 
 packages = [PACKAGE, f"{PACKAGE}.cli"]
@@ -27,7 +27,7 @@ setup(
     version="0.1.0",
     packages=packages,
     package_dir=package_dir,
-    package_data={f"{PACKAGE}.sim": ["assets/*"]},
+    package_data={PACKAGE: ["tasks.json"], f"{PACKAGE}.sim": ["assets/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

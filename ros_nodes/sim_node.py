@@ -1,10 +1,12 @@
-"""MuJoCo sim node: publishes exactly what a ros2_control robot with cameras publishes.
+"""MuJoCo sim node for every robot: publishes exactly what a ros2_control robot with cameras publishes.
 
-Topics: /clock (every physics step), /joint_states, per camera color + aligned depth +
-camera_info; sim-only ground truth /sim/object_pose and /sim/episode. Consumes the
-controller's JointTrajectory with JointTrajectoryController semantics (via SimCore's
-TrajectoryExecutor). Services: ~/reset (next seed, or the `seed` parameter after it is
-set), ~/step (one control period while paused), ~/set_pause.
+`task` (a name of `sim.tasks.TASKS`; `object` for the grasp task) picks the robot and its core
+(`sim.cores.make_core`); `profile` may name that robot or stay empty. Topics: /clock (every
+physics step), /joint_states, /tactile/<pad> for a profile with tactile pads (WrenchStamped,
+normal force in N on force.z), per camera color + aligned depth + camera_info; sim-only ground
+truth /sim/object_pose and /sim/episode. Consumes the profile's JointTrajectory with
+JointTrajectoryController semantics. Services: ~/reset (next seed, or the `seed` parameter after
+it is set), ~/step (one control period while paused), ~/set_pause. Episodes: `sim.episodes`.
 
 Pacing:
 - realtime: physics follows the wall clock times `rtf` (0 = as fast as possible);
@@ -12,8 +14,13 @@ Pacing:
   trajectory stamped with that observation's stamp arrives (the policy's answer relayed by
   the safety filter; a hold is an empty trajectory) before advancing physics.
 
-ROS time stays monotonic across episodes: each episode starts at the previous one's end
-plus one control period, so every node's timers and staleness checks keep working.
+Tasks that plan from the camera (`task.perception`: grasp) also get /camera/<cam>/object_mask
+(mono8, 255 = object) with every frame and the camera's latched /camera/<cam>/optical_pose; in
+lockstep with `grasp_pose_timeout_s` > 0 each episode starts with a perception phase: the view
+the task planned from (`task.clear_view()`, arm out of view) goes out at the episode's start
+stamp, the node waits (wall time) for the planner's /grasp/target_pose from it, then moves ROS
+time one control period on without physics, so the first observation and grasp pose match the
+in-process env's.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.clock import Clock as RosClock
 from rclpy.clock import ClockType
 from rclpy.node import Node
@@ -36,17 +43,15 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from dexstack import contract
-from dexstack.hardware.profiles import get_profile
 from dexstack.ros_nodes import common
-from dexstack.sim.core import SimCore
+from dexstack.sim.cores import make_core
+from dexstack.sim.episodes import SIM_TIME_START_S, EpisodeClock, steps_per
+from dexstack.sim.protocol import SimCoreProtocol
 from dexstack.trajectory import ActionChunk
 
 # Wall-clock wait before a lockstep observation is published again (a best-effort
 # subscriber may have dropped it; re-publishing the same stamp is idempotent).
 LOCKSTEP_REPUBLISH_S = 1.0
-# Sim time starts here, not at 0: a zero stamp on a trajectory means "now", so no
-# observation may carry it.
-SIM_TIME_START_S = 1.0
 EPISODE_ANNOUNCE_S = 0.1
 EPISODE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -55,16 +60,16 @@ class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("sim")
         p = self.declare_parameters("", [
-            ("profile", "panda"), ("task", "pick_lift"), ("rtf", 1.0), ("pacing", "realtime"),
+            ("profile", ""), ("task", "pick_lift"), ("object", ""), ("rtf", 1.0), ("pacing", "realtime"),
             ("seed", 0), ("cameras", True), ("policy_rate", contract.POLICY_HZ),
             ("camera_hz", contract.CAMERA_HZ), ("joint_state_hz", contract.JOINT_STATE_HZ),
             ("camera_width", 0), ("camera_height", 0), ("auto_reset", True), ("start_paused", False),
+            ("max_episode_s", 0.0), ("success_hold_s", -1.0), ("grasp_pose_timeout_s", 0.0),
         ])
         params = {x.name: x.value for x in p}
         if self.get_parameter("use_sim_time").value:
             # The sim is the clock: it must not wait for a /clock that only it publishes.
             self.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, False)])
-        self.profile = get_profile(params["profile"])
         self.task_name = params["task"]
         self.lockstep = params["pacing"] == "lockstep"
         if params["pacing"] not in ("realtime", "lockstep"):
@@ -75,13 +80,21 @@ class SimNode(Node):
         self.wake = threading.Condition(self.lock)
         self.running = True
         size = (params["camera_width"], params["camera_height"]) if params["camera_width"] > 0 else None
+        options = {"object": params["object"]} if params["object"] else {}
         # The physics thread owns the core: an EGL context is only valid in the thread that made it.
-        self.core = self._start_physics_thread(params["task"], bool(params["cameras"]), size)
-        self.cameras = self.profile.camera_names if params["cameras"] else ()
-        dt = self.core.dt
-        self.steps_per_tick = max(1, round(1.0 / (params["policy_rate"] * dt)))
-        self.steps_per_joint_state = max(1, round(1.0 / (params["joint_state_hz"] * dt)))
-        self.steps_per_camera = max(1, round(1.0 / (params["camera_hz"] * dt)))
+        self.core = self._start_physics_thread(params, size, options)
+        self.profile = self.core.profile
+        self.set_parameters([Parameter("profile", Parameter.Type.STRING, self.profile.name)])
+        self.clock = EpisodeClock(self.core, params["seed"], params["policy_rate"], params["max_episode_s"],
+                                  params["success_hold_s"])
+        self.grasp_pose_timeout_s = float(params["grasp_pose_timeout_s"])
+        if not self.grasp_pose_timeout_s >= 0:
+            raise ValueError(f"grasp_pose_timeout_s must be a number of seconds >= 0, got {self.grasp_pose_timeout_s}")
+        self.cameras = self.core.camera_names if params["cameras"] else ()
+        self.perceives = bool(self.core.task.perception and self.cameras)
+        self.steps_per_tick = self.clock.steps_per_tick
+        self.steps_per_joint_state = steps_per(params["joint_state_hz"], self.core.dt)
+        self.steps_per_camera = steps_per(params["camera_hz"], self.core.dt)
 
         qos = common.QOS
         K = contract.QoSKind
@@ -96,6 +109,19 @@ class SimNode(Node):
                   self.create_publisher(CameraInfo, contract.camera_info_topic(cam), qos[K.SENSOR_DATA]))
             for cam in self.cameras
         }
+        self.pub_tactile = [self.create_publisher(WrenchStamped, contract.tactile_topic(pad), qos[K.SENSOR_DATA])
+                            for pad in self.profile.tactile_pads]
+        self.pub_mask = {cam: self.create_publisher(Image, contract.camera_mask_topic(cam), qos[K.SENSOR_DATA])
+                         for cam in (self.cameras if self.perceives else ())}
+        self.perceive_due = False  # lockstep: the episode's perception phase has not run yet
+        self.grasp_pose_stamp: float | None = None  # stamp (s) of the newest /grasp/target_pose
+        self.perception_waits_s: list[float] = []
+        if self.perceives:
+            self.create_subscription(PoseStamped, contract.GRASP_TARGET_POSE, self._on_grasp_pose, qos[K.LATCHED])
+            for cam in self.cameras:  # the camera is fixed in the world: its pose is published once, latched
+                pub = self.create_publisher(PoseStamped, contract.camera_pose_topic(cam), qos[K.LATCHED])
+                pose = self.core.camera_pose(cam)
+                pub.publish(common.pose_msg(pose[:3, 3], common.matrix_quaternion(pose[:3, :3]), "world", SIM_TIME_START_S))
         self.create_subscription(JointTrajectory, self.profile.trajectory_topic, self._on_trajectory, qos[K.COMMAND])
         self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_service(Trigger, "~/step", self._srv_step)
@@ -104,9 +130,6 @@ class SimNode(Node):
         self.paused = bool(params["start_paused"])
         self.pending_steps = 0  # physics steps requested by ~/step while paused
         self.reset_requested = False
-        self.next_seed = int(params["seed"])
-        self.episode = -1
-        self.offset = 0.0  # ROS time of the current episode's t=0
         self.awaiting: float | None = None  # lockstep: stamp of the observation awaiting an answer
         self.answer: JointTrajectory | None = None
         self.rejected = 0
@@ -117,37 +140,38 @@ class SimNode(Node):
                           clock=RosClock(clock_type=ClockType.STEADY_TIME))
         self._diag_last = (time.monotonic(), 0.0)
         self.add_on_set_parameters_callback(self._on_params)
-        with self.wake:
-            self._reset_episode()
-            if self.paused:
-                self.next_seed = self.seed  # the episode never ran: the first ~/reset replays its seed
-            self.started = True
+        with self.wake:  # the physics thread starts the first episode (its reset may render)
+            self.set_up = True
             self.wake.notify_all()
+            while self.clock.episode < 0 and self.thread.is_alive():
+                self.wake.wait(0.05)
+        if self.clock.episode < 0:
+            raise RuntimeError("the physics thread died before the first episode (see its traceback)")
 
-    def _start_physics_thread(self, task: str, render: bool, size) -> SimCore:
+    def _start_physics_thread(self, params: dict, size, options: dict) -> SimCoreProtocol:
         built: dict = {}
         ready = threading.Event()
 
         def run() -> None:
             try:
-                built["core"] = SimCore(task, self.profile, render=render, camera_size=size)
+                built["core"] = make_core(params["task"], params["profile"] or None, bool(params["cameras"]), size,
+                                          options)
             except Exception as exc:  # reported in the constructor below
                 built["error"] = exc
             ready.set()
             if "core" in built:
-                self._loop()
+                try:
+                    self._loop()
+                finally:
+                    built["core"].close()  # in the thread that made its GL contexts
 
-        self.started = False
+        self.started = self.set_up = False
         self.thread = threading.Thread(target=run, name="physics", daemon=True)
         self.thread.start()
         ready.wait()
         if "error" in built:
             raise built["error"]
         return built["core"]
-
-    # --- time ---------------------------------------------------------------------------
-    def ros_time(self) -> float:
-        return self.offset + self.core.time
 
     # --- callbacks (executor thread) ----------------------------------------------------
     def _on_params(self, params):
@@ -156,7 +180,7 @@ class SimNode(Node):
         with self.lock:
             for prm in params:
                 if prm.name == "seed":
-                    self.next_seed = int(prm.value)  # the next ~/reset uses it
+                    self.clock.next_seed = int(prm.value)  # the next ~/reset uses it
                 elif prm.name == "rtf":
                     self.rtf = float(prm.value)
         return SetParametersResult(successful=True)
@@ -183,19 +207,24 @@ class SimNode(Node):
         try:
             chunk = common.msg_to_chunk(msg)
             if chunk.stamp is not None:  # ROS time -> episode time; before this episode began is negative
-                chunk = ActionChunk(chunk.joint_names, chunk.positions, chunk.times, chunk.stamp - self.offset)
+                chunk = ActionChunk(chunk.joint_names, chunk.positions, chunk.times, chunk.stamp - self.clock.offset)
             self.core.submit(chunk)
         except ValueError as exc:
             self.rejected += 1
             self.core.hold()
             self.get_logger().error(f"rejected trajectory, holding: {exc}", throttle_duration_sec=2.0)
 
+    def _on_grasp_pose(self, msg: PoseStamped) -> None:
+        with self.wake:
+            self.grasp_pose_stamp = common.to_sec(msg.header.stamp)
+            self.wake.notify_all()
+
     def _srv_reset(self, request, response):
         with self.wake:
             self.reset_requested = True
             self.paused = False
             self.wake.notify_all()
-        response.success, response.message = True, f"resetting with seed {self.next_seed}"
+        response.success, response.message = True, f"resetting with seed {self.clock.next_seed}"
         return response
 
     def _srv_step(self, request, response):
@@ -217,8 +246,8 @@ class SimNode(Node):
 
     def _publish_diagnostics(self) -> None:
         with self.lock:
-            sim_t, wall_t = self.ros_time(), time.monotonic()
-            values = {"episode": self.episode, "seed": self.seed, "pacing": "lockstep" if self.lockstep else "realtime",
+            sim_t, wall_t = self.clock.now(), time.monotonic()
+            values = {"episode": self.clock.episode, "seed": self.clock.seed, "pacing": "lockstep" if self.lockstep else "realtime",
                       "paused": self.paused, "sim_time_s": f"{sim_t:.3f}",
                       "rejected_trajectories": self.rejected, "ignored_answers": self.ignored_answers,
                       "skipped_points": self.core.executor.skipped_points}
@@ -226,7 +255,7 @@ class SimNode(Node):
         self._diag_last = (wall_t, sim_t)
         values["rtf"] = f"{(sim_t - last_sim) / max(wall_t - last_wall, 1e-9):.2f}"
         level = "WARN" if self.rejected else "OK"
-        status = common.diagnostic_status(self, level, f"episode {self.episode}, rtf {values['rtf']}", values)
+        status = common.diagnostic_status(self, level, f"episode {self.clock.episode}, rtf {values['rtf']}", values)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(array)
@@ -234,14 +263,10 @@ class SimNode(Node):
     # --- physics thread -----------------------------------------------------------------
     def _reset_episode(self) -> None:
         """Start the next episode (lock held)."""
-        end = self.ros_time() if self.episode >= 0 else SIM_TIME_START_S
-        self.seed = self.next_seed
-        self.next_seed += 1
-        self.core.reset(self.seed)
-        self.episode += 1
-        self.offset = end + (self.steps_per_tick * self.core.dt if self.episode > 0 else 0.0)
-        self.success_since: float | None = None
-        self.done = False
+        problem = self.clock.start()
+        if problem:
+            self.get_logger().error(f"episode {self.clock.episode}: {problem}")
+        self.perceive_due = self.lockstep and self.grasp_pose_timeout_s > 0 and self.perceives
         self._publish_episode("running", False)
         if self.lockstep and self.started:
             # Nodes reset episode state (expert plan, policy history) on /sim/episode; give the
@@ -250,17 +275,58 @@ class SimNode(Node):
             self.wake.wait(EPISODE_ANNOUNCE_S)
 
     def _publish_episode(self, status: str, success: bool) -> None:
-        info = {"episode": self.episode, "seed": self.seed, "task": self.task_name,
-                "instruction": self.core.task.instruction, "status": status, "success": bool(success),
-                "sim_time": round(self.core.time, 6), "stamp": round(self.ros_time(), 6)}
+        info = self.clock.info(self.task_name, status, success)
         self.pub_episode.publish(String(data=json.dumps(info)))
 
+    def _publish_view(self, cam: str, depth, mask, t: float) -> None:
+        frame = f"{cam}_camera_optical_frame"
+        self.pub_mask[cam].publish(common.mask_msg(mask, frame, t))
+        fx, fy, cx, cy = self.core.camera_intrinsics(cam)
+        self.pub_cam[cam][2].publish(common.camera_info_msg(depth.shape[1], depth.shape[0], fx, fy, cx, cy, frame, t))
+        self.pub_cam[cam][1].publish(common.depth_msg(depth, frame, t))
+
+    def _perception_phase(self) -> None:
+        """Lockstep, lock held, before an episode's first observation: publish the task's planning
+        view at the episode's start stamp, wait for the grasp planner's pose from it (wall time, up
+        to grasp_pose_timeout_s), then move ROS time one control period on without physics."""
+        self.perceive_due = False
+        t = self.clock.now()
+        cam = self.cameras[0]
+        depth, mask = self.core.task.clear_view()
+        self._publish_view(cam, depth, mask, t)
+        start = last_sent = time.monotonic()
+        while self.running and not self.reset_requested and (
+                self.grasp_pose_stamp is None or self.grasp_pose_stamp < t - 1e-6):
+            waited = time.monotonic() - start
+            if waited > self.grasp_pose_timeout_s:
+                self.get_logger().error(f"episode {self.clock.episode}: no grasp pose on {contract.GRASP_TARGET_POSE} "
+                                        f"after {waited:.1f} s; starting without one")
+                break
+            if time.monotonic() - last_sent > 1.0:  # sensor-data QoS is best effort: send the view again
+                self._publish_view(cam, depth, mask, t)
+                last_sent = time.monotonic()
+            self.wake.wait(0.02)
+        else:
+            # The policy node gets the same latched pose; give its delivery a head start over the
+            # first observation (wall time only).
+            self.wake.wait(0.05)
+        self.perception_waits_s.append(time.monotonic() - start)
+        self.clock.offset += self.steps_per_tick * self.core.dt
+
     def _publish_state(self, cameras: bool, tick: bool = True) -> None:
-        """Clock + joint states; at control ticks (every state in realtime) also the object
-        pose, and the cameras when asked. In lockstep, a complete observation is one stamp."""
+        """Clock + joint states (+ tactile); at control ticks (every state in realtime) also the
+        object pose, and the cameras when asked. In lockstep, a complete observation is one stamp."""
+        if self.perceive_due and tick:
+            self._perception_phase()
         # Observations go out before the /clock that reaches their stamp, so a sim-time timer
         # firing at t already finds the state of t (as with a robot's driver and system time).
-        t = self.ros_time()
+        t = self.clock.now()
+        forces = self.core.sensors()["tactile"] if self.pub_tactile else ()
+        for pub, frame, force in zip(self.pub_tactile, self.profile.tactile_frames, forces, strict=True):
+            msg = WrenchStamped()
+            msg.header.stamp, msg.header.frame_id = common.to_stamp(t), frame
+            msg.wrench.force.z = float(force)
+            pub.publish(msg)
         q, v, e = self.core.joint_state()
         self.pub_joints.publish(common.joint_state_msg(self.profile.joint_names, q, v, e, stamp=t))
         if tick:
@@ -268,13 +334,7 @@ class SimNode(Node):
         self.pub_clock.publish(Clock(clock=common.to_stamp(t)))
 
     def _publish_tick_observation(self, t: float, cameras: bool) -> None:
-        pos, quat = self.core.object_pose()
-        pose = PoseStamped()
-        pose.header.stamp, pose.header.frame_id = common.to_stamp(t), "world"
-        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(x) for x in pos)
-        o = pose.pose.orientation
-        o.w, o.x, o.y, o.z = (float(x) for x in quat)
-        self.pub_object.publish(pose)
+        self.pub_object.publish(common.pose_msg(*self.core.object_pose(), "world", t))
         if cameras:
             for cam, (pub_rgb, pub_depth, pub_info) in self.pub_cam.items():
                 rgb, depth = self.core.render(cam)
@@ -283,36 +343,35 @@ class SimNode(Node):
                 pub_depth.publish(common.depth_msg(depth, frame, t))
                 fx, fy, cx, cy = self.core.camera_intrinsics(cam)
                 pub_info.publish(common.camera_info_msg(rgb.shape[1], rgb.shape[0], fx, fy, cx, cy, frame, t))
+                if cam in self.pub_mask:
+                    self.pub_mask[cam].publish(common.mask_msg(self.core.task.object_mask(), frame, t))
 
     def _check_episode_end(self) -> bool:
         """Lock held. Ends the episode on held success or timeout; returns True if it ended."""
-        task = self.core.task
-        if task.success():
-            if self.success_since is None:
-                self.success_since = self.core.time
-        else:
-            self.success_since = None
-        hold_s = getattr(task, "success_hold_s", 0.5)
-        succeeded = self.success_since is not None and self.core.time - self.success_since >= hold_s
-        if succeeded or self.core.time >= task.max_time_s:
+        succeeded = self.clock.check_end()
+        if succeeded is not None:
             self._publish_episode("done", succeeded)
-            self.done = True
-            return True
-        return False
+        return succeeded is not None
 
     def _loop(self) -> None:
         step_index = 0
         wall0, sim0 = time.monotonic(), 0.0
         with self.wake:
-            while self.running and not self.started:  # the node finishes setting up first
+            while self.running and not self.set_up:  # the node finishes setting up first
                 self.wake.wait(0.1)
+            if self.running:
+                self._reset_episode()
+                if self.paused:
+                    self.clock.next_seed = self.clock.seed  # the episode never ran: the first ~/reset replays its seed
+                self.started = True
+                self.wake.notify_all()
             while self.running:
-                if self.reset_requested or (self.done and self.auto_reset):
+                if self.reset_requested or (self.clock.done and self.auto_reset):
                     self.reset_requested = False
                     self._reset_episode()
                     step_index = 0
                     wall0, sim0 = time.monotonic(), self.core.time
-                if self.done or (self.paused and self.pending_steps == 0):
+                if self.clock.done or (self.paused and self.pending_steps == 0):
                     self.wake.wait(0.1)
                     wall0, sim0 = time.monotonic(), self.core.time
                     continue
@@ -328,7 +387,7 @@ class SimNode(Node):
                     if step_index % self.steps_per_joint_state == 0 or due_camera:
                         self._publish_state(cameras=due_camera and bool(self.cameras), tick=not self.lockstep)
                     else:
-                        self.pub_clock.publish(Clock(clock=common.to_stamp(self.ros_time())))
+                        self.pub_clock.publish(Clock(clock=common.to_stamp(self.clock.now())))
                 self.core.step(1)
                 step_index += 1
                 if self.paused and self.pending_steps > 0:
@@ -343,7 +402,7 @@ class SimNode(Node):
 
     def _await_answer(self) -> bool:
         """Lockstep (lock held): wait for the trajectory answering the observation just sent."""
-        self.awaiting, self.answer = self.ros_time(), None
+        self.awaiting, self.answer = self.clock.now(), None
         last_sent = time.monotonic()
         while self.running and self.answer is None and not self.reset_requested:
             self.wake.wait(0.05)

@@ -277,6 +277,15 @@ class HandSim:
         """(30,) joint positions in profile order (m, rad)."""
         return self.data.qpos[self._qpos_adr].copy()
 
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Position (m, rad), velocity (m/s, rad/s) and actuator force (N, N m), profile order."""
+        d = self.data
+        return self.joint_positions(), d.qvel[self._dof_adr].copy(), d.actuator_force[self._act].copy()
+
+    def targets(self) -> np.ndarray:
+        """(30,) position targets the servos are commanded to now, profile order (m, rad)."""
+        return self.data.ctrl[self._act].copy()
+
     def object_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Object grasp-frame position (3,) m and quaternion wxyz (4,), world frame."""
         a = self._object_qpos

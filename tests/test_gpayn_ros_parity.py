@@ -97,8 +97,8 @@ def served_episode(core, serving: ServingPolicy, seed: int) -> tuple[bool, int]:
     while core.time < core.task.max_time_s:
         now = core.time
         q, _, _ = core.joint_state()
-        raw = {JOINT_STATES_INPUT: q, "camera/image": core.render(core.camera_name)[0]}
-        raw |= {f"tactile/{pad}": np.array([force]) for pad, force in zip(ADROIT.tactile_pads, core.pad_forces(),
+        raw = {JOINT_STATES_INPUT: q, "camera/image": core.render(core.camera_names[0])[0]}
+        raw |= {f"tactile/{pad}": np.array([force]) for pad, force in zip(ADROIT.tactile_pads, core.sensors()["tactile"],
                                                                             strict=True)}
         targets = serving.act(raw)
         chunk = ActionChunk(ADROIT.joint_names, targets, np.array([serving.dt]), now)
@@ -116,7 +116,7 @@ def served_episode(core, serving: ServingPolicy, seed: int) -> tuple[bool, int]:
 
 def test_served_bleach_episodes_match_graspenv(dexstack_home):
     """Same seeds, same outcome and the same time to lift (within 2 ticks) through the serving path as in GraspEnv."""
-    from dexstack.ros_nodes.hand_sim_node import HandSimCore
+    from dexstack.sim.cores import HandCore
     from dexstack.store import PolicyStore
 
     loaded = PolicyStore().verify(POLICY)  # the shipped version (bundled store)
@@ -125,7 +125,7 @@ def test_served_bleach_episodes_match_graspenv(dexstack_home):
     evaluate_policy(Runtime(loaded.path, loaded.manifest), (OBJECT,), len(seeds), seeds[0],
                     on_episode=lambda _name, seed, outcome: outcomes.__setitem__(seed, outcome))
 
-    core = HandSimCore(OBJECT, render=True, camera_size=None, max_time_s=5.0)
+    core = HandCore(object_name=OBJECT)
     serving = ServingPolicy(loaded.path, loaded.manifest, ADROIT, control_period_s=float(loaded.manifest["outputs"]["dt"]))
     try:
         served = {seed: served_episode(core, serving, seed) for seed in seeds}

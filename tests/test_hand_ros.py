@@ -68,7 +68,7 @@ def test_hand_sim_and_planner_through_ros(launch_nodes, ros_client):
     from dexstack.ros_nodes.common import QOS
     from dexstack.sim.hand_core import HandSim, close_hand_targets
 
-    launch_nodes([NodeSpec("hand_sim_node", "sim", {"max_episode_s": 120.0, "seed": 3}),
+    launch_nodes([NodeSpec("sim_node", "sim", {"task": "grasp", "max_episode_s": 120.0, "seed": 3}),
                   NodeSpec("grasp_planner_node", "grasp_planner", {})])
     latest = Latest(ros_client)
     sensor, latched = qos_profile_sensor_data, QOS[contract.QoSKind.LATCHED]

@@ -172,7 +172,9 @@ class GraspTask:
     """The grasp task bound to one hand sim (`HandSim`, its object chosen when it was built)."""
 
     name = "grasp"
-    robot = "adroit"  # the profile this task's scene simulates
+    # Plans from the camera: the sim node publishes object masks, the camera pose and, in
+    # lockstep, the planning view (`clear_view`) before the clock starts.
+    perception = True
     max_time_s = MAX_EPISODE_STEPS / CONTROL_HZ  # episode time limit, seconds of sim time
     success_hold_s = 0.0  # the lift itself ends the episode (G-PAYN's reward terminates on it)
 
@@ -240,6 +242,10 @@ class GraspTask:
         _, depth = sim.render()
         fit, _ = fit_object(depth, sim.object_mask(), sim.camera_intrinsics(), sim.camera_pose(), support_z=0.0)
         return fit
+
+    def object_mask(self) -> np.ndarray:
+        """(H, W) bool: scene camera pixels where the object is the nearest surface."""
+        return self.sim.object_mask()
 
     def clear_view(self) -> tuple[np.ndarray, np.ndarray]:
         """Depth (H, W) m and object mask (H, W) bool of the current scene with the arm at
