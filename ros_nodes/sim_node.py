@@ -1,49 +1,34 @@
 """MuJoCo sim node for every robot: publishes exactly what a ros2_control robot with cameras publishes.
 
-`task` (a name of `sim.tasks.TASKS`; `object` for the grasp task) picks the robot and its core
-(`sim.cores.make_core`); `profile` may name that robot or stay empty. Topics: /clock (every
-physics step), /joint_states, /tactile/<pad> for a profile with tactile pads (WrenchStamped,
-normal force in N on force.z), per camera color + aligned depth + camera_info; sim-only ground
-truth /sim/object_pose and /sim/episode. Consumes the profile's JointTrajectory with
-JointTrajectoryController semantics. Services: ~/reset (next seed, or the `seed` parameter after
-it is set), ~/step (one control period while paused), ~/set_pause. Episodes: `sim.episodes`.
+`task` (a `sim.tasks.TASKS` name; `object` for grasp) picks the robot and its core
+(`sim.cores.make_core`); `profile` may name that robot or stay empty. Topics: `sim_topics.py`.
+Consumes the profile's JointTrajectory with JointTrajectoryController semantics. Services:
+~/reset (next seed, or the `seed` parameter after it is set), ~/step (one control period while
+paused), ~/set_pause. Episodes, seeds and the monotonic clock: `sim.episodes`.
 
-Pacing:
-- realtime: physics follows the wall clock times `rtf` (0 = as fast as possible);
-- lockstep: at every control tick the node publishes the observation, then waits until a
-  trajectory stamped with that observation's stamp arrives (the policy's answer relayed by
-  the safety filter; a hold is an empty trajectory) before advancing physics.
-
-Tasks that plan from the camera (`task.perception`: grasp) also get /camera/<cam>/object_mask
-(mono8, 255 = object) with every frame and the camera's latched /camera/<cam>/optical_pose; in
-lockstep with `grasp_pose_timeout_s` > 0 each episode starts with a perception phase: the view
-the task planned from (`task.clear_view()`, arm out of view) goes out at the episode's start
-stamp, the node waits (wall time) for the planner's /grasp/target_pose from it, then moves ROS
-time one control period on without physics, so the first observation and grasp pose match the
-in-process env's.
+Pacing: realtime (physics follows the wall clock times `rtf`, 0 = as fast as possible) or
+lockstep (at every control tick the node publishes the observation, then waits until a
+trajectory stamped with that observation's stamp arrives, the policy's answer relayed by the
+safety filter, a hold being an empty trajectory, before advancing physics). Tasks that plan
+from the camera get a perception phase at the start of each lockstep episode: `sim_perception.py`.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.clock import Clock as RosClock
 from rclpy.clock import ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from dexstack import contract
 from dexstack.ros_nodes import common
+from dexstack.ros_nodes.sim_perception import PerceptionPhase
+from dexstack.ros_nodes.sim_topics import SimTopics
 from dexstack.sim.cores import make_core
 from dexstack.sim.episodes import SIM_TIME_START_S, EpisodeClock, steps_per
 from dexstack.sim.protocol import SimCoreProtocol
@@ -53,10 +38,9 @@ from dexstack.trajectory import ActionChunk
 # subscriber may have dropped it; re-publishing the same stamp is idempotent).
 LOCKSTEP_REPUBLISH_S = 1.0
 EPISODE_ANNOUNCE_S = 0.1
-EPISODE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-class SimNode(Node):
+class SimNode(PerceptionPhase, Node):
     def __init__(self) -> None:
         super().__init__("sim")
         p = self.declare_parameters("", [
@@ -96,32 +80,9 @@ class SimNode(Node):
         self.steps_per_joint_state = steps_per(params["joint_state_hz"], self.core.dt)
         self.steps_per_camera = steps_per(params["camera_hz"], self.core.dt)
 
-        qos = common.QOS
-        K = contract.QoSKind
-        self.pub_clock = self.create_publisher(Clock, contract.CLOCK, qos[K.DEFAULT])
-        self.pub_joints = self.create_publisher(JointState, contract.JOINT_STATES, qos[K.STATE_PUB])
-        self.pub_object = self.create_publisher(PoseStamped, contract.SIM_OBJECT_POSE, qos[K.DEFAULT])
-        # Latched, and deep enough that "done" is not overwritten by the next "running".
-        self.pub_episode = self.create_publisher(String, contract.SIM_EPISODE, EPISODE_QOS)
-        self.pub_cam = {
-            cam: (self.create_publisher(Image, contract.camera_color_topic(cam), qos[K.SENSOR_DATA]),
-                  self.create_publisher(Image, contract.camera_depth_topic(cam), qos[K.SENSOR_DATA]),
-                  self.create_publisher(CameraInfo, contract.camera_info_topic(cam), qos[K.SENSOR_DATA]))
-            for cam in self.cameras
-        }
-        self.pub_tactile = [self.create_publisher(WrenchStamped, contract.tactile_topic(pad), qos[K.SENSOR_DATA])
-                            for pad in self.profile.tactile_pads]
-        self.pub_mask = {cam: self.create_publisher(Image, contract.camera_mask_topic(cam), qos[K.SENSOR_DATA])
-                         for cam in (self.cameras if self.perceives else ())}
-        self.perceive_due = False  # lockstep: the episode's perception phase has not run yet
-        self.grasp_pose_stamp: float | None = None  # stamp (s) of the newest /grasp/target_pose
-        self.perception_waits_s: list[float] = []
-        if self.perceives:
-            self.create_subscription(PoseStamped, contract.GRASP_TARGET_POSE, self._on_grasp_pose, qos[K.LATCHED])
-            for cam in self.cameras:  # the camera is fixed in the world: its pose is published once, latched
-                pub = self.create_publisher(PoseStamped, contract.camera_pose_topic(cam), qos[K.LATCHED])
-                pose = self.core.camera_pose(cam)
-                pub.publish(common.pose_msg(pose[:3, 3], common.matrix_quaternion(pose[:3, :3]), "world", SIM_TIME_START_S))
+        self.topics = SimTopics(self, self.core, self.cameras, self.perceives, SIM_TIME_START_S)
+        qos, K = common.QOS, contract.QoSKind
+        self._set_up_perception()
         self.create_subscription(JointTrajectory, self.profile.trajectory_topic, self._on_trajectory, qos[K.COMMAND])
         self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_service(Trigger, "~/step", self._srv_step)
@@ -134,7 +95,6 @@ class SimNode(Node):
         self.answer: JointTrajectory | None = None
         self.rejected = 0
         self.ignored_answers = 0
-        self.pub_diag = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, qos[K.DEFAULT])
         # Steady clock: diagnostics keep coming while the sim is paused or waiting in lockstep.
         self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self._publish_diagnostics,
                           clock=RosClock(clock_type=ClockType.STEADY_TIME))
@@ -214,11 +174,6 @@ class SimNode(Node):
             self.core.hold()
             self.get_logger().error(f"rejected trajectory, holding: {exc}", throttle_duration_sec=2.0)
 
-    def _on_grasp_pose(self, msg: PoseStamped) -> None:
-        with self.wake:
-            self.grasp_pose_stamp = common.to_sec(msg.header.stamp)
-            self.wake.notify_all()
-
     def _srv_reset(self, request, response):
         with self.wake:
             self.reset_requested = True
@@ -255,10 +210,7 @@ class SimNode(Node):
         self._diag_last = (wall_t, sim_t)
         values["rtf"] = f"{(sim_t - last_sim) / max(wall_t - last_wall, 1e-9):.2f}"
         level = "WARN" if self.rejected else "OK"
-        status = common.diagnostic_status(self, level, f"episode {self.clock.episode}, rtf {values['rtf']}", values)
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(array)
+        self.topics.publish_diagnostics(level, f"episode {self.clock.episode}, rtf {values['rtf']}", values)
 
     # --- physics thread -----------------------------------------------------------------
     def _reset_episode(self) -> None:
@@ -275,76 +227,14 @@ class SimNode(Node):
             self.wake.wait(EPISODE_ANNOUNCE_S)
 
     def _publish_episode(self, status: str, success: bool) -> None:
-        info = self.clock.info(self.task_name, status, success)
-        self.pub_episode.publish(String(data=json.dumps(info)))
-
-    def _publish_view(self, cam: str, depth, mask, t: float) -> None:
-        frame = f"{cam}_camera_optical_frame"
-        self.pub_mask[cam].publish(common.mask_msg(mask, frame, t))
-        fx, fy, cx, cy = self.core.camera_intrinsics(cam)
-        self.pub_cam[cam][2].publish(common.camera_info_msg(depth.shape[1], depth.shape[0], fx, fy, cx, cy, frame, t))
-        self.pub_cam[cam][1].publish(common.depth_msg(depth, frame, t))
-
-    def _perception_phase(self) -> None:
-        """Lockstep, lock held, before an episode's first observation: publish the task's planning
-        view at the episode's start stamp, wait for the grasp planner's pose from it (wall time, up
-        to grasp_pose_timeout_s), then move ROS time one control period on without physics."""
-        self.perceive_due = False
-        t = self.clock.now()
-        cam = self.cameras[0]
-        depth, mask = self.core.task.clear_view()
-        self._publish_view(cam, depth, mask, t)
-        start = last_sent = time.monotonic()
-        while self.running and not self.reset_requested and (
-                self.grasp_pose_stamp is None or self.grasp_pose_stamp < t - 1e-6):
-            waited = time.monotonic() - start
-            if waited > self.grasp_pose_timeout_s:
-                self.get_logger().error(f"episode {self.clock.episode}: no grasp pose on {contract.GRASP_TARGET_POSE} "
-                                        f"after {waited:.1f} s; starting without one")
-                break
-            if time.monotonic() - last_sent > 1.0:  # sensor-data QoS is best effort: send the view again
-                self._publish_view(cam, depth, mask, t)
-                last_sent = time.monotonic()
-            self.wake.wait(0.02)
-        else:
-            # The policy node gets the same latched pose; give its delivery a head start over the
-            # first observation (wall time only).
-            self.wake.wait(0.05)
-        self.perception_waits_s.append(time.monotonic() - start)
-        self.clock.offset += self.steps_per_tick * self.core.dt
+        self.topics.publish_episode(self.clock.info(self.task_name, status, success))
 
     def _publish_state(self, cameras: bool, tick: bool = True) -> None:
-        """Clock + joint states (+ tactile); at control ticks (every state in realtime) also the
-        object pose, and the cameras when asked. In lockstep, a complete observation is one stamp."""
+        """One stamp's observation (`SimTopics.publish_state`); in lockstep an episode's first one
+        comes after its perception phase."""
         if self.perceive_due and tick:
             self._perception_phase()
-        # Observations go out before the /clock that reaches their stamp, so a sim-time timer
-        # firing at t already finds the state of t (as with a robot's driver and system time).
-        t = self.clock.now()
-        forces = self.core.sensors()["tactile"] if self.pub_tactile else ()
-        for pub, frame, force in zip(self.pub_tactile, self.profile.tactile_frames, forces, strict=True):
-            msg = WrenchStamped()
-            msg.header.stamp, msg.header.frame_id = common.to_stamp(t), frame
-            msg.wrench.force.z = float(force)
-            pub.publish(msg)
-        q, v, e = self.core.joint_state()
-        self.pub_joints.publish(common.joint_state_msg(self.profile.joint_names, q, v, e, stamp=t))
-        if tick:
-            self._publish_tick_observation(t, cameras)
-        self.pub_clock.publish(Clock(clock=common.to_stamp(t)))
-
-    def _publish_tick_observation(self, t: float, cameras: bool) -> None:
-        self.pub_object.publish(common.pose_msg(*self.core.object_pose(), "world", t))
-        if cameras:
-            for cam, (pub_rgb, pub_depth, pub_info) in self.pub_cam.items():
-                rgb, depth = self.core.render(cam)
-                frame = f"{cam}_camera_optical_frame"
-                pub_rgb.publish(common.rgb_msg(rgb, frame, t))
-                pub_depth.publish(common.depth_msg(depth, frame, t))
-                fx, fy, cx, cy = self.core.camera_intrinsics(cam)
-                pub_info.publish(common.camera_info_msg(rgb.shape[1], rgb.shape[0], fx, fy, cx, cy, frame, t))
-                if cam in self.pub_mask:
-                    self.pub_mask[cam].publish(common.mask_msg(self.core.task.object_mask(), frame, t))
+        self.topics.publish_state(self.clock.now(), tick, cameras)
 
     def _check_episode_end(self) -> bool:
         """Lock held. Ends the episode on held success or timeout; returns True if it ended."""
@@ -387,7 +277,7 @@ class SimNode(Node):
                     if step_index % self.steps_per_joint_state == 0 or due_camera:
                         self._publish_state(cameras=due_camera and bool(self.cameras), tick=not self.lockstep)
                     else:
-                        self.pub_clock.publish(Clock(clock=common.to_stamp(self.clock.now())))
+                        self.topics.publish_clock(self.clock.now())
                 self.core.step(1)
                 step_index += 1
                 if self.paused and self.pending_steps > 0:
