@@ -322,3 +322,23 @@ def test_vector_env_auto_resets_and_returns_the_final_observation():
     with pytest.raises(ValueError, match="shape"):
         venv.step(np.zeros(ACTION_DIM))
     venv.close()
+
+
+def test_the_sim_nodes_hand_core_starts_each_episode_exactly_as_graspenv():
+    """Both run the grasp task's reset (`sim/tasks/grasp.py`): same seed, same placement, the same
+    planned grasp and the same joint state, bit for bit."""
+    from dexstack.sim.cores import HandCore
+
+    env, core = GraspEnv("sugar_box", render=True), HandCore(object_name="sugar_box")
+    try:
+        for seed in (3, 4):
+            _, info = env.reset(seed=seed)
+            assert core.reset(seed) is None and core.time == 0.0
+            assert core.plan["grasp_position"] == info["grasp_pose"][0].tolist()
+            assert core.plan["grasp_quaternion"] == info["grasp_pose"][1].tolist()
+            assert np.array_equal(core.joint_state()[0], env.sim.joint_positions())
+            assert np.array_equal(core.object_pose()[0], env.sim.object_pose()[0])
+            assert core.task.success() is False and core.task.rest_height == env.task.rest_height
+    finally:
+        env.close()
+        core.close()
