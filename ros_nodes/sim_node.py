@@ -30,8 +30,7 @@ from dexstack.ros_nodes import common
 from dexstack.ros_nodes.sim_perception import PerceptionPhase
 from dexstack.ros_nodes.sim_topics import SimTopics
 from dexstack.sim.cores import make_core
-from dexstack.sim.episodes import SIM_TIME_START_S, EpisodeClock, steps_per
-from dexstack.sim.protocol import SimCoreProtocol
+from dexstack.sim.episodes import SIM_TIME_START_S, EpisodeClock, start_core_thread, steps_per
 from dexstack.trajectory import ActionChunk
 
 # Wall-clock wait before a lockstep observation is published again (a best-effort
@@ -65,8 +64,10 @@ class SimNode(PerceptionPhase, Node):
         self.running = True
         size = (params["camera_width"], params["camera_height"]) if params["camera_width"] > 0 else None
         options = {"object": params["object"]} if params["object"] else {}
-        # The physics thread owns the core: an EGL context is only valid in the thread that made it.
-        self.core = self._start_physics_thread(params, size, options)
+        self.started = self.set_up = False
+        self.core, self.thread = start_core_thread(
+            lambda: make_core(params["task"], params["profile"] or None, bool(params["cameras"]), size, options),
+            self._loop)
         self.profile = self.core.profile
         self.set_parameters([Parameter("profile", Parameter.Type.STRING, self.profile.name)])
         self.clock = EpisodeClock(self.core, params["seed"], params["policy_rate"], params["max_episode_s"],
@@ -107,31 +108,6 @@ class SimNode(PerceptionPhase, Node):
                 self.wake.wait(0.05)
         if self.clock.episode < 0:
             raise RuntimeError("the physics thread died before the first episode (see its traceback)")
-
-    def _start_physics_thread(self, params: dict, size, options: dict) -> SimCoreProtocol:
-        built: dict = {}
-        ready = threading.Event()
-
-        def run() -> None:
-            try:
-                built["core"] = make_core(params["task"], params["profile"] or None, bool(params["cameras"]), size,
-                                          options)
-            except Exception as exc:  # reported in the constructor below
-                built["error"] = exc
-            ready.set()
-            if "core" in built:
-                try:
-                    self._loop()
-                finally:
-                    built["core"].close()  # in the thread that made its GL contexts
-
-        self.started = self.set_up = False
-        self.thread = threading.Thread(target=run, name="physics", daemon=True)
-        self.thread.start()
-        ready.wait()
-        if "error" in built:
-            raise built["error"]
-        return built["core"]
 
     # --- callbacks (executor thread) ----------------------------------------------------
     def _on_params(self, params):

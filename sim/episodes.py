@@ -8,6 +8,8 @@ timers and staleness checks keep working. Time in seconds.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,34 @@ SIM_TIME_START_S = 1.0
 def steps_per(rate_hz: float, dt: float) -> int:
     """Physics steps of `dt` seconds per period of `rate_hz` (at least 1)."""
     return max(1, round(1.0 / (rate_hz * dt)))
+
+
+def start_core_thread(build: Callable[[], SimCoreProtocol], loop: Callable[[], None]
+                      ) -> tuple[SimCoreProtocol, threading.Thread]:
+    """Build a core in a new (daemon) thread that then runs `loop` and closes the core: the
+    thread owns the core, since an EGL context is only valid in the thread that made it.
+    Returns once the core is built; the build's exception is raised here."""
+    built: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def run() -> None:
+        try:
+            built["core"] = build()
+        except Exception as exc:  # re-raised in the caller's thread below
+            built["error"] = exc
+        ready.set()
+        if "core" in built:
+            try:
+                loop()
+            finally:
+                built["core"].close()
+
+    thread = threading.Thread(target=run, name="physics", daemon=True)
+    thread.start()
+    ready.wait()
+    if "error" in built:
+        raise built["error"]
+    return built["core"], thread
 
 
 class EpisodeClock:

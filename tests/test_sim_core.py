@@ -253,3 +253,24 @@ def test_a_task_runs_only_on_its_robots_core():
         make_core("pick_lift", "adroit", render=False)
     with pytest.raises(ValueError, match="options"):
         make_core("pick_lift", render=False, options={"object": "sugar_box"})
+
+
+def test_episode_clock_stays_monotonic_and_ends_at_the_time_limit(core):
+    from dexstack.sim.episodes import SIM_TIME_START_S, EpisodeClock
+
+    clock = EpisodeClock(core, first_seed=7, policy_rate_hz=10.0, max_time_s=0.2)
+    clock.start()
+    assert (clock.episode, clock.seed, clock.now()) == (0, 7, SIM_TIME_START_S)
+    ends = []
+    while (ended := clock.check_end()) is None:
+        core.step(clock.steps_per_tick)
+        ends.append(clock.now())
+    assert ended is False and clock.done and core.time == pytest.approx(0.2)  # nothing lifted: a timeout
+    assert ends == sorted(ends) and ends[0] > SIM_TIME_START_S
+    end = clock.now()
+    clock.start()
+    # The next episode starts one control period after the last one ended, with the next seed.
+    assert (clock.episode, clock.seed, clock.done) == (1, 8, False)
+    assert clock.now() == pytest.approx(end + 0.1) and core.time == 0.0
+    with pytest.raises(ValueError, match="limit"):
+        EpisodeClock(core, 0, 10.0, max_time_s=-1.0)
