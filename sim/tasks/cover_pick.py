@@ -37,7 +37,6 @@ class CoverPickTask(StagedTask):
     """Pick the object from the place where it was shown before it was covered."""
 
     name = "cover_pick"
-    perception = False  # no planning view: the sim publishes no object masks for it
     max_time_s = 14.0
     success_hold_s = 0.5
     cue_end_s = COVERED_AT_S  # from this episode time on, the current frame does not tell the place

@@ -33,7 +33,6 @@ class CueChoiceTask(StagedTask):
     """Lift the object whose colour the cue showed; leave the other one."""
 
     name = "cue_choice"
-    perception = False  # no planning view: the sim publishes no object masks for it
     max_time_s = 14.0
     success_hold_s = 0.5
     cue_end_s = CUE_GONE_AT_S  # from this episode time on, the current frame does not tell the target
