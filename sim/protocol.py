@@ -1,9 +1,12 @@
 """What a simulated robot offers the sim node and the evaluators: the `SimCoreProtocol`.
 
 Two cores implement it: the Panda's (`sim/core.py`, `SimCore`, the Panda tasks) and the Adroit
-hand's (`sim/cores.py`, `HandCore`, the grasp task). `make_core` builds the one a task runs on
-(the task's `robot`). Time is simulation time in seconds since the last `reset`; joint vectors
-are in the profile's joint order; positions in the world (= robot base) frame, metres.
+hand's (`sim/cores.py`, `HandCore`, the grasp task). `sim.cores.make_core(task, profile,
+render, camera_size, options)` builds the one a task runs on (`dexstack/tasks.json`); a task's
+options (the grasp task's `object`) are fixed when its core is built, since the object is part of
+the compiled scene, and each `reset(seed)` draws the episode from the seed. Time is simulation
+time in seconds since the last `reset`; joint vectors are in the profile's joint order;
+positions in the world (= robot base) frame, metres.
 """
 
 from __future__ import annotations

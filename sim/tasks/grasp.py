@@ -9,7 +9,7 @@ approach. Without rendering the grasp is planned on the object's true bounding b
 The policy takes over from there; it has to reach the grasp pose, close the fingers and lift the
 object `SUCCESS_LIFT` above its resting height within `MAX_EPISODE_STEPS` control steps of
 1 / `CONTROL_HZ` s. Used by the RL env (`policies/gpayn/env.py`) and behind the sim node
-(`sim/hand_core.py`'s `HandCore`), so both end episodes by the same predicates.
+(`sim/cores.py`'s `HandCore`), so both end episodes by the same predicates.
 
 Reward terms (`_reward_*`, summed by `compute_reward`), following the G-PAYN paper:
 
