@@ -11,9 +11,10 @@ SUBPACKAGES = {
     "policies": ["policies", "policies/common", "policies/bc", "policies/diffusion", "policies/gpayn"],
     "sim": ["sim", "sim/tasks", "sim/experts"],
     "hardware": ["hardware"],
+    "perception": ["perception"],
 }
 FAMILIES = ["bc", "diffusion", "gpayn"]  # policy families shipped here (dexstack/families.py)
-NODES = ["sim_node", "safety_filter", "policy_node", "mock_hardware", "recorder", "expert_node", "hand_sim_node",
+NODES = ["sim_node", "safety_filter", "policy_node", "mock_hardware", "recorder", "expert_node",
          "grasp_planner_node"]
 
 packages = [PACKAGE, f"{PACKAGE}.cli"]
@@ -27,7 +28,7 @@ setup(
     version="0.1.0",
     packages=packages,
     package_dir=package_dir,
-    package_data={f"{PACKAGE}.sim": ["assets/*"]},
+    package_data={PACKAGE: ["tasks.json"], f"{PACKAGE}.sim": ["assets/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

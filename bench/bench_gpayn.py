@@ -350,25 +350,27 @@ def bench_inference(actor: BenchActor, observations: list[dict[str, np.ndarray]]
 def bench_fit(objects: tuple[str, ...], placements: int, seed: int) -> dict[str, Any]:
     """Per object: p50/p99 of each stage over `placements` placements drawn as GraspEnv.reset draws
     them, the cloud size and the fitted centre's distance from the object's true centre."""
+    from dexstack.perception.camera import points_from_depth
+    from dexstack.perception.grasp_pose import arm_friendly_grasp, grasp_pose
+    from dexstack.perception.superquadric import fit_superquadric
     from dexstack.policies.gpayn import env as genv
-    from dexstack.policies.gpayn.grasp_pose import grasp_pose
-    from dexstack.policies.gpayn.superquadric import fit_superquadric, points_from_depth
     from dexstack.sim import hand_scene
     from dexstack.sim.hand_core import HandSim
+    from dexstack.sim.tasks import grasp as gtask
 
     reference = np.asarray(hand_scene.ARM_MOUNT_POS, dtype=float)
     results: dict[str, Any] = {}
     for name in objects:
-        sim = HandSim(name, render=True, camera_size=genv.FIT_CAMERA_SIZE)
+        sim = HandSim(name, render=True, camera_size=gtask.FIT_CAMERA_SIZE)
         rng = np.random.default_rng(seed)
         stages: dict[str, list[float]] = {"points": [], "fit": [], "grasp": [], "total": []}
         n_points, centre_mm, failures = [], [], []
         try:
             for _ in range(placements):
-                xy = np.asarray(hand_scene.OBJECT_XY) + rng.uniform(-genv.PLACEMENT_XY, genv.PLACEMENT_XY, 2)
-                yaw = hand_scene.OBJECT_YAW + rng.uniform(-genv.PLACEMENT_YAW, genv.PLACEMENT_YAW)
+                xy = np.asarray(hand_scene.OBJECT_XY) + rng.uniform(-gtask.PLACEMENT_XY, gtask.PLACEMENT_XY, 2)
+                yaw = hand_scene.OBJECT_YAW + rng.uniform(-gtask.PLACEMENT_YAW, gtask.PLACEMENT_YAW)
                 sim.reset(object_xy=tuple(xy), object_yaw=float(yaw))
-                sim.set_arm_pose(genv.CAMERA_CLEAR_ARM)
+                sim.set_arm_pose(gtask.CAMERA_CLEAR_ARM)
                 _, depth = sim.render()
                 mask = sim.object_mask()
                 t0 = time.perf_counter()
@@ -377,8 +379,8 @@ def bench_fit(objects: tuple[str, ...], placements: int, seed: int) -> dict[str,
                 fit = fit_superquadric(points, support_z=0.0)
                 t2 = time.perf_counter()
                 try:
-                    grasp = grasp_pose(fit, "auto", standoff=genv.GRASP_STANDOFF, reference=reference)
-                    genv.arm_friendly_grasp(grasp, fit, reference)
+                    grasp = grasp_pose(fit, "auto", standoff=gtask.GRASP_STANDOFF, reference=reference)
+                    arm_friendly_grasp(grasp, fit, reference)
                 except ValueError as exc:  # no width fits the hand: GraspEnv re-draws the placement
                     failures.append(str(exc))
                 t3 = time.perf_counter()
@@ -396,7 +398,7 @@ def bench_fit(objects: tuple[str, ...], placements: int, seed: int) -> dict[str,
         log(f"fit {name}: total p50 {results[name]['total_ms']['p50_ms']:.0f} ms, "
             f"{results[name]['points_median']} points")
     all_totals = [v["total_ms"]["p50_ms"] for v in results.values()]
-    return {"placements_per_object": placements, "seed": seed, "camera": list(genv.FIT_CAMERA_SIZE),
+    return {"placements_per_object": placements, "seed": seed, "camera": list(gtask.FIT_CAMERA_SIZE),
             "objects": results, "total_p50_ms_median_over_objects": round(float(np.median(all_totals)), 3),
             "total_p50_ms_max_over_objects": round(float(max(all_totals)), 3)}
 

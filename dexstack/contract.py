@@ -136,7 +136,7 @@ SIM_ONLY_TOPICS = [
 ]
 
 # The grasp planner's output: the palm (grasp) frame's target pose in "world" (z = approach into
-# the object, x = closing direction; see policies/gpayn/grasp_pose.py), stamped with the depth
+# the object, x = closing direction; see perception/grasp_pose.py), stamped with the depth
 # image it was planned from; latched so that a node starting later still gets the current plan.
 GRASP_TOPICS = [TopicSpec(GRASP_TARGET_POSE, "geometry_msgs/msg/PoseStamped", QoSKind.LATCHED)]
 

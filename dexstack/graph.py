@@ -4,10 +4,12 @@
 `dexstack up` spawns the same list as processes with `--ros-args` on machines that only have
 the pip ROS 2 wheels. Nothing else decides which nodes run or with which parameters.
 
-Two robots: the Panda (`profile:=panda`, the sim tasks of `SIM_TASKS`) and the G-PAYN Adroit hand
-(`profile:=adroit`, or `task:=grasp`, which implies it): the hand sim (`hand_sim_node`, the grasp
-task, `object:=` from the sim's catalogue) and the grasp planner replace the Panda sim; the
-safety filter, the policy node and the recorder are the same nodes on the adroit profile. The
+Two robots: the Panda (`profile:=panda`, its sim tasks) and the G-PAYN Adroit hand
+(`profile:=adroit`, or `task:=grasp`, which implies it); which robot each sim task runs on is
+`dexstack/tasks.json` (`TASK_ROBOTS`), the data file the sim's task registry reads too. One sim
+node serves both (for the hand: the grasp task, `object:=` from the sim's catalogue), and the hand
+adds the grasp planner; the safety filter, the policy node and the recorder are the same nodes
+on the adroit profile. The
 Panda's default policy (`bc_pick_lift`) does not drive the hand, so with the adroit profile
 and `policy` left at that default no policy node starts.
 """
@@ -15,19 +17,21 @@ and `policy` left at that default no policy node starts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dexstack import contract
 
 PACKAGE = "dexstack"
 DEFAULT_POLICY = "bc_pick_lift"
-# The sim's task registry (`dexstack.sim.tasks.TASKS`) by name; core cannot import the sim, and
-# tests/test_graph.py keeps the two equal.
-SIM_TASKS = ("cover_pick", "cue_choice", "pick_lift")
+# Sim task -> the robot profile whose scene it runs on; the sim's task registry checks it lists
+# exactly its tasks (a data file: core does not import the sim).
+TASK_ROBOTS: dict[str, str] = json.loads((Path(__file__).parent / "tasks.json").read_text())
 HAND_PROFILE = "adroit"
 GRASP_POSE_TIMEOUT_S = 30.0  # s of wall time a lockstep hand episode waits for its grasp pose
-HAND_TASKS = ("grasp",)  # the hand sim's task (`ros_nodes/hand_sim_node.py`)
+HAND_TASKS = tuple(sorted(t for t, robot in TASK_ROBOTS.items() if robot == HAND_PROFILE))
 DEFAULT_TASK = "pick_lift"
 DEFAULT_HAND_OBJECT = "potted_meat_can"
 
@@ -47,7 +51,7 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
               "policy to serve from the store, NAME or NAME@VERSION; 'expert' runs the sim's scripted expert; "
               "'none' runs no policy"),
     LaunchArg("task", DEFAULT_TASK, "sim task (ignored on real hardware); 'grasp' is the Adroit hand's and implies "
-              "profile:=adroit", SIM_TASKS + HAND_TASKS),
+              "profile:=adroit", tuple(sorted(TASK_ROBOTS))),
     LaunchArg("profile", "panda", "robot profile (joint names, limits, topics); adroit: the G-PAYN hand with the "
               "hand sim and the grasp planner", ("panda", HAND_PROFILE)),
     LaunchArg("object", DEFAULT_HAND_OBJECT, "object of the hand's grasp task (a name of the sim's object catalogue; "
@@ -126,15 +130,15 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
     lockstep = sim and values["pacing"] == "lockstep"
     common = {"use_sim_time": sim, "profile": values["profile"]}
     nodes: list[NodeSpec] = []
-    # What every sim node takes; the hand sim adds its object, the Panda sim its task.
-    sim_params = common | {"rtf": float(values["rtf"]), "pacing": values["pacing"], "seed": int(values["seed"]),
-                           "cameras": values["cameras"] == "true", "policy_rate": float(values["policy_rate"])}
     if sim:
-        # Lockstep hand episodes start as GraspEnv's: fit the arm-clear view, wait (up to this much
-        # wall time) for the planner's grasp pose, then start the clock (`hand_sim_node.py`).
-        hand_params = {"object": values["object"]} | ({"grasp_pose_timeout_s": GRASP_POSE_TIMEOUT_S} if lockstep else {})
-        nodes.append(NodeSpec("hand_sim_node", "sim", sim_params | hand_params) if hand
-                     else NodeSpec("sim_node", "sim", sim_params | {"task": values["task"]}))
+        sim_params = common | {"task": values["task"], "rtf": float(values["rtf"]), "pacing": values["pacing"],
+                               "seed": int(values["seed"]), "cameras": values["cameras"] == "true",
+                               "policy_rate": float(values["policy_rate"])}
+        if hand:
+            # Lockstep hand episodes start as GraspEnv's: fit the arm-clear view, wait (up to this
+            # much wall time) for the planner's grasp pose, then start the clock (`sim_node.py`).
+            sim_params |= {"object": values["object"]} | ({"grasp_pose_timeout_s": GRASP_POSE_TIMEOUT_S} if lockstep else {})
+        nodes.append(NodeSpec("sim_node", "sim", sim_params))
     elif hardware == "mock":
         nodes.append(NodeSpec("mock_hardware", "mock_hardware", dict(common)))
     if hand:
@@ -145,7 +149,7 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
     if values["policy"] == "expert":
         if hand:
             raise ValueError("policy:=expert has no Adroit hand expert; the hand's scripted grasp is "
-                             "policies/gpayn/demos.py (in-process)")
+                             "sim/experts/grasp.py (in-process)")
         if not sim:
             raise ValueError("policy:=expert needs hardware:=mujoco (the expert reads the sim's ground truth)")
         nodes.append(NodeSpec("expert_node", "expert", common | {

@@ -16,6 +16,16 @@ from dexstack.hardware.profiles import ADROIT
 HAND_JOINTS: tuple[str, ...] = ADROIT.joint_names[6:]
 FINGERS: tuple[str, ...] = ADROIT.tactile_pads
 
+# The hand's step command (palm translation, palm rotation, one closing change per finger), each
+# element in [-1, 1] times its step size per command period. G-PAYN's actions
+# (`policies/gpayn/action.py`) and the grasp task's scripted expert (`sim/experts/grasp.py`) both
+# speak it; it lives with the robot so the sim needs nothing from policies/.
+ARM_DIM, FINGER_DIM = 6, len(FINGERS)
+ACTION_DIM = ARM_DIM + FINGER_DIM
+MAX_TRANSLATION = 0.01  # m per step
+MAX_ROTATION = 0.05  # rad per step
+MAX_FINGER_DELTA = 0.125  # closing fraction per step: open to closed in 0.8 s
+
 # The scripted closing: hand joint targets (rad) of the fully closed hand, HAND_JOINTS order.
 # Fingers flex at all three joints (near their 1.571 rad limits, so the blocked servos squeeze);
 # the thumb swings under the palm (THJ3), turns its pad towards the fingers (THJ2 at its limit,

@@ -285,3 +285,31 @@ def message_class(type_name: str):
 
     package, kind, name = type_name.split("/")
     return getattr(importlib.import_module(f"{package}.{kind}"), name)
+
+
+def mask_msg(mask: np.ndarray, frame_id: str, stamp: float) -> Image:
+    """(H, W) bool -> mono8 Image, 255 on the object."""
+    h, w = mask.shape
+    msg = Image(height=h, width=w, encoding="mono8", is_bigendian=0, step=w)
+    msg.header.stamp, msg.header.frame_id = to_stamp(stamp), frame_id
+    msg.data = (mask.astype(np.uint8) * 255).tobytes()
+    return msg
+
+
+def matrix_quaternion(rotation: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation matrix -> unit quaternion (w, x, y, z) with w >= 0."""
+    from scipy.spatial.transform import Rotation
+
+    q = Rotation.from_matrix(rotation).as_quat(scalar_first=True)
+    return q if q[0] >= 0 else -q
+
+
+def pose_msg(position, quaternion, frame_id: str, stamp: float) -> PoseStamped:
+    """Position (3,) m and quaternion (w, x, y, z) -> PoseStamped."""
+    msg = PoseStamped()
+    msg.header.stamp, msg.header.frame_id = to_stamp(stamp), frame_id
+    p = msg.pose.position
+    p.x, p.y, p.z = (float(v) for v in position)
+    o = msg.pose.orientation
+    o.w, o.x, o.y, o.z = (float(v) for v in quaternion)
+    return msg

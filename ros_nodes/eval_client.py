@@ -6,7 +6,7 @@ optionally keep the scene camera frames of one episode for a video.
 `evaluate_grasp_through_ros` runs the G-PAYN grasp task: one graph per object (the hand sim's
 `object` parameter), lockstep at the policy's own control period (its manifest's `outputs.dt`,
 for sim ticks and the policy node alike), with the hand sim's perception phase on
-(the graph sets `grasp_pose_timeout_s` in lockstep, see `hand_sim_node.py`) so each episode starts
+(the graph sets `grasp_pose_timeout_s` in lockstep, see `sim_perception.py`) so each episode starts
 like `GraspEnv.reset(seed)`.
 It also keeps the grasp planner's pose of every episode, to compare with GraspEnv's plan."""
 

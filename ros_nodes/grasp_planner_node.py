@@ -11,11 +11,10 @@ Inputs, for the camera named by the `camera` parameter:
   fail silently; on a robot, a one-line calibration publisher (or a TF bridge) feeds it.
 - /sim/episode (latched), when a sim runs: a new episode number means a new scene.
 
-Pipeline (numpy + scipy, `policies/gpayn`): back-project the masked depth (`points_from_depth`),
-fit a superquadric with the table prior (`fit_superquadric(support_z=support_z)`), plan
+Pipeline: `perception.planning.plan_grasp`, the one the grasp task runs at reset (back-project
+the masked depth, fit a superquadric with the table prior `support_z`, check the fit, plan
 `grasp_pose(approach, max_aperture, standoff, reference)` and, with `arm_friendly`, turn it about
-the approach axis to the equivalent the Adroit arm reaches (`env.arm_friendly_grasp`: the same
-plan GraspEnv makes at reset).
+the approach axis to the equivalent the Adroit arm reaches).
 
 Output: geometry_msgs/PoseStamped on /grasp/target_pose, frame "world", stamped with the depth
 image it came from, latched (a node that starts later still gets the plan). One plan per scene:
@@ -44,17 +43,12 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from dexstack import contract
-from dexstack.policies.gpayn.env import GRASP_STANDOFF, arm_friendly_grasp
-from dexstack.policies.gpayn.grasp_pose import APPROACHES, HAND_APERTURE, grasp_pose
-from dexstack.policies.gpayn.superquadric import Superquadric, fit_superquadric, points_from_depth
+from dexstack.perception.grasp_pose import APPROACHES, HAND_APERTURE
+from dexstack.perception.planning import plan_grasp
 from dexstack.ros_nodes import common
 from dexstack.sim.hand_scene import ARM_MOUNT_POS
+from dexstack.sim.tasks.grasp import GRASP_STANDOFF
 
-MIN_POINTS = 50  # fewer object points than this are too few to trust a fit
-# A fit whose centre lies further than this outside the cloud's bounding box, or whose
-# half-extent exceeds the cloud's span by this much, explains the points with a shape that
-# is mostly unseen: refused as degenerate.
-FIT_SLACK_M = 0.05
 MATCH_QUEUE = 10  # frames kept while waiting for the other images of the same stamp
 POSE_HISTORY = 10  # grasp poses a late-joining subscriber is replayed (one per episode)
 
@@ -114,43 +108,6 @@ def pose_to_matrix(msg: PoseStamped) -> np.ndarray:
     if not np.isfinite(pose).all():
         raise ValueError("camera pose is not finite")
     return pose
-
-
-def check_fit(fit: Superquadric, points: np.ndarray) -> None:
-    """ValueError unless the fit is finite and stays close to the cloud it explains."""
-    values = np.concatenate([fit.size, fit.exponents, fit.position, fit.rotation.ravel()])
-    if not np.isfinite(values).all():
-        raise ValueError("superquadric fit is not finite")
-    lo, hi = points.min(axis=0) - FIT_SLACK_M, points.max(axis=0) + FIT_SLACK_M
-    if np.any(fit.position < lo) or np.any(fit.position > hi):
-        raise ValueError(f"degenerate fit: centre {np.round(fit.position, 3).tolist()} m lies outside the "
-                         f"cloud's bounds by more than {FIT_SLACK_M} m")
-    span = float(np.linalg.norm(points.max(axis=0) - points.min(axis=0)))
-    if float(fit.size.max()) > span + FIT_SLACK_M:
-        raise ValueError(f"degenerate fit: half-extent {fit.size.max():.3f} m for a cloud spanning {span:.3f} m")
-
-
-def plan_grasp(depth: np.ndarray, mask: np.ndarray, intrinsics: tuple[float, float, float, float],
-               camera_pose: np.ndarray, support_z: float | None, approach: str, max_aperture: float,
-               standoff: float, reference: np.ndarray, arm_friendly: bool
-               ) -> tuple[tuple[np.ndarray, np.ndarray], Superquadric, int]:
-    """Grasp pose (position, quaternion wxyz), the fit and the number of points, or ValueError
-    saying why this frame gives no trustworthy pose."""
-    if depth.shape != mask.shape:
-        raise ValueError(f"depth {depth.shape[1]}x{depth.shape[0]} and mask {mask.shape[1]}x{mask.shape[0]} differ in size")
-    if not mask.any():
-        raise ValueError("object mask is empty: no object in view")
-    points = points_from_depth(depth, mask, *intrinsics, camera_pose)
-    if len(points) < MIN_POINTS:
-        raise ValueError(f"only {len(points)} object points with depth (need {MIN_POINTS})")
-    fit = fit_superquadric(points, support_z=support_z)
-    check_fit(fit, points)
-    grasp = grasp_pose(fit, approach, max_aperture=max_aperture, standoff=standoff, reference=reference)
-    if arm_friendly:
-        grasp = arm_friendly_grasp(grasp, fit, reference)
-    if not (np.isfinite(grasp[0]).all() and np.isfinite(grasp[1]).all()):
-        raise ValueError("grasp pose is not finite")
-    return grasp, fit, len(points)
 
 
 class GraspPlannerNode(Node):

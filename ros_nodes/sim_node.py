@@ -1,70 +1,58 @@
-"""MuJoCo sim node: publishes exactly what a ros2_control robot with cameras publishes.
+"""MuJoCo sim node for every robot: publishes exactly what a ros2_control robot with cameras publishes.
 
-Topics: /clock (every physics step), /joint_states, per camera color + aligned depth +
-camera_info; sim-only ground truth /sim/object_pose and /sim/episode. Consumes the
-controller's JointTrajectory with JointTrajectoryController semantics (via SimCore's
-TrajectoryExecutor). Services: ~/reset (next seed, or the `seed` parameter after it is
-set), ~/step (one control period while paused), ~/set_pause.
+`task` (a `sim.tasks.TASKS` name; `object` for grasp) picks the robot and its core
+(`sim.cores.make_core`); `profile` may name that robot or stay empty. Topics: `sim_topics.py`.
+Consumes the profile's JointTrajectory with JointTrajectoryController semantics. Services:
+~/reset (next seed, or the `seed` parameter after it is set), ~/step (one control period while
+paused), ~/set_pause. Episodes, seeds and the monotonic clock: `sim.episodes`.
 
-Pacing:
-- realtime: physics follows the wall clock times `rtf` (0 = as fast as possible);
-- lockstep: at every control tick the node publishes the observation, then waits until a
-  trajectory stamped with that observation's stamp arrives (the policy's answer relayed by
-  the safety filter; a hold is an empty trajectory) before advancing physics.
-
-ROS time stays monotonic across episodes: each episode starts at the previous one's end
-plus one control period, so every node's timers and staleness checks keep working.
+Pacing: realtime (physics follows the wall clock times `rtf`, 0 = as fast as possible) or
+lockstep (at every control tick the node publishes the observation, then waits until a
+trajectory stamped with that observation's stamp arrives, the policy's answer relayed by the
+safety filter, a hold being an empty trajectory, before advancing physics). Tasks that plan
+from the camera get a perception phase at the start of each lockstep episode: `sim_perception.py`.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
 from rclpy.clock import Clock as RosClock
 from rclpy.clock import ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from dexstack import contract
-from dexstack.hardware.profiles import get_profile
 from dexstack.ros_nodes import common
-from dexstack.sim.core import SimCore
+from dexstack.ros_nodes.sim_perception import PerceptionPhase
+from dexstack.ros_nodes.sim_topics import SimTopics
+from dexstack.sim.cores import make_core
+from dexstack.sim.episodes import SIM_TIME_START_S, EpisodeClock, start_core_thread, steps_per
 from dexstack.trajectory import ActionChunk
 
 # Wall-clock wait before a lockstep observation is published again (a best-effort
 # subscriber may have dropped it; re-publishing the same stamp is idempotent).
 LOCKSTEP_REPUBLISH_S = 1.0
-# Sim time starts here, not at 0: a zero stamp on a trajectory means "now", so no
-# observation may carry it.
-SIM_TIME_START_S = 1.0
 EPISODE_ANNOUNCE_S = 0.1
-EPISODE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-class SimNode(Node):
+class SimNode(PerceptionPhase, Node):
     def __init__(self) -> None:
         super().__init__("sim")
         p = self.declare_parameters("", [
-            ("profile", "panda"), ("task", "pick_lift"), ("rtf", 1.0), ("pacing", "realtime"),
+            ("profile", ""), ("task", "pick_lift"), ("object", ""), ("rtf", 1.0), ("pacing", "realtime"),
             ("seed", 0), ("cameras", True), ("policy_rate", contract.POLICY_HZ),
             ("camera_hz", contract.CAMERA_HZ), ("joint_state_hz", contract.JOINT_STATE_HZ),
             ("camera_width", 0), ("camera_height", 0), ("auto_reset", True), ("start_paused", False),
+            ("max_episode_s", 0.0), ("success_hold_s", -1.0), ("grasp_pose_timeout_s", 0.0),
         ])
         params = {x.name: x.value for x in p}
         if self.get_parameter("use_sim_time").value:
             # The sim is the clock: it must not wait for a /clock that only it publishes.
             self.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, False)])
-        self.profile = get_profile(params["profile"])
         self.task_name = params["task"]
         self.lockstep = params["pacing"] == "lockstep"
         if params["pacing"] not in ("realtime", "lockstep"):
@@ -75,27 +63,27 @@ class SimNode(Node):
         self.wake = threading.Condition(self.lock)
         self.running = True
         size = (params["camera_width"], params["camera_height"]) if params["camera_width"] > 0 else None
-        # The physics thread owns the core: an EGL context is only valid in the thread that made it.
-        self.core = self._start_physics_thread(params["task"], bool(params["cameras"]), size)
-        self.cameras = self.profile.camera_names if params["cameras"] else ()
-        dt = self.core.dt
-        self.steps_per_tick = max(1, round(1.0 / (params["policy_rate"] * dt)))
-        self.steps_per_joint_state = max(1, round(1.0 / (params["joint_state_hz"] * dt)))
-        self.steps_per_camera = max(1, round(1.0 / (params["camera_hz"] * dt)))
+        options = {"object": params["object"]} if params["object"] else {}
+        self.started = self.set_up = False
+        self.core, self.thread = start_core_thread(
+            lambda: make_core(params["task"], params["profile"] or None, bool(params["cameras"]), size, options),
+            self._loop)
+        self.profile = self.core.profile
+        self.set_parameters([Parameter("profile", Parameter.Type.STRING, self.profile.name)])
+        self.clock = EpisodeClock(self.core, params["seed"], params["policy_rate"], params["max_episode_s"],
+                                  params["success_hold_s"])
+        self.grasp_pose_timeout_s = float(params["grasp_pose_timeout_s"])
+        if not self.grasp_pose_timeout_s >= 0:
+            raise ValueError(f"grasp_pose_timeout_s must be a number of seconds >= 0, got {self.grasp_pose_timeout_s}")
+        self.cameras = self.core.camera_names if params["cameras"] else ()
+        self.perceives = bool(self.core.task.perception and self.cameras)
+        self.steps_per_tick = self.clock.steps_per_tick
+        self.steps_per_joint_state = steps_per(params["joint_state_hz"], self.core.dt)
+        self.steps_per_camera = steps_per(params["camera_hz"], self.core.dt)
 
-        qos = common.QOS
-        K = contract.QoSKind
-        self.pub_clock = self.create_publisher(Clock, contract.CLOCK, qos[K.DEFAULT])
-        self.pub_joints = self.create_publisher(JointState, contract.JOINT_STATES, qos[K.STATE_PUB])
-        self.pub_object = self.create_publisher(PoseStamped, contract.SIM_OBJECT_POSE, qos[K.DEFAULT])
-        # Latched, and deep enough that "done" is not overwritten by the next "running".
-        self.pub_episode = self.create_publisher(String, contract.SIM_EPISODE, EPISODE_QOS)
-        self.pub_cam = {
-            cam: (self.create_publisher(Image, contract.camera_color_topic(cam), qos[K.SENSOR_DATA]),
-                  self.create_publisher(Image, contract.camera_depth_topic(cam), qos[K.SENSOR_DATA]),
-                  self.create_publisher(CameraInfo, contract.camera_info_topic(cam), qos[K.SENSOR_DATA]))
-            for cam in self.cameras
-        }
+        self.topics = SimTopics(self, self.core, self.cameras, self.perceives, SIM_TIME_START_S)
+        qos, K = common.QOS, contract.QoSKind
+        self._set_up_perception()
         self.create_subscription(JointTrajectory, self.profile.trajectory_topic, self._on_trajectory, qos[K.COMMAND])
         self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_service(Trigger, "~/step", self._srv_step)
@@ -104,50 +92,22 @@ class SimNode(Node):
         self.paused = bool(params["start_paused"])
         self.pending_steps = 0  # physics steps requested by ~/step while paused
         self.reset_requested = False
-        self.next_seed = int(params["seed"])
-        self.episode = -1
-        self.offset = 0.0  # ROS time of the current episode's t=0
         self.awaiting: float | None = None  # lockstep: stamp of the observation awaiting an answer
         self.answer: JointTrajectory | None = None
         self.rejected = 0
         self.ignored_answers = 0
-        self.pub_diag = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, qos[K.DEFAULT])
         # Steady clock: diagnostics keep coming while the sim is paused or waiting in lockstep.
         self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self._publish_diagnostics,
                           clock=RosClock(clock_type=ClockType.STEADY_TIME))
         self._diag_last = (time.monotonic(), 0.0)
         self.add_on_set_parameters_callback(self._on_params)
-        with self.wake:
-            self._reset_episode()
-            if self.paused:
-                self.next_seed = self.seed  # the episode never ran: the first ~/reset replays its seed
-            self.started = True
+        with self.wake:  # the physics thread starts the first episode (its reset may render)
+            self.set_up = True
             self.wake.notify_all()
-
-    def _start_physics_thread(self, task: str, render: bool, size) -> SimCore:
-        built: dict = {}
-        ready = threading.Event()
-
-        def run() -> None:
-            try:
-                built["core"] = SimCore(task, self.profile, render=render, camera_size=size)
-            except Exception as exc:  # reported in the constructor below
-                built["error"] = exc
-            ready.set()
-            if "core" in built:
-                self._loop()
-
-        self.started = False
-        self.thread = threading.Thread(target=run, name="physics", daemon=True)
-        self.thread.start()
-        ready.wait()
-        if "error" in built:
-            raise built["error"]
-        return built["core"]
-
-    # --- time ---------------------------------------------------------------------------
-    def ros_time(self) -> float:
-        return self.offset + self.core.time
+            while self.clock.episode < 0 and self.thread.is_alive():
+                self.wake.wait(0.05)
+        if self.clock.episode < 0:
+            raise RuntimeError("the physics thread died before the first episode (see its traceback)")
 
     # --- callbacks (executor thread) ----------------------------------------------------
     def _on_params(self, params):
@@ -156,7 +116,7 @@ class SimNode(Node):
         with self.lock:
             for prm in params:
                 if prm.name == "seed":
-                    self.next_seed = int(prm.value)  # the next ~/reset uses it
+                    self.clock.next_seed = int(prm.value)  # the next ~/reset uses it
                 elif prm.name == "rtf":
                     self.rtf = float(prm.value)
         return SetParametersResult(successful=True)
@@ -183,7 +143,7 @@ class SimNode(Node):
         try:
             chunk = common.msg_to_chunk(msg)
             if chunk.stamp is not None:  # ROS time -> episode time; before this episode began is negative
-                chunk = ActionChunk(chunk.joint_names, chunk.positions, chunk.times, chunk.stamp - self.offset)
+                chunk = ActionChunk(chunk.joint_names, chunk.positions, chunk.times, chunk.stamp - self.clock.offset)
             self.core.submit(chunk)
         except ValueError as exc:
             self.rejected += 1
@@ -195,7 +155,7 @@ class SimNode(Node):
             self.reset_requested = True
             self.paused = False
             self.wake.notify_all()
-        response.success, response.message = True, f"resetting with seed {self.next_seed}"
+        response.success, response.message = True, f"resetting with seed {self.clock.next_seed}"
         return response
 
     def _srv_step(self, request, response):
@@ -217,8 +177,8 @@ class SimNode(Node):
 
     def _publish_diagnostics(self) -> None:
         with self.lock:
-            sim_t, wall_t = self.ros_time(), time.monotonic()
-            values = {"episode": self.episode, "seed": self.seed, "pacing": "lockstep" if self.lockstep else "realtime",
+            sim_t, wall_t = self.clock.now(), time.monotonic()
+            values = {"episode": self.clock.episode, "seed": self.clock.seed, "pacing": "lockstep" if self.lockstep else "realtime",
                       "paused": self.paused, "sim_time_s": f"{sim_t:.3f}",
                       "rejected_trajectories": self.rejected, "ignored_answers": self.ignored_answers,
                       "skipped_points": self.core.executor.skipped_points}
@@ -226,22 +186,15 @@ class SimNode(Node):
         self._diag_last = (wall_t, sim_t)
         values["rtf"] = f"{(sim_t - last_sim) / max(wall_t - last_wall, 1e-9):.2f}"
         level = "WARN" if self.rejected else "OK"
-        status = common.diagnostic_status(self, level, f"episode {self.episode}, rtf {values['rtf']}", values)
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(array)
+        self.topics.publish_diagnostics(level, f"episode {self.clock.episode}, rtf {values['rtf']}", values)
 
     # --- physics thread -----------------------------------------------------------------
     def _reset_episode(self) -> None:
         """Start the next episode (lock held)."""
-        end = self.ros_time() if self.episode >= 0 else SIM_TIME_START_S
-        self.seed = self.next_seed
-        self.next_seed += 1
-        self.core.reset(self.seed)
-        self.episode += 1
-        self.offset = end + (self.steps_per_tick * self.core.dt if self.episode > 0 else 0.0)
-        self.success_since: float | None = None
-        self.done = False
+        problem = self.clock.start()
+        if problem:
+            self.get_logger().error(f"episode {self.clock.episode}: {problem}")
+        self.perceive_due = self.lockstep and self.grasp_pose_timeout_s > 0 and self.perceives
         self._publish_episode("running", False)
         if self.lockstep and self.started:
             # Nodes reset episode state (expert plan, policy history) on /sim/episode; give the
@@ -250,69 +203,41 @@ class SimNode(Node):
             self.wake.wait(EPISODE_ANNOUNCE_S)
 
     def _publish_episode(self, status: str, success: bool) -> None:
-        info = {"episode": self.episode, "seed": self.seed, "task": self.task_name,
-                "instruction": self.core.task.instruction, "status": status, "success": bool(success),
-                "sim_time": round(self.core.time, 6), "stamp": round(self.ros_time(), 6)}
-        self.pub_episode.publish(String(data=json.dumps(info)))
+        self.topics.publish_episode(self.clock.info(self.task_name, status, success))
 
     def _publish_state(self, cameras: bool, tick: bool = True) -> None:
-        """Clock + joint states; at control ticks (every state in realtime) also the object
-        pose, and the cameras when asked. In lockstep, a complete observation is one stamp."""
-        # Observations go out before the /clock that reaches their stamp, so a sim-time timer
-        # firing at t already finds the state of t (as with a robot's driver and system time).
-        t = self.ros_time()
-        q, v, e = self.core.joint_state()
-        self.pub_joints.publish(common.joint_state_msg(self.profile.joint_names, q, v, e, stamp=t))
-        if tick:
-            self._publish_tick_observation(t, cameras)
-        self.pub_clock.publish(Clock(clock=common.to_stamp(t)))
-
-    def _publish_tick_observation(self, t: float, cameras: bool) -> None:
-        pos, quat = self.core.object_pose()
-        pose = PoseStamped()
-        pose.header.stamp, pose.header.frame_id = common.to_stamp(t), "world"
-        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(x) for x in pos)
-        o = pose.pose.orientation
-        o.w, o.x, o.y, o.z = (float(x) for x in quat)
-        self.pub_object.publish(pose)
-        if cameras:
-            for cam, (pub_rgb, pub_depth, pub_info) in self.pub_cam.items():
-                rgb, depth = self.core.render(cam)
-                frame = f"{cam}_camera_optical_frame"
-                pub_rgb.publish(common.rgb_msg(rgb, frame, t))
-                pub_depth.publish(common.depth_msg(depth, frame, t))
-                fx, fy, cx, cy = self.core.camera_intrinsics(cam)
-                pub_info.publish(common.camera_info_msg(rgb.shape[1], rgb.shape[0], fx, fy, cx, cy, frame, t))
+        """One stamp's observation (`SimTopics.publish_state`); in lockstep an episode's first one
+        comes after its perception phase."""
+        if self.perceive_due and tick:
+            self._perception_phase()
+        self.topics.publish_state(self.clock.now(), tick, cameras)
 
     def _check_episode_end(self) -> bool:
         """Lock held. Ends the episode on held success or timeout; returns True if it ended."""
-        task = self.core.task
-        if task.success():
-            if self.success_since is None:
-                self.success_since = self.core.time
-        else:
-            self.success_since = None
-        hold_s = getattr(task, "success_hold_s", 0.5)
-        succeeded = self.success_since is not None and self.core.time - self.success_since >= hold_s
-        if succeeded or self.core.time >= task.max_time_s:
+        succeeded = self.clock.check_end()
+        if succeeded is not None:
             self._publish_episode("done", succeeded)
-            self.done = True
-            return True
-        return False
+        return succeeded is not None
 
     def _loop(self) -> None:
         step_index = 0
         wall0, sim0 = time.monotonic(), 0.0
         with self.wake:
-            while self.running and not self.started:  # the node finishes setting up first
+            while self.running and not self.set_up:  # the node finishes setting up first
                 self.wake.wait(0.1)
+            if self.running:
+                self._reset_episode()
+                if self.paused:
+                    self.clock.next_seed = self.clock.seed  # the episode never ran: the first ~/reset replays its seed
+                self.started = True
+                self.wake.notify_all()
             while self.running:
-                if self.reset_requested or (self.done and self.auto_reset):
+                if self.reset_requested or (self.clock.done and self.auto_reset):
                     self.reset_requested = False
                     self._reset_episode()
                     step_index = 0
                     wall0, sim0 = time.monotonic(), self.core.time
-                if self.done or (self.paused and self.pending_steps == 0):
+                if self.clock.done or (self.paused and self.pending_steps == 0):
                     self.wake.wait(0.1)
                     wall0, sim0 = time.monotonic(), self.core.time
                     continue
@@ -328,7 +253,7 @@ class SimNode(Node):
                     if step_index % self.steps_per_joint_state == 0 or due_camera:
                         self._publish_state(cameras=due_camera and bool(self.cameras), tick=not self.lockstep)
                     else:
-                        self.pub_clock.publish(Clock(clock=common.to_stamp(self.ros_time())))
+                        self.topics.publish_clock(self.clock.now())
                 self.core.step(1)
                 step_index += 1
                 if self.paused and self.pending_steps > 0:
@@ -343,7 +268,7 @@ class SimNode(Node):
 
     def _await_answer(self) -> bool:
         """Lockstep (lock held): wait for the trajectory answering the observation just sent."""
-        self.awaiting, self.answer = self.ros_time(), None
+        self.awaiting, self.answer = self.clock.now(), None
         last_sent = time.monotonic()
         while self.running and self.answer is None and not self.reset_requested:
             self.wake.wait(0.05)

@@ -15,18 +15,20 @@ import mujoco
 import numpy as np
 
 from dexstack.hardware.profiles import PANDA, RobotProfile
+from dexstack.perception.camera import camera_intrinsics, optical_pose_from_mujoco
 from dexstack.sim import scene as scene_lib
 from dexstack.sim.render import RgbdRenderer
-from dexstack.sim.tasks import get_task_class
+from dexstack.sim.tasks import get_task_class, task_robot
 from dexstack.trajectory import ActionChunk, TrajectoryExecutor
 
 SETTLE_STEPS = 50  # physics steps run at reset so the object rests on the table before t = 0
 
 
-def _close_renderers(renderers: dict) -> None:
-    for renderer in renderers.values():
-        renderer.close()
-    renderers.clear()
+def _close_renderers(*renderer_sets: dict) -> None:
+    for renderers in renderer_sets:
+        for renderer in renderers.values():
+            renderer.close()
+        renderers.clear()
 
 
 class SimCore:
@@ -37,6 +39,8 @@ class SimCore:
         """camera_size: (width, height) for every camera, None = the profile's sizes;
         mesh_detail: "low" (fast, collision hulls) or "high" (detailed arm meshes) in images."""
         task_cls = get_task_class(task)
+        if task_robot(task) != profile.name:
+            raise ValueError(f"task {task!r} runs on the {task_robot(task)} profile, not {profile.name!r}")
         self.profile = profile
         if camera_size is not None and (len(camera_size) != 2 or min(camera_size) < 1):
             raise ValueError(f"camera_size must be (width, height) in pixels, got {camera_size}")
@@ -60,12 +64,13 @@ class SimCore:
             self._cam_size[cam.name] = tuple(camera_size) if camera_size is not None else (cam.width, cam.height)
         self._cam_id = {c: m.camera(scene_lib.camera_model_name(c)).id for c in self._cam_size}
         self._renderers: dict[tuple[int, int], RgbdRenderer] = {}
+        self._segmenters: dict[tuple[int, int], mujoco.Renderer] = {}  # built on first use
         self.render_enabled = render
         if render:
             for width, height in sorted(set(self._cam_size.values())):
                 self._renderers[(width, height)] = RgbdRenderer(self.model, width, height)
         # Free GL contexts when the core is collected or at exit, while EGL is still loaded.
-        self._finalizer = weakref.finalize(self, _close_renderers, self._renderers)
+        self._finalizer = weakref.finalize(self, _close_renderers, self._renderers, self._segmenters)
         self.reset(0)
 
     # --- episode --------------------------------------------------------------------------
@@ -123,7 +128,15 @@ class SimCore:
         """Object grasp-frame position (3,) m and quaternion wxyz (4,), world (= robot base) frame."""
         return self.task.object_pose()
 
+    def sensors(self) -> dict[str, np.ndarray]:
+        """The Panda has no sensors beyond its joints (`SimCoreProtocol.sensors`)."""
+        return {}
+
     # --- cameras --------------------------------------------------------------------------
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return tuple(self._cam_size)
+
     def camera_size(self, camera: str) -> tuple[int, int]:
         """(width, height) in pixels."""
         try:
@@ -139,14 +152,29 @@ class SimCore:
             raise RuntimeError("this SimCore was created with render=False (or closed)")
         return self._renderers[size].render(self.data, self._cam_id[camera])
 
+    def segmentation(self, camera: str) -> np.ndarray:
+        """(H, W, 2) int32: (object id, object type) of the nearest surface, -1 for background
+        (MuJoCo segmentation rendering; its renderer is built on the first call)."""
+        size = self.camera_size(camera)
+        if not self.render_enabled:
+            raise RuntimeError("this SimCore was created with render=False (or closed)")
+        if size not in self._segmenters:
+            self._segmenters[size] = mujoco.Renderer(self.model, height=size[1], width=size[0])
+            self._segmenters[size].enable_segmentation_rendering()
+        self._segmenters[size].update_scene(self.data, camera=self._cam_id[camera])
+        return self._segmenters[size].render()
+
+    def camera_pose(self, camera: str) -> np.ndarray:
+        """(4, 4) transform from the camera's optical frame (x right, y down, z forward) to the world."""
+        self.camera_size(camera)  # KeyError for an unknown camera
+        cam = self._cam_id[camera]
+        return optical_pose_from_mujoco(self.data.cam_xpos[cam], self.data.cam_xmat[cam])
+
     def camera_intrinsics(self, camera: str) -> tuple[float, float, float, float]:
         """Pinhole fx, fy, cx, cy in pixels (pixel centres at integer coordinates, as in ROS)."""
-        width, height = self.camera_size(camera)
-        fovy = np.deg2rad(self.model.cam_fovy[self._cam_id[camera]])
-        f = 0.5 * height / np.tan(0.5 * fovy)  # MuJoCo's fovy is vertical; pixels are square
-        return float(f), float(f), (width - 1) / 2.0, (height - 1) / 2.0
+        return camera_intrinsics(self.model.cam_fovy[self._cam_id[camera]], *self.camera_size(camera))
 
     def close(self) -> None:
         """Release the GL contexts (renderers)."""
-        _close_renderers(self._renderers)
+        _close_renderers(self._renderers, self._segmenters)
         self.render_enabled = False

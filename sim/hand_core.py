@@ -14,6 +14,7 @@ the pads face the object, and a policy rewarded for contacts must not earn them 
 
 from __future__ import annotations
 
+import copy
 import weakref
 
 import mujoco
@@ -24,6 +25,9 @@ from dexstack.contract import TACTILE_CONTACT_N
 from dexstack.hardware.hand_synergy import finger_targets
 from dexstack.hardware.kinematics import IKResult, RobotKinematics
 from dexstack.hardware.profiles import ADROIT
+from dexstack.perception.camera import camera_intrinsics, optical_pose_from_mujoco, segmentation_mask
+from dexstack.perception.planning import box_superquadric
+from dexstack.perception.superquadric import Superquadric
 from dexstack.sim import hand_scene
 from dexstack.sim import objects as objects_lib
 from dexstack.sim.hand_scene import HAND_JOINTS, TOUCH_PADS
@@ -59,6 +63,7 @@ class HandSim:
         self.data = mujoco.MjData(self.model)
         self.dt = float(self.model.opt.timestep)
         self.profile = ADROIT
+        self.object_name = object_name
         self.object_spec = objects_lib.CATALOG[object_name]
         m = self.model
         joints = self.names.arm_joints + self.names.hand_joints
@@ -79,7 +84,7 @@ class HandSim:
         self._object_dof = int(m.jnt_dofadr[free])
 
         self.camera_size = (int(camera_size[0]), int(camera_size[1]))
-        self._cam_id = m.camera(self.names.camera).id
+        self.camera_id = m.camera(self.names.camera).id
         self._renderers: list = []
         self.render_enabled = render
         if render:
@@ -196,6 +201,15 @@ class HandSim:
         """(30,) joint positions in profile order (m, rad)."""
         return self.data.qpos[self._qpos_adr].copy()
 
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Position (m, rad), velocity (m/s, rad/s) and actuator force (N, N m), profile order."""
+        d = self.data
+        return self.joint_positions(), d.qvel[self._dof_adr].copy(), d.actuator_force[self._act].copy()
+
+    def targets(self) -> np.ndarray:
+        """(30,) position targets the servos are commanded to now, profile order (m, rad)."""
+        return self.data.ctrl[self._act].copy()
+
     def object_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Object grasp-frame position (3,) m and quaternion wxyz (4,), world frame."""
         a = self._object_qpos
@@ -209,18 +223,15 @@ class HandSim:
     def object_center(self) -> np.ndarray:
         """(3,) world centre of the object's bounding box (metres), e.g. the true centre a
         superquadric fit should find."""
-        body = self.data.body(self._object_body)
-        rot = body.xmat.reshape(3, 3)
-        corners = []
-        for g in self._object_geoms:
-            # Each primitive's own axis-aligned extent in the body frame, via its bounding box.
-            centre_local = rot.T @ (self.data.geom_xpos[g] - body.xpos)
-            half = self.model.geom_aabb[g, 3:]
-            geom_rot = rot.T @ self.data.geom_xmat[g].reshape(3, 3)
-            extent = np.abs(geom_rot) @ half
-            corners += [centre_local - extent, centre_local + extent]
-        corners = np.array(corners)
-        return body.xpos + rot @ (0.5 * (corners.min(axis=0) + corners.max(axis=0)))
+        return self.object_box().position
+
+    def object_box(self) -> Superquadric:
+        """The object's bounding box as a box `Superquadric` (`perception.planning.box_superquadric`),
+        world frame: the oracle perception of render-free runs."""
+        d, g = self.data, self._object_geoms
+        body = d.body(self._object_body)
+        return box_superquadric(body.xpos, body.xmat.reshape(3, 3), d.geom_xpos[g],
+                                d.geom_xmat[g].reshape(-1, 3, 3), self.model.geom_aabb[g, 3:])
 
     def palm_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Palm (grasp) frame `hardware.models.PALM_SITE`: position (3,) m and quaternion wxyz (4,),
@@ -269,37 +280,41 @@ class HandSim:
         if not self.render_enabled:
             raise RuntimeError("this HandSim was created with render=False (or closed)")
 
-    def render(self) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, data: mujoco.MjData | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Scene camera: RGB (H, W, 3) uint8 and depth (H, W) float32 in metres along the
-        optical axis (0 where nothing is within range), from one render pass."""
+        optical axis (0 where nothing is within range), from one render pass, of the live state
+        or of `data` (e.g. a `scratch_state`)."""
         self._check_render()
-        return self._rgbd.render(self.data, self._cam_id)
+        return self._rgbd.render(self.data if data is None else data, self.camera_id)
 
-    def object_mask(self) -> np.ndarray:
-        """(H, W) bool: pixels of the scene camera where the object is the nearest surface
-        (MuJoCo segmentation rendering by geom id)."""
+    def segmentation(self, data: mujoco.MjData | None = None) -> np.ndarray:
+        """Scene camera's segmentation (H, W, 2) int32: (object id, object type) of the nearest
+        surface, -1 for background (MuJoCo segmentation rendering), of the live state or `data`."""
         self._check_render()
-        self._segment.update_scene(self.data, camera=self._cam_id)
-        seg = self._segment.render()  # (H, W, 2): object id, object type; -1 for background
-        is_geom = seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)
-        return is_geom & np.isin(seg[..., 0], self._object_geoms)
+        self._segment.update_scene(self.data if data is None else data, camera=self.camera_id)
+        return self._segment.render()
+
+    def object_mask(self, data: mujoco.MjData | None = None) -> np.ndarray:
+        """(H, W) bool: pixels of the scene camera where the object is the nearest surface."""
+        return segmentation_mask(self.segmentation(data), self._object_geoms)
+
+    def scratch_state(self, arm_q: np.ndarray) -> mujoco.MjData:
+        """A copy of the live physics state with the arm's joints at `arm_q` (6,) (kinematics
+        only, nothing stepped), to render a view the robot is not in: the live state is untouched."""
+        scratch = copy.copy(self.data)  # MjData's copy is a deep copy
+        scratch.qpos[self._qpos_adr[:6]] = arm_q
+        mujoco.mj_forward(self.model, scratch)
+        return scratch
 
     def camera_intrinsics(self) -> tuple[float, float, float, float]:
         """Pinhole fx, fy, cx, cy in pixels (pixel centres at integer coordinates, as in ROS)."""
-        width, height = self.camera_size
-        fovy = np.deg2rad(self.model.cam_fovy[self._cam_id])
-        f = 0.5 * height / np.tan(0.5 * fovy)  # MuJoCo's fovy is vertical; pixels are square
-        return float(f), float(f), (width - 1) / 2.0, (height - 1) / 2.0
+        return camera_intrinsics(self.model.cam_fovy[self.camera_id], *self.camera_size)
 
     def camera_pose(self) -> np.ndarray:
         """(4, 4) transform from the scene camera's optical frame (REP 103: x right, y down, z
         forward) to the world frame; with `render`, `object_mask` and `camera_intrinsics` this is
-        what `policies.gpayn.superquadric.points_from_depth` needs for the object's cloud."""
-        # MuJoCo cameras look along their -z with y up; the optical frame along +z with y down.
-        pose = np.eye(4)
-        pose[:3, :3] = self.data.cam_xmat[self._cam_id].reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])
-        pose[:3, 3] = self.data.cam_xpos[self._cam_id]
-        return pose
+        what `perception.camera.points_from_depth` needs for the object's cloud."""
+        return optical_pose_from_mujoco(self.data.cam_xpos[self.camera_id], self.data.cam_xmat[self.camera_id])
 
     def close(self) -> None:
         """Release the GL contexts (renderers)."""

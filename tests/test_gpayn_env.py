@@ -9,75 +9,73 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from dexstack.hardware.profiles import ADROIT
-from dexstack.policies.gpayn import rewards
+from dexstack.perception.grasp_pose import PREGRASP_DISTANCE, arm_friendly_grasp, grasp_pose
+from dexstack.perception.superquadric import Superquadric
 from dexstack.policies.gpayn.action import ACTION_DIM, MAX_FINGER_DELTA
 from dexstack.policies.gpayn.demos import ScriptedGraspDemo, collect_demos, episode_outcomes, prefill
 from dexstack.policies.gpayn.env import (
     HELD_OUT_OBJECTS,
-    PREGRASP_DISTANCE,
     TRAIN_OBJECTS,
     VALIDATION_OBJECTS,
     GraspEnv,
     VectorGraspEnv,
-    arm_friendly_grasp,
 )
-from dexstack.policies.gpayn.grasp_pose import grasp_pose
 from dexstack.policies.gpayn.replay import ReplayBuffer
-from dexstack.policies.gpayn.superquadric import Superquadric
 from dexstack.sim import objects as objects_lib
 from dexstack.sim.hand_core import TOUCH_THRESHOLD
 from dexstack.sim.hand_scene import TOUCH_PADS
+from dexstack.sim.tasks import grasp as grasp_task
 
 
-def state(**overrides) -> rewards.RewardState:
+def state(**overrides) -> grasp_task.RewardState:
     base = dict(contacts=0, prev_contacts=0, object_height=0.05, prev_object_height=0.05, rest_height=0.05,
                 palm_distance=0.03, prev_palm_distance=0.03)
-    return rewards.RewardState(**(base | overrides))
+    return grasp_task.RewardState(**(base | overrides))
 
 
 # --- rewards --------------------------------------------------------------------------------
 def test_contact_term_rewards_the_change_in_fingertips_in_contact():
-    terms, total, terminal = rewards.compute_reward(state(contacts=3, prev_contacts=1, touched_before=True))
-    assert terms["contacts"] == pytest.approx(2 * rewards.CONTACT_WEIGHT)
-    assert total == pytest.approx(2 * rewards.CONTACT_WEIGHT) and not terminal
-    assert rewards.contact_term(state(contacts=1, prev_contacts=4)) == pytest.approx(-3 * rewards.CONTACT_WEIGHT)
-    assert rewards.contact_term(state(contacts=2, prev_contacts=2)) == 0.0
+    terms, total, terminal = grasp_task.compute_reward(state(contacts=3, prev_contacts=1, touched_before=True))
+    assert terms["contacts"] == pytest.approx(2 * grasp_task.CONTACT_WEIGHT)
+    assert total == pytest.approx(2 * grasp_task.CONTACT_WEIGHT) and not terminal
+    assert grasp_task._reward_contacts(state(contacts=1, prev_contacts=4)) == pytest.approx(-3 * grasp_task.CONTACT_WEIGHT)
+    assert grasp_task._reward_contacts(state(contacts=2, prev_contacts=2)) == 0.0
 
 
 def test_lift_counts_only_with_two_fingertips_on_the_object():
     lifted = dict(object_height=0.07, prev_object_height=0.06, touched_before=True)
-    assert rewards.lift_term(state(contacts=1, prev_contacts=1, **lifted)) == 0.0
-    assert rewards.lift_term(state(contacts=2, prev_contacts=2, **lifted)) == pytest.approx(0.01 * rewards.LIFT_WEIGHT)
+    assert grasp_task._reward_lift(state(contacts=1, prev_contacts=1, **lifted)) == 0.0
+    assert grasp_task._reward_lift(state(contacts=2, prev_contacts=2, **lifted)) == pytest.approx(0.01 * grasp_task.LIFT_WEIGHT)
     # Dropping back down while held costs what lifting earned.
     dropped = dict(object_height=0.06, prev_object_height=0.07, touched_before=True)
-    assert rewards.lift_term(state(contacts=3, prev_contacts=3, **dropped)) == pytest.approx(-0.01 * rewards.LIFT_WEIGHT)
+    assert grasp_task._reward_lift(state(contacts=3, prev_contacts=3, **dropped)) == pytest.approx(-0.01 * grasp_task.LIFT_WEIGHT)
 
 
 def test_centring_pays_for_approaching_the_grasp_pose_only_before_the_first_contact():
     closer = dict(palm_distance=0.02, prev_palm_distance=0.03)
-    assert rewards.centring_term(state(**closer)) == pytest.approx(0.01 * rewards.CENTRING_WEIGHT)
-    assert rewards.centring_term(state(palm_distance=0.04, prev_palm_distance=0.03)) < 0
-    assert rewards.centring_term(state(touched_before=True, **closer)) == 0.0
-    assert rewards.centring_term(state(contacts=1, **closer)) == 0.0
+    assert grasp_task._reward_centring(state(**closer)) == pytest.approx(0.01 * grasp_task.CENTRING_WEIGHT)
+    assert grasp_task._reward_centring(state(palm_distance=0.04, prev_palm_distance=0.03)) < 0
+    assert grasp_task._reward_centring(state(touched_before=True, **closer)) == 0.0
+    assert grasp_task._reward_centring(state(contacts=1, **closer)) == 0.0
 
 
 def test_success_at_ten_centimetres_terminates_with_plus_one():
-    terms, _, terminal = rewards.compute_reward(state(object_height=0.149, prev_object_height=0.14, contacts=4,
+    terms, _, terminal = grasp_task.compute_reward(state(object_height=0.149, prev_object_height=0.14, contacts=4,
                                                       prev_contacts=4, touched_before=True))
     assert terms["success"] == 0.0 and not terminal
-    terms, total, terminal = rewards.compute_reward(state(object_height=0.151, prev_object_height=0.14, contacts=4,
+    terms, total, terminal = grasp_task.compute_reward(state(object_height=0.151, prev_object_height=0.14, contacts=4,
                                                           prev_contacts=4, touched_before=True))
     assert terms["success"] == 1.0 and terms["failure"] == 0.0 and terminal
-    assert total == pytest.approx(1.0 + 0.011 * rewards.LIFT_WEIGHT)
+    assert total == pytest.approx(1.0 + 0.011 * grasp_task.LIFT_WEIGHT)
 
 
 @pytest.mark.parametrize("failure", [dict(object_tilt=1.0), dict(object_height=-0.01), dict(ik_failed=True),
                                      dict(timed_out=True)])
 def test_knocked_over_ik_failure_and_timeout_cost_minus_one(failure):
-    terms, total, terminal = rewards.compute_reward(state(**failure))
+    terms, total, terminal = grasp_task.compute_reward(state(**failure))
     assert terms["failure"] == -1.0 and total == pytest.approx(-1.0)
     assert terminal == (not failure.get("timed_out", False))  # a timeout is a truncation, not a terminal state
-    assert set(terms) == set(rewards.TERMS)
+    assert set(terms) == set(grasp_task.TERMS)
 
 
 def test_bad_reward_states_are_refused():
@@ -324,3 +322,23 @@ def test_vector_env_auto_resets_and_returns_the_final_observation():
     with pytest.raises(ValueError, match="shape"):
         venv.step(np.zeros(ACTION_DIM))
     venv.close()
+
+
+def test_the_sim_nodes_hand_core_starts_each_episode_exactly_as_graspenv():
+    """Both run the grasp task's reset (`sim/tasks/grasp.py`): same seed, same placement, the same
+    planned grasp and the same joint state, bit for bit."""
+    from dexstack.sim.cores import HandCore
+
+    env, core = GraspEnv("sugar_box", render=True), HandCore(object_name="sugar_box")
+    try:
+        for seed in (3, 4):
+            _, info = env.reset(seed=seed)
+            assert core.reset(seed) is None and core.time == 0.0
+            assert core.plan["grasp_position"] == info["grasp_pose"][0].tolist()
+            assert core.plan["grasp_quaternion"] == info["grasp_pose"][1].tolist()
+            assert np.array_equal(core.joint_state()[0], env.sim.joint_positions())
+            assert np.array_equal(core.object_pose()[0], env.sim.object_pose()[0])
+            assert core.task.success() is False and core.task.rest_height == env.task.rest_height
+    finally:
+        env.close()
+        core.close()

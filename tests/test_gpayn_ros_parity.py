@@ -102,9 +102,9 @@ def served_episode(core, serving: GraspServing, seed: int) -> tuple[bool, int]:
         now = core.time
         q, _, _ = core.joint_state()
         raw = {"joint_states": q, "grasp_target": grasp,
-               image["name"]: center_crop_resize(core.render(core.camera_name)[0], *image["shape"][:2])}
+               image["name"]: center_crop_resize(core.render(core.camera_names[0])[0], *image["shape"][:2])}
         raw |= {f"tactile/{pad}": np.array([0.0, 0.0, force, 0.0, 0.0, 0.0])
-                for pad, force in zip(ADROIT.tactile_pads, core.pad_forces(), strict=True)}
+                for pad, force in zip(ADROIT.tactile_pads, core.sensors()["tactile"], strict=True)}
         targets = serving.act(raw)
         chunk = ActionChunk(ADROIT.joint_names, targets, np.array([serving.dt]), now)
         safe, _ = safety.filter(chunk, q, now, measured_time=now)
@@ -121,7 +121,7 @@ def served_episode(core, serving: GraspServing, seed: int) -> tuple[bool, int]:
 
 def test_served_bleach_episodes_match_graspenv(dexstack_home):
     """Same seeds, same outcome and the same time to lift (within 2 ticks) through the serving path as in GraspEnv."""
-    from dexstack.ros_nodes.hand_sim_node import HandSimCore
+    from dexstack.sim.cores import HandCore
     from dexstack.store import PolicyStore
 
     loaded = PolicyStore().verify(POLICY)  # the shipped version (bundled store)
@@ -130,7 +130,7 @@ def test_served_bleach_episodes_match_graspenv(dexstack_home):
     evaluate_policy(Runtime(loaded.path, loaded.manifest), (OBJECT,), len(seeds), seeds[0],
                     on_episode=lambda _name, seed, outcome: outcomes.__setitem__(seed, outcome))
 
-    core = HandSimCore(OBJECT, render=True, camera_size=None, max_time_s=5.0)
+    core = HandCore(object_name=OBJECT)
     serving = make_runtime(loaded.path, loaded.manifest, profile=ADROIT, rate_hz=1.0 / float(loaded.manifest["outputs"]["dt"]))
     try:
         served = {seed: served_episode(core, serving, seed) for seed in seeds}

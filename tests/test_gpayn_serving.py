@@ -354,7 +354,7 @@ def _names(args):
 
 
 def test_adroit_bringup_starts_the_hand_sim_and_grasp_planner():
-    hand = [("sim", "hand_sim_node"), ("grasp_planner", "grasp_planner_node"), ("safety_filter", "safety_filter")]
+    hand = [("sim", "sim_node"), ("grasp_planner", "grasp_planner_node"), ("safety_filter", "safety_filter")]
     assert _names(["profile:=adroit"]) == hand  # the Panda's default policy does not drive the hand
     assert _names(["task:=grasp", "policy:=gpayn@2"]) == hand + [("policy", "policy_node")]
     nodes = {n.name: n for n in node_list(parse_launch_args(["task:=grasp", "policy:=gpayn", "pacing:=lockstep",
@@ -393,7 +393,7 @@ def test_policy_node_drives_the_hand_through_ros(exported, dexstack_home, monkey
     monkeypatch.setenv("DEXSTACK_BUNDLED_STORE", "")
     PolicyStore().publish(exported[0], name=NAME)
     sim_time = {"use_sim_time": True, "profile": ADROIT.name}
-    launch_nodes([NodeSpec("hand_sim_node", "sim", {"max_episode_s": 300.0, "seed": 3}),
+    launch_nodes([NodeSpec("sim_node", "sim", {"task": "grasp", "max_episode_s": 300.0, "seed": 3}),
                   NodeSpec("safety_filter", "safety_filter", sim_time | {"start_enabled": True}),
                   NodeSpec("policy_node", "policy", sim_time | {"policy": NAME, "rate": POLICY_RATE_HZ})])
     node = ros_client.node

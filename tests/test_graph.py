@@ -86,9 +86,11 @@ def test_params_file_goes_to_every_node_before_the_derived_values():
 
 
 def test_launch_task_choices_are_the_sim_task_registry():
-    from dexstack.graph import SIM_TASKS
-    from dexstack.sim.tasks import TASKS
+    from dexstack.graph import LAUNCH_ARGS, TASK_ROBOTS
+    from dexstack.sim.tasks import TASKS, task_robot
 
-    assert tuple(sorted(TASKS)) == SIM_TASKS
+    task_arg = next(a for a in LAUNCH_ARGS if a.name == "task")
+    assert task_arg.choices == tuple(sorted(TASKS))
+    assert all(task_robot(name) == TASK_ROBOTS[name] for name in TASKS)
     expert = next(n for n in node_list(parse_launch_args(["policy:=expert", "task:=cue_choice"])) if n.name == "expert")
     assert expert.parameters["task"] == "cue_choice"

@@ -68,7 +68,7 @@ def test_hand_sim_and_planner_through_ros(launch_nodes, ros_client):
     from dexstack.ros_nodes.common import QOS
     from dexstack.sim.hand_core import HandSim, close_hand_targets
 
-    launch_nodes([NodeSpec("hand_sim_node", "sim", {"max_episode_s": 120.0, "seed": 3}),
+    launch_nodes([NodeSpec("sim_node", "sim", {"task": "grasp", "max_episode_s": 120.0, "seed": 3}),
                   NodeSpec("grasp_planner_node", "grasp_planner", {})])
     latest = Latest(ros_client)
     sensor, latched = qos_profile_sensor_data, QOS[contract.QoSKind.LATCHED]
@@ -245,8 +245,8 @@ def test_exact_stamp_matcher_pairs_only_identical_stamps():
 
 
 def test_plan_grasp_refuses_what_it_cannot_trust():
-    from dexstack.policies.gpayn.superquadric import Superquadric
-    from dexstack.ros_nodes.grasp_planner_node import check_fit, plan_grasp
+    from dexstack.perception.planning import check_fit, plan_grasp
+    from dexstack.perception.superquadric import Superquadric
 
     depth = np.full((48, 64), 0.6, dtype=np.float32)
     look_down = np.eye(4)

@@ -9,7 +9,8 @@ import pytest
 
 from dexstack.hardware.hand_synergy import HAND_CLOSED, HAND_OPEN
 from dexstack.hardware.profiles import ADROIT
-from dexstack.policies.gpayn.superquadric import fit_superquadric, points_from_depth
+from dexstack.perception.camera import points_from_depth
+from dexstack.perception.superquadric import fit_superquadric
 from dexstack.sim import hand_scene
 from dexstack.sim.hand_core import TOUCH_THRESHOLD, HandSim, close_hand_targets
 from dexstack.sim.hand_scene import TOUCH_PADS

@@ -186,3 +186,91 @@ def test_separate_cores_agree_exactly(core):
         assert np.array_equal(_run(core, seed=21), _run(other, seed=21))
     finally:
         other.close()
+
+
+# --- the core protocol: both robots -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def hand_core():
+    from dexstack.sim.cores import HandCore
+
+    core = HandCore(object_name="sugar_box")
+    yield core
+    core.close()
+
+
+def _model_data(core):
+    """The MuJoCo model and data behind a core (the hand's live in its HandSim)."""
+    return (core.model, core.data) if isinstance(core, SimCore) else (core.sim.model, core.sim.data)
+
+
+@pytest.mark.parametrize("which", ["panda", "hand"])
+def test_both_cores_satisfy_the_protocol_and_their_depth_back_projects_onto_what_they_segment(
+        which, rendering_core, hand_core):
+    """Intrinsics + camera pose + depth put every segmented pixel on the surface of the geom the
+    segmentation names (within that geom's bounding sphere): the three agree for either robot."""
+    from dexstack.perception.camera import points_from_depth
+    from dexstack.sim.protocol import SimCoreProtocol
+
+    core = rendering_core if which == "panda" else hand_core
+    assert isinstance(core, SimCoreProtocol)
+    assert core.reset(5) is None
+    assert core.time == 0.0
+    q, v, e = core.joint_state()
+    assert q.shape == v.shape == e.shape == (core.profile.n_joints,)
+    assert set(core.sensors()) == ({"tactile"} if core.profile.tactile_pads else set())
+    model, data = _model_data(core)
+    checked = 0
+    for camera in core.camera_names:
+        _, depth = core.render(camera)
+        seg = core.segmentation(camera)
+        assert seg.shape == depth.shape + (2,)
+        geom_ids = seg[..., 0]
+        is_geom = seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)
+        solid = is_geom & (depth > 0)
+        solid &= model.geom_type[np.maximum(geom_ids, 0)] != int(mujoco.mjtGeom.mjGEOM_PLANE)
+        points = points_from_depth(depth, solid, *core.camera_intrinsics(camera), core.camera_pose(camera))
+        ids = geom_ids[solid]
+        distance = np.linalg.norm(points - data.geom_xpos[ids], axis=1)
+        assert len(points) > 100
+        # 1 cm of slack: depth is quantised by the depth buffer and pixels straddle edges.
+        assert np.mean(distance <= model.geom_rbound[ids] + 0.01) > 0.98, camera
+        checked += 1
+    assert checked == len(core.camera_names) >= 1
+
+
+def test_segmentation_geom_type_constant_is_mujocos():
+    from dexstack.perception.camera import SEGMENTATION_GEOM_TYPE
+
+    assert SEGMENTATION_GEOM_TYPE == int(mujoco.mjtObj.mjOBJ_GEOM)
+
+
+def test_a_task_runs_only_on_its_robots_core():
+    from dexstack.sim.cores import make_core
+
+    with pytest.raises(ValueError, match="adroit"):
+        SimCore("grasp", PANDA, render=False)
+    with pytest.raises(ValueError, match="panda"):
+        make_core("pick_lift", "adroit", render=False)
+    with pytest.raises(ValueError, match="options"):
+        make_core("pick_lift", render=False, options={"object": "sugar_box"})
+
+
+def test_episode_clock_stays_monotonic_and_ends_at_the_time_limit(core):
+    from dexstack.sim.episodes import SIM_TIME_START_S, EpisodeClock
+
+    clock = EpisodeClock(core, first_seed=7, policy_rate_hz=10.0, max_time_s=0.2)
+    clock.start()
+    assert (clock.episode, clock.seed, clock.now()) == (0, 7, SIM_TIME_START_S)
+    ends = []
+    while (ended := clock.check_end()) is None:
+        core.step(clock.steps_per_tick)
+        ends.append(clock.now())
+    assert ended is False and clock.done and core.time == pytest.approx(0.2)  # nothing lifted: a timeout
+    assert ends == sorted(ends) and ends[0] > SIM_TIME_START_S
+    end = clock.now()
+    clock.start()
+    # The next episode starts one control period after the last one ended, with the next seed.
+    assert (clock.episode, clock.seed, clock.done) == (1, 8, False)
+    assert clock.now() == pytest.approx(end + 0.1) and core.time == 0.0
+    with pytest.raises(ValueError, match="limit"):
+        EpisodeClock(core, 0, 10.0, max_time_s=-1.0)

@@ -21,14 +21,18 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from dexstack.hardware.hand_synergy import FINGERS, finger_fractions, finger_targets
+from dexstack.hardware.hand_synergy import (
+    ACTION_DIM,
+    ARM_DIM,
+    FINGER_DIM,
+    FINGERS,
+    MAX_FINGER_DELTA,
+    MAX_ROTATION,
+    MAX_TRANSLATION,
+    finger_fractions,
+    finger_targets,
+)
 from dexstack.hardware.kinematics import IKResult, RobotKinematics
-
-ARM_DIM, FINGER_DIM = 6, len(FINGERS)
-ACTION_DIM = ARM_DIM + FINGER_DIM
-MAX_TRANSLATION = 0.01  # m per step
-MAX_ROTATION = 0.05  # rad per step
-MAX_FINGER_DELTA = 0.125  # closing fraction per step: open to closed in 0.8 s
 ACTION_NAMES: tuple[str, ...] = (
     "palm_dx", "palm_dy", "palm_dz", "palm_rx", "palm_ry", "palm_rz", *(f"close_{pad}" for pad in FINGERS),
 )

@@ -1,12 +1,9 @@
 """G-PAYN grasping environment on the Adroit hand scene (gym-style, single and vectorised).
 
-An episode (G-PAYN, Ceola et al. 2023): the object is placed upright at a random spot and yaw
-near `hand_scene.OBJECT_XY`; with the arm out of the way the scene camera renders depth and the
-object's mask, a superquadric is fitted to the back-projected points (`fit_superquadric`, table
-prior at z = 0), `grasp_pose(..., approach="auto")` gives the 6-D grasp pose and inverse
-kinematics puts the open hand at the pre-grasp pose, 5 cm back along the approach. The policy
-takes over from there; it has to reach the grasp pose, close the fingers and lift the object
-10 cm (`rewards.py`).
+The RL training env of the grasp task (`sim/tasks/grasp.py`: placement, the grasp planned from
+the camera, the pre-grasp start, reward terms, success and time limit) on the hand's physics
+core (`sim/hand_core.py`). This module adds what learning needs: the action space, the
+observation dict, and a vectorised wrapper.
 
 Control at `CONTROL_HZ` = 10 Hz of sim time (50 physics steps of 2 ms per action): the arm's
 position servos settle in ~0.2 s (slides kp 2000 N/m, kv 200 N s/m), so at 10 Hz each Cartesian
@@ -43,15 +40,13 @@ from scipy.spatial.transform import Rotation
 
 from dexstack.hardware.hand_synergy import finger_targets
 from dexstack.hardware.profiles import ADROIT
-from dexstack.policies.gpayn import rewards
 from dexstack.policies.gpayn.action import ACTION_DIM, ARM_DIM, FINGER_DIM, PalmTarget, apply_action
-from dexstack.policies.gpayn.grasp_pose import grasp_pose, pregrasp
-from dexstack.policies.gpayn.superquadric import Superquadric, fit_superquadric, points_from_depth
 from dexstack.sim import hand_scene
 from dexstack.sim import objects as objects_lib
 from dexstack.sim.hand_core import TOUCH_THRESHOLD, HandSim
 from dexstack.sim.hand_scene import HAND_JOINTS, TOUCH_PADS
 from dexstack.sim.render import RgbdRenderer
+from dexstack.sim.tasks.grasp import CONTROL_HZ, FIT_CAMERA_SIZE, MAX_EPISODE_STEPS, GraspTask
 from dexstack.trajectory import ActionChunk, TrajectoryExecutor
 
 # G-PAYN's training objects (YCB) and shapes never used in training.
@@ -61,60 +56,7 @@ HELD_OUT_OBJECTS: tuple[str, ...] = ("chips_can", "rubiks_cube", "pear", "tomato
 # stay untouched by tuning.
 VALIDATION_OBJECTS: tuple[str, ...] = ("pudding_box", "apple", "wood_block", "tuna_fish_can")
 
-CONTROL_HZ = 10
 SUBSTEPS = int(round(1.0 / (CONTROL_HZ * hand_scene.TIMESTEP)))  # physics steps per action
-MAX_EPISODE_STEPS = 50  # 5 s of sim time
-
-PREGRASP_DISTANCE = 0.05  # m back along the approach
-GRASP_STANDOFF = 0.0  # m; the palm frame lies on the palm's skin
-# Object placement: uniform within this square (m) around OBJECT_XY and this yaw range (rad)
-# around OBJECT_YAW; wider yaws need arm rotations beyond ARRy's reach once the arm also has to
-# shift sideways (measured: IK holds within +-0.5 rad at the default spot).
-PLACEMENT_XY = 0.03
-PLACEMENT_YAW = 0.35
-MAX_RESET_TRIES = 5
-FIT_CAMERA_SIZE = (160, 120)  # (width, height) for the depth + mask the fit uses
-# Arm pose while the camera looks at the object: hand pulled back towards the mount, behind
-# the object as seen from the camera, so it occludes nothing.
-CAMERA_CLEAR_ARM = np.array([0.0, 0.15, -0.3, 0.0, 0.0, 0.0])
-SETTLE_STEPS = 50  # physics steps after putting the arm at the pre-grasp pose
-
-
-ROUND_RATIO = 1.1  # widest / narrowest width across the approach below which a section is round
-
-
-def arm_friendly_grasp(grasp: tuple[np.ndarray, np.ndarray], fit: Superquadric,
-                       reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The grasp turned about its approach axis to the equivalent grasp the arm reaches best.
-
-    `grasp_pose` closes across the narrower width; on a round section (a can: all widths within
-    ROUND_RATIO) every closing direction is as good and the one it returns is arbitrary, and on
-    any box the grasp turned by pi (thumb and fingers swapped) or, for a square section, by
-    pi/2 is the same grasp. The Adroit arm's wrist turns only about +-0.5 rad from closing along
-    the direction away from its mount, so pick, among these equivalents, the one whose closing
-    direction is closest to it: exactly that direction on a round section, the best multiple
-    of pi/2 (closing no wider than the original) otherwise.
-    """
-    rot = _rotation(grasp[1])
-    z, x = rot[:, 2], rot[:, 0]
-    away = fit.position - reference
-    away = away - (away @ z) * z
-    if np.linalg.norm(away) < 1e-9:
-        return grasp
-
-    def turned(angle: float) -> np.ndarray:
-        return Rotation.from_rotvec(angle * z).as_matrix() @ x
-
-    widths = [2.0 * fit.support(turned(a)) for a in np.linspace(0.0, np.pi, 8, endpoint=False)]
-    if max(widths) <= ROUND_RATIO * min(widths):
-        new_x = away / np.linalg.norm(away)
-    else:
-        width = 2.0 * fit.support(x)
-        options = [turned(k * np.pi / 2) for k in range(4)]
-        options = [o for o in options if 2.0 * fit.support(o) <= ROUND_RATIO * width]
-        new_x = max(options, key=lambda o: float(o @ away))
-    new_rot = np.stack([new_x, np.cross(z, new_x), z], axis=1)
-    return np.asarray(grasp[0], dtype=float), Rotation.from_matrix(new_rot).as_quat(scalar_first=True)
 
 
 def _close_all(renderers: list) -> None:
@@ -149,6 +91,7 @@ class GraspEnv:
         self.max_episode_steps = max_episode_steps
         self.action_dim = ACTION_DIM
         self.sim = HandSim(object_name, render=render, camera_size=FIT_CAMERA_SIZE)
+        self.task = GraspTask(self.sim)
         self._renderers: list = []
         if render:
             self._image_renderer = RgbdRenderer(self.sim.model, *self.image_size)
@@ -184,46 +127,17 @@ class GraspEnv:
         """
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        failures: list[str] = []
-        for attempt in range(1, MAX_RESET_TRIES + 1):
-            xy = np.asarray(hand_scene.OBJECT_XY) + self._rng.uniform(-PLACEMENT_XY, PLACEMENT_XY, 2)
-            yaw = hand_scene.OBJECT_YAW + self._rng.uniform(-PLACEMENT_YAW, PLACEMENT_YAW)
-            self.sim.reset(object_xy=tuple(xy), object_yaw=float(yaw))
-            self.sim.set_arm_pose(CAMERA_CLEAR_ARM)
-            try:
-                fit = self._perceive()
-                grasp = grasp_pose(fit, "auto", standoff=GRASP_STANDOFF,
-                                   reference=np.asarray(hand_scene.ARM_MOUNT_POS, dtype=float))
-            except ValueError as exc:  # too few object pixels, or no width fits the hand
-                failures.append(f"attempt {attempt}: {exc}")
-                continue
-            grasp = arm_friendly_grasp(grasp, fit, np.asarray(hand_scene.ARM_MOUNT_POS, dtype=float))
-            pre = pregrasp(grasp, PREGRASP_DISTANCE)
-            ik = self.sim.solve_palm_ik(*pre, arm_q0=self.sim.start_pose()[:6])
-            if ik.success:
-                break
-            failures.append(f"attempt {attempt}: pre-grasp IK failed: {ik.message}")
-        else:
-            raise RuntimeError(f"{self.object_name}: no reachable grasp after {MAX_RESET_TRIES} placements: "
-                               + "; ".join(failures))
-        self.sim.set_arm_pose(ik.arm_q, settle_steps=SETTLE_STEPS)
-        self._grasp = (np.asarray(grasp[0], dtype=float), np.asarray(grasp[1], dtype=float))
-        self._target_pos, self._target_quat = np.asarray(pre[0], dtype=float), np.asarray(pre[1], dtype=float)
-        self._arm_q = ik.arm_q.copy()
+        info = self.task.reset(self._rng)
+        self._grasp = self.task.grasp
+        self._target_pos, self._target_quat = info["pregrasp_pose"]
+        self._arm_q = info["ik"].arm_q.copy()
         self._fractions = np.zeros(FINGER_DIM)
         self._executor = TrajectoryExecutor(ADROIT.joint_names,
                                             np.concatenate([self._arm_q, finger_targets(self._fractions)]))
         self._time = 0.0
         self._steps = 0
-        self._rest_height = float(self.sim.object_center()[2])
-        self._prev_height = self._rest_height
-        self._prev_contacts = self._object_contacts()
-        self._prev_distance = self._palm_distance()
-        self._touched = self._prev_contacts > 0
         self._needs_reset = False
-        info = {"grasp_pose": self._grasp, "pregrasp_pose": (self._target_pos.copy(), self._target_quat.copy()),
-                "fit": fit, "ik": ik, "object": self.object_name, "object_xy": xy, "object_yaw": float(yaw),
-                "reset_attempts": attempt, "failed_attempts": failures}
+        info["pregrasp_pose"] = (self._target_pos.copy(), self._target_quat.copy())
         return self._observation(), info
 
     def step(self, action) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -252,22 +166,12 @@ class GraspEnv:
         self._time += SUBSTEPS * hand_scene.TIMESTEP
         self._steps += 1
 
-        contacts = self._object_contacts()
-        height = float(self.sim.object_center()[2])
-        distance = self._palm_distance()
-        state = rewards.RewardState(
-            contacts=contacts, prev_contacts=self._prev_contacts, object_height=height,
-            prev_object_height=self._prev_height, rest_height=self._rest_height, palm_distance=distance,
-            prev_palm_distance=self._prev_distance, touched_before=self._touched,
-            object_tilt=self.sim.object_tilt(), ik_failed=not ik.success,
-            timed_out=self._steps >= self.max_episode_steps)
-        terms, reward, terminated = rewards.compute_reward(state)
-        truncated = state.timed_out and not terminated
-        self._prev_contacts, self._prev_height, self._prev_distance = contacts, height, distance
-        self._touched = self._touched or contacts > 0
+        terms, reward, terminated, outcome = self.task.step_reward(
+            ik_failed=not ik.success, timed_out=self._steps >= self.max_episode_steps)
+        truncated = self._steps >= self.max_episode_steps and not terminated
         self._needs_reset = terminated or truncated
         info = {"reward_terms": terms, "success": terms["success"] > 0, "ik_failed": not ik.success, "ik": ik,
-                "contacts": contacts, "lift": height - self._rest_height, "steps": self._steps}
+                "steps": self._steps} | outcome
         return self._observation(), reward, terminated, truncated, info
 
     # --- state ----------------------------------------------------------------------------
@@ -281,35 +185,6 @@ class GraspEnv:
         """The commanded palm pose (position, quaternion wxyz) the arm servos towards."""
         return self._target_pos.copy(), self._target_quat.copy()
 
-    def _object_contacts(self) -> int:
-        return int((self.sim.pad_forces(object_only=True) > TOUCH_THRESHOLD).sum())
-
-    def _palm_distance(self) -> float:
-        return float(np.linalg.norm(self.sim.palm_pose()[0] - self._grasp[0]))
-
-    def _perceive(self) -> Superquadric:
-        """Superquadric of the object: fitted to the camera's masked depth, or (no rendering) the
-        object's true bounding box."""
-        if not self.render_enabled:
-            return self._oracle_superquadric()
-        _, depth = self.sim.render()
-        mask = self.sim.object_mask()
-        points = points_from_depth(depth, mask, *self.sim.camera_intrinsics(), self.sim.camera_pose())
-        return fit_superquadric(points, support_z=0.0)
-
-    def _oracle_superquadric(self) -> Superquadric:
-        m, d, sim = self.sim.model, self.sim.data, self.sim
-        body = d.body(sim._object_body)
-        rot = body.xmat.reshape(3, 3)
-        corners = []
-        for g in sim._object_geoms:
-            centre = rot.T @ (d.geom_xpos[g] - body.xpos)
-            extent = np.abs(rot.T @ d.geom_xmat[g].reshape(3, 3)) @ m.geom_aabb[g, 3:]
-            corners += [centre - extent, centre + extent]
-        lo, hi = np.min(corners, axis=0), np.max(corners, axis=0)
-        return Superquadric(size=(hi - lo) / 2, exponents=np.array([0.1, 0.1]),
-                            position=body.xpos + rot @ ((lo + hi) / 2), rotation=rot.copy())
-
     def _observation(self) -> dict[str, np.ndarray]:
         forces = self.sim.pad_forces()
         palm_pos, palm_quat = self.sim.palm_pose()
@@ -322,7 +197,7 @@ class GraspEnv:
             "grasp_center_in_palm": grasp_in_palm.astype(np.float32),
         }
         if self.render_enabled:
-            rgb, depth = self._image_renderer.render(self.sim.data, self.sim._cam_id)
+            rgb, depth = self._image_renderer.render(self.sim.data, self.sim.camera_id)
             obs["image"], obs["depth"] = rgb, depth
         return obs
 

@@ -25,6 +25,7 @@ class PickLiftTask:
     """The pick-and-lift task bound to one scene's model and data."""
 
     name = "pick_lift"
+    perception = False  # no planning view: the sim publishes no object masks for it
     max_time_s = 12.0  # episode time limit, seconds of sim time
     success_hold_s = 0.5  # success must last this long to end an episode
 

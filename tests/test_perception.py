@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from dexstack.policies.gpayn.grasp_pose import approach_direction, grasp_pose, pregrasp
-from dexstack.policies.gpayn.superquadric import (
-    Superquadric,
-    fit_superquadric,
-    optical_pose_from_mujoco,
-    points_from_depth,
-)
+from dexstack.perception.camera import optical_pose_from_mujoco, points_from_depth
+from dexstack.perception.grasp_pose import approach_direction, grasp_pose, pregrasp
+from dexstack.perception.superquadric import Superquadric, fit_superquadric
 
 CAMERA = np.array([0.0, 0.0, 0.6])  # a robot-side camera above the base, looking at objects 0.3-0.6 m away
 

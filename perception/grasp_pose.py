@@ -16,11 +16,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .superquadric import Superquadric
+from dexstack.perception.superquadric import Superquadric
 
 HAND_APERTURE = 0.10  # metres: widest object a multi-fingered hand closes around (Adroit ~ 10 cm)
 PREGRASP_DISTANCE = 0.05  # metres back along the approach direction
 APPROACHES = ("top", "side", "auto")
+ROUND_RATIO = 1.1  # widest / narrowest width across the approach below which a section is round
 
 Pose = tuple[np.ndarray, np.ndarray]  # position (3,) metres, quaternion (w, x, y, z)
 
@@ -97,3 +98,37 @@ def _too_wide(approach: str, widths: list[float], max_aperture: float) -> str:
     shown = ", ".join(f"{w * 100:.1f}" for w in widths)
     return (f"no {approach} grasp: the object's widths across the approach ({shown} cm) all exceed the hand "
             f"aperture {max_aperture * 100:.1f} cm")
+
+
+def arm_friendly_grasp(grasp: tuple[np.ndarray, np.ndarray], fit: Superquadric,
+                       reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The grasp turned about its approach axis to the equivalent grasp the arm reaches best.
+
+    `grasp_pose` closes across the narrower width; on a round section (a can: all widths within
+    ROUND_RATIO) every closing direction is as good and the one it returns is arbitrary, and on
+    any box the grasp turned by pi (thumb and fingers swapped) or, for a square section, by
+    pi/2 is the same grasp. The Adroit arm's wrist turns only about +-0.5 rad from closing along
+    the direction away from its mount, so pick, among these equivalents, the one whose closing
+    direction is closest to it: exactly that direction on a round section, the best multiple
+    of pi/2 (closing no wider than the original) otherwise.
+    """
+    rot = Rotation.from_quat(grasp[1], scalar_first=True).as_matrix()
+    z, x = rot[:, 2], rot[:, 0]
+    away = fit.position - reference
+    away = away - (away @ z) * z
+    if np.linalg.norm(away) < 1e-9:
+        return grasp
+
+    def turned(angle: float) -> np.ndarray:
+        return Rotation.from_rotvec(angle * z).as_matrix() @ x
+
+    widths = [2.0 * fit.support(turned(a)) for a in np.linspace(0.0, np.pi, 8, endpoint=False)]
+    if max(widths) <= ROUND_RATIO * min(widths):
+        new_x = away / np.linalg.norm(away)
+    else:
+        width = 2.0 * fit.support(x)
+        options = [turned(k * np.pi / 2) for k in range(4)]
+        options = [o for o in options if 2.0 * fit.support(o) <= ROUND_RATIO * width]
+        new_x = max(options, key=lambda o: float(o @ away))
+    new_rot = np.stack([new_x, np.cross(z, new_x), z], axis=1)
+    return np.asarray(grasp[0], dtype=float), Rotation.from_matrix(new_rot).as_quat(scalar_first=True)

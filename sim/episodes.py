@@ -1,0 +1,112 @@
+"""Episodes of one sim core on one monotonic clock: what the sim node runs, without ROS.
+
+Seeds (each episode the next one), the episode count, the end rule (the task's success held
+`success_hold_s`, or the time limit) and the clock: ROS time stays monotonic across episodes,
+each episode starting at the previous one's end plus one control period, so every node's
+timers and staleness checks keep working. Time in seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from dexstack.sim.protocol import SimCoreProtocol
+
+# Sim time starts here, not at 0: a zero stamp on a trajectory means "now", so no observation
+# may carry it.
+SIM_TIME_START_S = 1.0
+
+
+def steps_per(rate_hz: float, dt: float) -> int:
+    """Physics steps of `dt` seconds per period of `rate_hz` (at least 1)."""
+    return max(1, round(1.0 / (rate_hz * dt)))
+
+
+def start_core_thread(build: Callable[[], SimCoreProtocol], loop: Callable[[], None]
+                      ) -> tuple[SimCoreProtocol, threading.Thread]:
+    """Build a core in a new (daemon) thread that then runs `loop` and closes the core: the
+    thread owns the core, since an EGL context is only valid in the thread that made it.
+    Returns once the core is built; the build's exception is raised here."""
+    built: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def run() -> None:
+        try:
+            built["core"] = build()
+        except Exception as exc:  # re-raised in the caller's thread below
+            built["error"] = exc
+        ready.set()
+        if "core" in built:
+            try:
+                loop()
+            finally:
+                built["core"].close()
+
+    thread = threading.Thread(target=run, name="physics", daemon=True)
+    thread.start()
+    ready.wait()
+    if "error" in built:
+        raise built["error"]
+    return built["core"], thread
+
+
+class EpisodeClock:
+    """Episode bookkeeping over `core` (see the module docstring). max_time_s: 0 = the task's
+    limit; success_hold_s: < 0 = the task's."""
+
+    def __init__(self, core: SimCoreProtocol, first_seed: int, policy_rate_hz: float,
+                 max_time_s: float = 0.0, success_hold_s: float = -1.0) -> None:
+        self.core = core
+        self.steps_per_tick = steps_per(policy_rate_hz, core.dt)
+        self.max_time_s = float(max_time_s) or float(core.task.max_time_s)
+        self.success_hold_s = float(core.task.success_hold_s if success_hold_s < 0 else success_hold_s)
+        if not (np.isfinite([self.max_time_s, self.success_hold_s]).all() and self.max_time_s > 0
+                and self.success_hold_s >= 0):
+            raise ValueError(f"the episode limit must be > 0 s and the success hold >= 0 s, got "
+                             f"{self.max_time_s}, {self.success_hold_s}")
+        self.next_seed = int(first_seed)
+        self.seed = self.next_seed
+        self.episode = -1
+        self.offset = 0.0  # clock time of the current episode's t = 0
+        self.done = False
+        self._success_since: float | None = None
+
+    def now(self) -> float:
+        """Clock time: the episode's start plus the core's time since its reset."""
+        return self.offset + self.core.time
+
+    def start(self) -> str | None:
+        """Reset the core with the next seed and start the clock one control period after the last
+        episode's end. Returns the core's report of a reset that did not go as planned, or None."""
+        end = self.now() if self.episode >= 0 else SIM_TIME_START_S
+        self.seed = self.next_seed
+        self.next_seed += 1
+        problem = self.core.reset(self.seed)
+        self.episode += 1
+        self.offset = end + (self.steps_per_tick * self.core.dt if self.episode > 0 else 0.0)
+        self._success_since = None
+        self.done = False
+        return problem
+
+    def check_end(self) -> bool | None:
+        """At a control tick: None while the episode runs, else whether it succeeded (it is done)."""
+        if self.core.task.success():
+            if self._success_since is None:
+                self._success_since = self.core.time
+        else:
+            self._success_since = None
+        succeeded = self._success_since is not None and self.core.time - self._success_since >= self.success_hold_s
+        if succeeded or self.core.time >= self.max_time_s:
+            self.done = True
+            return succeeded
+        return None
+
+    def info(self, task_name: str, status: str, success: bool) -> dict[str, Any]:
+        """The /sim/episode announcement."""
+        return {"episode": self.episode, "seed": self.seed, "task": task_name,
+                "instruction": self.core.task.instruction, "status": status, "success": bool(success),
+                "sim_time": round(self.core.time, 6), "stamp": round(self.now(), 6)}
