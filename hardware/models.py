@@ -180,7 +180,7 @@ def panda_model(profile: RobotProfile = PANDA, with_cameras: bool = True, mesh_d
 ARM_SLIDE_KP, ARM_SLIDE_KV = 2000.0, 200.0  # N/m, N s/m
 ARM_HINGE_KP, ARM_HINGE_KV = 300.0, 30.0  # N m/rad, N m s/rad
 
-# The palm (grasp) frame, a site on Adroit's palm body: the frame `policies/gpayn/grasp_pose.py`
+# The palm (grasp) frame, a site on Adroit's palm body: the frame `perception/grasp_pose.py`
 # plans for (z = approach, the palm normal pointing out of the palm into the object; x = closing
 # direction, thumb towards fingers; y = z cross x), its origin on the palm's skin. Adroit's palm
 # body has x towards the thumb, y out of the back of the hand and z along the fingers, so the

@@ -1,7 +1,7 @@
 """Policy node: observations in, the policy runtime's action chunk out (BRIEF §2, §4, §5).
 
 Subscriptions come from the active policy manifest's `inputs` alone: each input's kind fixes its
-message type, QoS and conversion (`common.INPUT_WIRING`); `dexstack.observation` decides whether
+message type, QoS and conversion (`ros_nodes/inputs.py`); `dexstack.observation` decides whether
 an observation may be acted on (staleness, NaN, lockstep matching, latched inputs). Every answer
 is a JointTrajectory on the profile's policy output topic, stamped with the stamp of the
 observation it answers: a chunk (points at (i + 1) * dt), or a hold (joint names and ZERO points)
@@ -39,7 +39,7 @@ from trajectory_msgs.msg import JointTrajectory
 from dexstack import contract
 from dexstack.hardware.profiles import get_profile
 from dexstack.observation import NS, Assembly, HoldReason, check_action
-from dexstack.ros_nodes import common
+from dexstack.ros_nodes import common, inputs
 from dexstack.runtime import ObservationError
 from dexstack.serving import ActivePolicy, ServingStats, load_policy
 from dexstack.trajectory import ActionChunk
@@ -119,7 +119,7 @@ class PolicyNode(Node):
         rediscovery) and dropping ones the new policy does not read."""
         wanted = self.active.assembler.sources()
         # Inputs sharing a topic share its message type: the first one's kind says how to subscribe.
-        wiring = {source: common.input_subscription(specs[0]) for source, specs in wanted.items()}
+        wiring = {source: inputs.input_subscription(specs[0]) for source, specs in wanted.items()}
         for source in [s for s in self.subs if wiring.get(s) != self.subs[s][1]]:
             self.destroy_subscription(self.subs.pop(source)[0])
         for source, (msg_type, qos) in wiring.items():
@@ -179,7 +179,7 @@ class PolicyNode(Node):
         jumps = active.assembler.time_jumps
         for spec in active.assembler.sources().get(source, []):
             try:
-                active.assembler.add(spec["name"], stamp_ns, common.convert_input(spec, msg))
+                active.assembler.add(spec["name"], stamp_ns, inputs.convert_input(spec, msg))
             except (KeyError, ValueError) as exc:
                 active.assembler.add_invalid(spec["name"], stamp_ns, str(exc).strip("\"'"))
         if active.assembler.time_jumps != jumps:

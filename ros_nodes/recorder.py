@@ -14,7 +14,6 @@ Services: ~/start_episode, ~/stop_episode (response message = file path), ~/canc
 from __future__ import annotations
 
 import datetime
-import importlib
 import json
 import os
 import re
@@ -33,7 +32,7 @@ from std_srvs.srv import Trigger
 from dexstack import contract
 from dexstack.hardware.profiles import get_profile
 from dexstack.mcap_io import EpisodeWriter, header_stamp_ns
-from dexstack.ros_nodes.common import diagnostic_status
+from dexstack.ros_nodes.common import diagnostic_status, message_class
 
 RELIABLE_DEPTH = 1000  # deep enough for a burst of camera frames while the disk catches up
 BEST_EFFORT_DEPTH = 100
@@ -54,13 +53,6 @@ def recorded_topics(profile_name: str) -> dict[str, str]:
     specs += [s for s in contract.OPERATOR_TOPICS if s.name in (contract.TASK_INSTRUCTION, contract.ESTOP)]
     specs += [s for s in contract.SIM_ONLY_TOPICS if s.name in (contract.SIM_OBJECT_POSE, contract.SIM_EPISODE)]
     return {s.name: s.msg_type for s in specs}
-
-
-def _message_class(type_name: str):
-    package, _, name = type_name.partition("/msg/")
-    if not name:
-        raise ValueError(f"not a message type: {type_name!r}")
-    return getattr(importlib.import_module(f"{package}.msg"), name)
 
 
 def _qos_dict(qos: QoSProfile) -> dict:
@@ -140,7 +132,7 @@ class RecorderNode(Node):
                 durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
             )
             self._offered[topic] = [_qos_dict(i.qos_profile) for i in infos]
-            msg_class = _message_class(type_name)
+            msg_class = message_class(type_name)
             fields = list(msg_class.get_fields_and_field_types().items())
             self._has_header[topic] = bool(fields) and fields[0][1] == "std_msgs/Header"
             self._types[topic] = type_name

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from import_graph import ROOT, cycles, import_edges, module_files
 
 OUTER = ("dexstack.hardware", "dexstack.sim", "dexstack.policies", "dexstack.ros_nodes", "dexstack.perception",

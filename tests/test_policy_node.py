@@ -365,7 +365,7 @@ def test_each_input_kind_is_wired_from_the_manifest_alone():
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Float64MultiArray, String
 
-    from dexstack.ros_nodes import common
+    from dexstack.ros_nodes import inputs
 
     def spec(kind: str, **extra) -> dict:
         return {"name": kind, "kind": kind, "source": f"/{kind}", "shape": [1], "max_age_s": 0.1} | extra
@@ -373,10 +373,10 @@ def test_each_input_kind_is_wired_from_the_manifest_alone():
     for kind, msg_type in [("joint_positions", JointState), ("rgb", Image), ("depth", Image),
                            ("segmentation", Image), ("wrench", WrenchStamped), ("pose", PoseStamped),
                            ("text", String), ("vector", Float64MultiArray)]:
-        got_type, qos = common.input_subscription(spec(kind))
+        got_type, qos = inputs.input_subscription(spec(kind))
         assert got_type is msg_type
         assert qos.durability == DurabilityPolicy.VOLATILE
-    latched_type, latched_qos = common.input_subscription({"kind": "pose", "latched": True})
+    latched_type, latched_qos = inputs.input_subscription({"kind": "pose", "latched": True})
     assert latched_type is PoseStamped
     assert (latched_qos.reliability, latched_qos.durability) == (ReliabilityPolicy.RELIABLE,
                                                                  DurabilityPolicy.TRANSIENT_LOCAL)
@@ -384,32 +384,32 @@ def test_each_input_kind_is_wired_from_the_manifest_alone():
     pose = PoseStamped()
     pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 1.0, 2.0, 3.0
     pose.pose.orientation.w, pose.pose.orientation.z = 0.0, -2.0  # not unit: normalised
-    np.testing.assert_array_equal(common.convert_input(spec("pose"), pose), [1, 2, 3, 0, 0, 0, -1])
+    np.testing.assert_array_equal(inputs.convert_input(spec("pose"), pose), [1, 2, 3, 0, 0, 0, -1])
     pose.pose.orientation.z = 0.0
     with pytest.raises(ValueError, match=r"is not a rotation"):
-        common.convert_input(spec("pose"), pose)
+        inputs.convert_input(spec("pose"), pose)
 
     wrench = WrenchStamped()
     wrench.wrench.force.z, wrench.wrench.torque.x = 1.5, -0.25
-    np.testing.assert_array_equal(common.convert_input(spec("wrench"), wrench), [0, 0, 1.5, -0.25, 0, 0])
-    assert common.convert_input(spec("text"), String(data="pick the cube")) == "pick the cube"
-    np.testing.assert_array_equal(common.convert_input(spec("vector"), Float64MultiArray(data=[1.0, 2.5])), [1, 2.5])
+    np.testing.assert_array_equal(inputs.convert_input(spec("wrench"), wrench), [0, 0, 1.5, -0.25, 0, 0])
+    assert inputs.convert_input(spec("text"), String(data="pick the cube")) == "pick the cube"
+    np.testing.assert_array_equal(inputs.convert_input(spec("vector"), Float64MultiArray(data=[1.0, 2.5])), [1, 2.5])
 
     ids = np.array([[0, 3], [7, 65535]], dtype=np.uint16)
     for encoding, data in [("mono16", ids), ("16UC1", ids), ("32SC1", ids.astype(np.int32))]:
         msg = Image(height=2, width=2, encoding=encoding, step=2 * data.itemsize, data=data.tobytes())
-        out = common.convert_input(spec("segmentation"), msg)
+        out = inputs.convert_input(spec("segmentation"), msg)
         assert out.dtype == np.int32
         np.testing.assert_array_equal(out, ids)
     mono8 = Image(height=1, width=2, encoding="mono8", step=2, data=bytes([0, 255]))
-    np.testing.assert_array_equal(common.convert_input(spec("segmentation"), mono8), [[0, 255]])
+    np.testing.assert_array_equal(inputs.convert_input(spec("segmentation"), mono8), [[0, 255]])
     with pytest.raises(ValueError, match=r"image encoding 'rgb8', expected 'mono8' or 'mono16'"):
-        common.convert_input(spec("segmentation"), Image(height=1, width=1, encoding="rgb8", step=3, data=bytes(3)))
+        inputs.convert_input(spec("segmentation"), Image(height=1, width=1, encoding="rgb8", step=3, data=bytes(3)))
 
     mm = np.array([[1000, 250]], dtype=np.uint16)
     depth = Image(height=1, width=2, encoding="16UC1", step=4, data=mm.tobytes())
-    np.testing.assert_allclose(common.convert_input(spec("depth", dtype="float32", shape=[1, 2]), depth), [[1.0, 0.25]])
-    raw = common.convert_input(spec("depth", dtype="uint16", shape=[1, 2, 1]), depth)
+    np.testing.assert_allclose(inputs.convert_input(spec("depth", dtype="float32", shape=[1, 2]), depth), [[1.0, 0.25]])
+    raw = inputs.convert_input(spec("depth", dtype="uint16", shape=[1, 2, 1]), depth)
     assert raw.dtype == np.uint16 and raw.shape == (1, 2, 1)
     with pytest.raises(ValueError, match="does not match its"):
-        common.convert_input(spec("rgb"), Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(6)))
+        inputs.convert_input(spec("rgb"), Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(6)))

@@ -33,6 +33,7 @@ from dexstack.hardware.hand_synergy import (
     finger_targets,
 )
 from dexstack.hardware.kinematics import IKResult, RobotKinematics
+
 ACTION_NAMES: tuple[str, ...] = (
     "palm_dx", "palm_dy", "palm_dz", "palm_rx", "palm_ry", "palm_rz", *(f"close_{pad}" for pad in FINGERS),
 )

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from dexstack.perception.grasp_pose import PREGRASP_DISTANCE
 from dexstack.hardware.hand_synergy import ACTION_DIM, ARM_DIM, MAX_FINGER_DELTA, MAX_TRANSLATION
+from dexstack.perception.grasp_pose import PREGRASP_DISTANCE
 
 DEMO_LIFT = 0.15  # m
 HOLD_STEPS = 2  # steps with the hand closed before lifting
