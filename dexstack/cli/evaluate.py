@@ -194,7 +194,7 @@ def eval_command(
         if compare is not None:
             summary["comparison"] = compare_with_file(summary, compare)
     except (ValueError, TypeError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
     typer.echo(report.json_line(summary))
 
