@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dexstack.cli import report
+
+if TYPE_CHECKING:  # imported where used: the sim and rclpy load only when needed
+    from dexstack.ros_nodes.eval_client import RosEvalResult
+    from dexstack.sim.evaluate import EpisodeOutcome, InProcess
 
 console = Console(stderr=True)
 
@@ -85,7 +90,7 @@ def run_eval(policy: str, task: str, episodes: int, seed: int | None, through_ro
                 for group, _ in groups}
         wins: dict[str | None, list[bool]] = {group: [] for group, _ in groups}
 
-        def tick(outcome) -> None:
+        def tick(outcome: EpisodeOutcome) -> None:
             won = wins[outcome.group]
             won.append(outcome.success)
             progress.update(bars[outcome.group], completed=len(won), rate=f"success {sum(won)}/{len(won)}")
@@ -124,7 +129,7 @@ def run_eval(policy: str, task: str, episodes: int, seed: int | None, through_ro
     return summary
 
 
-def _add_ros_details(summary: dict, res, task: str) -> None:
+def _add_ros_details(summary: dict, res: RosEvalResult, task: str) -> None:
     """Per group: the policy node's latency figures and, for a task that plans from the camera,
     the grasp planner's pose of every episode."""
     from dexstack.sim.evaluate import task_class
@@ -145,7 +150,7 @@ def _positions(positions: list) -> list:
     return [None if g is None else [round(v, 5) for v in g] for g in positions]
 
 
-def _in_process(policy: str, task: str):
+def _in_process(policy: str, task: str) -> InProcess:
     """The env and controller for `policy` on `task`: the task's `expert` entry for the scripted
     expert, else the policy family's `in_process` entry (default: ManipulationEnv + load_runtime)."""
     from dexstack.families import get_family, resolve
