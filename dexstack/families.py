@@ -23,7 +23,7 @@ ENTRY_POINT_GROUP = "dexstack.families"
 
 @dataclass(frozen=True)
 class Family:
-    """One policy family. The three entries are "module:callable" strings, so that declaring a
+    """One policy family. The entries are "module:callable" strings, so that declaring a
     family imports nothing heavy; `resolve` imports the callable when it is needed.
 
     runtime: callable(policy_dir: Path, manifest: dict, *, profile: RobotProfile, rate_hz: float | None)
@@ -31,12 +31,16 @@ class Family:
     train: callable(argv: list[str]) -> int | None behind `dexstack train <name> ARGS...` (torch is fine).
     export: callable(run_dir: Path, out_dir: Path, **options) -> Path (the export directory) behind
         `dexstack export` for runs whose run.json names this family.
+    in_process: callable(policy_dir: Path, manifest: dict, *, task: str, profile: RobotProfile)
+        -> sim.evaluate.InProcess (the env and controller `dexstack eval` steps without ROS). None:
+        `sim.evaluate.manipulation_in_process` (ManipulationEnv + `load_runtime`).
     """
 
     name: str  # the manifest's (and run.json's) "family"
     runtime: str
     train: str | None = None
     export: str | None = None
+    in_process: str | None = None
     description: str = ""
 
 

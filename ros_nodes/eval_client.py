@@ -1,14 +1,14 @@
 """Evaluate a policy through the full ROS graph: bring up sim + safety + policy, count
-episodes from /sim/episode, read latency figures from the policy node's /diagnostics, and
-optionally keep the scene camera frames of one episode for a video.
+episodes from /sim/episode (whose "done" message carries the task's per-episode metrics, from
+the same `episode_metrics` the in-process env uses), read latency figures from the policy
+node's /diagnostics, and optionally keep one episode's camera frames for a video.
 
-`evaluate_through_ros` runs one graph (`dexstack/graph.py`'s node list for the launch values);
-`evaluate_grasp_through_ros` runs the G-PAYN grasp task: one graph per object (the hand sim's
-`object` parameter), lockstep at the policy's own control period (its manifest's `outputs.dt`,
-for sim ticks and the policy node alike), with the hand sim's perception phase on
-(the graph sets `grasp_pose_timeout_s` in lockstep, see `sim_perception.py`) so each episode starts
-like `GraspEnv.reset(seed)`.
-It also keeps the grasp planner's pose of every episode, to compare with GraspEnv's plan."""
+`evaluate_through_ros` serves every task: one graph (`dexstack/graph.py`'s node list for the
+launch values) per group of episodes, a group's options becoming the same-named launch
+arguments (the grasp task: `object:=...`); the policy (and, in lockstep, the sim's tick) runs
+at 1 / its manifest's `outputs.dt`. It returns the evaluator's `EpisodeOutcome` records, and for
+a task that plans from the camera (the grasp task) the grasp planner's pose of every episode.
+"""
 
 from __future__ import annotations
 
@@ -29,47 +29,93 @@ from dexstack.graph import node_list
 from dexstack.launcher import node_environment, start_nodes, stop_nodes
 from dexstack.ros_nodes import common
 from dexstack.ros_nodes.client import RosClient
+from dexstack.sim.evaluate import EpisodeOutcome
 
 
 @dataclass
 class RosEvalResult:
-    successes: list[bool] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-    episode_sim_s: list[float] = field(default_factory=list)
-    policy_diagnostics: dict[str, str] = field(default_factory=dict)
-    frames: list[np.ndarray] = field(default_factory=list)  # scene camera: first successful episode, else the first
+    outcomes: list[EpisodeOutcome] = field(default_factory=list)
+    policy_diagnostics: dict[str, str] = field(default_factory=dict)  # the last graph's
+    group_diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)  # per named group
+    frames: list[np.ndarray] = field(default_factory=list)  # video camera: first successful episode, else the first
     latency_series: list[tuple[float, float, float]] = field(default_factory=list)  # (wall s, inference p50, p99)
-    # Grasp planner's pose per episode (position m, world; None if none came), the hand's grasp task only.
+    # Grasp planner's pose per episode (position m, world; None if none came): tasks that plan from the camera.
     grasp_positions: list[list[float] | None] = field(default_factory=list)
     wall_s: float = 0.0
 
 
-# Wall seconds the hand sim waits for the grasp planner at each episode's start (a fit takes
-# 0.1-0.7 s; discovery at start-up a few seconds more).
+def policy_rate_hz(policy: str) -> float | None:
+    """The control rate a store policy was made for: 1 / its manifest's outputs.dt (None for the
+    scripted expert, which runs at the graph's default rate)."""
+    if policy == "expert":
+        return None
+    from dexstack.store import PolicyStore
+
+    manifest = PolicyStore().verify(policy).manifest
+    dt = float(manifest["outputs"]["dt"])
+    if not dt > 0:
+        raise ValueError(f"policy {policy!r}: outputs.dt must be > 0, got {dt}")
+    return 1.0 / dt
 
 
-def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pacing: str = "lockstep",
-                         rtf: float = 0.0, domain_id: int | None = None, extra_env: dict[str, str] | None = None,
-                         log_dir: str | None = None, record_video: bool = False, timeout_s: float = 1800.0,
-                         progress: Callable[[int, bool], None] | None = None,
-                         launch_values: dict[str, str] | None = None) -> RosEvalResult:
-    """Run `episodes` episodes with seeds seed, seed+1, ... through sim -> policy -> safety -> sim.
-    launch_values: further launch arguments (e.g. {"object": ...})."""
+def video_camera(task: str) -> str:
+    """The camera a video shows: the last of the task's robot profile, its fixed view of the
+    scene (the Panda lists wrist then scene; the hand has only its scene camera)."""
+    from dexstack.graph import TASK_ROBOTS
+    from dexstack.hardware.profiles import get_profile
+
+    return get_profile(TASK_ROBOTS[task]).camera_names[-1]
+
+
+def evaluate_through_ros(policy: str, task: str, groups: list[tuple[str | None, dict[str, str]]], episodes: int,
+                         seed: int, *, pacing: str = "lockstep", rtf: float = 0.0, domain_id: int | None = None,
+                         extra_env: dict[str, str] | None = None, log_dir: str | None = None,
+                         record_video: bool = False, timeout_s: float = 1800.0,
+                         progress: Callable[[EpisodeOutcome], None] | None = None) -> RosEvalResult:
+    """For each group (`sim/evaluate.task_groups`) one graph running `episodes` episodes with
+    seeds seed ... seed + episodes - 1 through sim -> policy -> safety -> sim; the group's options
+    are launch arguments. progress(outcome) after every episode."""
     values = {"hardware": "mujoco", "policy": policy, "task": task, "pacing": pacing, "rtf": str(rtf),
-              "seed": str(seed)} | dict(launch_values or {})
+              "seed": str(seed)}
+    rate = policy_rate_hz(policy)
+    if rate is not None:
+        values["policy_rate"] = repr(rate)
+    result = RosEvalResult()
+    start = time.monotonic()
+    try:
+        for group, options in groups:
+            sub_log = log_dir if log_dir is None or group is None else f"{log_dir}/{group}"
+            _run_graph(values | dict(options), group, episodes, result, domain_id=domain_id, extra_env=extra_env,
+                       log_dir=sub_log, camera=video_camera(task) if record_video else None, timeout_s=timeout_s,
+                       progress=progress)
+            if group is not None:
+                result.group_diagnostics[group] = result.policy_diagnostics
+    finally:
+        result.wall_s = time.monotonic() - start
+    return result
+
+
+def _run_graph(values: dict[str, str], group: str | None, episodes: int, result: RosEvalResult, *,
+               domain_id: int | None, extra_env: dict[str, str] | None, log_dir: str | None, camera: str | None,
+               timeout_s: float, progress: Callable[[EpisodeOutcome], None] | None) -> None:
+    """One graph for `values`; appends its `episodes` episodes (as `group`) to `result`. camera:
+    keep that camera's frames of the first successful episode (else the first) unless `result`
+    already holds a successful one's."""
     specs = node_list(values)
     env = node_environment(domain_id, extra_env)
     procs = start_nodes(specs, env=env, log_dir=log_dir)
-    result = RosEvalResult()
     # The client joins the same private domain as the nodes it started.
     client = RosClient("dexstack_eval", int(env.get("ROS_DOMAIN_ID", "0")))
     node = client.node
     K = contract.QoSKind
     start = time.monotonic()
-    state = {"episode": None, "current": [], "first": None, "kept_success": False}
+    mine: list[EpisodeOutcome] = []
+    kept_success = any(o.success for o in result.outcomes) and bool(result.frames)
+    state = {"episode": None, "current": [], "first": None, "kept_success": kept_success}
     starts: dict[int, float] = {}  # episode -> ROS stamp of its start
     poses: list[tuple[float, list[float]]] = []  # (stamp, position) of every grasp pose
     windows: list[tuple[int, float]] = []  # (episode, ROS stamp of its end) of every counted episode
+    result.policy_diagnostics = {}
 
     def on_pose(msg: PoseStamped) -> None:
         p = msg.pose.position
@@ -79,20 +125,21 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
         info = json.loads(msg.data)
         if info["status"] == "running":
             starts[int(info["episode"])] = float(info["stamp"])
-        if info["status"] == "done" and info["episode"] != state["episode"] and len(result.successes) < episodes:
+        if info["status"] == "done" and info["episode"] != state["episode"] and len(mine) < episodes:
             state["episode"] = info["episode"]
-            result.successes.append(bool(info["success"]))
-            result.seeds.append(int(info["seed"]))
-            result.episode_sim_s.append(float(info["sim_time"]))
+            outcome = EpisodeOutcome(group, int(info["seed"]), bool(info["success"]), float(info["sim_time"]),
+                                     dict(info.get("metrics", {})))
+            mine.append(outcome)
+            result.outcomes.append(outcome)
             windows.append((int(info["episode"]), float(info["stamp"])))
-            if record_video:  # keep the first successful episode for the video, else the first one
+            if camera is not None:  # keep the first successful episode for the video, else the first one
                 if state["first"] is None:
                     state["first"] = state["current"]
                 if info["success"] and not state["kept_success"]:
                     result.frames, state["kept_success"] = state["current"], True
                 state["current"] = []
             if progress:
-                progress(len(result.successes), bool(info["success"]))
+                progress(outcome)
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -115,80 +162,27 @@ def evaluate_through_ros(policy: str, task: str, episodes: int, seed: int, *, pa
     node.create_subscription(PoseStamped, contract.GRASP_TARGET_POSE, on_pose,
                              QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE,
                                         durability=DurabilityPolicy.TRANSIENT_LOCAL))
-    if record_video:
-        node.create_subscription(Image, contract.camera_color_topic("scene"), on_image,
+    if camera is not None:
+        node.create_subscription(Image, contract.camera_color_topic(camera), on_image,
                                  QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT))
     try:
-        while len(result.successes) < episodes:
+        while len(mine) < episodes:
             client.executor.spin_once(timeout_sec=0.1)
             dead = [p for p in procs if p.poll() is not None]
             if dead:
                 raise RuntimeError(f"a node exited early (code {dead[0].returncode}); see logs in {log_dir}")
             if time.monotonic() - start > timeout_s:
-                raise TimeoutError(f"only {len(result.successes)}/{episodes} episodes after {timeout_s:.0f} s")
+                raise TimeoutError(f"only {len(mine)}/{episodes} episodes after {timeout_s:.0f} s")
         # One more diagnostics period so the figures cover the last episodes.
         client.spin_for(1.5 / contract.DIAGNOSTICS_HZ)
         # Poses are matched to episodes only now: a subscriber whose discovery of the planner ends
         # late gets the latched poses replayed after the episodes they belong to have ended.
         for episode, end in windows:
             begin = starts.get(episode, float("inf"))
-            mine = [pos for stamp, pos in poses if begin - 1e-6 <= stamp <= end]
-            result.grasp_positions.append(mine[0] if mine else None)
-        if record_video and not result.frames:
+            found = [pos for stamp, pos in poses if begin - 1e-6 <= stamp <= end]
+            result.grasp_positions.append(found[0] if found else None)
+        if camera is not None and not result.frames:
             result.frames = state["first"] or []
     finally:
-        result.wall_s = time.monotonic() - start
         client.close()
         stop_nodes(procs)
-    return result
-
-
-@dataclass
-class GraspObjectResult:
-    """One object's episodes through ROS (seeds seed, seed+1, ...)."""
-
-    object_name: str
-    result: RosEvalResult
-
-    @property
-    def success_rate(self) -> float:
-        return float(np.mean(self.result.successes)) if self.result.successes else 0.0
-
-    @property
-    def mean_time_to_lift_s(self) -> float | None:
-        """Mean sim time from the first control tick to the lift, over the successful episodes."""
-        times = [t for t, ok in zip(self.result.episode_sim_s, self.result.successes, strict=True) if ok]
-        return float(np.mean(times)) if times else None
-
-
-def policy_rate_hz(policy: str) -> float:
-    """The control rate a gpayn policy was trained at: 1 / its manifest's outputs.dt."""
-    from dexstack.store import PolicyStore
-
-    manifest = PolicyStore().verify(policy).manifest
-    dt = float(manifest["outputs"]["dt"])
-    if not dt > 0:
-        raise ValueError(f"policy {policy!r}: outputs.dt must be > 0, got {dt}")
-    return 1.0 / dt
-
-
-def evaluate_grasp_through_ros(policy: str, objects: tuple[str, ...] | list[str], episodes: int, seed: int, *,
-                               pacing: str = "lockstep", rtf: float = 0.0, domain_id: int | None = None,
-                               extra_env: dict[str, str] | None = None, log_dir: str | None = None,
-                               timeout_s: float = 1800.0,
-                               progress: Callable[[str, int, bool], None] | None = None) -> list[GraspObjectResult]:
-    """The G-PAYN grasp task through ROS: for each object one graph (hand sim with that object,
-    grasp planner, safety filter, policy node serving the gpayn actor), `episodes` episodes with
-    seeds seed ... seed + episodes - 1 (episode k starts like GraspEnv.reset(seed + k)).
-    progress(object, done, success) after every episode."""
-    rate = policy_rate_hz(policy)
-    out = []
-    for name in objects:
-        sub_log = None if log_dir is None else f"{log_dir}/{name}"
-        res = evaluate_through_ros(
-            policy, "grasp", episodes, seed, pacing=pacing, rtf=rtf, domain_id=domain_id, extra_env=extra_env,
-            log_dir=sub_log, timeout_s=timeout_s,
-            progress=None if progress is None else (lambda done, ok, _n=name: progress(_n, done, ok)),
-            launch_values={"object": name, "policy_rate": repr(rate)})
-        out.append(GraspObjectResult(name, res))
-    return out

@@ -21,10 +21,12 @@ TIME = "time"  # seconds of sim time since reset
 
 
 class ManipulationEnv:
-    """reset(seed) -> (obs, info); step(chunk) -> (obs, reward, terminated, truncated, info).
+    """reset(seed) -> (obs, info); step(chunk) -> (obs, reward, terminated, truncated, info):
+    the evaluator's env protocol (sim/evaluate.py).
 
     terminated: success held for the task's `success_hold_s` (the sim node's rule);
-    truncated: the task's time limit reached.
+    truncated: the task's time limit reached. info["sim_s"]: sim time since reset; at the
+    episode's end info["metrics"]: the task's `episode_metrics`.
     """
 
     def __init__(self, task: str = "pick_lift", cameras: bool = True, camera_size: tuple[int, int] | None = None,
@@ -59,10 +61,14 @@ class ManipulationEnv:
     def _info(self, success_now: bool) -> dict[str, Any]:
         held = self._success_since is not None and self.core.time - self._success_since >= self.task.success_hold_s
         return {"success": bool(held), "success_now": bool(success_now), "reward_terms": self.task.reward_terms(),
-                "object": self.task.object_name, "instruction": self.task.instruction, "seed": self.seed}
+                "object": self.task.object_name, "instruction": self.task.instruction, "seed": self.seed,
+                "sim_s": self.core.time}
 
-    def reset(self, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """New episode from `seed` (object, pose); the arm starts at the profile's home."""
+    def reset(self, seed: int, options: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """New episode from `seed` (object, pose); the arm starts at the profile's home. The
+        Panda tasks take no options (see `PickLiftTask.options`)."""
+        if options:
+            raise ValueError(f"task {self.task.name!r} takes no options, got {sorted(options)}")
         self.seed = int(seed)
         self.core.reset(self.seed)
         self._success_since = None
@@ -83,7 +89,13 @@ class ManipulationEnv:
         info = self._info(success_now)
         terminated = info["success"]
         truncated = not terminated and self.core.time >= self.task.max_time_s - 1e-9
+        if terminated or truncated:
+            info["metrics"] = self.task.episode_metrics(info["success"], self.core.time)
         return self.observation(), self.task.reward(), terminated, truncated, info
+
+    def frame(self, obs: dict[str, Any]) -> np.ndarray | None:
+        """The scene camera's image in `obs` (for a video), None without cameras."""
+        return obs.get(contract.rgb_key("scene"))
 
     def close(self) -> None:
         self.core.close()

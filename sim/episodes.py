@@ -106,7 +106,11 @@ class EpisodeClock:
         return None
 
     def info(self, task_name: str, status: str, success: bool) -> dict[str, Any]:
-        """The /sim/episode announcement."""
-        return {"episode": self.episode, "seed": self.seed, "task": task_name,
+        """The /sim/episode announcement; a "done" one carries the task's `episode_metrics` (the
+        in-process env's too, so an evaluation through ROS reports the same metrics)."""
+        info = {"episode": self.episode, "seed": self.seed, "task": task_name,
                 "instruction": self.core.task.instruction, "status": status, "success": bool(success),
                 "sim_time": round(self.core.time, 6), "stamp": round(self.now(), 6)}
+        if status == "done":
+            info["metrics"] = self.core.task.episode_metrics(bool(success), info["sim_time"])
+        return info

@@ -25,8 +25,32 @@ def test_in_process_eval_of_the_expert(tmp_path):
                        "--plot", str(plot))
     assert summary["episodes"] == 3 and summary["mode"] == "in_process"
     assert summary["success_rate"] >= 2 / 3
-    assert summary["seeds"] == [40, 42]
+    assert summary["seeds"] == [40, 41, 42] and len(summary["outcomes"]) == len(summary["episode_sim_s"]) == 3
+    assert "inference_ms_p50" not in summary  # the expert is no inference
     assert video.stat().st_size > 10_000 and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_in_process_grasp_eval_writes_video_and_plot_and_compares(tmp_path):
+    """--video / --plot and --compare on the grasp task: the scripted controller's episodes
+    compared with themselves agree everywhere."""
+    video, plot, first = tmp_path / "grasp.mp4", tmp_path / "grasp.png", tmp_path / "first.json"
+    args = ("--policy", "scripted", "--task", "grasp", "--option", "object=potted_meat_can", "--episodes", "1")
+    summary = run_eval(*args, "--video", str(video), "--plot", str(plot))
+    assert summary["groups"]["potted_meat_can"]["seeds"] == [2_000_000_000]  # the grasp task's default seed
+    assert video.stat().st_size > 10_000 and plot.read_bytes()[:4] == b"\x89PNG"
+    first.write_text(json.dumps(summary) + "\n")
+    again = run_eval(*args, "--compare", str(first))
+    assert again["outcomes"] == summary["outcomes"] and again["time_to_lift_s"] == summary["time_to_lift_s"]
+    pair = again["comparison"]["potted_meat_can"]
+    assert pair["episodes"] == 1 and pair["only_first"] == pair["only_second"] == 0
+
+
+def test_an_unknown_task_option_is_a_one_line_error():
+    out = subprocess.run([sys.executable, "-m", "dexstack.cli", "eval", "--policy", "expert", "--episodes", "1",
+                          "--option", "object=sugar_box"], env=node_environment(), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2
+    assert "task 'pick_lift' has no option object; its options: none" in out.stderr
 
 
 @pytest.mark.ros
@@ -37,6 +61,7 @@ def test_eval_through_ros_reports_latency_and_jitter_of_the_shipped_policy():
         assert key in summary
     assert 0 < summary["inference_ms_p50"] <= summary["inference_ms_p99"]
     assert summary["holds"] == 0  # lockstep through DDS: every observation answered by the policy
+    assert summary["seeds"] == [5, 6] and "groups" not in summary
 
 
 def test_unknown_policy_is_a_clear_error(dexstack_home):

@@ -165,10 +165,11 @@ def test_exported_ptp_policy_is_served_through_ros_and_acts(stages, dexstack_hom
 
     root, _ = stages
     PolicyStore().publish(root / "export", "tiny_ptp")
-    res = evaluate_through_ros("tiny_ptp", "pick_lift", 1, 7, pacing="lockstep", domain_id=private_domain_id(),
+    res = evaluate_through_ros("tiny_ptp", "pick_lift", [(None, {})], 1, 7, pacing="lockstep",
+                               domain_id=private_domain_id(),
                                extra_env={"DEXSTACK_HOME": dexstack_home, "DEXSTACK_BUNDLED_STORE": ""},
                                log_dir=str(root / "logs"), timeout_s=120)
-    assert len(res.successes) == 1 and res.episode_sim_s[0] > 5.0
+    assert len(res.outcomes) == 1 and res.outcomes[0].sim_s > 5.0
     diag = res.policy_diagnostics
     assert diag["policy"] == "tiny_ptp" and diag["family"] == "diffusion"
     assert int(diag["chunks"]) > 50 and int(diag["hold_count"]) == 0

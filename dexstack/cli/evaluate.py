@@ -1,28 +1,30 @@
-"""`dexstack eval`: the one evaluator for every policy family, in-process or through ROS.
+"""`dexstack eval`: the one evaluator for every task and policy family, in-process or through ROS.
 
-Panda tasks (pick_lift, cover_pick, cue_choice): `sim/evaluate.py` in-process, or
-`ros_nodes/eval_client.evaluate_through_ros`.
-
-The Adroit hand's grasp task (`--task grasp`, G-PAYN): per object (`--object` / `--objects
-train|held_out|validation|a,b`), episode k starts like `GraspEnv.reset(seed + k)`. In-process, the store's
-gpayn policy runs as the serving code loads it (`policies/gpayn/runtime.Runtime`: onnxruntime, no
-torch) in `policies/gpayn/evaluate.evaluate_policy`; `--policy scripted` (or `expert`) is the
-ScriptedGraspDemo controller. `--through-ros` runs one graph per object (hand sim, grasp planner,
-safety filter, policy node; `eval_client.evaluate_grasp_through_ros`). The summary has the
-success rate and mean time to lift per object and their means over objects.
+A task declares its options (`--option KEY=VALUE`, e.g. the grasp task's `object=train|held_out|
+validation|a,b`), which expand into groups of episodes, its default first seed and its per-episode
+metrics (sim/tasks/). In-process, `sim/evaluate.run_episodes` steps the env and controller that the
+policy family's `in_process` entry gives (default: the serving runtime in ManipulationEnv; G-PAYN:
+its actor in GraspEnv), or the task's `expert` entry for `--policy expert` (= `scripted`). Through
+ROS, `eval_client.evaluate_through_ros` runs one graph per group, the group's options as launch
+arguments. Both give `EpisodeOutcome` records, which `report.summary` turns into the JSON summary;
+`--compare FILE` pairs episodes with another run's by group and seed.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import time
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dexstack.cli import report
+
+if TYPE_CHECKING:  # imported where used: the sim and rclpy load only when needed
+    from dexstack.ros_nodes.eval_client import RosEvalResult
+    from dexstack.sim.evaluate import EpisodeOutcome, InProcess
 
 console = Console(stderr=True)
 
@@ -32,92 +34,89 @@ def private_domain_id() -> int:
     return 50 + os.getpid() % 50
 
 
-GRASP_TASK = "grasp"
-GPAYN_FAMILY = "gpayn"
-SCRIPTED = ("scripted", "expert")  # the grasp task's scripted controller (in-process only)
-PANDA_DEFAULT_SEED = 1000
+SCRIPTED = ("expert", "scripted")  # the task's scripted expert ('scripted' reads better on the grasp task)
 
 
-def _family(policy: str) -> str | None:
-    """The store family of `policy` (manifest checked, not yet against a robot); None for the
-    scripted controllers."""
-    if policy in SCRIPTED:
-        return None
-    from dexstack.store import PolicyStore
-
-    return PolicyStore().verify(policy).manifest.get("family")
+def parse_options(items: list[str] | None) -> dict[str, str]:
+    """`--option KEY=VALUE` items -> {KEY: VALUE}; ValueError for a malformed or repeated one."""
+    options: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ValueError(f"--option takes KEY=VALUE, got {item!r}")
+        if key in options:
+            raise ValueError(f"--option {key} given twice")
+        options[key] = value
+    return options
 
 
 def check_policy_for_task(policy: str, task: str) -> None:
-    """ValueError when the policy cannot run the task: a gpayn (Adroit hand) policy on a Panda
-    task, a Panda policy on the grasp task, 'scripted' on a Panda task."""
-    family = _family(policy)
-    if task == GRASP_TASK:
-        if family is not None and family != GPAYN_FAMILY:
-            raise ValueError(f"policy {policy!r} is a {family!r} policy for the Panda; --task {GRASP_TASK} needs a "
-                             f"{GPAYN_FAMILY!r} policy (or 'scripted')")
-    elif family == GPAYN_FAMILY:
-        raise ValueError(f"policy {policy!r} is a {GPAYN_FAMILY!r} policy for the Adroit hand; it runs on "
-                         f"--task {GRASP_TASK}, not --task {task}")
-    elif policy == "scripted":
-        raise ValueError(f"'scripted' is the grasp task's controller; for --task {task} use --policy expert")
+    """ValueError when the policy cannot run the task: its manifest's robot is not the robot
+    whose scene the task runs on (the scripted expert runs every task, in-process)."""
+    from dexstack.graph import TASK_ROBOTS
+
+    if task not in TASK_ROBOTS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {sorted(TASK_ROBOTS)}")
+    if policy in SCRIPTED:
+        return
+    from dexstack.store import PolicyStore
+
+    manifest = PolicyStore().verify(policy).manifest
+    robot = manifest.get("robot_profile")
+    if robot != TASK_ROBOTS[task]:
+        tasks = ", ".join(sorted(t for t, r in TASK_ROBOTS.items() if r == robot)) or "none"
+        raise ValueError(f"policy {policy!r} is a {manifest.get('family')!r} policy for the {robot!r} robot; it runs "
+                         f"on --task {tasks}, not --task {task} (a {TASK_ROBOTS[task]!r} task)")
 
 
 def run_eval(policy: str, task: str, episodes: int, seed: int | None, through_ros: bool, pacing: str = "lockstep",
              rtf: float = 0.0, video: str | None = None, plot: str | None = None,
-             log_dir: str | None = None, objects: str | None = None) -> dict:
-    """Evaluate and return the summary; writes the MP4/PNG when paths are given.
-    objects: the grasp task's objects ('train', 'held_out', 'validation' or a,b,...); episodes are then per
-    object. seed None: the task's default (1000 for the Panda, gpayn's DEFAULT_EVAL_SEED)."""
+             log_dir: str | None = None, options: dict[str, str] | None = None) -> dict:
+    """Evaluate and return the summary (`report.summary`); writes the MP4/PNG when paths are given.
+    options: the task's options (`--option`), which choose its groups of episodes; `episodes`
+    episodes per group. seed None: the task's `default_seed`."""
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
     check_policy_for_task(policy, task)
-    if task == GRASP_TASK:
-        if video or plot:
-            raise ValueError("--video and --plot are not implemented for --task grasp")
-        return run_grasp_eval(policy, objects, episodes, seed, through_ros, pacing, rtf, log_dir)
-    if objects is not None:
-        raise ValueError(f"--object/--objects choose the grasp task's objects; --task {task} has none")
-    seed = PANDA_DEFAULT_SEED if seed is None else seed
+    from dexstack.sim.evaluate import task_class, task_groups
+
+    groups = task_groups(task, dict(options or {}))
+    seed = task_class(task).default_seed if seed is None else int(seed)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console)
     with progress:
-        bar = progress.add_task(f"{policy} on {task}", total=episodes, rate="")
-        wins = []
+        bars = {group: progress.add_task(f"{policy} on {group or task}", total=episodes, rate="")
+                for group, _ in groups}
+        wins: dict[str | None, list[bool]] = {group: [] for group, _ in groups}
 
-        def tick(done: int, success: bool, *_):
-            wins.append(success)
-            progress.update(bar, completed=done, rate=f"success {sum(wins)}/{len(wins)}")
+        def tick(outcome: EpisodeOutcome) -> None:
+            won = wins[outcome.group]
+            won.append(outcome.success)
+            progress.update(bars[outcome.group], completed=len(won), rate=f"success {sum(won)}/{len(won)}")
 
         if through_ros:
             from dexstack.ros_nodes.eval_client import evaluate_through_ros
 
-            res = evaluate_through_ros(policy, task, episodes, seed, pacing=pacing, rtf=rtf,
-                                       domain_id=private_domain_id(), record_video=video is not None,
-                                       log_dir=log_dir or tempfile.mkdtemp(prefix="dexstack_eval_"),
-                                       progress=tick)
+            res = evaluate_through_ros("expert" if policy in SCRIPTED else policy, task, groups, episodes, seed,
+                                       pacing=pacing, rtf=rtf, domain_id=private_domain_id(),
+                                       record_video=video is not None,
+                                       log_dir=log_dir or tempfile.mkdtemp(prefix="dexstack_eval_"), progress=tick)
             diag = res.policy_diagnostics
             latency = None
-            extra = {"mode": f"ros_{pacing}",
-                     "inference_ms_p50": _float(diag.get("inference_ms_p50")),
-                     "inference_ms_p99": _float(diag.get("inference_ms_p99")),
-                     "loop_jitter_ms_p99": _float(diag.get("loop_jitter_ms_p99")),
-                     "e2e_ms_p99": _float(diag.get("e2e_ms_p99")),
-                     "holds": _float(diag.get("hold_count"))}
-            summary = report.summary(policy, task, res.successes, None, **extra)
+            summary = report.summary(policy, task, res.outcomes, None, mode=f"ros_{pacing}",
+                                     inference_ms_p50=_float(diag.get("inference_ms_p50")),
+                                     inference_ms_p99=_float(diag.get("inference_ms_p99")),
+                                     loop_jitter_ms_p99=_float(diag.get("loop_jitter_ms_p99")),
+                                     e2e_ms_p99=_float(diag.get("e2e_ms_p99")), holds=_float(diag.get("hold_count")))
+            _add_ros_details(summary, res, task)
         else:
-            from dexstack.sim.evaluate import evaluate_in_process
+            from dexstack.sim.evaluate import run_episodes
 
-            res = evaluate_in_process(_in_process_policy(policy, task), task, episodes, seed,
-                                      keep_frames=video is not None, progress=tick)
-            latency = res.inference_ms
-            summary = report.summary(policy, task, res.successes, latency if policy != "expert" else None,
-                                     mode="in_process")
-    summary["seeds"] = [min(res.seeds), max(res.seeds)] if res.seeds else []
-    # Per-episode outcomes by seed, so two runs (before/after a change, in-process/through ROS)
-    # can be compared episode by episode.
-    summary["outcomes"] = [bool(s) for s in res.successes]
-    summary["episode_sim_s"] = [round(float(t), 3) for t in res.episode_sim_s]
+            setup = _in_process(policy, task)
+            res = run_episodes(setup, groups, episodes, seed, keep_frames=video is not None, progress=tick)
+            latency = res.inference_ms if setup.timed else None
+            summary = report.summary(policy, task, res.outcomes, latency, mode="in_process")
     summary["wall_s"] = round(res.wall_s, 1)
     if video and res.frames:
         from dexstack.contract import POLICY_HZ
@@ -125,111 +124,47 @@ def run_eval(policy: str, task: str, episodes: int, seed: int | None, through_ro
         fps = POLICY_HZ if not through_ros or pacing == "lockstep" else 15.0
         summary["video"] = str(report.write_video(res.frames, video, fps))
     if plot:
-        summary["plot"] = str(report.write_plot(res.successes, latency, plot, f"{policy} on {task}",
-                                                res.latency_series if through_ros else None))
+        summary["plot"] = str(report.write_plot([o.success for o in res.outcomes], latency, plot,
+                                                f"{policy} on {task}", res.latency_series if through_ros else None))
     return summary
 
 
-def run_grasp_eval(policy: str, objects: str | None, episodes: int, seed: int | None, through_ros: bool,
-                   pacing: str = "lockstep", rtf: float = 0.0, log_dir: str | None = None) -> dict:
-    """The grasp task: `episodes` episodes per object, in-process or through ROS (see the module
-    docstring). Returns the summary (per object: success_rate, mean_time_to_lift_s, episodes,
-    seeds and per-episode outcomes; means over objects)."""
-    from dexstack.policies.gpayn.evaluate import DEFAULT_EVAL_SEED, resolve_objects
+def _add_ros_details(summary: dict, res: RosEvalResult, task: str) -> None:
+    """Per group: the policy node's latency figures and, for a task that plans from the camera,
+    the grasp planner's pose of every episode."""
+    from dexstack.sim.evaluate import task_class
 
-    names = resolve_objects(objects)
-    seed = DEFAULT_EVAL_SEED if seed is None else int(seed)
-    if through_ros and policy in SCRIPTED:
-        raise ValueError("the scripted grasp controller runs in-process only (there is no hand expert node); "
-                         "drop --through-ros or give a gpayn policy")
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console)
-    per_object: dict[str, dict] = {}
-    start = time.monotonic()
-    with progress:
-        bars = {name: progress.add_task(f"{policy} on {name}", total=episodes, rate="") for name in names}
-        wins: dict[str, list[bool]] = {name: [] for name in names}
-
-        def tick(name: str, success: bool) -> None:
-            wins[name].append(success)
-            progress.update(bars[name], completed=len(wins[name]),
-                            rate=f"success {sum(wins[name])}/{len(wins[name])}")
-
-        if through_ros:
-            from dexstack.ros_nodes.eval_client import evaluate_grasp_through_ros
-
-            results = evaluate_grasp_through_ros(
-                policy, names, episodes, seed, pacing=pacing, rtf=rtf, domain_id=private_domain_id(),
-                log_dir=log_dir or tempfile.mkdtemp(prefix="dexstack_eval_"),
-                progress=lambda name, _done, ok: tick(name, ok))
-            for res in results:
-                r = res.result
-                lifts = [t if ok else None for t, ok in zip(r.episode_sim_s, r.successes, strict=True)]
-                per_object[res.object_name] = _object_summary(r.successes, lifts, r.seeds) | {
-                    "grasp_positions": [None if g is None else [round(v, 5) for v in g] for g in r.grasp_positions],
-                    "policy_diagnostics": {k: _float(r.policy_diagnostics.get(k)) for k in
-                                           ("inference_ms_p50", "inference_ms_p99", "hold_count")},
-                    "wall_s": round(r.wall_s, 1)}
-            mode = f"ros_{pacing}"
-        else:
-            from dexstack.policies.gpayn.evaluate import evaluate_policy
-
-            outcomes: dict[str, list[tuple[int, dict]]] = {name: [] for name in names}
-
-            def on_episode(name: str, episode_seed: int, outcome: dict) -> None:
-                outcomes[name].append((episode_seed, outcome))
-                tick(name, bool(outcome["success"]))
-
-            evaluate_policy(_grasp_controller(policy), names, episodes, seed, on_episode=on_episode)
-            for name in names:
-                per_object[name] = _object_summary([bool(o["success"]) for _, o in outcomes[name]],
-                                                   [o["time_to_lift_s"] for _, o in outcomes[name]],
-                                                   [s for s, _ in outcomes[name]])
-            mode = "in_process"
-    rates = [o["success_rate"] for o in per_object.values()]
-    times = [o["mean_time_to_lift_s"] for o in per_object.values() if o["mean_time_to_lift_s"] is not None]
-    return {"policy": policy, "task": GRASP_TASK, "mode": mode, "episodes": episodes * len(names),
-            "episodes_per_object": episodes, "seeds": [seed, seed + episodes - 1],
-            "success_rate": round(sum(rates) / len(rates), 4),
-            "mean_time_to_lift_s": round(sum(times) / len(times), 3) if times else None,
-            "objects": per_object, "wall_s": round(time.monotonic() - start, 1)}
+    perceives = bool(task_class(task).perception)
+    if perceives and "groups" not in summary:
+        summary["grasp_positions"] = _positions(res.grasp_positions)
+    for group, block in summary.get("groups", {}).items():
+        diag = res.group_diagnostics.get(group, {})
+        block["policy_diagnostics"] = {k: _float(diag.get(k)) for k in ("inference_ms_p50", "inference_ms_p99",
+                                                                         "hold_count")}
+        if perceives:
+            block["grasp_positions"] = _positions([g for g, o in zip(res.grasp_positions, res.outcomes, strict=True)
+                                                   if o.group == group])
 
 
-def _object_summary(successes: list[bool], lift_times: list[float | None], seeds: list[int]) -> dict:
-    times = [t for t in lift_times if t is not None]
-    return {"success_rate": round(sum(successes) / len(successes), 4) if successes else 0.0,
-            "successes": int(sum(successes)), "episodes": len(successes),
-            "mean_time_to_lift_s": round(sum(times) / len(times), 3) if times else None,
-            "seeds": seeds, "outcomes": [bool(s) for s in successes],
-            "time_to_lift_s": [None if t is None else round(t, 3) for t in lift_times]}
+def _positions(positions: list) -> list:
+    return [None if g is None else [round(v, 5) for v in g] for g in positions]
 
 
-def _grasp_controller(policy: str):
-    """The scripted controller, or the store's gpayn policy as serving loads it (onnxruntime only)."""
+def _in_process(policy: str, task: str) -> InProcess:
+    """The env and controller for `policy` on `task`: the task's `expert` entry for the scripted
+    expert, else the policy family's `in_process` entry (default: ManipulationEnv + load_runtime)."""
+    from dexstack.families import get_family, resolve
+    from dexstack.sim.evaluate import manipulation_in_process, task_class, task_profile
+
+    profile = task_profile(task)
     if policy in SCRIPTED:
-        from dexstack.policies.gpayn.demos import ScriptedGraspDemo
-
-        return ScriptedGraspDemo()
-    from dexstack.hardware.profiles import ADROIT
-    from dexstack.policies.gpayn.runtime import Runtime
+        return resolve(task_class(task).expert)(task, profile)
     from dexstack.store import PolicyStore
 
-    loaded = PolicyStore().load(policy, ADROIT)
-    return Runtime(loaded.path, loaded.manifest)
-
-
-def _in_process_policy(ref: str, task: str):
-    from dexstack.hardware.profiles import PANDA
-
-    if ref == "expert":
-        from dexstack.sim.evaluate import ExpertPolicy
-
-        return ExpertPolicy(PANDA, task)
-    from dexstack.runtime import load_runtime
-    from dexstack.store import PolicyStore
-
-    loaded = PolicyStore().load(ref, PANDA)
-    return load_runtime(loaded.path, loaded.manifest, profile=PANDA)
+    loaded = PolicyStore().load(policy, profile)
+    entry = get_family(loaded.manifest["family"]).in_process
+    make = resolve(entry) if entry else manipulation_in_process
+    return make(loaded.path, loaded.manifest, task=task, profile=profile)
 
 
 def _float(value: str | None) -> float | None:
@@ -240,53 +175,50 @@ def _float(value: str | None) -> float | None:
 
 
 def eval_command(
-    policy: str = typer.Option(..., "--policy", help="NAME[@VERSION] from the store, or 'expert' "
-                               "('scripted' = 'expert' on the grasp task)"),
+    policy: str = typer.Option(..., "--policy", help="NAME[@VERSION] from the store, or 'expert' (= 'scripted'): "
+                               "the task's scripted expert"),
     task: str = typer.Option("pick_lift", "--task", help="a Panda task, or 'grasp' (Adroit hand, G-PAYN)"),
-    episodes: int = typer.Option(50, "--episodes", min=1, help="episodes (per object on --task grasp)"),
+    episodes: int = typer.Option(50, "--episodes", min=1, help="episodes (per group of the task's options)"),
     seed: int = typer.Option(None, "--seed", help="first episode's seed; episode i uses seed + i "
-                             "(default 1000; grasp: gpayn's evaluation seed)"),
-    object_name: str = typer.Option(None, "--object", help="grasp task: one object"),
-    objects: str = typer.Option(None, "--objects", help="grasp task: train, held_out, validation or a,b,... (default train)"),
-    compare: str = typer.Option(None, "--compare", help="grasp task: a file whose last line is another run's JSON "
-                                "summary (same seeds, e.g. in-process); adds a paired comparison by seed"),
+                             "(default: the task's, 1000 on the Panda tasks)"),
+    option: list[str] = typer.Option(None, "--option", help="KEY=VALUE, repeatable: a task option, e.g. "
+                                     "object=held_out on --task grasp (one group of episodes per object)"),
+    compare: str = typer.Option(None, "--compare", help="a file whose last line is another run's JSON summary "
+                                "(same seeds, e.g. in-process); adds a paired comparison by group and seed"),
     through_ros: bool = typer.Option(False, "--through-ros", help="run sim, safety filter and policy node over DDS"),
     pacing: str = typer.Option("lockstep", "--pacing", help="ROS runs: lockstep (deterministic) or realtime"),
     rtf: float = typer.Option(1.0, "--rtf", help="ROS realtime runs: real-time factor"),
-    video: str = typer.Option(None, "--video", help="write an MP4 of the first episode's scene camera"),
+    video: str = typer.Option(None, "--video", help="write an MP4 of one episode's camera (in-process: the "
+                              "first; through ROS: the first successful one)"),
     plot: str = typer.Option(None, "--plot", help="write a PNG of success and latency"),
 ) -> None:
     """Evaluate a policy; the last line printed is a JSON summary."""
-    if object_name is not None and objects is not None:
-        raise typer.BadParameter("give --object or --objects, not both")
     try:
         summary = run_eval(policy, task, episodes, seed, through_ros, pacing, rtf, video, plot,
-                           objects=object_name if object_name is not None else objects)
+                           options=parse_options(option))
         if compare is not None:
             summary["comparison"] = compare_with_file(summary, compare)
     except (ValueError, TypeError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
     typer.echo(report.json_line(summary))
 
 
 def compare_with_file(summary: dict, path: str) -> dict:
-    """`policies/gpayn/evaluate.compare_outcomes` of another grasp summary (the last line of the
-    file at `path`, as `dexstack eval` prints it; "first") with this one ("second")."""
+    """`report.compare_outcomes` of another summary (the last line of the file at `path`, as
+    `dexstack eval` prints it; "first") with this one ("second")."""
     import json
     from pathlib import Path
 
-    from dexstack.policies.gpayn.evaluate import compare_outcomes
-
-    if summary.get("task") != GRASP_TASK:
-        raise ValueError("--compare pairs grasp-task episodes by seed; it needs --task grasp")
     lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
     try:
         other = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: last line is not a JSON summary of `dexstack eval`") from exc
+    if other.get("task") != summary.get("task"):
+        raise ValueError(f"{path} evaluated --task {other.get('task')}, this run --task {summary.get('task')}")
     return {"first": f"{other.get('policy')} {other.get('mode')} ({path})", "second": summary["mode"],
-            **compare_outcomes(other, summary)}
+            **report.compare_outcomes(other, summary)}
 
 
 def register(app: typer.Typer) -> None:

@@ -46,15 +46,16 @@ from dexstack.sim import objects as objects_lib
 from dexstack.sim.hand_core import TOUCH_THRESHOLD, HandSim
 from dexstack.sim.hand_scene import HAND_JOINTS, TOUCH_PADS
 from dexstack.sim.render import RgbdRenderer
-from dexstack.sim.tasks.grasp import CONTROL_HZ, FIT_CAMERA_SIZE, MAX_EPISODE_STEPS, GraspTask
+from dexstack.sim.tasks.grasp import (  # noqa: F401 (the object sets: re-exported for the trainer)
+    CONTROL_HZ,
+    FIT_CAMERA_SIZE,
+    HELD_OUT_OBJECTS,
+    MAX_EPISODE_STEPS,
+    TRAIN_OBJECTS,
+    VALIDATION_OBJECTS,
+    GraspTask,
+)
 from dexstack.trajectory import ActionChunk, TrajectoryExecutor
-
-# G-PAYN's training objects (YCB) and shapes never used in training.
-TRAIN_OBJECTS: tuple[str, ...] = ("sugar_box", "mustard_bottle", "bleach_cleanser", "power_drill", "potted_meat_can")
-HELD_OUT_OBJECTS: tuple[str, ...] = ("chips_can", "rubiks_cube", "pear", "tomato_soup_can")
-# Objects for choosing training settings: neither trained on nor held out, so the held-out numbers
-# stay untouched by tuning.
-VALIDATION_OBJECTS: tuple[str, ...] = ("pudding_box", "apple", "wood_block", "tuna_fish_can")
 
 SUBSTEPS = int(round(1.0 / (CONTROL_HZ * hand_scene.TIMESTEP)))  # physics steps per action
 

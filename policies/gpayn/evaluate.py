@@ -1,17 +1,16 @@
-"""Evaluate a grasping controller on objects: success rate and mean time-to-lift per object.
-
-One loop serves three kinds of controller, so the results table (G-PAYN vs SAC from scratch vs
-the scripted controller) compares like with like: same env, same placements (episode k of an
-object is `GraspEnv.reset(seed=seed + k)` for every controller), same success test (the env's
-10 cm lift):
+"""G-PAYN's side of the evaluator (`sim/evaluate.py`): GraspEnv, the training env, behind the
+evaluator's env protocol, and the controllers that act in it, so `dexstack eval --task grasp`, the
+trainer and the experiments all run the evaluator's one episode loop:
 - a trained actor in torch (`TorchPolicy`: frozen encoder + SAC, deterministic action), as the
   trainer evaluates it during training;
 - the exported policy through the serving runtime (`runtime.Runtime`, numpy + onnxruntime), which
-  takes GraspEnv's observation dict as it is (its input names are the env's keys);
-- `ScriptedGraspDemo`, the open-loop approach-close-lift controller that makes the demonstrations.
-
-Time to lift is sim time from the policy taking over (open hand at the pre-grasp pose) to the
-step that reaches the 10 cm lift, averaged over the successful episodes (None when none succeed).
+  takes GraspEnv's observation dict as it is (its input names are the env's keys): the family's
+  `in_process` entry (`in_process`);
+- `ScriptedGraspDemo` (sim/experts/grasp.py), the open-loop approach-close-lift controller that
+  makes the demonstrations: the grasp task's `expert` entry (`scripted_in_process`).
+Same placements for all (episode k of an object is `GraspEnv.reset(seed=seed + k)`), same success
+test (the env's 10 cm lift), same time to lift (the task's `episode_metrics`: sim time from the
+policy taking over to the lift).
 
     python -m dexstack.policies.gpayn.evaluate --run RUN --episodes 50 [--objects held_out]
     python -m dexstack.policies.gpayn.evaluate --onnx EXPORT_DIR --episodes 50
@@ -25,26 +24,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from dexstack.policies.gpayn.demos import ScriptedGraspDemo
-from dexstack.policies.gpayn.env import CONTROL_HZ, HELD_OUT_OBJECTS, TRAIN_OBJECTS, VALIDATION_OBJECTS, GraspEnv
-
-DEFAULT_EVAL_SEED = 2_000_000_000  # far from the trainer's training and demo seeds
-
-
-class Policy(Protocol):
-    """What `evaluate_policy` drives: `act(observation) -> action (11,)`; `reset()` if it has one."""
-
-    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray: ...
+from dexstack.hardware.profiles import RobotProfile
+from dexstack.policies.gpayn.env import CONTROL_HZ, TRAIN_OBJECTS, GraspEnv
+from dexstack.sim.evaluate import EpisodeOutcome, InProcess, run_episodes
+from dexstack.sim.experts.grasp import ScriptedGraspDemo
+from dexstack.sim.tasks.grasp import DEFAULT_EVAL_SEED, GraspTask, resolve_objects
 
 
 class TorchPolicy:
@@ -92,22 +85,65 @@ def load_policy(run_dir: str | Path, device: str = "cpu") -> tuple[TorchPolicy, 
     return TorchPolicy(sac, encoder, render=config.render, image_size=config.image_size), config
 
 
+class GraspEvalEnv:
+    """GraspEnv behind the evaluator's env protocol: `reset(seed, {"object": name})` resets the
+    GraspEnv of that object (made when the object changes, the previous one closed; `envs`: ones
+    to reuse, e.g. the trainer's, never closed here). info["sim_s"] is the policy's time (steps of
+    1 / CONTROL_HZ), and at the episode's end info["metrics"] is the task's `episode_metrics` and
+    info["episode_return"] the summed reward."""
 
-class _Scripted:
-    """ScriptedGraspDemo behind the `reset(info)` / `act(obs)` interface the loop uses."""
+    def __init__(self, *, render: bool = True, image_size: tuple[int, int] = (64, 64),
+                 max_episode_steps: int | None = None, envs: dict[str, GraspEnv] | None = None) -> None:
+        self.kwargs: dict[str, Any] = {"render": render, "image_size": tuple(image_size)}
+        if max_episode_steps is not None:
+            self.kwargs["max_episode_steps"] = max_episode_steps
+        self.shared = envs or {}
+        self.env: GraspEnv | None = None
+        self.object_name: str | None = None
+        self._return = 0.0
 
-    def __init__(self, controller: ScriptedGraspDemo) -> None:
-        self.controller = controller
+    def reset(self, seed: int, options: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        name = (options or {}).get("object")
+        if name is None:
+            raise ValueError("GraspEvalEnv.reset needs options={'object': name}")
+        if name != self.object_name:
+            self._close_own()
+            self.env = self.shared.get(name) or GraspEnv(name, **self.kwargs)
+            self.object_name = name
+        self._return = 0.0
+        return self.env.reset(seed=seed)
 
-    def reset(self, info: dict[str, Any]) -> None:
-        self.controller.reset(info)
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._return += reward
+        info["sim_s"] = info["steps"] / CONTROL_HZ
+        if terminated or truncated:
+            info["metrics"] = GraspTask.episode_metrics(bool(info["success"]), info["sim_s"])
+            info["episode_return"] = self._return
+        return obs, reward, terminated, truncated, info
 
-    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-        return self.controller.act()
+    def frame(self, obs: dict[str, Any]) -> np.ndarray | None:
+        """The policy's camera image (None without rendering)."""
+        return obs.get("image")
+
+    def _close_own(self) -> None:
+        if self.env is not None and self.object_name not in self.shared:
+            self.env.close()
+        self.env = None
+
+    def close(self) -> None:
+        self._close_own()
+        self.object_name = None
 
 
-class _Generic:
+class ActorController:
+    """An actor (TorchPolicy, a gpayn `Runtime`, anything with `act(observation)` and maybe
+    `reset()`) behind the evaluator's controller protocol."""
+
     def __init__(self, policy: Any) -> None:
+        if not callable(getattr(policy, "act", None)):
+            raise TypeError(f"policy must have act(observation) (a TorchPolicy, a gpayn Runtime or a "
+                            f"ScriptedGraspDemo), got {type(policy).__name__}")
         self.policy = policy
 
     def reset(self, info: dict[str, Any]) -> None:
@@ -118,13 +154,46 @@ class _Generic:
         return self.policy.act(observation)
 
 
-def _controller(policy: Any) -> _Scripted | _Generic:
+class ScriptedController:
+    """ScriptedGraspDemo, planned from the reset info, behind the controller protocol."""
+
+    def __init__(self, controller: ScriptedGraspDemo | None = None) -> None:
+        self.controller = controller or ScriptedGraspDemo()
+
+    def reset(self, info: dict[str, Any]) -> None:
+        self.controller.reset(info)
+
+    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        return self.controller.act()
+
+
+def _setup(policy: Any, *, render: bool | None = None, image_size: tuple[int, int] | None = None,
+           max_episode_steps: int | None = None, envs: dict[str, GraspEnv] | None = None) -> InProcess:
+    """GraspEvalEnv (camera settings: by default what the policy was made for) and the policy's controller."""
     if isinstance(policy, ScriptedGraspDemo):
-        return _Scripted(policy)
-    if not callable(getattr(policy, "act", None)):
-        raise TypeError(f"policy must have act(observation) (a TorchPolicy, a gpayn Runtime or a "
-                        f"ScriptedGraspDemo), got {type(policy).__name__}")
-    return _Generic(policy)
+        controller: ScriptedController | ActorController = ScriptedController(policy)
+    else:
+        controller = ActorController(policy)
+    default_render, default_size = policy_env_settings(policy)
+    env = GraspEvalEnv(render=default_render if render is None else bool(render),
+                       image_size=default_size if image_size is None else image_size,
+                       max_episode_steps=max_episode_steps, envs=envs)
+    return InProcess(env, controller, timed=not isinstance(policy, ScriptedGraspDemo))
+
+
+def in_process(policy_dir: Path, manifest: dict[str, Any], *, task: str, profile: RobotProfile) -> InProcess:
+    """The gpayn family's `in_process` entry: the exported actor as the serving code loads it
+    (`runtime.Runtime`: onnxruntime, no torch) in GraspEnv."""
+    from dexstack.policies.gpayn.runtime import Runtime
+
+    if task != GraspTask.name:
+        raise ValueError(f"a gpayn policy runs on --task {GraspTask.name}, not --task {task}")
+    return _setup(Runtime(policy_dir, manifest))
+
+
+def scripted_in_process(task: str, profile: RobotProfile) -> InProcess:
+    """The grasp task's `expert` entry: ScriptedGraspDemo in GraspEnv (camera-planned grasps)."""
+    return _setup(ScriptedGraspDemo())
 
 
 def policy_env_settings(policy: Any) -> tuple[bool, tuple[int, int]]:
@@ -154,9 +223,10 @@ def evaluate_policy(policy: Any, objects: tuple[str, ...] | list[str] = TRAIN_OB
                     image_size: tuple[int, int] | None = None, max_episode_steps: int | None = None,
                     envs: dict[str, GraspEnv] | None = None,
                     on_episode: Callable[[str, int, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
-    """Run `episodes_per_object` episodes per object; episode k of every object starts from
-    `reset(seed=seed + k)`. Returns {object: {"success_rate", "mean_time_to_lift_s" (None without a
-    success), "mean_return", "mean_steps", "episodes"}}.
+    """The evaluator's loop (`sim/evaluate.run_episodes`) over `objects`, `episodes_per_object`
+    each; episode k of every object starts from `reset(seed=seed + k)`. Returns {object:
+    {"success_rate", "mean_time_to_lift_s" (None without a success), "mean_return", "mean_steps",
+    "episodes"}}.
 
     policy: a TorchPolicy, a gpayn `Runtime` (exported policy) or a ScriptedGraspDemo.
     render / image_size: the env's camera; by default what the policy was made for
@@ -164,47 +234,27 @@ def evaluate_policy(policy: Any, objects: tuple[str, ...] | list[str] = TRAIN_OB
     are not closed here. Envs created here are closed before returning.
     on_episode(object, seed, outcome) after every episode; outcome: {"success", "time_to_lift_s"
     (None without a lift), "steps", "return"}."""
-    controller = _controller(policy)
+    setup = _setup(policy, render=render, image_size=image_size, max_episode_steps=max_episode_steps, envs=envs)
     objects = _check_objects(objects)
     if isinstance(episodes_per_object, bool) or not isinstance(episodes_per_object, int) or episodes_per_object < 1:
         raise ValueError(f"episodes_per_object must be a positive int, got {episodes_per_object!r}")
-    default_render, default_size = policy_env_settings(policy)
-    render = default_render if render is None else bool(render)
-    image_size = default_size if image_size is None else image_size
-    env_kwargs: dict[str, Any] = {"render": render, "image_size": tuple(image_size)}
-    if max_episode_steps is not None:
-        env_kwargs["max_episode_steps"] = max_episode_steps
-    shared = envs or {}
+    episodes: dict[str, list[dict[str, Any]]] = {name: [] for name in objects}
+
+    def record(outcome: EpisodeOutcome, info: dict[str, Any]) -> None:
+        row = {"success": outcome.success, "time_to_lift_s": outcome.metrics["time_to_lift_s"],
+               "steps": info["steps"], "return": info["episode_return"]}
+        episodes[outcome.group].append(row)
+        if on_episode is not None:
+            on_episode(outcome.group, outcome.seed, row)
+
+    run_episodes(setup, [(name, {"object": name}) for name in objects], episodes_per_object, seed, on_episode=record)
     results: dict[str, dict[str, Any]] = {}
-    for name in objects:
-        env = shared.get(name) or GraspEnv(name, **env_kwargs)
-        try:
-            successes, times, returns, lengths = 0, [], [], []
-            for k in range(episodes_per_object):
-                obs, info = env.reset(seed=seed + k)
-                controller.reset(info)
-                total, done, steps, success = 0.0, False, 0, False
-                while not done:
-                    obs, reward, terminated, truncated, step_info = env.step(controller.act(obs))
-                    total += reward
-                    steps += 1
-                    success = success or bool(step_info["success"])
-                    done = terminated or truncated
-                successes += success
-                if success:
-                    times.append(steps / CONTROL_HZ)
-                returns.append(total)
-                lengths.append(steps)
-                if on_episode is not None:
-                    on_episode(name, seed + k, {"success": success, "time_to_lift_s": steps / CONTROL_HZ if success
-                                                else None, "steps": steps, "return": total})
-        finally:
-            if name not in shared:
-                env.close()
-        results[name] = {"success_rate": successes / episodes_per_object,
+    for name, rows in episodes.items():
+        times = [r["time_to_lift_s"] for r in rows if r["success"]]
+        results[name] = {"success_rate": sum(r["success"] for r in rows) / episodes_per_object,
                          "mean_time_to_lift_s": float(np.mean(times)) if times else None,
-                         "mean_return": float(np.mean(returns)), "mean_steps": float(np.mean(lengths)),
-                         "episodes": episodes_per_object}
+                         "mean_return": float(np.mean([r["return"] for r in rows])),
+                         "mean_steps": float(np.mean([r["steps"] for r in rows])), "episodes": episodes_per_object}
     return results
 
 
@@ -222,64 +272,6 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"success_rate": float(np.mean([r["success_rate"] for r in results.values()])),
             "mean_return": float(np.mean([r["mean_return"] for r in results.values()])),
             "mean_time_to_lift_s": float(np.mean(times)) if times else None}
-
-
-def compare_outcomes(first: dict[str, Any], second: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Paired comparison of two evaluations of the same seeds (e.g. in-process vs through ROS):
-    `first` / `second` are `dexstack eval --task grasp` summaries (their "objects" with "seeds" and
-    "outcomes"). Per object shared by both, over the seeds both ran: success counts, the episodes
-    where they disagree (only_first, only_second) and McNemar's exact two-sided p-value (binomial
-    test of the disagreements; 1.0 without any), and the same pooled over objects under "all".
-    ValueError when the summaries share no object or an object shares no seed."""
-    shared = [name for name in first.get("objects", {}) if name in second.get("objects", {})]
-    if not shared:
-        raise ValueError("the two evaluations share no object")
-    out: dict[str, dict[str, Any]] = {}
-    totals = {"episodes": 0, "first": 0, "second": 0, "only_first": 0, "only_second": 0}
-    for name in shared:
-        a = dict(zip(first["objects"][name]["seeds"], first["objects"][name]["outcomes"], strict=True))
-        b = dict(zip(second["objects"][name]["seeds"], second["objects"][name]["outcomes"], strict=True))
-        seeds = sorted(set(a) & set(b))
-        if not seeds:
-            raise ValueError(f"{name}: the two evaluations share no seed")
-        row = {"episodes": len(seeds), "first": sum(a[s] for s in seeds), "second": sum(b[s] for s in seeds),
-               "only_first": sum(a[s] and not b[s] for s in seeds), "only_second": sum(b[s] and not a[s] for s in seeds)}
-        out[name] = row | {"p_value": _mcnemar_exact(row["only_first"], row["only_second"])}
-        totals = {key: totals[key] + row[key] for key in totals}
-    out["all"] = totals | {"p_value": _mcnemar_exact(totals["only_first"], totals["only_second"])}
-    return out
-
-
-def _mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: P(a Binomial(b + c, 1/2) is at least as far from its mean)."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
-    return min(1.0, 2.0 * tail)
-
-
-def resolve_objects(text: str | None, default: tuple[str, ...] = TRAIN_OBJECTS) -> tuple[str, ...]:
-    """'train', 'held_out', 'validation' or comma-separated object names -> names (None:
-    `default`). ValueError for an empty list or a name that is not in the sim's object catalogue."""
-    from dexstack.sim.objects import CATALOG
-
-    sets = {"train": TRAIN_OBJECTS, "held_out": HELD_OUT_OBJECTS, "validation": VALIDATION_OBJECTS}
-    if text is None:
-        return default
-    if not isinstance(text, str):
-        raise TypeError(f"objects must be a string ({', '.join(sets)} or a,b,...), got {type(text).__name__}")
-    if text in sets:
-        return sets[text]
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not names:
-        raise ValueError(f"no object named in {text!r}; give {', '.join(sets)} or comma-separated names")
-    unknown = [name for name in names if name not in CATALOG]
-    if unknown:
-        raise ValueError(f"unknown object(s) {unknown}; known: {', '.join(sets)}, {sorted(CATALOG)}")
-    return names
-
 
 
 def main(argv: list[str] | None = None) -> int:

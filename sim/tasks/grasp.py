@@ -74,6 +74,36 @@ FIT_CAMERA_SIZE = (160, 120)  # (width, height) for the depth + mask the fit use
 CAMERA_CLEAR_ARM = np.array([0.0, 0.15, -0.3, 0.0, 0.0, 0.0])
 SETTLE_STEPS = 50  # physics steps after putting the arm at the pre-grasp pose
 
+# G-PAYN's training objects (YCB) and shapes never used in training.
+TRAIN_OBJECTS: tuple[str, ...] = ("sugar_box", "mustard_bottle", "bleach_cleanser", "power_drill", "potted_meat_can")
+HELD_OUT_OBJECTS: tuple[str, ...] = ("chips_can", "rubiks_cube", "pear", "tomato_soup_can")
+# Objects for choosing training settings: neither trained on nor held out, so the held-out numbers
+# stay untouched by tuning.
+VALIDATION_OBJECTS: tuple[str, ...] = ("pudding_box", "apple", "wood_block", "tuna_fish_can")
+OBJECT_SETS: dict[str, tuple[str, ...]] = {"train": TRAIN_OBJECTS, "held_out": HELD_OUT_OBJECTS,
+                                           "validation": VALIDATION_OBJECTS}
+DEFAULT_EVAL_SEED = 2_000_000_000  # first evaluation seed: far from the trainer's training and demo seeds
+
+
+def resolve_objects(text: str | None, default: tuple[str, ...] = TRAIN_OBJECTS) -> tuple[str, ...]:
+    """'train', 'held_out', 'validation' or comma-separated object names -> names (None:
+    `default`). ValueError for an empty list or a name that is not in the sim's object catalogue."""
+    from dexstack.sim.objects import CATALOG
+
+    if text is None:
+        return default
+    if not isinstance(text, str):
+        raise TypeError(f"objects must be a string ({', '.join(OBJECT_SETS)} or a,b,...), got {type(text).__name__}")
+    if text in OBJECT_SETS:
+        return OBJECT_SETS[text]
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ValueError(f"no object named in {text!r}; give {', '.join(OBJECT_SETS)} or comma-separated names")
+    unknown = [name for name in names if name not in CATALOG]
+    if unknown:
+        raise ValueError(f"unknown object(s) {unknown}; known: {', '.join(OBJECT_SETS)}, {sorted(CATALOG)}")
+    return names
+
 
 @dataclass(frozen=True)
 class RewardState:
@@ -177,6 +207,25 @@ class GraspTask:
     perception = True
     max_time_s = MAX_EPISODE_STEPS / CONTROL_HZ  # episode time limit, seconds of sim time
     success_hold_s = 0.0  # the lift itself ends the episode (G-PAYN's reward terminates on it)
+    # Evaluation (`dexstack eval --option object=...`, sim/evaluate.py): one group of episodes per
+    # object; through ROS the option is the sim's `object:=` launch argument (one graph per object).
+    options = {"object": f"an object of the sim's catalogue, a comma list of them, or a set: "
+                         f"{', '.join(OBJECT_SETS)} (default train)"}
+    default_seed = DEFAULT_EVAL_SEED
+    # In-process the grasp task's episodes are GraspEnv's (the G-PAYN training env, which the
+    # scripted controller sim/experts/grasp.py acts in): "module:callable" giving env and controller.
+    expert = "dexstack.policies.gpayn.evaluate:scripted_in_process"
+
+    @classmethod
+    def episode_groups(cls, options: dict[str, str]) -> list[tuple[str | None, dict[str, str]]]:
+        """(object, {"object": object}) per object the `object` option names."""
+        return [(name, {"object": name}) for name in resolve_objects(options.get("object"))]
+
+    @staticmethod
+    def episode_metrics(success: bool, sim_s: float) -> dict[str, float | None]:
+        """`time_to_lift_s`: sim time from the policy taking over (open hand at the pre-grasp) to
+        the lift that ends a successful episode; None without a lift."""
+        return {"time_to_lift_s": sim_s if success else None}
 
     def __init__(self, sim: HandSim) -> None:
         self.sim = sim

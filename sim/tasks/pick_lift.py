@@ -28,6 +28,23 @@ class PickLiftTask:
     perception = False  # no planning view: the sim publishes no object masks for it
     max_time_s = 12.0  # episode time limit, seconds of sim time
     success_hold_s = 0.5  # success must last this long to end an episode
+    # Evaluation (`dexstack eval`, sim/evaluate.py): the Panda tasks take no `--option`, so their
+    # episodes form one group; the first seed is far from the demonstration seeds (0, 1, ...).
+    options: dict[str, str] = {}
+    default_seed = 1000
+    # "module:callable" giving the scripted expert's in-process env and controller.
+    expert = "dexstack.sim.evaluate:panda_expert"
+
+    @classmethod
+    def episode_groups(cls, options: dict[str, str]) -> list[tuple[str | None, dict[str, str]]]:
+        """(group name, the group's options) per group of episodes: one unnamed group."""
+        return [(None, {})]
+
+    @staticmethod
+    def episode_metrics(success: bool, sim_s: float) -> dict[str, float | None]:
+        """Per-episode metrics at an episode's end (in-process env and sim node alike): none
+        beyond the success and the episode's sim time every task reports."""
+        return {}
 
     def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, names: SceneNames,
                  objects: tuple[str, ...] = objects_lib.GRASPABLE) -> None:
