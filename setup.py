@@ -14,8 +14,7 @@ SUBPACKAGES = {
     "perception": ["perception"],
 }
 FAMILIES = ["bc", "diffusion", "gpayn"]  # policy families shipped here (dexstack/families.py)
-NODES = ["sim_node", "safety_filter", "policy_node", "mock_hardware", "recorder", "expert_node",
-         "grasp_planner_node"]
+NODES = ["sim_node", "safety_filter", "policy_node", "mock_hardware", "recorder", "expert_node", "grasp_planner_node"]
 
 packages = [PACKAGE, f"{PACKAGE}.cli"]
 package_dir = {PACKAGE: PACKAGE}
@@ -44,8 +43,7 @@ setup(
     description="ROS 2 control stack for learned manipulation policies served from ONNX",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [f"{n} = {PACKAGE}.ros_nodes.{n}:main" for n in NODES]
-        + [f"{PACKAGE} = {PACKAGE}.cli:main"],
+        "console_scripts": [f"{n} = {PACKAGE}.ros_nodes.{n}:main" for n in NODES] + [f"{PACKAGE} = {PACKAGE}.cli:main"],
         "dexstack.families": [f"{f} = {PACKAGE}.policies.{f}.family:FAMILY" for f in FAMILIES],
     },
 )

@@ -47,14 +47,24 @@ def main() -> None:
     else:
         config = BCConfig()
         shapes = {cam: [PANDA.camera(cam).height, PANDA.camera(cam).width, 3] for cam in config.cameras}
-        run_info = {"joint_names": list(PANDA.joint_names), "image_shapes": shapes, "robot_profile": PANDA.name,
-                    "fps": contract.POLICY_HZ}
+        run_info = {
+            "joint_names": list(PANDA.joint_names),
+            "image_shapes": shapes,
+            "robot_profile": PANDA.name,
+            "fps": contract.POLICY_HZ,
+        }
         torch.manual_seed(0)
         model = BCPolicy(config, PANDA.n_joints, {c: tuple(s[:2]) for c, s in shapes.items()}).eval()
         h, j = config.chunk_length, PANDA.n_joints
-        stats = NormalizationStats(np.asarray(PANDA.home, np.float32), np.full(j, 0.3, np.float32),
-                                   np.zeros((h, j), np.float32), np.full((h, j), 0.1, np.float32), True,
-                                   np.zeros(j, np.float32), np.full(j, 0.02, np.float32))
+        stats = NormalizationStats(
+            np.asarray(PANDA.home, np.float32),
+            np.full(j, 0.3, np.float32),
+            np.zeros((h, j), np.float32),
+            np.full((h, j), 0.1, np.float32),
+            True,
+            np.zeros(j, np.float32),
+            np.full(j, 0.02, np.float32),
+        )
         normalizer = Normalizer(stats)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,15 +99,28 @@ def main() -> None:
         return {"p50": round(float(np.percentile(values, 50)), 4), "p99": round(float(np.percentile(values, 99)), 4)}
 
     ort_p, torch_p = pct(ort_ms), pct(torch_ms)
-    print(json.dumps({
-        "bench": "bc_inference", "batch": 1, "calls": args.calls, "threads": args.threads,
-        "parameters": count_parameters(model), "chunk_shape": list(ort_chunk.shape),
-        "onnxruntime_ms": ort_p, "torch_eager_ms": torch_p,
-        "speedup_p50": round(torch_p["p50"] / ort_p["p50"], 2), "speedup_p99": round(torch_p["p99"] / ort_p["p99"], 2),
-        "max_abs_diff": max_diff, "trained": bool(args.run),
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "bc_inference",
+                "batch": 1,
+                "calls": args.calls,
+                "threads": args.threads,
+                "parameters": count_parameters(model),
+                "chunk_shape": list(ort_chunk.shape),
+                "onnxruntime_ms": ort_p,
+                "torch_eager_ms": torch_p,
+                "speedup_p50": round(torch_p["p50"] / ort_p["p50"], 2),
+                "speedup_p99": round(torch_p["p99"] / ort_p["p99"], 2),
+                "max_abs_diff": max_diff,
+                "trained": bool(args.run),
+                "cpu": platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "torch": torch.__version__,
+                "onnxruntime": __import__("onnxruntime").__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,11 @@ import numpy as np
 
 def percentiles(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms)
-    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
-            "mean_ms": round(float(a.mean()), 3)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "mean_ms": round(float(a.mean()), 3),
+    }
 
 
 def main() -> None:
@@ -37,10 +40,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both backends")
     parser.add_argument("--denoiser", choices=["unet", "transformer"], default="unet")
     parser.add_argument("--down-dims", type=int, nargs="+", help="UNet channels per level (default: the config's)")
-    parser.add_argument("--n-obs-steps", type=int, help="To (default: the config's); 16 with --horizon 32 is PTP's long context")
+    parser.add_argument(
+        "--n-obs-steps", type=int, help="To (default: the config's); 16 with --horizon 32 is PTP's long context"
+    )
     parser.add_argument("--horizon", type=int, help="Tp (default: the config's)")
-    parser.add_argument("--self-verification", type=int, default=0,
-                        help="also time the runtime's act() with PTP self-verification over N candidates")
+    parser.add_argument(
+        "--self-verification",
+        type=int,
+        default=0,
+        help="also time the runtime's act() with PTP self-verification over N candidates",
+    )
     args = parser.parse_args()
 
     import torch
@@ -55,16 +64,27 @@ def main() -> None:
     from dexstack.policies.diffusion.runtime import Runtime
 
     torch.set_num_threads(args.threads)
-    overrides = {"down_dims": tuple(args.down_dims) if args.down_dims else None, "n_obs_steps": args.n_obs_steps,
-                 "horizon": args.horizon}
+    overrides = {
+        "down_dims": tuple(args.down_dims) if args.down_dims else None,
+        "n_obs_steps": args.n_obs_steps,
+        "horizon": args.horizon,
+    }
     config = DiffusionConfig(denoiser=args.denoiser, **{k: v for k, v in overrides.items() if v is not None})
     shapes = {cam: [PANDA.camera(cam).height, PANDA.camera(cam).width, 3] for cam in config.cameras}
     j = PANDA.n_joints
     torch.manual_seed(0)
     encoder = ObservationEncoder(config, j, {c: tuple(s[:2]) for c, s in shapes.items()}).eval()
     denoiser = build_denoiser(config, j, config.n_obs_steps * encoder.out_dim).eval()
-    manifest = build_manifest(config, list(PANDA.joint_names), shapes, contract.POLICY_HZ,
-                              np.asarray(PANDA.home), np.full(j, 0.3), np.asarray(PANDA.home), np.full(j, 0.3))
+    manifest = build_manifest(
+        config,
+        list(PANDA.joint_names),
+        shapes,
+        contract.POLICY_HZ,
+        np.asarray(PANDA.home),
+        np.full(j, 0.3),
+        np.asarray(PANDA.home),
+        np.full(j, 0.3),
+    )
     rng = np.random.default_rng(0)
     observation = {contract.JOINT_POSITIONS: np.asarray(PANDA.home) + rng.normal(0, 0.05, j)}
     for cam, shape in shapes.items():
@@ -93,14 +113,18 @@ def main() -> None:
                 ort_fn(), torch_fn(), runtime.act(observation)
             times: dict[str, list[float]] = {"onnxruntime": [], "torch_eager": [], "act": []}
             for _ in range(args.chunks):
-                for key, fn in (("onnxruntime", ort_fn), ("torch_eager", torch_fn),
-                                ("act", lambda rt=runtime: rt.act(observation))):
+                for key, fn in (
+                    ("onnxruntime", ort_fn),
+                    ("torch_eager", torch_fn),
+                    ("act", lambda rt=runtime: rt.act(observation)),
+                ):
                     t0 = time.perf_counter()
                     fn()
                     times[key].append((time.perf_counter() - t0) * 1e3)
             ort_stats, torch_stats = percentiles(times["onnxruntime"]), percentiles(times["torch_eager"])
             results[name] = {
-                "onnxruntime": ort_stats, "torch_eager": torch_stats,
+                "onnxruntime": ort_stats,
+                "torch_eager": torch_stats,
                 "ratio_torch_over_ort_p50": round(torch_stats["p50_ms"] / ort_stats["p50_ms"], 2),
                 "runtime_act_onnxruntime": percentiles(times["act"]),
                 "max_abs_diff_fixed_noise": max_diff,
@@ -116,17 +140,36 @@ def main() -> None:
                 runtime.act(observation)
                 if i >= args.warmup + config.n_obs_steps:
                     ms.append((time.perf_counter() - t0) * 1e3)
-            results["ddim10_self_verification"] = {"num_candidates": args.self_verification,
-                                                   "runtime_act_onnxruntime": percentiles(ms)}
-    print(json.dumps({
-        "bench": "diffusion_sampling", "n_obs_steps": config.n_obs_steps, "denoiser": args.denoiser, "down_dims": list(config.down_dims),
-        "denoiser_params": count_parameters(denoiser), "encoder_params": count_parameters(encoder),
-        "horizon": config.horizon, "action_dim": j, "cond_dim": int(cond.shape[1]), "batch": 1,
-        "threads": args.threads, "chunks": args.chunks, "results": results,
-        "floor_p99_ms_ddim10": 60.0, "meets_floor": results["ddim10"]["onnxruntime"]["p99_ms"] <= 60.0,
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_1m": round(os.getloadavg()[0], 2)},
-    }))
+            results["ddim10_self_verification"] = {
+                "num_candidates": args.self_verification,
+                "runtime_act_onnxruntime": percentiles(ms),
+            }
+    print(
+        json.dumps(
+            {
+                "bench": "diffusion_sampling",
+                "n_obs_steps": config.n_obs_steps,
+                "denoiser": args.denoiser,
+                "down_dims": list(config.down_dims),
+                "denoiser_params": count_parameters(denoiser),
+                "encoder_params": count_parameters(encoder),
+                "horizon": config.horizon,
+                "action_dim": j,
+                "cond_dim": int(cond.shape[1]),
+                "batch": 1,
+                "threads": args.threads,
+                "chunks": args.chunks,
+                "results": results,
+                "floor_p99_ms_ddim10": 60.0,
+                "meets_floor": results["ddim10"]["onnxruntime"]["p99_ms"] <= 60.0,
+                "machine": {
+                    "cpu_count": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "load_avg_1m": round(os.getloadavg()[0], 2),
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

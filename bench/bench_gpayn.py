@@ -63,8 +63,11 @@ def log(message: str) -> None:
 
 def percentiles(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms, dtype=float)
-    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
-            "mean_ms": round(float(a.mean()), 3)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "mean_ms": round(float(a.mean()), 3),
+    }
 
 
 @dataclass
@@ -82,6 +85,7 @@ class BenchActor:
 
 # --- observations ------------------------------------------------------------------------------
 
+
 def image_size_of(manifest: dict[str, Any]) -> tuple[int, int]:
     """(width, height) of the manifest's rgb input: the GraspEnv image size the actor was trained on."""
     rgb = [spec for spec in manifest["inputs"] if spec["kind"] == "rgb"]
@@ -91,8 +95,9 @@ def image_size_of(manifest: dict[str, Any]) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def real_observations(image_size: tuple[int, int], count: int, seed: int = 0) -> tuple[list[dict[str, np.ndarray]],
-                                                                                       list[dict[str, Any]]]:
+def real_observations(
+    image_size: tuple[int, int], count: int, seed: int = 0
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, Any]]]:
     """`count` GraspEnv observations (potted meat can, small random actions after a reset) and the
     raw robot data of the same states (full joint state, pad forces, the 160x120 camera frame, the
     grasp pose) for the served step."""
@@ -106,8 +111,14 @@ def real_observations(image_size: tuple[int, int], count: int, seed: int = 0) ->
         while len(observations) < count:
             frame, _ = env.sim.render()
             observations.append(obs)
-            raw.append({"joint_states": env.sim.joint_positions().copy(), "pad_forces": env.sim.pad_forces().copy(),
-                        "camera": frame.copy(), "grasp_pose": info["grasp_pose"]})
+            raw.append(
+                {
+                    "joint_states": env.sim.joint_positions().copy(),
+                    "pad_forces": env.sim.pad_forces().copy(),
+                    "camera": frame.copy(),
+                    "grasp_pose": info["grasp_pose"],
+                }
+            )
             obs, _, terminated, truncated, _ = env.step(rng.uniform(-0.3, 0.3, ACTION_DIM))
             if terminated or truncated:
                 obs, info = env.reset()
@@ -117,6 +128,7 @@ def real_observations(image_size: tuple[int, int], count: int, seed: int = 0) ->
 
 
 # --- the actor ---------------------------------------------------------------------------------
+
 
 def _publish_temporary(export_dir: Path, home: Path) -> tuple[Path, dict[str, Any]]:
     """Publish an export into a temporary store at `home`."""
@@ -155,15 +167,31 @@ def untrained_actor(tmp: Path, observations: list[dict[str, np.ndarray]]) -> Ben
         mean_layer = sac.actor.net[-1]
         mean_layer.weight[:ACTION_DIM] *= 0.01
         mean_layer.bias[:ACTION_DIM] = 0.0
-    export_dir = export_actor(sac, spec, tmp / "export", encoder=encoder, checks=2,
-                              dt=1.0 / CONTROL_HZ, provenance={"bench": "untrained, bench_gpayn.py"})
+    export_dir = export_actor(
+        sac,
+        spec,
+        tmp / "export",
+        encoder=encoder,
+        checks=2,
+        dt=1.0 / CONTROL_HZ,
+        provenance={"bench": "untrained, bench_gpayn.py"},
+    )
     policy_dir, manifest = _publish_temporary(export_dir, tmp / "home")
     actor_params = sum(p.numel() for p in sac.actor.parameters())
-    return BenchActor(policy_dir, manifest, TorchPolicy(sac, encoder, image_size=config.image_size),
-                      BENCH_POLICY_NAME, str(tmp / "home"),
-                      {"kind": "untrained", "actor_parameters": actor_params,
-                       "encoder_parameters": sum(p.numel() for p in encoder.parameters()),
-                       "hidden": list(sac.config.hidden), "feature_dim": encoder.feature_dim})
+    return BenchActor(
+        policy_dir,
+        manifest,
+        TorchPolicy(sac, encoder, image_size=config.image_size),
+        BENCH_POLICY_NAME,
+        str(tmp / "home"),
+        {
+            "kind": "untrained",
+            "actor_parameters": actor_params,
+            "encoder_parameters": sum(p.numel() for p in encoder.parameters()),
+            "hidden": list(sac.config.hidden),
+            "feature_dim": encoder.feature_dim,
+        },
+    )
 
 
 def run_actor(run_dir: Path, tmp: Path) -> BenchActor:
@@ -174,16 +202,26 @@ def run_actor(run_dir: Path, tmp: Path) -> BenchActor:
     policy, _ = load_policy(run_dir)
     export_dir = export_run(run_dir, tmp / "export")
     policy_dir, manifest = _publish_temporary(export_dir, tmp / "home")
-    return BenchActor(policy_dir, manifest, policy, BENCH_POLICY_NAME, str(tmp / "home"),
-                      {"kind": "run", "run": str(run_dir), **_sizes(policy)})
+    return BenchActor(
+        policy_dir,
+        manifest,
+        policy,
+        BENCH_POLICY_NAME,
+        str(tmp / "home"),
+        {"kind": "run", "run": str(run_dir), **_sizes(policy)},
+    )
 
 
 def _sizes(policy: Any) -> dict[str, Any]:
-    out = {"actor_parameters": sum(p.numel() for p in policy.sac.actor.parameters()),
-           "hidden": list(policy.sac.config.hidden)}
+    out = {
+        "actor_parameters": sum(p.numel() for p in policy.sac.actor.parameters()),
+        "hidden": list(policy.sac.config.hidden),
+    }
     if policy.encoder is not None:
-        out |= {"encoder_parameters": sum(p.numel() for p in policy.encoder.parameters()),
-                "feature_dim": policy.encoder.feature_dim}
+        out |= {
+            "encoder_parameters": sum(p.numel() for p in policy.encoder.parameters()),
+            "feature_dim": policy.encoder.feature_dim,
+        }
     return out
 
 
@@ -205,24 +243,30 @@ def torch_policy_from_onnx(policy_dir: Path, manifest: dict[str, Any]) -> Any:
     graphs, rt = manifest["graphs"], manifest.get("runtime") or {}
     actor_graph = onnx.load(str(policy_dir / graphs["actor"]))
     actor_weights = {i.name: numpy_helper.to_array(i) for i in actor_graph.graph.initializer}
-    linear = sorted((k for k in actor_weights if k.startswith("actor.net.") and k.endswith(".weight")),
-                    key=lambda k: int(k.split(".")[2]))
+    linear = sorted(
+        (k for k in actor_weights if k.startswith("actor.net.") and k.endswith(".weight")),
+        key=lambda k: int(k.split(".")[2]),
+    )
     if not linear:
         raise ValueError(f"{graphs['actor']} has no actor.net.*.weight initializers; not a gpayn actor graph")
     hidden = tuple(int(actor_weights[k].shape[0]) for k in linear[:-1])
     visual = rt.get("visual")
     by_name = {spec["name"]: spec for spec in manifest["inputs"]}
-    spec = {key: int(visual["feature_dim"]) if visual and key == visual["key"] else int(by_name[key]["shape"][0])
-            for key in rt["actor_inputs"]}
+    spec = {
+        key: int(visual["feature_dim"]) if visual and key == visual["key"] else int(by_name[key]["shape"][0])
+        for key in rt["actor_inputs"]
+    }
     norms = {key: by_name[key]["normalization"] for key in spec if key in by_name}
     if visual:
         norms[visual["key"]] = visual["normalization"]
     min_std = min(float(np.min(n["std"])) for n in norms.values())
-    config = SACConfig(hidden=hidden, obs_clip=float(rt.get("obs_clip", SACConfig.obs_clip)),
-                       min_std=min(SACConfig.min_std, min_std))
+    config = SACConfig(
+        hidden=hidden, obs_clip=float(rt.get("obs_clip", SACConfig.obs_clip)), min_std=min(SACConfig.min_std, min_std)
+    )
     sac = SAC(spec, int(manifest["outputs"]["action_dim"]), config, seed=0, device="cpu")
-    sac.actor.load_state_dict({k.removeprefix("actor."): torch.as_tensor(v) for k, v in actor_weights.items()
-                               if k.startswith("actor.")})
+    sac.actor.load_state_dict(
+        {k.removeprefix("actor."): torch.as_tensor(v) for k, v in actor_weights.items() if k.startswith("actor.")}
+    )
     with torch.no_grad():
         for key, norm in sac.normalizer.norms.items():  # count 1, m2 = std^2: std() gives the manifest's std
             mean = np.broadcast_to(np.asarray(norms[key]["mean"], np.float64), (norm.dim,))
@@ -236,8 +280,9 @@ def torch_policy_from_onnx(policy_dir: Path, manifest: dict[str, Any]) -> Any:
 
     encoder_graph = onnx.load(str(policy_dir / graphs["encoder"])).graph
     weights = {i.name: numpy_helper.to_array(i) for i in encoder_graph.initializer}
-    convs = sorted((k for k in weights if k.startswith("trunk.") and k.endswith(".weight")),
-                   key=lambda k: int(k.split(".")[1]))
+    convs = sorted(
+        (k for k in weights if k.startswith("trunk.") and k.endswith(".weight")), key=lambda k: int(k.split(".")[1])
+    )
     channels = tuple(int(weights[k].shape[0]) for k in convs)
     image_hw = tuple(int(v) for v in by_name[visual["image_input"]]["shape"][:2])
     encoder = ImageEncoder(int(weights["head.1.weight"].shape[0]), channels, image_hw)
@@ -252,8 +297,10 @@ def torch_policy_from_onnx(policy_dir: Path, manifest: dict[str, Any]) -> Any:
                 affine.append((scale.reshape(-1), shift.reshape(-1)))
     groupnorms = [name for name, m in encoder.named_modules() if isinstance(m, PreciseGroupNorm)]
     if len(affine) != len(groupnorms):
-        raise ValueError(f"{graphs['encoder']}: found {len(affine)} GroupNorm affine constants for "
-                         f"{len(groupnorms)} GroupNorm layers; cannot rebuild the torch encoder")
+        raise ValueError(
+            f"{graphs['encoder']}: found {len(affine)} GroupNorm affine constants for "
+            f"{len(groupnorms)} GroupNorm layers; cannot rebuild the torch encoder"
+        )
     for name, (scale, shift) in zip(groupnorms, affine, strict=True):
         state[f"{name}.weight"], state[f"{name}.bias"] = torch.as_tensor(scale), torch.as_tensor(shift)
     encoder.load_state_dict(state)
@@ -275,15 +322,33 @@ def store_actor(ref: str, run_dir: Path | None) -> BenchActor:
     else:
         policy = torch_policy_from_onnx(loaded.path, loaded.manifest)
         torch_source = "rebuilt from the ONNX graphs"
-    return BenchActor(loaded.path, loaded.manifest, policy, f"{loaded.name}@{loaded.version}", None,
-                      {"kind": "store", "policy": f"{loaded.name}@{loaded.version}",
-                       "manifest_sha256": loaded.manifest_sha256, "torch": torch_source, **_sizes(policy)})
+    return BenchActor(
+        loaded.path,
+        loaded.manifest,
+        policy,
+        f"{loaded.name}@{loaded.version}",
+        None,
+        {
+            "kind": "store",
+            "policy": f"{loaded.name}@{loaded.version}",
+            "manifest_sha256": loaded.manifest_sha256,
+            "torch": torch_source,
+            **_sizes(policy),
+        },
+    )
 
 
 # --- 1. inference ------------------------------------------------------------------------------
 
-def bench_inference(actor: BenchActor, observations: list[dict[str, np.ndarray]], raw: list[dict[str, Any]],
-                    calls: int, warmup: int, threads: int) -> dict[str, Any]:
+
+def bench_inference(
+    actor: BenchActor,
+    observations: list[dict[str, np.ndarray]],
+    raw: list[dict[str, Any]],
+    calls: int,
+    warmup: int,
+    threads: int,
+) -> dict[str, Any]:
     import torch
 
     from dexstack.hardware.profiles import ADROIT
@@ -301,9 +366,14 @@ def bench_inference(actor: BenchActor, observations: list[dict[str, np.ndarray]]
     cameras = [spec for spec in actor.manifest["inputs"] if spec["kind"] == "rgb"]
     serving_raw = []
     for data in raw:  # the values the node hands the runtime, by manifest input name (the camera still full size)
-        one = {"joint_states": data["joint_states"], "grasp_target": np.concatenate(data["grasp_pose"]),
-               **{f"tactile/{pad}": np.array([0.0, 0.0, force, 0.0, 0.0, 0.0])
-                  for pad, force in zip(ADROIT.tactile_pads, data["pad_forces"], strict=True)}}
+        one = {
+            "joint_states": data["joint_states"],
+            "grasp_target": np.concatenate(data["grasp_pose"]),
+            **{
+                f"tactile/{pad}": np.array([0.0, 0.0, force, 0.0, 0.0, 0.0])
+                for pad, force in zip(ADROIT.tactile_pads, data["pad_forces"], strict=True)
+            },
+        }
         serving_raw.append((one, data["camera"]))
     ik_holds = 0
 
@@ -315,7 +385,9 @@ def bench_inference(actor: BenchActor, observations: list[dict[str, np.ndarray]]
         one, camera = serving_raw[i % len(serving_raw)]
         if i % len(serving_raw) == 0:
             serving.reset()
-        images = {spec["name"]: center_crop_resize(camera, *spec["shape"][:2]) for spec in cameras}  # the node's preprocess
+        images = {
+            spec["name"]: center_crop_resize(camera, *spec["shape"][:2]) for spec in cameras
+        }  # the node's preprocess
         try:
             serving.act(one | images)
         except IKFailed:
@@ -337,15 +409,23 @@ def bench_inference(actor: BenchActor, observations: list[dict[str, np.ndarray]]
             fn(i)
             times[name].append((time.perf_counter() - t0) * 1e3)
     ort, eager = percentiles(times["onnxruntime"]), percentiles(times["torch_eager"])
-    return {"calls": calls, "threads": threads, "batch": 1, "observations": len(observations),
-            "onnxruntime": ort, "torch_eager": eager,
-            "ratio_torch_over_ort_p50": round(eager["p50_ms"] / ort["p50_ms"], 2),
-            "ratio_torch_over_ort_p99": round(eager["p99_ms"] / ort["p99_ms"], 2),
-            "serving_act_incl_ik": percentiles(times["serving_act"]), "serving_ik_holds": ik_holds,
-            "max_abs_diff_torch_vs_ort": max_diff}
+    return {
+        "calls": calls,
+        "threads": threads,
+        "batch": 1,
+        "observations": len(observations),
+        "onnxruntime": ort,
+        "torch_eager": eager,
+        "ratio_torch_over_ort_p50": round(eager["p50_ms"] / ort["p50_ms"], 2),
+        "ratio_torch_over_ort_p99": round(eager["p99_ms"] / ort["p99_ms"], 2),
+        "serving_act_incl_ik": percentiles(times["serving_act"]),
+        "serving_ik_holds": ik_holds,
+        "max_abs_diff_torch_vs_ort": max_diff,
+    }
 
 
 # --- 2. grasp-pose fit -------------------------------------------------------------------------
+
 
 def bench_fit(objects: tuple[str, ...], placements: int, seed: int) -> dict[str, Any]:
     """Per object: p50/p99 of each stage over `placements` placements drawn as GraspEnv.reset draws
@@ -390,20 +470,32 @@ def bench_fit(objects: tuple[str, ...], placements: int, seed: int) -> dict[str,
                 centre_mm.append(float(np.linalg.norm(fit.position - sim.object_center())) * 1e3)
         finally:
             sim.close()
-        results[name] = {"held_out": name in genv.HELD_OUT_OBJECTS,
-                         **{f"{stage}_ms": percentiles(ms) for stage, ms in stages.items()},
-                         "points_median": int(np.median(n_points)), "points_min": int(min(n_points)),
-                         "points_max": int(max(n_points)), "centre_error_mm_median": round(float(np.median(centre_mm)), 1),
-                         "grasp_failures": failures}
-        log(f"fit {name}: total p50 {results[name]['total_ms']['p50_ms']:.0f} ms, "
-            f"{results[name]['points_median']} points")
+        results[name] = {
+            "held_out": name in genv.HELD_OUT_OBJECTS,
+            **{f"{stage}_ms": percentiles(ms) for stage, ms in stages.items()},
+            "points_median": int(np.median(n_points)),
+            "points_min": int(min(n_points)),
+            "points_max": int(max(n_points)),
+            "centre_error_mm_median": round(float(np.median(centre_mm)), 1),
+            "grasp_failures": failures,
+        }
+        log(
+            f"fit {name}: total p50 {results[name]['total_ms']['p50_ms']:.0f} ms, "
+            f"{results[name]['points_median']} points"
+        )
     all_totals = [v["total_ms"]["p50_ms"] for v in results.values()]
-    return {"placements_per_object": placements, "seed": seed, "camera": list(gtask.FIT_CAMERA_SIZE),
-            "objects": results, "total_p50_ms_median_over_objects": round(float(np.median(all_totals)), 3),
-            "total_p50_ms_max_over_objects": round(float(max(all_totals)), 3)}
+    return {
+        "placements_per_object": placements,
+        "seed": seed,
+        "camera": list(gtask.FIT_CAMERA_SIZE),
+        "objects": results,
+        "total_p50_ms_median_over_objects": round(float(np.median(all_totals)), 3),
+        "total_p50_ms_max_over_objects": round(float(max(all_totals)), 3),
+    }
 
 
 # --- 3. the policy node through ROS ------------------------------------------------------------
+
 
 def _stamp_ns(stamp: Any) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
@@ -416,8 +508,9 @@ def _float(values: dict[str, str], key: str) -> float | None:
         return None
 
 
-def bench_node(actor: BenchActor, seconds: float, object_name: str, domain: int, startup_timeout_s: float = 90.0
-               ) -> dict[str, Any]:
+def bench_node(
+    actor: BenchActor, seconds: float, object_name: str, domain: int, startup_timeout_s: float = 90.0
+) -> dict[str, Any]:
     """Bring up the graph's hand nodes with the policy, wait for the first served trajectory, listen
     `seconds`, read /diagnostics."""
     from diagnostic_msgs.msg import DiagnosticArray
@@ -432,8 +525,14 @@ def bench_node(actor: BenchActor, seconds: float, object_name: str, domain: int,
     from dexstack.ros_nodes import common
     from dexstack.ros_nodes.client import RosClient
 
-    launch_args = ["task:=grasp", f"policy:={actor.store_ref}", "rtf:=1.0", "pacing:=realtime",
-                   f"policy_rate:={RATE_HZ}", f"object:={object_name}"]
+    launch_args = [
+        "task:=grasp",
+        f"policy:={actor.store_ref}",
+        "rtf:=1.0",
+        "pacing:=realtime",
+        f"policy_rate:={RATE_HZ}",
+        f"object:={object_name}",
+    ]
     specs = node_list(parse_launch_args(launch_args))
     extra = {"DEXSTACK_HOME": actor.dexstack_home, "DEXSTACK_BUNDLED_STORE": ""} if actor.dexstack_home else None
     log_dir = tempfile.mkdtemp(prefix="dexstack_bench_gpayn_logs_")
@@ -474,15 +573,22 @@ def bench_node(actor: BenchActor, seconds: float, object_name: str, domain: int,
         elif msg.points:
             answers["first"] = 1
 
-    client.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag,
-                                    QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    client.node.create_subscription(
+        DiagnosticArray, "/diagnostics", on_diag, QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    )
     client.node.create_subscription(JointState, contract.JOINT_STATES, on_state, common.QOS[contract.QoSKind.STATE_PUB])
-    client.node.create_subscription(JointTrajectory, ADROIT.policy_output_topic, on_answer,
-                                    QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE))
+    client.node.create_subscription(
+        JointTrajectory,
+        ADROIT.policy_output_topic,
+        on_answer,
+        QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE),
+    )
     try:
         if not client.spin_until(lambda: "first" in answers, startup_timeout_s):
-            raise RuntimeError(f"no trajectory from the policy node within {startup_timeout_s:.0f} s; last policy "
-                               f"status: {policy_diag.get('message')!r}; node logs in {log_dir}")
+            raise RuntimeError(
+                f"no trajectory from the policy node within {startup_timeout_s:.0f} s; last policy "
+                f"status: {policy_diag.get('message')!r}; node logs in {log_dir}"
+            )
         startup_s = time.monotonic() - started
         measuring["on"] = True
         client.spin_for(seconds)
@@ -492,27 +598,44 @@ def bench_node(actor: BenchActor, seconds: float, object_name: str, domain: int,
         client.close()
         codes = stop_nodes(procs)
     shutil.rmtree(log_dir, ignore_errors=True)  # kept only when the run failed (named in the error)
-    keys = ["inference_ms_p50", "inference_ms_p99", "compute_ms_p50", "compute_ms_p99", "e2e_ms_p50", "e2e_ms_p99",
-            "observation_age_ms_p99", "loop_period_ms_p50", "loop_jitter_ms_p99"]
+    keys = [
+        "inference_ms_p50",
+        "inference_ms_p99",
+        "compute_ms_p50",
+        "compute_ms_p99",
+        "e2e_ms_p50",
+        "e2e_ms_p99",
+        "observation_age_ms_p99",
+        "loop_period_ms_p50",
+        "loop_jitter_ms_p99",
+    ]
     fits = [float(v["fit_s"]) * 1e3 for v in planner.values()]
-    return {"launch": launch_args, "nodes": [s.name for s in specs], "seconds": seconds,
-            "startup_to_first_trajectory_s": round(startup_s, 1),
-            **{k: _float(policy_diag, k) for k in keys},
-            "node_chunks_total": int(policy_diag.get("chunks", 0) or 0),
-            "node_holds_total": int(policy_diag.get("hold_count", 0) or 0),
-            "last_hold_reason": policy_diag.get("last_hold_reason", ""),
-            "answers_in_window": answers["chunks"], "holds_in_window": answers["holds"],
-            "answers_per_s": round(answers["chunks"] / seconds, 1),
-            "listener_state_to_trajectory_ms": (percentiles(state_to_trajectory_ms) | {"n": len(state_to_trajectory_ms)}
-                                                if state_to_trajectory_ms else None),
-            "sim_rtf_mean": round(float(np.mean(rtf)), 3) if rtf else None,
-            "sim_rtf_min": round(float(np.min(rtf)), 3) if rtf else None,
-            "planner_episodes": len(planner), "planner_fit_ms": [round(v, 1) for v in fits],
-            "planner_points": [int(v.get("points", 0)) for v in planner.values()],
-            "exit_codes": codes}
+    return {
+        "launch": launch_args,
+        "nodes": [s.name for s in specs],
+        "seconds": seconds,
+        "startup_to_first_trajectory_s": round(startup_s, 1),
+        **{k: _float(policy_diag, k) for k in keys},
+        "node_chunks_total": int(policy_diag.get("chunks", 0) or 0),
+        "node_holds_total": int(policy_diag.get("hold_count", 0) or 0),
+        "last_hold_reason": policy_diag.get("last_hold_reason", ""),
+        "answers_in_window": answers["chunks"],
+        "holds_in_window": answers["holds"],
+        "answers_per_s": round(answers["chunks"] / seconds, 1),
+        "listener_state_to_trajectory_ms": (
+            percentiles(state_to_trajectory_ms) | {"n": len(state_to_trajectory_ms)} if state_to_trajectory_ms else None
+        ),
+        "sim_rtf_mean": round(float(np.mean(rtf)), 3) if rtf else None,
+        "sim_rtf_min": round(float(np.min(rtf)), 3) if rtf else None,
+        "planner_episodes": len(planner),
+        "planner_fit_ms": [round(v, 1) for v in fits],
+        "planner_points": [int(v.get("points", 0)) for v in planner.values()],
+        "exit_codes": codes,
+    }
 
 
 # --- main --------------------------------------------------------------------------------------
+
 
 def check_args(args: argparse.Namespace) -> tuple[str, ...]:
     """Validate the arguments; returns the parts to run. ValueError says what is wrong."""
@@ -571,8 +694,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "inference" in parts:
             out["inference"] = bench_inference(actor, observations, raw, args.calls, args.warmup, args.threads)
             inf = out["inference"]
-            log(f"inference: ort p50 {inf['onnxruntime']['p50_ms']} ms, torch p50 {inf['torch_eager']['p50_ms']} ms, "
-                f"ratio {inf['ratio_torch_over_ort_p50']}")
+            log(
+                f"inference: ort p50 {inf['onnxruntime']['p50_ms']} ms, torch p50 {inf['torch_eager']['p50_ms']} ms, "
+                f"ratio {inf['ratio_torch_over_ort_p50']}"
+            )
         if "fit" in parts:
             out["grasp_fit"] = bench_fit(TRAIN_OBJECTS + HELD_OUT_OBJECTS, args.placements, FIT_SEED)
         if "node" in parts:
@@ -580,9 +705,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log(f"node: ROS_DOMAIN_ID {domain}, {args.seconds:.0f} s")
             out["policy_node"] = bench_node(actor, args.seconds, args.object, domain)
     out["wall_s"] = round(time.monotonic() - t_start, 1)
-    out["machine"] = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                      "load_avg_1m": round(os.getloadavg()[0], 2), "python": platform.python_version(),
-                      "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__}
+    out["machine"] = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": __import__("onnxruntime").__version__,
+    }
     return out
 
 

@@ -69,8 +69,13 @@ def _timed(core: SimCore, chunks: list, controls: np.ndarray, through_core: bool
                 frames += 1
     wall = time.perf_counter() - start
     steps = len(controls)
-    return {"steps": steps, "wall_s": round(wall, 3), "steps_per_s": round(steps / wall, 1),
-            "realtime_factor": round(steps * core.dt / wall, 2), "camera_frames": frames}
+    return {
+        "steps": steps,
+        "wall_s": round(wall, 3),
+        "steps_per_s": round(steps / wall, 1),
+        "realtime_factor": round(steps * core.dt / wall, 2),
+        "camera_frames": frames,
+    }
 
 
 def main() -> None:
@@ -89,9 +94,20 @@ def main() -> None:
         "core_cameras": _timed(core, chunks, controls, through_core=True, cameras=True),
     }
     core.close()
-    print(json.dumps({"bench": "physics", "scene": "pick_lift", "timestep_s": core.dt,
-                      "camera_size": [args.camera_size, args.camera_size], "camera_hz": contract.CAMERA_HZ,
-                      "cpu_count": os.cpu_count(), "mujoco": mujoco.__version__, **results}))
+    print(
+        json.dumps(
+            {
+                "bench": "physics",
+                "scene": "pick_lift",
+                "timestep_s": core.dt,
+                "camera_size": [args.camera_size, args.camera_size],
+                "camera_hz": contract.CAMERA_HZ,
+                "cpu_count": os.cpu_count(),
+                "mujoco": mujoco.__version__,
+                **results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -95,8 +95,17 @@ def listen(domain_id: int, seconds: float, policy_topic: str) -> tuple[dict[str,
 
 
 def figures(diag: dict[str, str]) -> dict[str, float | None]:
-    keys = ["inference_ms_p50", "inference_ms_p99", "e2e_ms_p50", "e2e_ms_p99", "loop_period_ms_p50",
-            "loop_jitter_ms_p99", "observation_age_ms_p99", "hold_count", "chunks"]
+    keys = [
+        "inference_ms_p50",
+        "inference_ms_p99",
+        "e2e_ms_p50",
+        "e2e_ms_p99",
+        "loop_period_ms_p50",
+        "loop_jitter_ms_p99",
+        "observation_age_ms_p99",
+        "hold_count",
+        "chunks",
+    ]
     out = {}
     for k in keys:
         try:
@@ -107,9 +116,14 @@ def figures(diag: dict[str, str]) -> dict[str, float | None]:
 
 
 def robot_mode(policy: str, seconds: float, domain: int) -> dict:
-    spec = NodeSpec("policy_node", "policy", {"policy": policy, "rate": RATE_HZ, "trigger": "timer",
-                                              "use_sim_time": False, "start_enabled": True})
-    procs = start_nodes([spec], env=node_environment(domain), log_dir=os.path.join(tempfile.gettempdir(), "dexstack_bench_logs"))
+    spec = NodeSpec(
+        "policy_node",
+        "policy",
+        {"policy": policy, "rate": RATE_HZ, "trigger": "timer", "use_sim_time": False, "start_enabled": True},
+    )
+    procs = start_nodes(
+        [spec], env=node_environment(domain), log_dir=os.path.join(tempfile.gettempdir(), "dexstack_bench_logs")
+    )
     drv = mp.get_context("spawn").Process(target=driver, args=(domain, seconds + 8.0))
     drv.start()
     try:
@@ -126,7 +140,9 @@ def robot_mode(policy: str, seconds: float, domain: int) -> dict:
 
 def sim_mode(policy: str, seconds: float, domain: int) -> dict:
     specs = node_list(parse_launch_args([f"policy:={policy}", "rtf:=1.0", f"policy_rate:={RATE_HZ}"]))
-    procs = start_nodes(specs, env=node_environment(domain), log_dir=os.path.join(tempfile.gettempdir(), "dexstack_bench_logs"))
+    procs = start_nodes(
+        specs, env=node_environment(domain), log_dir=os.path.join(tempfile.gettempdir(), "dexstack_bench_logs")
+    )
     try:
         listen(domain, 8.0, "/policy/arm_controller/joint_trajectory")
         diag, _ = listen(domain, seconds, "/policy/arm_controller/joint_trajectory")
@@ -141,9 +157,14 @@ def main() -> None:
     parser.add_argument("--policy", default=DEFAULT_POLICY)
     args = parser.parse_args()
     domain = 30 + os.getpid() % 30
-    out = {"policy": args.policy, "rate_hz": RATE_HZ, "joint_state_hz": JOINT_HZ, "camera_hz": CAMERA_HZ,
-           "robot_system_clock": robot_mode(args.policy, args.seconds, domain),
-           "sim_realtime": sim_mode(args.policy, args.seconds, domain)}
+    out = {
+        "policy": args.policy,
+        "rate_hz": RATE_HZ,
+        "joint_state_hz": JOINT_HZ,
+        "camera_hz": CAMERA_HZ,
+        "robot_system_clock": robot_mode(args.policy, args.seconds, domain),
+        "sim_realtime": sim_mode(args.policy, args.seconds, domain),
+    }
     r = out["robot_system_clock"]
     if r["e2e_ms_p99"] is not None and r["inference_ms_p99"] is not None:
         out["e2e_p99_minus_inference_p99_ms"] = round(r["e2e_ms_p99"] - r["inference_ms_p99"], 3)

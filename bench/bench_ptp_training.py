@@ -70,8 +70,12 @@ def main() -> None:
         t0 = time.perf_counter()
         if arm == "end_to_end":
             # the trainer's augmentation: one shift per window, the same for its To frames
-            shifted = [random_shift(img.permute(0, 2, 3, 1, 4).reshape(b, *img.shape[2:4], -1), config.random_shift_px, gen)
-                       .reshape(b, *img.shape[2:4], to, 3).permute(0, 3, 1, 2, 4) for img in images]
+            shifted = [
+                random_shift(img.permute(0, 2, 3, 1, 4).reshape(b, *img.shape[2:4], -1), config.random_shift_px, gen)
+                .reshape(b, *img.shape[2:4], to, 3)
+                .permute(0, 3, 1, 2, 4)
+                for img in images
+            ]
             batch = Batch(joints, shifted, actions)
         else:
             batch = Batch(joints, [], actions, features)
@@ -88,11 +92,19 @@ def main() -> None:
             if i >= args.warmup:
                 times[arm].append(dt)
     steps_per_epoch = math.ceil(args.frames / b)
-    out: dict[str, object] = {"bench": "ptp_training", "batch": b, "n_obs_steps": to, "horizon": tp,
-                              "down_dims": list(config.down_dims), "conv_channels": list(config.conv_channels),
-                              "pooled_features": config.pooled_features, "frames_per_epoch": args.frames,
-                              "steps_per_epoch": steps_per_epoch, "threads": args.threads,
-                              "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}
+    out: dict[str, object] = {
+        "bench": "ptp_training",
+        "batch": b,
+        "n_obs_steps": to,
+        "horizon": tp,
+        "down_dims": list(config.down_dims),
+        "conv_channels": list(config.conv_channels),
+        "pooled_features": config.pooled_features,
+        "frames_per_epoch": args.frames,
+        "steps_per_epoch": steps_per_epoch,
+        "threads": args.threads,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+    }
     for arm, ts in times.items():
         med = float(np.median(ts))
         out[arm] = {"step_ms_p50": round(med * 1e3, 1), "epoch_s": round(med * steps_per_epoch, 1)}

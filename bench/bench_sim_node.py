@@ -48,14 +48,29 @@ def node_rtf(cameras: bool, seconds: float, domain_id: int) -> float:
 
     from dexstack.ros_nodes.client import RosClient
 
-    spec = NodeSpec("sim_node", "sim", {"rtf": 0.0, "cameras": cameras, "camera_width": CAMERA_PX,
-                                        "camera_height": CAMERA_PX, "auto_reset": True, "use_sim_time": True})
-    procs = start_nodes([spec], env=node_environment(domain_id),
-                        log_dir=os.path.join(tempfile.gettempdir(), "dexstack_bench_logs"))
+    spec = NodeSpec(
+        "sim_node",
+        "sim",
+        {
+            "rtf": 0.0,
+            "cameras": cameras,
+            "camera_width": CAMERA_PX,
+            "camera_height": CAMERA_PX,
+            "auto_reset": True,
+            "use_sim_time": True,
+        },
+    )
+    procs = start_nodes(
+        [spec], env=node_environment(domain_id), log_dir=os.path.join(tempfile.gettempdir(), "dexstack_bench_logs")
+    )
     client = RosClient("bench_rtf", domain_id)
     samples: list[tuple[float, float]] = []
     client.node.create_subscription(
-        Clock, contract.CLOCK, lambda m: samples.append((time.perf_counter(), m.clock.sec + m.clock.nanosec * 1e-9)), 100)
+        Clock,
+        contract.CLOCK,
+        lambda m: samples.append((time.perf_counter(), m.clock.sec + m.clock.nanosec * 1e-9)),
+        100,
+    )
     try:
         client.spin_until(lambda: bool(samples), 60)
         client.spin_for(2.0 + seconds)
@@ -72,8 +87,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     domain = 60 + os.getpid() % 30
-    out = {"camera_px": CAMERA_PX, "camera_hz": contract.CAMERA_HZ, "physics_hz": contract.PHYSICS_HZ,
-           "joint_state_hz": contract.JOINT_STATE_HZ}
+    out = {
+        "camera_px": CAMERA_PX,
+        "camera_hz": contract.CAMERA_HZ,
+        "physics_hz": contract.PHYSICS_HZ,
+        "joint_state_hz": contract.JOINT_STATE_HZ,
+    }
     for cameras in (False, True):
         key = "cameras_on" if cameras else "cameras_off"
         bare = bare_rtf(cameras, args.seconds)

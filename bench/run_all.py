@@ -1,6 +1,6 @@
 """Run every benchmark in turn; each prints one JSON line (recorded in docs/BENCHMARKS.md).
 
-    .venv/bin/python bench/run_all.py        (what `make bench` runs)
+.venv/bin/python bench/run_all.py        (what `make bench` runs)
 """
 
 from __future__ import annotations

@@ -73,8 +73,9 @@ def _check_features(features: dict[str, dict]) -> dict[str, dict]:
         except (KeyError, TypeError, ValueError) as exc:
             raise DatasetError(f"feature {name!r} needs 'shape' (list of ints) and 'dtype': {spec!r}") from exc
         if dtype not in ALLOWED_DTYPES or any(d <= 0 for d in shape):
-            raise DatasetError(f"feature {name!r}: dtype must be one of {ALLOWED_DTYPES} and dims positive, "
-                               f"got {dtype} {shape}")
+            raise DatasetError(
+                f"feature {name!r}: dtype must be one of {ALLOWED_DTYPES} and dims positive, got {dtype} {shape}"
+            )
         clean[name] = {"shape": shape, "dtype": dtype}
     return clean
 
@@ -86,8 +87,14 @@ class DatasetWriter:
     The root must not already hold a dataset (refuses rather than mixing two datasets).
     """
 
-    def __init__(self, root: str | Path, fps: float, joint_names: Sequence[str], features: dict[str, dict],
-                 robot_profile: str = "panda") -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        fps: float,
+        joint_names: Sequence[str],
+        features: dict[str, dict],
+        robot_profile: str = "panda",
+    ) -> None:
         if not (np.isfinite(fps) and fps > 0):
             raise DatasetError(f"fps must be positive, got {fps}")
         self.root = Path(root)
@@ -97,12 +104,19 @@ class DatasetWriter:
         self.joint_names = [str(n) for n in joint_names]
         for name in (contract.JOINT_POSITIONS, ACTION):
             if name in self.features and self.features[name]["shape"] != [len(self.joint_names)]:
-                raise DatasetError(f"feature {name!r} shape {self.features[name]['shape']} does not match "
-                                   f"{len(self.joint_names)} joint names")
+                raise DatasetError(
+                    f"feature {name!r} shape {self.features[name]['shape']} does not match "
+                    f"{len(self.joint_names)} joint names"
+                )
         self.root.mkdir(parents=True, exist_ok=True)
         self.meta: dict[str, Any] = {
-            "format": FORMAT, "version": VERSION, "fps": float(fps), "robot_profile": robot_profile,
-            "joint_names": self.joint_names, "features": self.features, "episodes": [],
+            "format": FORMAT,
+            "version": VERSION,
+            "fps": float(fps),
+            "robot_profile": robot_profile,
+            "joint_names": self.joint_names,
+            "features": self.features,
+            "episodes": [],
         }
         self._closed = False
 
@@ -117,7 +131,9 @@ class DatasetWriter:
             arr = np.asarray(frames[name])
             want = np.dtype(spec["dtype"])
             if arr.shape[1:] != tuple(spec["shape"]):
-                raise DatasetError(f"feature {name!r}: frames have shape {arr.shape[1:]}, expected {tuple(spec['shape'])}")
+                raise DatasetError(
+                    f"feature {name!r}: frames have shape {arr.shape[1:]}, expected {tuple(spec['shape'])}"
+                )
             if arr.dtype != want:
                 # Float precision may differ (float64 joint readings into a float32 feature);
                 # any other dtype change could silently corrupt values, so it is refused.
@@ -137,14 +153,17 @@ class DatasetWriter:
         if TIMESTAMP in frames:
             ts = np.asarray(frames[TIMESTAMP], dtype=np.float64)
             if ts.shape != (n,) or not np.all(np.isfinite(ts)) or np.any(np.diff(ts) <= 0):
-                raise DatasetError(f"{TIMESTAMP!r} must be {n} finite, strictly increasing seconds; got shape {ts.shape}")
+                raise DatasetError(
+                    f"{TIMESTAMP!r} must be {n} finite, strictly increasing seconds; got shape {ts.shape}"
+                )
         else:
             ts = np.arange(n, dtype=np.float64) / self.meta["fps"]
         out[TIMESTAMP] = ts
         return out
 
-    def add_episode(self, frames: dict[str, np.ndarray], task: str, success: bool | None = None,
-                    source: str = "sim") -> int:
+    def add_episode(
+        self, frames: dict[str, np.ndarray], task: str, success: bool | None = None, source: str = "sim"
+    ) -> int:
         """Validate and write one episode; returns its index. Nothing is written if it is invalid."""
         if self._closed:
             raise DatasetError("writer is closed")
@@ -152,9 +171,16 @@ class DatasetWriter:
         index = len(self.meta["episodes"])
         name = episode_file(index)
         _atomic_write(self.root / name, lambda f: np.savez(f, **arrays))
-        self.meta["episodes"].append({"index": index, "file": name, "length": len(arrays[TIMESTAMP]),
-                                      "task": str(task), "success": None if success is None else bool(success),
-                                      "source": str(source)})
+        self.meta["episodes"].append(
+            {
+                "index": index,
+                "file": name,
+                "length": len(arrays[TIMESTAMP]),
+                "task": str(task),
+                "success": None if success is None else bool(success),
+                "source": str(source),
+            }
+        )
         self._write_meta()
         return index
 
@@ -188,8 +214,10 @@ class Dataset:
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{meta_path} is not valid JSON: {exc}") from exc
         if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
-            raise DatasetError(f"{meta_path}: format {self.meta.get('format')!r} version {self.meta.get('version')!r}"
-                               f" is not {FORMAT!r} version {VERSION}")
+            raise DatasetError(
+                f"{meta_path}: format {self.meta.get('format')!r} version {self.meta.get('version')!r}"
+                f" is not {FORMAT!r} version {VERSION}"
+            )
         self.fps: float = float(self.meta["fps"])
         self.joint_names: list[str] = list(self.meta["joint_names"])
         self.features: dict[str, dict] = self.meta["features"]
@@ -222,4 +250,3 @@ class Dataset:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
         return h.hexdigest()
-

@@ -54,11 +54,15 @@ def _load() -> dict[str, Family]:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             family = ep.load()
             if not isinstance(family, Family):
-                raise TypeError(f"entry point {ep.name} = {ep.value} in group {ENTRY_POINT_GROUP!r} is a "
-                                f"{type(family).__name__}, not a dexstack.families.Family")
+                raise TypeError(
+                    f"entry point {ep.name} = {ep.value} in group {ENTRY_POINT_GROUP!r} is a "
+                    f"{type(family).__name__}, not a dexstack.families.Family"
+                )
             if family.name != ep.name:
-                raise ValueError(f"entry point {ep.name!r} in group {ENTRY_POINT_GROUP!r} declares family "
-                                 f"{family.name!r}: the two names must agree")
+                raise ValueError(
+                    f"entry point {ep.name!r} in group {ENTRY_POINT_GROUP!r} declares family "
+                    f"{family.name!r}: the two names must agree"
+                )
             found.setdefault(family.name, family)  # the first installation on sys.path wins, like imports
         _registry = found
     return _registry
@@ -74,8 +78,10 @@ def get_family(name: str) -> Family:
     registry = _load()
     if name not in registry:
         known = ", ".join(sorted(registry)) or "none"
-        raise KeyError(f"unknown policy family {name!r}; known families: {known} (a family registers under the "
-                       f"entry-point group {ENTRY_POINT_GROUP!r}, see docs/ADDING_A_FAMILY.md)")
+        raise KeyError(
+            f"unknown policy family {name!r}; known families: {known} (a family registers under the "
+            f"entry-point group {ENTRY_POINT_GROUP!r}, see docs/ADDING_A_FAMILY.md)"
+        )
     return registry[name]
 
 

@@ -45,26 +45,52 @@ class LaunchArg:
 
 
 LAUNCH_ARGS: tuple[LaunchArg, ...] = (
-    LaunchArg("hardware", "mujoco", "what the stack drives: the MuJoCo sim, the robot's own driver, or mock hardware",
-              ("mujoco", "real", "mock")),
-    LaunchArg("policy", DEFAULT_POLICY,
-              "policy to serve from the store, NAME or NAME@VERSION; 'expert' runs the sim's scripted expert; "
-              "'none' runs no policy"),
-    LaunchArg("task", DEFAULT_TASK, "sim task (ignored on real hardware); 'grasp' is the Adroit hand's and implies "
-              "profile:=adroit", tuple(sorted(TASK_ROBOTS))),
-    LaunchArg("profile", "panda", "robot profile (joint names, limits, topics); adroit: the G-PAYN hand with the "
-              "hand sim and the grasp planner", ("panda", HAND_PROFILE)),
-    LaunchArg("object", DEFAULT_HAND_OBJECT, "object of the hand's grasp task (a name of the sim's object catalogue; "
-              "adroit only)"),
+    LaunchArg(
+        "hardware",
+        "mujoco",
+        "what the stack drives: the MuJoCo sim, the robot's own driver, or mock hardware",
+        ("mujoco", "real", "mock"),
+    ),
+    LaunchArg(
+        "policy",
+        DEFAULT_POLICY,
+        "policy to serve from the store, NAME or NAME@VERSION; 'expert' runs the sim's scripted expert; "
+        "'none' runs no policy",
+    ),
+    LaunchArg(
+        "task",
+        DEFAULT_TASK,
+        "sim task (ignored on real hardware); 'grasp' is the Adroit hand's and implies profile:=adroit",
+        tuple(sorted(TASK_ROBOTS)),
+    ),
+    LaunchArg(
+        "profile",
+        "panda",
+        "robot profile (joint names, limits, topics); adroit: the G-PAYN hand with the hand sim and the grasp planner",
+        ("panda", HAND_PROFILE),
+    ),
+    LaunchArg(
+        "object",
+        DEFAULT_HAND_OBJECT,
+        "object of the hand's grasp task (a name of the sim's object catalogue; adroit only)",
+    ),
     LaunchArg("rtf", "1.0", "sim real-time factor in realtime pacing (0 = as fast as possible)"),
-    LaunchArg("pacing", "realtime", "realtime: sim runs on its own clock; lockstep: physics waits for each policy answer",
-              ("realtime", "lockstep")),
+    LaunchArg(
+        "pacing",
+        "realtime",
+        "realtime: sim runs on its own clock; lockstep: physics waits for each policy answer",
+        ("realtime", "lockstep"),
+    ),
     LaunchArg("record", "false", "start the MCAP recorder", ("true", "false")),
     LaunchArg("seed", "0", "seed of the first sim episode"),
     LaunchArg("cameras", "true", "render and publish sim cameras", ("true", "false")),
     LaunchArg("policy_rate", str(contract.POLICY_HZ), "policy loop rate in Hz"),
-    LaunchArg("params_file", "", "ROS 2 parameter YAML applied to every node (site tuning, e.g. "
-              "share/dexstack/config/panda_real.yaml); the values this launch derives take precedence"),
+    LaunchArg(
+        "params_file",
+        "",
+        "ROS 2 parameter YAML applied to every node (site tuning, e.g. "
+        "share/dexstack/config/panda_real.yaml); the values this launch derives take precedence",
+    ),
 )
 
 
@@ -131,13 +157,20 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
     common = {"use_sim_time": sim, "profile": values["profile"]}
     nodes: list[NodeSpec] = []
     if sim:
-        sim_params = common | {"task": values["task"], "rtf": float(values["rtf"]), "pacing": values["pacing"],
-                               "seed": int(values["seed"]), "cameras": values["cameras"] == "true",
-                               "policy_rate": float(values["policy_rate"])}
+        sim_params = common | {
+            "task": values["task"],
+            "rtf": float(values["rtf"]),
+            "pacing": values["pacing"],
+            "seed": int(values["seed"]),
+            "cameras": values["cameras"] == "true",
+            "policy_rate": float(values["policy_rate"]),
+        }
         if hand:
             # Lockstep hand episodes start as GraspEnv's: fit the arm-clear view, wait (up to this
             # much wall time) for the planner's grasp pose, then start the clock (`sim_node.py`).
-            sim_params |= {"object": values["object"]} | ({"grasp_pose_timeout_s": GRASP_POSE_TIMEOUT_S} if lockstep else {})
+            sim_params |= {"object": values["object"]} | (
+                {"grasp_pose_timeout_s": GRASP_POSE_TIMEOUT_S} if lockstep else {}
+            )
         nodes.append(NodeSpec("sim_node", "sim", sim_params))
     elif hardware == "mock":
         nodes.append(NodeSpec("mock_hardware", "mock_hardware", dict(common)))
@@ -148,22 +181,38 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
     nodes.append(NodeSpec("safety_filter", "safety_filter", common | {"start_enabled": hardware != "real"}))
     if values["policy"] == "expert":
         if hand:
-            raise ValueError("policy:=expert has no Adroit hand expert; the hand's scripted grasp is "
-                             "sim/experts/grasp.py (in-process)")
+            raise ValueError(
+                "policy:=expert has no Adroit hand expert; the hand's scripted grasp is "
+                "sim/experts/grasp.py (in-process)"
+            )
         if not sim:
             raise ValueError("policy:=expert needs hardware:=mujoco (the expert reads the sim's ground truth)")
-        nodes.append(NodeSpec("expert_node", "expert", common | {
-            "task": values["task"],
-            "rate": float(values["policy_rate"]),
-            "trigger": "observation" if lockstep else "timer",
-        }))
+        nodes.append(
+            NodeSpec(
+                "expert_node",
+                "expert",
+                common
+                | {
+                    "task": values["task"],
+                    "rate": float(values["policy_rate"]),
+                    "trigger": "observation" if lockstep else "timer",
+                },
+            )
+        )
     elif values["policy"] != "none":
-        nodes.append(NodeSpec("policy_node", "policy", common | {
-            "policy": values["policy"],
-            "rate": float(values["policy_rate"]),
-            "trigger": "observation" if lockstep else "timer",
-            "start_enabled": hardware != "real",
-        }))
+        nodes.append(
+            NodeSpec(
+                "policy_node",
+                "policy",
+                common
+                | {
+                    "policy": values["policy"],
+                    "rate": float(values["policy_rate"]),
+                    "trigger": "observation" if lockstep else "timer",
+                    "start_enabled": hardware != "real",
+                },
+            )
+        )
     if values["record"] == "true":
         nodes.append(NodeSpec("recorder", "recorder", common | {"task": values["task"]}))
     if values["params_file"]:
@@ -179,8 +228,9 @@ def _hand_bringup(values: dict[str, str]) -> bool:
     if not hand:
         return False
     if values["task"] not in HAND_TASKS and values["task"] != DEFAULT_TASK:
-        raise ValueError(f"profile:={HAND_PROFILE} runs the hand's {HAND_TASKS[0]!r} task, not the Panda task "
-                         f"task:={values['task']}")
+        raise ValueError(
+            f"profile:={HAND_PROFILE} runs the hand's {HAND_TASKS[0]!r} task, not the Panda task task:={values['task']}"
+        )
     values["profile"], values["task"] = HAND_PROFILE, HAND_TASKS[0]
     if values["policy"] == DEFAULT_POLICY:
         values["policy"] = "none"

@@ -26,11 +26,11 @@ def center_crop_resize(image: np.ndarray, height: int, width: int) -> np.ndarray
     if w * height > h * width:  # wider than the output: crop columns
         crop_w = int(round(h * width / height))
         x0 = (w - crop_w) // 2
-        image = image[:, x0:x0 + crop_w]
+        image = image[:, x0 : x0 + crop_w]
     else:
         crop_h = int(round(w * height / width))
         y0 = (h - crop_h) // 2
-        image = image[y0:y0 + crop_h]
+        image = image[y0 : y0 + crop_h]
     if image.shape[:2] == (height, width):
         return np.ascontiguousarray(image)
     return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_AREA)

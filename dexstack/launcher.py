@@ -26,8 +26,9 @@ def node_environment(domain_id: int | None = None, extra: Mapping[str, str] | No
     return env
 
 
-def start_nodes(specs: Iterable[NodeSpec], env: Mapping[str, str] | None = None,
-                log_dir: str | None = None) -> list[subprocess.Popen]:
+def start_nodes(
+    specs: Iterable[NodeSpec], env: Mapping[str, str] | None = None, log_dir: str | None = None
+) -> list[subprocess.Popen]:
     """Spawn every node; stdout/stderr go to `log_dir/<name>.log` when given, else inherit."""
     procs = []
     for spec in specs:
@@ -35,9 +36,15 @@ def start_nodes(specs: Iterable[NodeSpec], env: Mapping[str, str] | None = None,
         if log_dir:
             os.makedirs(log_dir, exist_ok=True)
             out = open(os.path.join(log_dir, f"{spec.name}.log"), "wb")  # noqa: SIM115 - owned by the child
-        procs.append(subprocess.Popen(spec.command(), env=dict(env) if env else node_environment(),
-                                      stdout=out, stderr=subprocess.STDOUT if out else None,
-                                      start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                spec.command(),
+                env=dict(env) if env else node_environment(),
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                start_new_session=True,
+            )
+        )
     return procs
 
 

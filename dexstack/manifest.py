@@ -80,8 +80,19 @@ DTYPES = ("float32", "float64", "uint8", "uint16", "int32", "int64")
 TEXT_DTYPE = "str"  # the one dtype of a text input (shape [])
 NORMALIZATION_TYPES = ("none", "mean_std", "min_max", "scale")
 
-REQUIRED_KEYS = ("schema_version", "name", "version", "family", "robot_profile", "graphs", "inputs", "outputs",
-                 "files", "provenance", "evaluation")
+REQUIRED_KEYS = (
+    "schema_version",
+    "name",
+    "version",
+    "family",
+    "robot_profile",
+    "graphs",
+    "inputs",
+    "outputs",
+    "files",
+    "provenance",
+    "evaluation",
+)
 OPTIONAL_KEYS = ("runtime",)
 
 # Policy names end up as directory names and in "NAME@VERSION" refs: keep them path- and ref-safe.
@@ -126,6 +137,7 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
 
 # --- structural validation ----------------------------------------------------------------
 
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -155,8 +167,7 @@ def _name_list(value: Any, where: str) -> list[str]:
 
 
 def _number_list(value: Any, length: int, where: str) -> list[float]:
-    _require(isinstance(value, list) and all(_is_number(v) for v in value),
-             f"{where} must be a list of finite numbers")
+    _require(isinstance(value, list) and all(_is_number(v) for v in value), f"{where} must be a list of finite numbers")
     _require(len(value) == length, f"{where} has {len(value)} entries, expected {length}")
     return value
 
@@ -164,8 +175,10 @@ def _number_list(value: Any, length: int, where: str) -> list[float]:
 def _check_relative_path(path: Any, where: str) -> None:
     _require(isinstance(path, str) and path != "", f"{where} must be a non-empty relative path, got {path!r}")
     pure = PurePosixPath(path)
-    _require(not pure.is_absolute() and ".." not in pure.parts and "\\" not in path and str(pure) == path,
-             f"{where}: {path!r} must be a plain relative path inside the version directory")
+    _require(
+        not pure.is_absolute() and ".." not in pure.parts and "\\" not in path and str(pure) == path,
+        f"{where}: {path!r} must be a plain relative path inside the version directory",
+    )
     _require(path != MANIFEST_FILE, f"{where}: {MANIFEST_FILE} cannot list itself")
 
 
@@ -201,11 +214,17 @@ def _check_normalization(norm: Any, width: int, where: str) -> None:
 def _check_freshness(spec: dict, where: str, schema_version: int) -> None:
     has_age, has_latched = "max_age_s" in spec, "latched" in spec
     if schema_version == 1:
-        _require(not has_age and not has_latched, f"{where}: schema_version 1 has no 'max_age_s' / 'latched' "
-                 "(its kinds have fixed staleness limits); say schema_version 2")
+        _require(
+            not has_age and not has_latched,
+            f"{where}: schema_version 1 has no 'max_age_s' / 'latched' "
+            "(its kinds have fixed staleness limits); say schema_version 2",
+        )
         return
-    _require(has_age != has_latched, f"{where} must say exactly one of 'max_age_s' (seconds before it is stale) "
-             "or 'latched': true (kept until replaced)")
+    _require(
+        has_age != has_latched,
+        f"{where} must say exactly one of 'max_age_s' (seconds before it is stale) "
+        "or 'latched': true (kept until replaced)",
+    )
     if has_age:
         age = spec["max_age_s"]
         _require(_is_number(age) and age > 0, f"{where}.max_age_s must be a number of seconds > 0, got {age!r}")
@@ -228,14 +247,18 @@ def _check_input(spec: Any, where: str, schema_version: int = SCHEMA_VERSION) ->
         _require(shape == [], f"{where}.shape must be [] for kind 'text' (one string), got {shape!r}")
         _require(dtype == TEXT_DTYPE, f"{where}.dtype must be {TEXT_DTYPE!r} for kind 'text', got {dtype!r}")
     else:
-        _require(isinstance(shape, list) and len(shape) > 0 and all(_is_int(d) and d > 0 for d in shape),
-                 f"{where}.shape must be a non-empty list of positive integers, got {shape!r}")
+        _require(
+            isinstance(shape, list) and len(shape) > 0 and all(_is_int(d) and d > 0 for d in shape),
+            f"{where}.shape must be a non-empty list of positive integers, got {shape!r}",
+        )
         _require(dtype in DTYPES, f"{where}.dtype is {dtype!r}; expected one of {list(DTYPES)}")
     _check_freshness(spec, where, schema_version)
 
     def float_vector(length: int | None, what: str) -> None:
-        _require(len(shape) == 1 and (length is None or shape[0] == length),
-                 f"{where}.shape must be [{length or 'n'}] for kind {kind!r} ({what}), got {shape}")
+        _require(
+            len(shape) == 1 and (length is None or shape[0] == length),
+            f"{where}.shape must be [{length or 'n'}] for kind {kind!r} ({what}), got {shape}",
+        )
         _require(dtype.startswith("float"), f"{where}.dtype must be a float type for kind {kind!r}, got {dtype!r}")
 
     if kind == "joint_positions":
@@ -243,16 +266,22 @@ def _check_input(spec: Any, where: str, schema_version: int = SCHEMA_VERSION) ->
         names = _name_list(spec.get("names"), f"{where}.names")
         _require(len(names) == shape[0], f"{where}: {len(names)} names but shape {shape}")
     elif kind == "rgb":
-        _require(len(shape) == 3 and shape[2] == 3, f"{where}.shape must be [height, width, 3] for kind 'rgb', got {shape}")
+        _require(
+            len(shape) == 3 and shape[2] == 3, f"{where}.shape must be [height, width, 3] for kind 'rgb', got {shape}"
+        )
         _require(dtype == "uint8", f"{where}.dtype must be 'uint8' for kind 'rgb', got {dtype!r}")
     elif kind == "depth":
-        _require(len(shape) == 2 or (len(shape) == 3 and shape[2] == 1),
-                 f"{where}.shape must be [height, width] or [height, width, 1] for kind 'depth', got {shape}")
+        _require(
+            len(shape) == 2 or (len(shape) == 3 and shape[2] == 1),
+            f"{where}.shape must be [height, width] or [height, width, 1] for kind 'depth', got {shape}",
+        )
         # Observations carry depth in metres as float32 (contract); uint16 mm only if the graph wants raw.
         _require(dtype in ("float32", "uint16"), f"{where}.dtype must be 'float32' (m) or 'uint16' (mm) for depth")
     elif kind == "segmentation":
         _require(len(shape) == 2, f"{where}.shape must be [height, width] for kind 'segmentation', got {shape}")
-        _require(dtype == "int32", f"{where}.dtype must be 'int32' (segment ids) for kind 'segmentation', got {dtype!r}")
+        _require(
+            dtype == "int32", f"{where}.dtype must be 'int32' (segment ids) for kind 'segmentation', got {dtype!r}"
+        )
     elif kind == "wrench":
         float_vector(6, "force x y z in N, then torque x y z in N m")
     elif kind == "pose":
@@ -264,8 +293,10 @@ def _check_input(spec: Any, where: str, schema_version: int = SCHEMA_VERSION) ->
             _require(len(names) == shape[0], f"{where}: {len(names)} names but shape {shape}")
     if "preprocess" in spec:
         preprocess = spec["preprocess"]
-        _require(kind == "rgb" and preprocess in RGB_PREPROCESS,
-                 f"{where}.preprocess is {preprocess!r}; only rgb inputs take one of {list(RGB_PREPROCESS)}")
+        _require(
+            kind == "rgb" and preprocess in RGB_PREPROCESS,
+            f"{where}.preprocess is {preprocess!r}; only rgb inputs take one of {list(RGB_PREPROCESS)}",
+        )
     if "names" in spec and kind not in ("joint_positions", "vector"):
         _name_list(spec["names"], f"{where}.names")
     if "normalization" in spec:
@@ -278,8 +309,11 @@ def _check_outputs(out: Any) -> None:
     where = "outputs"
     _require(isinstance(out, dict), "outputs must be an object")
     kind = out.get("kind")
-    _require(kind in OUTPUT_KINDS, f"outputs.kind is {kind!r}; expected one of {list(OUTPUT_KINDS)} (every family "
-             "answers with joint targets; a family with another action converts inside its runtime)")
+    _require(
+        kind in OUTPUT_KINDS,
+        f"outputs.kind is {kind!r}; expected one of {list(OUTPUT_KINDS)} (every family "
+        "answers with joint targets; a family with another action converts inside its runtime)",
+    )
     names = _name_list(out.get("joint_names"), "outputs.joint_names")
     chunk = out.get("chunk_length")
     _require(_is_int(chunk) and chunk > 0, f"outputs.chunk_length must be a positive integer, got {chunk!r}")
@@ -317,29 +351,42 @@ def validate_manifest(m: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in m]
     _require(not missing, f"manifest lacks required field(s): {missing}")
     unknown = sorted(set(m) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
-    _require(not unknown, f"manifest has unknown field(s) {unknown}; known: {list(REQUIRED_KEYS + OPTIONAL_KEYS)}"
-             " (family-specific settings go under 'runtime')")
+    _require(
+        not unknown,
+        f"manifest has unknown field(s) {unknown}; known: {list(REQUIRED_KEYS + OPTIONAL_KEYS)}"
+        " (family-specific settings go under 'runtime')",
+    )
 
     sv = m["schema_version"]
     _require(_is_int(sv), f"schema_version must be an integer, got {sv!r}")
-    _require(sv in SCHEMA_VERSIONS, f"schema_version {sv} is not supported (this dexstack reads {list(SCHEMA_VERSIONS)})")
+    _require(
+        sv in SCHEMA_VERSIONS, f"schema_version {sv} is not supported (this dexstack reads {list(SCHEMA_VERSIONS)})"
+    )
     name = m["name"]
-    _require(isinstance(name, str) and NAME_RE.match(name) is not None,
-             f"name must match {NAME_RE.pattern} (letters, digits, '_', '.', '-'), got {name!r}")
+    _require(
+        isinstance(name, str) and NAME_RE.match(name) is not None,
+        f"name must match {NAME_RE.pattern} (letters, digits, '_', '.', '-'), got {name!r}",
+    )
     version = m["version"]
-    _require(isinstance(version, str) and VERSION_RE.match(version) is not None,
-             f"version must be a string of digits like \"3\", got {version!r}")
+    _require(
+        isinstance(version, str) and VERSION_RE.match(version) is not None,
+        f'version must be a string of digits like "3", got {version!r}',
+    )
     family = m["family"]
-    _require(isinstance(family, str) and FAMILY_RE.match(family) is not None,
-             f"family must be a lower-case identifier like 'my_family', got {family!r}")
+    _require(
+        isinstance(family, str) and FAMILY_RE.match(family) is not None,
+        f"family must be a lower-case identifier like 'my_family', got {family!r}",
+    )
     _str_field(m, "robot_profile", "manifest")
 
     files = m["files"]
     _require(isinstance(files, dict), "files must be an object {relative path: sha256}")
     for path, digest in files.items():
         _check_relative_path(path, f"files[{path!r}]")
-        _require(isinstance(digest, str) and SHA256_RE.match(digest) is not None,
-                 f"files[{path!r}] must be a lower-case sha256 hex digest, got {digest!r}")
+        _require(
+            isinstance(digest, str) and SHA256_RE.match(digest) is not None,
+            f"files[{path!r}] must be a lower-case sha256 hex digest, got {digest!r}",
+        )
 
     graphs = m["graphs"]
     _require(isinstance(graphs, dict) and len(graphs) > 0, "graphs must be a non-empty object {role: file}")
@@ -358,8 +405,11 @@ def validate_manifest(m: dict[str, Any]) -> None:
     for spec in inputs:  # one subscription per topic: one message type and one QoS
         wiring = (INPUT_KINDS[spec["kind"]], spec.get("latched") is True)
         first = by_source.setdefault(spec["source"], wiring)
-        _require(first == wiring, f"inputs on {spec['source']!r} disagree on their message type or 'latched' ({first} vs "
-                 f"{wiring}): inputs sharing a topic share its message type and QoS")
+        _require(
+            first == wiring,
+            f"inputs on {spec['source']!r} disagree on their message type or 'latched' ({first} vs "
+            f"{wiring}): inputs sharing a topic share its message type and QoS",
+        )
 
     _check_outputs(m["outputs"])
     _check_provenance(m["provenance"])
@@ -379,6 +429,7 @@ def upgrade_manifest(m: dict[str, Any]) -> dict[str, Any]:
 
 # --- fit to a robot -----------------------------------------------------------------------
 
+
 def check_against_profile(m: dict[str, Any], profile: RobotProfile) -> None:
     """Check that a (validated) manifest fits `profile`: same robot, the same joints as
     outputs, known joint names in inputs, and robot inputs on topics the robot publishes (at
@@ -390,20 +441,26 @@ def check_against_profile(m: dict[str, Any], profile: RobotProfile) -> None:
     out_names = m["outputs"]["joint_names"]
     for name in out_names:
         if name not in joints:
-            raise ManifestError(f"output joint {name!r} is not a joint of robot profile {profile.name!r} "
-                                f"(joints: {', '.join(joints)})")
+            raise ManifestError(
+                f"output joint {name!r} is not a joint of robot profile {profile.name!r} (joints: {', '.join(joints)})"
+            )
     missing = [j for j in joints if j not in out_names]
     if missing:
-        raise ManifestError(f"outputs.joint_names lack joint(s) {missing} of robot profile {profile.name!r}: a chunk "
-                            "must command every joint")
+        raise ManifestError(
+            f"outputs.joint_names lack joint(s) {missing} of robot profile {profile.name!r}: a chunk "
+            "must command every joint"
+        )
     for spec in m["inputs"]:
         _check_input_against_profile(spec, profile)
 
 
 def _camera_topics(kind: str, profile: RobotProfile) -> dict[str, str]:
     """{topic: camera} of the profile's cameras for an image kind."""
-    topic_for = {"rgb": contract.camera_color_topic, "depth": contract.camera_depth_topic,
-                 "segmentation": contract.camera_mask_topic}[kind]
+    topic_for = {
+        "rgb": contract.camera_color_topic,
+        "depth": contract.camera_depth_topic,
+        "segmentation": contract.camera_mask_topic,
+    }[kind]
     return {topic_for(cam): cam for cam in profile.camera_names}
 
 
@@ -414,25 +471,35 @@ def _check_input_against_profile(spec: dict[str, Any], profile: RobotProfile) ->
             raise ManifestError(f"{where}: joint positions come from {contract.JOINT_STATES!r}, not {source!r}")
         unknown = [n for n in spec["names"] if n not in profile.joint_names]
         if unknown:
-            raise ManifestError(f"{where}: joint(s) {unknown} are not joints of robot profile {profile.name!r} "
-                                f"(joints: {', '.join(profile.joint_names)})")
+            raise ManifestError(
+                f"{where}: joint(s) {unknown} are not joints of robot profile {profile.name!r} "
+                f"(joints: {', '.join(profile.joint_names)})"
+            )
     elif kind == "wrench":
         topics = [t.name for t in profile.topics() if t.msg_type == INPUT_KINDS["wrench"]]
         if source not in topics:
-            raise ManifestError(f"{where}: source {source!r} is not a wrench topic of robot profile {profile.name!r} "
-                                f"(available: {topics})")
+            raise ManifestError(
+                f"{where}: source {source!r} is not a wrench topic of robot profile {profile.name!r} "
+                f"(available: {topics})"
+            )
     elif kind in ("rgb", "depth", "segmentation"):
         cameras = _camera_topics(kind, profile)
         if source not in cameras:
-            raise ManifestError(f"{where}: source {source!r} is not a {kind} topic of robot profile "
-                                f"{profile.name!r} (available: {list(cameras)})")
+            raise ManifestError(
+                f"{where}: source {source!r} is not a {kind} topic of robot profile "
+                f"{profile.name!r} (available: {list(cameras)})"
+            )
         cam = profile.camera(cameras[source])
         height, width = spec["shape"][0], spec["shape"][1]
         if spec.get("preprocess", "none") != "none":
             if height > cam.height or width > cam.width:
-                raise ManifestError(f"{where}: expects {height}x{width} (HxW) images cropped and resized from camera "
-                                    f"{cam.name!r} of robot profile {profile.name!r}, which publishes only "
-                                    f"{cam.height}x{cam.width}")
+                raise ManifestError(
+                    f"{where}: expects {height}x{width} (HxW) images cropped and resized from camera "
+                    f"{cam.name!r} of robot profile {profile.name!r}, which publishes only "
+                    f"{cam.height}x{cam.width}"
+                )
         elif (height, width) != (cam.height, cam.width):
-            raise ManifestError(f"{where}: expects {height}x{width} (HxW) images but camera {cam.name!r} of robot "
-                                f"profile {profile.name!r} publishes {cam.height}x{cam.width}")
+            raise ManifestError(
+                f"{where}: expects {height}x{width} (HxW) images but camera {cam.name!r} of robot "
+                f"profile {profile.name!r} publishes {cam.height}x{cam.width}"
+            )

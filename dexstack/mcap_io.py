@@ -39,8 +39,23 @@ EPISODE_METADATA = "dexstack.episode"
 PARTIAL_SUFFIX = ".part"  # an episode being written; renamed to .mcap only when complete
 SEPARATOR = "=" * 80
 
-_PRIMITIVES = {"bool", "byte", "char", "float32", "float64", "int8", "uint8", "int16", "uint16",
-               "int32", "uint32", "int64", "uint64", "string", "wstring"}
+_PRIMITIVES = {
+    "bool",
+    "byte",
+    "char",
+    "float32",
+    "float64",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "string",
+    "wstring",
+}
 
 
 # --- message definitions ----------------------------------------------------------------
@@ -70,8 +85,10 @@ def _msg_text(package: str, name: str) -> str:
         path = share / "msg" / f"{name}.msg"
         if path.is_file():
             return path.read_text()
-    raise FileNotFoundError(f"no definition file for {package}/msg/{name}: looked in "
-                            f"{[str(d / 'msg') for d in _share_dirs(package)]}; is the interface package installed?")
+    raise FileNotFoundError(
+        f"no definition file for {package}/msg/{name}: looked in "
+        f"{[str(d / 'msg') for d in _share_dirs(package)]}; is the interface package installed?"
+    )
 
 
 def _dependencies(package: str, text: str) -> list[tuple[str, str]]:
@@ -143,10 +160,12 @@ def offered_qos_yaml(profiles: Sequence[dict]) -> str:
     as rmw names ("keep_last", "reliable", "transient_local", ...). Empty list -> ""."""
     out = []
     for p in profiles:
-        out.append(f"- history: {p.get('history', 'keep_last')}\n  depth: {int(p.get('depth', 10))}\n"
-                   f"  reliability: {p.get('reliability', 'reliable')}\n  durability: {p.get('durability', 'volatile')}\n"
-                   f"  deadline:{_INFINITE}\n  lifespan:{_INFINITE}\n  liveliness: automatic\n"
-                   f"  liveliness_lease_duration:{_INFINITE}\n  avoid_ros_namespace_conventions: false")
+        out.append(
+            f"- history: {p.get('history', 'keep_last')}\n  depth: {int(p.get('depth', 10))}\n"
+            f"  reliability: {p.get('reliability', 'reliable')}\n  durability: {p.get('durability', 'volatile')}\n"
+            f"  deadline:{_INFINITE}\n  lifespan:{_INFINITE}\n  liveliness: automatic\n"
+            f"  liveliness_lease_duration:{_INFINITE}\n  avoid_ros_namespace_conventions: false"
+        )
     return "\n".join(out)
 
 
@@ -177,15 +196,24 @@ class EpisodeWriter:
             return self._channels[topic]
         if type_name not in self._schemas:
             self._schemas[type_name] = self._writer.register_schema(
-                name=type_name, encoding="ros2msg", data=message_definition(type_name).encode())
+                name=type_name, encoding="ros2msg", data=message_definition(type_name).encode()
+            )
         self._channels[topic] = self._writer.register_channel(
-            topic=topic, message_encoding="cdr", schema_id=self._schemas[type_name],
-            metadata={"offered_qos_profiles": offered_qos_yaml(offered_qos)})
+            topic=topic,
+            message_encoding="cdr",
+            schema_id=self._schemas[type_name],
+            metadata={"offered_qos_profiles": offered_qos_yaml(offered_qos)},
+        )
         return self._channels[topic]
 
     def write(self, channel_id: int, cdr: bytes, log_time_ns: int, publish_time_ns: int) -> None:
-        self._writer.add_message(channel_id=channel_id, log_time=log_time_ns, data=cdr,
-                                 publish_time=publish_time_ns, sequence=self.message_count)
+        self._writer.add_message(
+            channel_id=channel_id,
+            log_time=log_time_ns,
+            data=cdr,
+            publish_time=publish_time_ns,
+            sequence=self.message_count,
+        )
         self.message_count += 1
 
     def close(self, metadata: dict[str, str] | None = None) -> Path:
@@ -248,7 +276,7 @@ def _image_array(msg, path: Path, topic: str) -> np.ndarray:
         return np.ascontiguousarray(img[..., ::-1] if enc == "bgr8" else img)
     if enc in ("16UC1", "mono16"):
         dt = ">u2" if msg.is_bigendian else "<u2"
-        return (np.frombuffer(raw, dt).reshape(h, msg.step // 2)[:, :w].astype(np.float32) / 1000.0)
+        return np.frombuffer(raw, dt).reshape(h, msg.step // 2)[:, :w].astype(np.float32) / 1000.0
     if enc == "32FC1":
         dt = ">f4" if msg.is_bigendian else "<f4"
         return np.frombuffer(raw, dt).reshape(h, msg.step // 4)[:, :w].astype(np.float32)
@@ -265,8 +293,9 @@ def _chunk_or_none(msg) -> ActionChunk | None:
     return ActionChunk(tuple(msg.joint_names), positions, times, stamp)
 
 
-def convert_episode(path: str | Path, fps: float, profile: RobotProfile, cameras: Sequence[str], depth: bool = False
-                    ) -> tuple[dict[str, np.ndarray], dict]:
+def convert_episode(
+    path: str | Path, fps: float, profile: RobotProfile, cameras: Sequence[str], depth: bool = False
+) -> tuple[dict[str, np.ndarray], dict]:
     """Sample one episode file at `fps` ticks; returns (frames, episode info).
 
     Ticks start at the first log time at which every required topic (joint states and each
@@ -378,9 +407,15 @@ def _features(frames: dict[str, np.ndarray]) -> dict[str, dict]:
     return feats
 
 
-def build_from_mcap(mcap_paths: Iterable[str | Path] | str | Path, out_root: str | Path, profile: RobotProfile,
-                    fps: float | None = None, cameras: Sequence[str] | None = None, depth: bool = False,
-                    on_episode: Callable[[int, int, Path], None] | None = None) -> Dataset:
+def build_from_mcap(
+    mcap_paths: Iterable[str | Path] | str | Path,
+    out_root: str | Path,
+    profile: RobotProfile,
+    fps: float | None = None,
+    cameras: Sequence[str] | None = None,
+    depth: bool = False,
+    on_episode: Callable[[int, int, Path], None] | None = None,
+) -> Dataset:
     """Build a dataset at `out_root` from MCAP episode files (or directories of them).
 
     `profile`: the robot that was recorded (its joint names and cameras; `hardware/profiles.py`);

@@ -86,8 +86,9 @@ class ObservationAssembler:
                 if key not in spec:
                     raise ValueError(f"manifest input {spec.get('name', spec)!r} lacks {key!r}")
             if spec["kind"] not in INPUT_KINDS:
-                raise ValueError(f"input {spec['name']!r}: unsupported kind {spec['kind']!r}; "
-                                 f"supported: {sorted(INPUT_KINDS)}")
+                raise ValueError(
+                    f"input {spec['name']!r}: unsupported kind {spec['kind']!r}; supported: {sorted(INPUT_KINDS)}"
+                )
             if (spec.get("latched") is True) == ("max_age_s" in spec):
                 raise ValueError(f"input {spec['name']!r} needs exactly one of max_age_s or latched: true")
         names = [s["name"] for s in self.inputs]
@@ -234,9 +235,16 @@ class ObservationAssembler:
         for name, age in ages.items():
             limit = float(self._specs[name]["max_age_s"])
             if age > limit:
-                return Assembly(stamp_ns, None, HoldReason(
-                    "WARN", f"{name} ({self._specs[name]['source']}) is stale: {age:.3f} s old, "
-                            f"max {limit:.3f} s (is the publisher running, and on the same clock?)"), oldest)
+                return Assembly(
+                    stamp_ns,
+                    None,
+                    HoldReason(
+                        "WARN",
+                        f"{name} ({self._specs[name]['source']}) is stale: {age:.3f} s old, "
+                        f"max {limit:.3f} s (is the publisher running, and on the same clock?)",
+                    ),
+                    oldest,
+                )
         waiting = [name for name in self._latched if name not in latched]
         if waiting:
             waits = ", ".join(f"{n} on {self._specs[n]['source']}" for n in waiting)
@@ -269,5 +277,7 @@ def check_outputs_for_profile(outputs: dict[str, Any], profile_joints: tuple[str
     if extra or missing:
         raise ValueError(f"output joints do not match the robot profile: unknown {extra}, missing {missing}")
     if float(outputs.get("dt", 0.0)) <= 0.0 or int(outputs.get("chunk_length", 0)) <= 0:
-        raise ValueError(f"outputs need dt > 0 and chunk_length > 0, got dt={outputs.get('dt')} "
-                         f"chunk_length={outputs.get('chunk_length')}")
+        raise ValueError(
+            f"outputs need dt > 0 and chunk_length > 0, got dt={outputs.get('dt')} "
+            f"chunk_length={outputs.get('chunk_length')}"
+        )

@@ -59,8 +59,9 @@ def check_observation(observation: dict[str, np.ndarray], inputs: list[dict[str,
             raise ObservationError(f"{name}: contains NaN or inf")
 
 
-def load_runtime(policy_dir: str | Path, manifest: dict[str, Any], *, profile: RobotProfile,
-                 rate_hz: float | None = None) -> PolicyRuntime:
+def load_runtime(
+    policy_dir: str | Path, manifest: dict[str, Any], *, profile: RobotProfile, rate_hz: float | None = None
+) -> PolicyRuntime:
     """Build the runtime of the manifest's family (the registry's `Family.runtime`) for the robot
     `profile`; `rate_hz`: how often `act` will be called (None: once per outputs.dt). Raises
     KeyError for an unknown family."""

@@ -92,11 +92,17 @@ class ServingStats:
 
     def values(self) -> dict[str, object]:
         return {
-            "inference_ms_p50": self.inference_ms.ms(50), "inference_ms_p99": self.inference_ms.ms(99),
-            "e2e_ms_p50": self.e2e_ms.ms(50), "e2e_ms_p99": self.e2e_ms.ms(99),
-            "compute_ms_p50": self.compute_ms.ms(50), "compute_ms_p99": self.compute_ms.ms(99),
+            "inference_ms_p50": self.inference_ms.ms(50),
+            "inference_ms_p99": self.inference_ms.ms(99),
+            "e2e_ms_p50": self.e2e_ms.ms(50),
+            "e2e_ms_p99": self.e2e_ms.ms(99),
+            "compute_ms_p50": self.compute_ms.ms(50),
+            "compute_ms_p99": self.compute_ms.ms(99),
             "observation_age_ms": f"{self.age_ms.values[-1]:.3f}" if self.age_ms.values else "",
             "observation_age_ms_p99": self.age_ms.ms(99),
-            "chunks": self.chunks, "hold_count": self.holds, "last_hold_reason": self.last_hold_reason,
-            "loop_period_ms_p50": self.period_ms.ms(50), "loop_jitter_ms_p99": self.jitter_ms.ms(99),
+            "chunks": self.chunks,
+            "hold_count": self.holds,
+            "last_hold_reason": self.last_hold_reason,
+            "loop_period_ms_p50": self.period_ms.ms(50),
+            "loop_jitter_ms_p99": self.jitter_ms.ms(99),
         }

@@ -227,8 +227,10 @@ class LocalDirBackend:
                 subdirs.add(dst.parent)
                 actual = _copy_and_hash(src, dst)
                 if actual != expected:
-                    raise ManifestError(f"{src} changed while it was being published (sha256 {expected[:12]}... "
-                                        f"before, {actual[:12]}... when copied); nothing was published")
+                    raise ManifestError(
+                        f"{src} changed while it was being published (sha256 {expected[:12]}... "
+                        f"before, {actual[:12]}... when copied); nothing was published"
+                    )
             for _ in range(_MAX_PUBLISH_ATTEMPTS):
                 version = str(max([min_version - 1] + [int(v) for v in self.versions(name)]) + 1)
                 manifest_path = tmp / MANIFEST_FILE
@@ -293,19 +295,24 @@ class PolicyStore:
         versions = self._versions(name)
         if not versions:
             names = sorted({n for b in self.backends for n in b.names() if b.versions(n)})
-            raise PolicyRejected(f"no policy named {name!r} in the store ({self._where()}); "
-                                 f"available: {', '.join(names) if names else 'none'}")
+            raise PolicyRejected(
+                f"no policy named {name!r} in the store ({self._where()}); "
+                f"available: {', '.join(names) if names else 'none'}"
+            )
         if version is None:
             version = self._promoted(name)
             if version is not None and version not in versions:
-                raise PolicyRejected(f"policy {name!r} is promoted to version {version!r}, which does not exist "
-                                     f"(versions: {', '.join(_sort_versions(list(versions)))}); "
-                                     f"promote an existing version or ask for NAME@VERSION")
+                raise PolicyRejected(
+                    f"policy {name!r} is promoted to version {version!r}, which does not exist "
+                    f"(versions: {', '.join(_sort_versions(list(versions)))}); "
+                    f"promote an existing version or ask for NAME@VERSION"
+                )
             if version is None:
                 version = _sort_versions(list(versions))[-1]
         if version not in versions:
-            raise PolicyRejected(f"policy {name!r} has no version {version!r}; "
-                                 f"versions: {', '.join(_sort_versions(list(versions)))}")
+            raise PolicyRejected(
+                f"policy {name!r} has no version {version!r}; versions: {', '.join(_sort_versions(list(versions)))}"
+            )
         return name, version, versions[version]
 
     def resolve(self, ref: str) -> Path:
@@ -330,8 +337,17 @@ class PolicyStore:
                     created = str(prov.get("created", "")) if isinstance(prov, dict) else ""
                 except ManifestError:
                     family, created = "?", ""
-                rows.append({"name": name, "version": version, "family": family, "promoted": version == promoted,
-                             "created": created, "path": str(path), "source": backend.label})
+                rows.append(
+                    {
+                        "name": name,
+                        "version": version,
+                        "family": family,
+                        "promoted": version == promoted,
+                        "created": created,
+                        "path": str(path),
+                        "source": backend.label,
+                    }
+                )
         return sorted(rows, key=lambda r: (r["name"], int(r["version"])))
 
     # --- verification ---------------------------------------------------------------------
@@ -358,8 +374,10 @@ class PolicyStore:
             raise PolicyRejected(f"{label}: {exc.args[0]}") from None
         manifest = upgrade_manifest(manifest)
         if (manifest["name"], manifest["version"]) != (name, version):
-            raise PolicyRejected(f"{label}: its manifest says {manifest['name']}@{manifest['version']}; "
-                                 "the version directory was copied or renamed by hand")
+            raise PolicyRejected(
+                f"{label}: its manifest says {manifest['name']}@{manifest['version']}; "
+                "the version directory was copied or renamed by hand"
+            )
         self._check_files(path, manifest["files"], label)
         if profile is not None:
             try:
@@ -368,8 +386,9 @@ class PolicyStore:
                 raise PolicyRejected(f"{label} does not fit robot profile {profile.name!r}: {exc}") from None
         if deep:
             self._open_graphs(path, manifest, label)
-        return LoadedPolicy(name=name, version=version, path=path, manifest=manifest,
-                            manifest_sha256=hashlib.sha256(raw).hexdigest())
+        return LoadedPolicy(
+            name=name, version=version, path=path, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest()
+        )
 
     @staticmethod
     def _check_files(path: Path, listed: dict[str, str], label: str) -> None:
@@ -379,13 +398,17 @@ class PolicyStore:
             raise PolicyRejected(f"{label}: file(s) listed in the manifest are missing: {missing}")
         extra = sorted(present - set(listed))
         if extra:
-            raise PolicyRejected(f"{label}: unlisted file(s) in {path}: {extra}; every file of a version must be "
-                                 "listed with its sha256 in the manifest")
+            raise PolicyRejected(
+                f"{label}: unlisted file(s) in {path}: {extra}; every file of a version must be "
+                "listed with its sha256 in the manifest"
+            )
         for rel, expected in sorted(listed.items()):
             actual = sha256_file(path / rel)
             if actual != expected:
-                raise PolicyRejected(f"{label}: checksum mismatch for {rel}: the manifest lists sha256 {expected}, "
-                                     f"the file has {actual} (corrupted or modified after publishing)")
+                raise PolicyRejected(
+                    f"{label}: checksum mismatch for {rel}: the manifest lists sha256 {expected}, "
+                    f"the file has {actual} (corrupted or modified after publishing)"
+                )
 
     @staticmethod
     def _open_graphs(path: Path, manifest: dict, label: str) -> None:
@@ -413,8 +436,9 @@ class PolicyStore:
 
     # --- writing --------------------------------------------------------------------------
 
-    def publish(self, src_dir: str | Path, name: str | None = None, profile: RobotProfile | None = None
-                ) -> LoadedPolicy:
+    def publish(
+        self, src_dir: str | Path, name: str | None = None, profile: RobotProfile | None = None
+    ) -> LoadedPolicy:
         """Publish an export directory (manifest.json + files) as the next version of `name`
         (default: the manifest's "name"). The store sets name, version and the sha256 of
         every file; "evaluation" defaults to {}. With `profile` (`dexstack store publish` passes
@@ -426,8 +450,10 @@ class PolicyStore:
         manifest = load_manifest(src)
         name = name if name is not None else manifest.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
-            raise ManifestError(f"{src}: policy name {name!r} is missing or invalid: pass a name (--name) or set "
-                                f"'name' in {MANIFEST_FILE}; names match {NAME_RE.pattern}")
+            raise ManifestError(
+                f"{src}: policy name {name!r} is missing or invalid: pass a name (--name) or set "
+                f"'name' in {MANIFEST_FILE}; names match {NAME_RE.pattern}"
+            )
 
         files = {rel: p for rel, p in _walk_files(src) if rel != MANIFEST_FILE}
         if not files:
@@ -437,12 +463,16 @@ class PolicyStore:
         if declared is not None:
             # Re-publishing a version copied from another store: its checksums must still hold.
             if not isinstance(declared, dict) or set(declared) != set(digests):
-                raise ManifestError(f"{src}: {MANIFEST_FILE} lists files {sorted(declared or {})} but the directory "
-                                    f"holds {sorted(digests)}; drop 'files' to let the store compute it")
+                raise ManifestError(
+                    f"{src}: {MANIFEST_FILE} lists files {sorted(declared or {})} but the directory "
+                    f"holds {sorted(digests)}; drop 'files' to let the store compute it"
+                )
             bad = sorted(rel for rel in digests if declared[rel] != digests[rel])
             if bad:
-                raise ManifestError(f"{src}: checksum mismatch for {bad} against the sha256 in {MANIFEST_FILE}; "
-                                    "the copy is corrupted (or drop 'files' to let the store compute it)")
+                raise ManifestError(
+                    f"{src}: checksum mismatch for {bad} against the sha256 in {MANIFEST_FILE}; "
+                    "the copy is corrupted (or drop 'files' to let the store compute it)"
+                )
 
         manifest = dict(manifest, name=name, version="1", files=digests)
         manifest.setdefault("evaluation", {})
@@ -462,8 +492,12 @@ class PolicyStore:
 
         # Numbers continue after the bundled store's so NAME@VERSION stays unambiguous.
         others = [int(v) for b in self.backends if b is not self.local for v in b.versions(name)]
-        version = self.local.publish(name, {rel: (files[rel], digests[rel]) for rel in files}, manifest_for,
-                                     min_version=max(others, default=0) + 1)
+        version = self.local.publish(
+            name,
+            {rel: (files[rel], digests[rel]) for rel in files},
+            manifest_for,
+            min_version=max(others, default=0) + 1,
+        )
         return self.verify(f"{name}@{version}", profile)
 
     def promote(self, ref: str, profile: RobotProfile | None = None) -> None:

@@ -35,11 +35,24 @@ MAX_FINGER_DELTA = 0.125  # closing fraction per step: open to closed in 0.8 s
 # contact and a 10 cm lift of the potted meat can, sugar box, mustard bottle and bleach cleanser.
 # The wrist and the spread joints stay at zero.
 _CLOSED = {
-    "FFJ2": 1.4, "FFJ1": 1.5, "FFJ0": 1.3,
-    "MFJ2": 1.4, "MFJ1": 1.5, "MFJ0": 1.3,
-    "RFJ2": 1.4, "RFJ1": 1.5, "RFJ0": 1.3,
-    "LFJ4": 0.2, "LFJ2": 1.4, "LFJ1": 1.5, "LFJ0": 1.3,
-    "THJ4": 0.09, "THJ3": 1.15, "THJ2": 0.26, "THJ1": -0.52, "THJ0": -1.57,
+    "FFJ2": 1.4,
+    "FFJ1": 1.5,
+    "FFJ0": 1.3,
+    "MFJ2": 1.4,
+    "MFJ1": 1.5,
+    "MFJ0": 1.3,
+    "RFJ2": 1.4,
+    "RFJ1": 1.5,
+    "RFJ0": 1.3,
+    "LFJ4": 0.2,
+    "LFJ2": 1.4,
+    "LFJ1": 1.5,
+    "LFJ0": 1.3,
+    "THJ4": 0.09,
+    "THJ3": 1.15,
+    "THJ2": 0.26,
+    "THJ1": -0.52,
+    "THJ0": -1.57,
 }
 HAND_CLOSED = np.array([_CLOSED.get(j, 0.0) for j in HAND_JOINTS])
 HAND_OPEN = np.zeros(len(HAND_JOINTS))
@@ -61,7 +74,6 @@ def finger_targets(fractions: ArrayLike) -> np.ndarray:
     f = np.clip(f, 0.0, 1.0)
     per_joint = np.where(FINGER_OF_JOINT >= 0, f[np.maximum(FINGER_OF_JOINT, 0)], 0.0)
     return HAND_OPEN + per_joint * (HAND_CLOSED - HAND_OPEN)
-
 
 
 def finger_fractions(hand_q: np.ndarray) -> np.ndarray:

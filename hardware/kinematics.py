@@ -92,19 +92,21 @@ class RobotKinematics:
         m = self.model
         self.n_ik = profile.model.ik_joints
         self._qpos_adr = np.array([m.jnt_qposadr[m.joint(prefix + j).id] for j in profile.joint_names])
-        self._ik_dofs = np.array([m.jnt_dofadr[m.joint(prefix + j).id] for j in profile.joint_names[:self.n_ik]])
+        self._ik_dofs = np.array([m.jnt_dofadr[m.joint(prefix + j).id] for j in profile.joint_names[: self.n_ik]])
         self._site = m.site(prefix + profile.model.ik_site).id
-        self.lower, self.upper = profile.lower[:self.n_ik], profile.upper[:self.n_ik]
+        self.lower, self.upper = profile.lower[: self.n_ik], profile.upper[: self.n_ik]
 
     def _set_joints(self, q: np.ndarray) -> None:
         """Joint positions: all the profile's joints, or the IK joints only (the others at the
         model's reference pose), then the kinematics pass."""
         q = np.asarray(q, dtype=float)
         if q.shape not in ((self.n_ik,), (self.profile.n_joints,)) or not np.isfinite(q).all():
-            raise ValueError(f"joint positions must be {self.n_ik} or {self.profile.n_joints} finite numbers "
-                             f"({self.profile.name} order), got shape {q.shape}")
+            raise ValueError(
+                f"joint positions must be {self.n_ik} or {self.profile.n_joints} finite numbers "
+                f"({self.profile.name} order), got shape {q.shape}"
+            )
         self.data.qpos[:] = self.model.qpos0
-        self.data.qpos[self._qpos_adr[:len(q)]] = q
+        self.data.qpos[self._qpos_adr[: len(q)]] = q
         mujoco.mj_kinematics(self.model, self.data)
 
     def _site_frame(self) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +125,9 @@ class RobotKinematics:
         mujoco.mju_mat2Quat(quat, self.data.site_xmat[self._site])
         return self.data.site_xpos[self._site].copy(), quat
 
-    def solve(self, position: ArrayLike, orientation: ArrayLike, q0: ArrayLike, rest: ArrayLike | None = None) -> IKResult:
+    def solve(
+        self, position: ArrayLike, orientation: ArrayLike, q0: ArrayLike, rest: ArrayLike | None = None
+    ) -> IKResult:
         """The first `ik_joints` joints (from `q0`) that put the IK site at `position` (3,) m with
         `orientation`, a quaternion wxyz (4,) or a rotation matrix (3, 3), world frame.
 
@@ -159,7 +163,7 @@ class RobotKinematics:
         jac_p, jac_r = np.zeros((3, m.nv)), np.zeros((3, m.nv))
         best = None
         for iteration in range(s.max_iterations + 1):
-            full[:self.n_ik] = q
+            full[: self.n_ik] = q
             self._set_joints(full)
             p, mat = self._site_frame()
             if s.rotation_error == "axes":
@@ -182,8 +186,13 @@ class RobotKinematics:
             q = np.clip(q + step, self.lower, self.upper)
         arm_q, pos_err, rot_err = best
         success = pos_err <= s.position_tolerance and rot_err <= s.rotation_tolerance
-        message = "" if success else (
-            f"no joint positions within {s.position_tolerance * 1000:.0f} mm / {s.rotation_tolerance} rad of the "
-            f"asked {self.profile.model.ik_site} pose (best: {pos_err * 1000:.1f} mm, {rot_err:.3f} rad; out of reach "
-            "or at joint limits)")
+        message = (
+            ""
+            if success
+            else (
+                f"no joint positions within {s.position_tolerance * 1000:.0f} mm / {s.rotation_tolerance} rad of the "
+                f"asked {self.profile.model.ik_site} pose (best: {pos_err * 1000:.1f} mm, {rot_err:.3f} rad; out of reach "
+                "or at joint limits)"
+            )
+        )
         return IKResult(arm_q, success, pos_err, rot_err, iteration, message)

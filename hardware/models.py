@@ -120,8 +120,15 @@ def panda_model(profile: RobotProfile = PANDA, with_cameras: bool = True, mesh_d
     pad = root.default.add("default", dclass="pad")
     # Fingers touch objects but not each other or the arm (conaffinity 0); condim 6 resists
     # the object spinning or rolling in the grasp.
-    pad.geom.set_attributes(contype=1, conaffinity=0, group=3, condim=6, friction=[1.5, 0.05, 0.001],
-                            solref=[0.005, 1.0], rgba=[0.3, 0.3, 0.3, 1.0])
+    pad.geom.set_attributes(
+        contype=1,
+        conaffinity=0,
+        group=3,
+        condim=6,
+        friction=[1.5, 0.05, 0.001],
+        solref=[0.005, 1.0],
+        rgba=[0.3, 0.3, 0.3, 1.0],
+    )
 
     viz_suffix = "_viz" if mesh_detail == "high" else "_col"
     lower, upper = profile.lower, profile.upper
@@ -130,8 +137,15 @@ def panda_model(profile: RobotProfile = PANDA, with_cameras: bool = True, mesh_d
     parent.add("geom", dclass="col", mesh="link0_col", mass=_LINK_MASS[0])
     for i, (pos, quat) in enumerate(_LINK_FRAMES, start=1):
         body = parent.add("body", name=f"panda_link{i}", pos=pos, quat=quat, gravcomp=1)
-        body.add("joint", name=f"panda_joint{i}", type="hinge", axis=[0, 0, 1], range=[lower[i - 1], upper[i - 1]],
-                 armature=0.1, damping=1.0)
+        body.add(
+            "joint",
+            name=f"panda_joint{i}",
+            type="hinge",
+            axis=[0, 0, 1],
+            range=[lower[i - 1], upper[i - 1]],
+            armature=0.1,
+            damping=1.0,
+        )
         body.add("geom", dclass="viz", mesh=f"link{i}{viz_suffix}")
         body.add("geom", dclass="col", mesh=f"link{i}_col", mass=_LINK_MASS[i])
         parent = body
@@ -141,19 +155,33 @@ def panda_model(profile: RobotProfile = PANDA, with_cameras: bool = True, mesh_d
     hand.add("site", name=TCP_SITE, pos=[0, 0, TCP_OFFSET], size=[0.005], rgba=[1, 0, 0, 0], group=4)
     for side, sign in (("1", 1.0), ("2", -1.0)):
         finger = hand.add("body", name=f"panda_finger{side}", pos=[0, 0, FINGER_OFFSET], gravcomp=1)
-        finger.add("inertial", pos=[0, sign * 0.0119, 0.0434], mass=0.0927,
-                   diaginertia=[6.6e-05, 6.1e-05, 1.1e-05])
-        finger.add("joint", name=f"panda_finger_joint{side}", type="slide", axis=[0, sign, 0],
-                   range=[lower[7], upper[7]], armature=0.05, damping=2.0)
+        finger.add("inertial", pos=[0, sign * 0.0119, 0.0434], mass=0.0927, diaginertia=[6.6e-05, 6.1e-05, 1.1e-05])
+        finger.add(
+            "joint",
+            name=f"panda_finger_joint{side}",
+            type="slide",
+            axis=[0, sign, 0],
+            range=[lower[7], upper[7]],
+            armature=0.05,
+            damping=2.0,
+        )
         finger.add("geom", dclass="viz", mesh="finger", quat=[1, 0, 0, 0] if sign > 0 else [0, 0, 0, 1])
         # Pads: pairs of crossed capsules down the inner face, as in the kitchen model.
-        for z, r, y0 in ((0.0875, 0.0070, 0.006), (0.0775, 0.0075, 0.007), (0.0675, 0.0082, 0.008),
-                         (0.0575, 0.0090, 0.009), (0.0475, 0.0100, 0.0105), (0.035, 0.0110, 0.012)):
+        for z, r, y0 in (
+            (0.0875, 0.0070, 0.006),
+            (0.0775, 0.0075, 0.007),
+            (0.0675, 0.0082, 0.008),
+            (0.0575, 0.0090, 0.009),
+            (0.0475, 0.0100, 0.0105),
+            (0.035, 0.0110, 0.012),
+        ):
             y1 = y0 + 0.003
-            finger.add("geom", dclass="pad", type="capsule", size=[r],
-                       fromto=[0.009, sign * y0, z, -0.009, sign * y1, z])
-            finger.add("geom", dclass="pad", type="capsule", size=[r],
-                       fromto=[0.009, sign * y1, z, -0.009, sign * y0, z])
+            finger.add(
+                "geom", dclass="pad", type="capsule", size=[r], fromto=[0.009, sign * y0, z, -0.009, sign * y1, z]
+            )
+            finger.add(
+                "geom", dclass="pad", type="capsule", size=[r], fromto=[0.009, sign * y1, z, -0.009, sign * y0, z]
+            )
         finger.add("geom", dclass="pad", type="box", size=[0.0185, 0.012, 0.0175], pos=[0, sign * 0.014, 0.015])
 
     if with_cameras:
@@ -167,13 +195,26 @@ def panda_model(profile: RobotProfile = PANDA, with_cameras: bool = True, mesh_d
 
     arm_actuators = [f"panda_joint{i}" for i in range(1, 8)]
     for i, joint in enumerate(arm_actuators):
-        root.actuator.add("position", name=joint, joint=joint, kp=ARM_KP[i], kv=ARM_KV[i],
-                          ctrlrange=[lower[i], upper[i]], forcerange=[-ARM_FORCE[i], ARM_FORCE[i]])
+        root.actuator.add(
+            "position",
+            name=joint,
+            joint=joint,
+            kp=ARM_KP[i],
+            kv=ARM_KV[i],
+            ctrlrange=[lower[i], upper[i]],
+            forcerange=[-ARM_FORCE[i], ARM_FORCE[i]],
+        )
     for side in ("1", "2"):
-        root.actuator.add("position", name=f"panda_finger{side}", joint=f"panda_finger_joint{side}", kp=FINGER_KP,
-                          kv=FINGER_KV, ctrlrange=[lower[7], upper[7]], forcerange=[-FINGER_FORCE, FINGER_FORCE])
+        root.actuator.add(
+            "position",
+            name=f"panda_finger{side}",
+            joint=f"panda_finger_joint{side}",
+            kp=FINGER_KP,
+            kv=FINGER_KV,
+            ctrlrange=[lower[7], upper[7]],
+            forcerange=[-FINGER_FORCE, FINGER_FORCE],
+        )
     return root
-
 
 
 # Our position servos on the six arm joints (the Adroit ones are tuned for a mocap-led arm).
@@ -253,8 +294,9 @@ def adroit_model(profile: RobotProfile = ADROIT) -> mjcf.RootElement:
         material.reflectance = 0.0
     for body in root.worldbody.find_all("body"):
         body.gravcomp = 1
-    root.find("body", "palm").add("site", name=PALM_SITE, pos=PALM_SITE_POS, quat=PALM_SITE_QUAT,
-                                  size=[0.005], rgba=[0, 0, 0, 0], group=4)
+    root.find("body", "palm").add(
+        "site", name=PALM_SITE, pos=PALM_SITE_POS, quat=PALM_SITE_QUAT, size=[0.005], rgba=[0, 0, 0, 0], group=4
+    )
     root.find("joint", "ARTy").range = [profile.position_lower[1], profile.position_upper[1]]
     for joint in arm_joints:
         # The model's joint default margin (1 cm) would make the limit push the arm off a

@@ -86,12 +86,15 @@ class RobotProfile:
     def __post_init__(self) -> None:
         n = len(self.joint_names)
         for attr in ("position_lower", "position_upper", "velocity_limit", "home") + (
-                ("tracking_lead",) if self.tracking_lead else ()):
+            ("tracking_lead",) if self.tracking_lead else ()
+        ):
             if len(getattr(self, attr)) != n:
                 raise ValueError(f"profile {self.name}: {attr} has {len(getattr(self, attr))} entries, expected {n}")
         if len(self.tactile_frames) != len(self.tactile_pads):
-            raise ValueError(f"profile {self.name}: {len(self.tactile_pads)} tactile pads but "
-                             f"{len(self.tactile_frames)} tactile frames")
+            raise ValueError(
+                f"profile {self.name}: {len(self.tactile_pads)} tactile pads but "
+                f"{len(self.tactile_frames)} tactile frames"
+            )
 
     @property
     def n_joints(self) -> int:
@@ -140,8 +143,14 @@ class RobotProfile:
 PANDA = RobotProfile(
     name="panda",
     joint_names=(
-        "panda_joint1", "panda_joint2", "panda_joint3", "panda_joint4",
-        "panda_joint5", "panda_joint6", "panda_joint7", "panda_finger_joint1",
+        "panda_joint1",
+        "panda_joint2",
+        "panda_joint3",
+        "panda_joint4",
+        "panda_joint5",
+        "panda_joint6",
+        "panda_joint7",
+        "panda_finger_joint1",
     ),
     position_lower=(-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973, 0.0),
     position_upper=(2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973, 0.04),
@@ -150,9 +159,14 @@ PANDA = RobotProfile(
     controller="arm_controller",
     cameras=(CameraSpec("wrist", 96, 96), CameraSpec("scene", 96, 96)),
     # IK of the TCP (between the finger pads) over the 7 arm joints, as the scripted expert plans.
-    model=RobotModel("dexstack.hardware.models:panda_model", ik_site="tcp", ik_joints=7,
-                     ik=IKSettings(max_iterations=60, damping=0.03, rotation_error="axes", result="last",
-                                   clip_start=False, jacobian_order="C")),
+    model=RobotModel(
+        "dexstack.hardware.models:panda_model",
+        ik_site="tcp",
+        ik_joints=7,
+        ik=IKSettings(
+            max_iterations=60, damping=0.03, rotation_error="axes", result="last", clip_start=False, jacobian_order="C"
+        ),
+    ),
 )
 
 
@@ -161,12 +175,30 @@ PANDA = RobotProfile(
 # Adroit's forearm on six joints about its mount: ARTx/y/z slides (m), ARRx/y/z hinges (rad).
 _ADROIT_ARM = ("ARTx", "ARTy", "ARTz", "ARRx", "ARRy", "ARRz")
 _ADROIT_HAND = (
-    "WRJ1", "WRJ0",
-    "FFJ3", "FFJ2", "FFJ1", "FFJ0",
-    "MFJ3", "MFJ2", "MFJ1", "MFJ0",
-    "RFJ3", "RFJ2", "RFJ1", "RFJ0",
-    "LFJ4", "LFJ3", "LFJ2", "LFJ1", "LFJ0",
-    "THJ4", "THJ3", "THJ2", "THJ1", "THJ0",
+    "WRJ1",
+    "WRJ0",
+    "FFJ3",
+    "FFJ2",
+    "FFJ1",
+    "FFJ0",
+    "MFJ3",
+    "MFJ2",
+    "MFJ1",
+    "MFJ0",
+    "RFJ3",
+    "RFJ2",
+    "RFJ1",
+    "RFJ0",
+    "LFJ4",
+    "LFJ3",
+    "LFJ2",
+    "LFJ1",
+    "LFJ0",
+    "THJ4",
+    "THJ3",
+    "THJ2",
+    "THJ1",
+    "THJ0",
 )
 # Joint limits as in the Adroit model, except ARTy (the lift), whose model range is [0, 0.2] m:
 # at 0 the palm's skin is still 9.4 cm above the table, above the 8.2 cm potted meat can it must
@@ -177,10 +209,10 @@ _ADROIT_ARM_LOWER = (-0.25, -0.10, -0.3, -0.75, -0.75, -0.75)
 _ADROIT_ARM_UPPER = (0.25, 0.40, 0.5, 0.75, 0.75, 0.75)
 _FINGER_LOWER = (-0.436, 0.0, 0.0, 0.0)
 _FINGER_UPPER = (0.436, 1.571, 1.571, 1.571)
-_ADROIT_HAND_LOWER = ((-0.524, -0.785) + _FINGER_LOWER * 3 + (0.0,) + _FINGER_LOWER
-                      + (-1.047, 0.0, -0.262, -0.524, -1.571))
-_ADROIT_HAND_UPPER = ((0.175, 0.611) + _FINGER_UPPER * 3 + (0.698,) + _FINGER_UPPER
-                      + (1.047, 1.309, 0.262, 0.524, 0.0))
+_ADROIT_HAND_LOWER = (
+    (-0.524, -0.785) + _FINGER_LOWER * 3 + (0.0,) + _FINGER_LOWER + (-1.047, 0.0, -0.262, -0.524, -1.571)
+)
+_ADROIT_HAND_UPPER = (0.175, 0.611) + _FINGER_UPPER * 3 + (0.698,) + _FINGER_UPPER + (1.047, 1.309, 0.262, 0.524, 0.0)
 
 # 6 arm joints (m, rad) then 24 hand joints (rad). Velocity limits are ours (the model has
 # none): a slow arm, fingers that close in ~0.5 s. One tactile pad per distal phalanx, in this
@@ -203,9 +235,14 @@ ADROIT = RobotProfile(
     # hand's grasp point (the Adroit "S_grasp" site, 5 cm under the palm) is above the grasp
     # scene's default object spot and the thumb clears an 8 cm tall object; its z along world +x
     # (fingers point away from the mount), palm normal down.
-    model=RobotModel("dexstack.hardware.models:adroit_model", ik_site="palm_grasp", ik_joints=6,
-                     ik=IKSettings(max_iterations=100, damping=0.02),
-                     base_pos=(-0.50, 0.0, 0.10), base_quat=(0.5, 0.5, 0.5, 0.5)),
+    model=RobotModel(
+        "dexstack.hardware.models:adroit_model",
+        ik_site="palm_grasp",
+        ik_joints=6,
+        ik=IKSettings(max_iterations=100, damping=0.02),
+        base_pos=(-0.50, 0.0, 0.10),
+        base_quat=(0.5, 0.5, 0.5, 0.5),
+    ),
 )
 
 PROFILES: dict[str, RobotProfile] = {PANDA.name: PANDA, ADROIT.name: ADROIT}

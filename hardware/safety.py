@@ -49,11 +49,19 @@ class SafetyStats:
 class SafetyFilter:
     """Clamp, rate-limit and gate action chunks for one robot profile."""
 
-    def __init__(self, profile: RobotProfile, ramp_time_s: float = 2.0, state_timeout_s: float = 0.2,
-                 command_timeout_s: float = 1.0, start_enabled: bool = False) -> None:
+    def __init__(
+        self,
+        profile: RobotProfile,
+        ramp_time_s: float = 2.0,
+        state_timeout_s: float = 0.2,
+        command_timeout_s: float = 1.0,
+        start_enabled: bool = False,
+    ) -> None:
         if ramp_time_s < 0 or state_timeout_s <= 0 or command_timeout_s <= 0:
-            raise ValueError(f"timeouts must be positive and ramp_time_s >= 0, got ramp={ramp_time_s}, "
-                             f"state={state_timeout_s}, command={command_timeout_s}")
+            raise ValueError(
+                f"timeouts must be positive and ramp_time_s >= 0, got ramp={ramp_time_s}, "
+                f"state={state_timeout_s}, command={command_timeout_s}"
+            )
         self.profile = profile
         self.ramp_time_s = float(ramp_time_s)
         self.state_timeout_s = float(state_timeout_s)
@@ -119,8 +127,9 @@ class SafetyFilter:
         self.stats.commands += 1
         return self._hold("policy holds")
 
-    def filter(self, chunk: ActionChunk, measured_q: np.ndarray | None, now: float,
-               measured_time: float | None = None) -> tuple[ActionChunk | None, list[str]]:
+    def filter(
+        self, chunk: ActionChunk, measured_q: np.ndarray | None, now: float, measured_time: float | None = None
+    ) -> tuple[ActionChunk | None, list[str]]:
         """Make `chunk` safe to execute, or return `None` (hold) with the reasons.
 
         `measured_q`: the latest measured joint positions in profile order, received at
@@ -135,8 +144,10 @@ class SafetyFilter:
         names = tuple(chunk.joint_names)
         if len(names) != len(set(names)) or set(names) != set(self.profile.joint_names):
             self.stats.bad_input += 1
-            return self._hold(f"bad input: chunk joints {list(names)} do not match profile "
-                              f"{self.profile.name} {list(self.profile.joint_names)}")
+            return self._hold(
+                f"bad input: chunk joints {list(names)} do not match profile "
+                f"{self.profile.name} {list(self.profile.joint_names)}"
+            )
         order = [names.index(n) for n in self.profile.joint_names]
         target = np.asarray(chunk.positions, dtype=np.float64)[:, order]
         times = np.asarray(chunk.times, dtype=np.float64)
@@ -169,18 +180,21 @@ class SafetyFilter:
             reasons.append(f"clamped to position limits: {', '.join(joints)}")
 
         scale = self.ramp_scale(now)
-        limited, max_ratio, slowed = self._rate_limit(clamped, times, chunk.stamp, np.clip(measured, lower, upper),
-                                                      now, scale)
+        limited, max_ratio, slowed = self._rate_limit(
+            clamped, times, chunk.stamp, np.clip(measured, lower, upper), now, scale
+        )
         if slowed.any():
             self.stats.limited += 1
             joints = [self.profile.joint_names[j] for j in np.flatnonzero(slowed)]
-            reasons.append(f"rate-limited (ramp scale {scale:.2f}, asked up to {max_ratio:.1f}x allowed): "
-                           f"{', '.join(joints)}")
+            reasons.append(
+                f"rate-limited (ramp scale {scale:.2f}, asked up to {max_ratio:.1f}x allowed): {', '.join(joints)}"
+            )
         self.stats.passed += 1
         return ActionChunk(self.profile.joint_names, limited, times, chunk.stamp), reasons
 
-    def _rate_limit(self, target: np.ndarray, times: np.ndarray, stamp: float | None, start_q: np.ndarray,
-                    now: float, scale: float) -> tuple[np.ndarray, float, np.ndarray]:
+    def _rate_limit(
+        self, target: np.ndarray, times: np.ndarray, stamp: float | None, start_q: np.ndarray, now: float, scale: float
+    ) -> tuple[np.ndarray, float, np.ndarray]:
         """Walk the points in time order, letting each move at most vmax * scale * dt from the
         previous output. Returns (positions, worst requested/allowed ratio, joints slowed)."""
         vmax = self.profile.vmax * scale

@@ -36,8 +36,12 @@ def _nodes(context, *args, **kwargs):
 
 def generate_launch_description() -> LaunchDescription:
     declared = [
-        DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
-                              **({"choices": list(a.choices)} if a.choices else {}))
+        DeclareLaunchArgument(
+            a.name,
+            default_value=a.default,
+            description=a.description,
+            **({"choices": list(a.choices)} if a.choices else {}),
+        )
         for a in LAUNCH_ARGS
     ]
     # Discovery stays on this host unless the robot's environment already says otherwise

@@ -21,8 +21,9 @@ def camera_intrinsics(fovy_deg: float, width: int, height: int) -> tuple[float, 
     return float(f), float(f), (width - 1) / 2.0, (height - 1) / 2.0
 
 
-def points_from_depth(depth: np.ndarray, mask: np.ndarray, fx: float, fy: float, cx: float, cy: float,
-                      camera_pose: np.ndarray) -> np.ndarray:
+def points_from_depth(
+    depth: np.ndarray, mask: np.ndarray, fx: float, fy: float, cx: float, cy: float, camera_pose: np.ndarray
+) -> np.ndarray:
     """World points (N, 3) in metres from a depth image and an object mask.
 
     depth: (H, W) metres along the optical axis (z-depth, as aligned depth images); 0 (or

@@ -26,8 +26,13 @@ ROUND_RATIO = 1.1  # widest / narrowest width across the approach below which a 
 Pose = tuple[np.ndarray, np.ndarray]  # position (3,) metres, quaternion (w, x, y, z)
 
 
-def grasp_pose(sq: Superquadric, approach: str = "top", max_aperture: float = HAND_APERTURE,
-               standoff: float = 0.0, reference: np.ndarray | None = None) -> Pose:
+def grasp_pose(
+    sq: Superquadric,
+    approach: str = "top",
+    max_aperture: float = HAND_APERTURE,
+    standoff: float = 0.0,
+    reference: np.ndarray | None = None,
+) -> Pose:
     """Grasp pose (position (3,) metres, quaternion wxyz (4,)) in the world frame.
 
     approach: "top" approaches down the object's most vertical axis and closes across the
@@ -96,12 +101,15 @@ def pregrasp(pose: Pose, distance: float = PREGRASP_DISTANCE) -> Pose:
 
 def _too_wide(approach: str, widths: list[float], max_aperture: float) -> str:
     shown = ", ".join(f"{w * 100:.1f}" for w in widths)
-    return (f"no {approach} grasp: the object's widths across the approach ({shown} cm) all exceed the hand "
-            f"aperture {max_aperture * 100:.1f} cm")
+    return (
+        f"no {approach} grasp: the object's widths across the approach ({shown} cm) all exceed the hand "
+        f"aperture {max_aperture * 100:.1f} cm"
+    )
 
 
-def arm_friendly_grasp(grasp: tuple[np.ndarray, np.ndarray], fit: Superquadric,
-                       reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def arm_friendly_grasp(
+    grasp: tuple[np.ndarray, np.ndarray], fit: Superquadric, reference: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The grasp turned about its approach axis to the equivalent grasp the arm reaches best.
 
     `grasp_pose` closes across the narrower width; on a round section (a can: all widths within

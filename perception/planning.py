@@ -31,19 +31,28 @@ def check_fit(fit: Superquadric, points: np.ndarray) -> None:
         raise ValueError("superquadric fit is not finite")
     lo, hi = points.min(axis=0) - FIT_SLACK_M, points.max(axis=0) + FIT_SLACK_M
     if np.any(fit.position < lo) or np.any(fit.position > hi):
-        raise ValueError(f"degenerate fit: centre {np.round(fit.position, 3).tolist()} m lies outside the "
-                         f"cloud's bounds by more than {FIT_SLACK_M} m")
+        raise ValueError(
+            f"degenerate fit: centre {np.round(fit.position, 3).tolist()} m lies outside the "
+            f"cloud's bounds by more than {FIT_SLACK_M} m"
+        )
     span = float(np.linalg.norm(points.max(axis=0) - points.min(axis=0)))
     if float(fit.size.max()) > span + FIT_SLACK_M:
         raise ValueError(f"degenerate fit: half-extent {fit.size.max():.3f} m for a cloud spanning {span:.3f} m")
 
 
-def fit_object(depth: np.ndarray, mask: np.ndarray, intrinsics: tuple[float, float, float, float],
-               camera_pose: np.ndarray, support_z: float | None) -> tuple[Superquadric, int]:
+def fit_object(
+    depth: np.ndarray,
+    mask: np.ndarray,
+    intrinsics: tuple[float, float, float, float],
+    camera_pose: np.ndarray,
+    support_z: float | None,
+) -> tuple[Superquadric, int]:
     """Checked superquadric of the masked object and the number of points it was fitted to, or
     ValueError saying why this frame gives no trustworthy fit."""
     if depth.shape != mask.shape:
-        raise ValueError(f"depth {depth.shape[1]}x{depth.shape[0]} and mask {mask.shape[1]}x{mask.shape[0]} differ in size")
+        raise ValueError(
+            f"depth {depth.shape[1]}x{depth.shape[0]} and mask {mask.shape[1]}x{mask.shape[0]} differ in size"
+        )
     if not mask.any():
         raise ValueError("object mask is empty: no object in view")
     points = points_from_depth(depth, mask, *intrinsics, camera_pose)
@@ -54,9 +63,14 @@ def fit_object(depth: np.ndarray, mask: np.ndarray, intrinsics: tuple[float, flo
     return fit, len(points)
 
 
-def grasp_from_fit(fit: Superquadric, approach: str = "auto", max_aperture: float = HAND_APERTURE,
-                   standoff: float = 0.0, reference: np.ndarray | None = None,
-                   arm_friendly: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def grasp_from_fit(
+    fit: Superquadric,
+    approach: str = "auto",
+    max_aperture: float = HAND_APERTURE,
+    standoff: float = 0.0,
+    reference: np.ndarray | None = None,
+    arm_friendly: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Grasp pose (position, quaternion wxyz) for `fit` (`grasp_pose.grasp_pose`), turned with
     `arm_friendly` towards `reference` (`arm_friendly_grasp`); ValueError if none is usable."""
     grasp = grasp_pose(fit, approach, max_aperture=max_aperture, standoff=standoff, reference=reference)
@@ -67,10 +81,18 @@ def grasp_from_fit(fit: Superquadric, approach: str = "auto", max_aperture: floa
     return grasp
 
 
-def plan_grasp(depth: np.ndarray, mask: np.ndarray, intrinsics: tuple[float, float, float, float],
-               camera_pose: np.ndarray, support_z: float | None, approach: str, max_aperture: float,
-               standoff: float, reference: np.ndarray, arm_friendly: bool
-               ) -> tuple[tuple[np.ndarray, np.ndarray], Superquadric, int]:
+def plan_grasp(
+    depth: np.ndarray,
+    mask: np.ndarray,
+    intrinsics: tuple[float, float, float, float],
+    camera_pose: np.ndarray,
+    support_z: float | None,
+    approach: str,
+    max_aperture: float,
+    standoff: float,
+    reference: np.ndarray,
+    arm_friendly: bool,
+) -> tuple[tuple[np.ndarray, np.ndarray], Superquadric, int]:
     """Grasp pose (position, quaternion wxyz), the fit and the number of points, or ValueError
     saying why this frame gives no trustworthy pose."""
     fit, n_points = fit_object(depth, mask, intrinsics, camera_pose, support_z)
@@ -78,8 +100,13 @@ def plan_grasp(depth: np.ndarray, mask: np.ndarray, intrinsics: tuple[float, flo
     return grasp, fit, n_points
 
 
-def box_superquadric(body_position: np.ndarray, body_rotation: np.ndarray, geom_positions: np.ndarray,
-                     geom_rotations: np.ndarray, geom_half_extents: np.ndarray) -> Superquadric:
+def box_superquadric(
+    body_position: np.ndarray,
+    body_rotation: np.ndarray,
+    geom_positions: np.ndarray,
+    geom_rotations: np.ndarray,
+    geom_half_extents: np.ndarray,
+) -> Superquadric:
     """The box superquadric of a rigid body's bounding box, from its collision primitives.
 
     body_position (3,) m and body_rotation (3, 3): the body's frame in the world;
@@ -97,5 +124,9 @@ def box_superquadric(body_position: np.ndarray, body_rotation: np.ndarray, geom_
         extent = np.abs(rot.T @ geom_rot) @ half
         corners += [centre - extent, centre + extent]
     lo, hi = np.min(corners, axis=0), np.max(corners, axis=0)
-    return Superquadric(size=(hi - lo) / 2, exponents=np.array(BOX_EXPONENTS),
-                        position=body_position + rot @ ((lo + hi) / 2), rotation=rot.copy())
+    return Superquadric(
+        size=(hi - lo) / 2,
+        exponents=np.array(BOX_EXPONENTS),
+        position=body_position + rot @ ((lo + hi) / 2),
+        rotation=rot.copy(),
+    )

@@ -87,7 +87,7 @@ def _support(direction_local: np.ndarray, size: np.ndarray, exponents: np.ndarra
     scale = max(float(v.max()), 1e-12)  # normalise so that large q cannot underflow
     v = v / scale
     inner = (v[0] ** q2 + v[1] ** q2) ** (1.0 / q2)
-    return scale * float((inner ** q1 + v[2] ** q1) ** (1.0 / q1))
+    return scale * float((inner**q1 + v[2] ** q1) ** (1.0 / q1))
 
 
 def _check_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -99,8 +99,10 @@ def _check_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
         raise ValueError("point cloud is empty: nothing to fit (is the object mask empty or out of range?)")
     bad = ~np.isfinite(pts).all(axis=1)
     if bad.any():
-        raise ValueError(f"point cloud has {int(bad.sum())} non-finite points (NaN/inf) of {len(pts)}; "
-                         "drop invalid depth before fitting")
+        raise ValueError(
+            f"point cloud has {int(bad.sum())} non-finite points (NaN/inf) of {len(pts)}; "
+            "drop invalid depth before fitting"
+        )
     if len(pts) < MIN_POINTS:
         raise ValueError(f"point cloud has {len(pts)} points; at least {MIN_POINTS} are needed to fit a superquadric")
     centroid = pts.mean(axis=0)
@@ -109,16 +111,25 @@ def _check_points(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     if std[0] < 1e-6:
         raise ValueError("degenerate point cloud: all points coincide (spread < 1 um)")
     if std[1] < 1e-3 * std[0]:
-        raise ValueError(f"degenerate point cloud: points are collinear (spread {std[0] * 1e3:.1f} mm along one "
-                         f"line, {std[1] * 1e3:.3f} mm across); cannot fit a 3-D shape")
+        raise ValueError(
+            f"degenerate point cloud: points are collinear (spread {std[0] * 1e3:.1f} mm along one "
+            f"line, {std[1] * 1e3:.3f} mm across); cannot fit a 3-D shape"
+        )
     if std[2] < 1e-3 * std[0]:
-        raise ValueError(f"degenerate point cloud: points are coplanar (thickness {std[2] * 1e3:.3f} mm over a "
-                         f"{std[0] * 1e3:.1f} mm spread); cannot fit a 3-D shape")
+        raise ValueError(
+            f"degenerate point cloud: points are coplanar (thickness {std[2] * 1e3:.3f} mm over a "
+            f"{std[0] * 1e3:.1f} mm spread); cannot fit a 3-D shape"
+        )
     return pts, centroid, vt.T, std
 
 
-def fit_superquadric(points: np.ndarray, support_z: float | None = None, size_prior: float = SIZE_PRIOR,
-                     max_points: int = 600, seed: int = 0) -> Superquadric:
+def fit_superquadric(
+    points: np.ndarray,
+    support_z: float | None = None,
+    size_prior: float = SIZE_PRIOR,
+    max_points: int = 600,
+    seed: int = 0,
+) -> Superquadric:
     """Fit a superquadric to an object's surface points.
 
     points: (N, 3) metres, world frame (z up), N >= 20, finite, not collinear or coplanar;
@@ -161,8 +172,15 @@ def fit_superquadric(points: np.ndarray, support_z: float | None = None, size_pr
     return _canonical(best)
 
 
-def _fit_once(pts: np.ndarray, centre0: np.ndarray, rot0: np.ndarray, size0: np.ndarray, span: float,
-              support_z: float | None, size_prior: float) -> Superquadric:
+def _fit_once(
+    pts: np.ndarray,
+    centre0: np.ndarray,
+    rot0: np.ndarray,
+    size0: np.ndarray,
+    span: float,
+    support_z: float | None,
+    size_prior: float,
+) -> Superquadric:
     """One bounded least-squares fit from an initial pose; rotation = rot0 @ exp(w)."""
     # Parameters: a1 a2 a3 e1 e2 | centre (3) | rotation vector w (3), relative to rot0.
     x0 = np.concatenate([size0, [1.0, 1.0], centre0, np.zeros(3)])
@@ -190,11 +208,15 @@ def _fit_once(pts: np.ndarray, centre0: np.ndarray, rot0: np.ndarray, size0: np.
         table = support_weight * np.sqrt(np.prod(size)) * (lowest - support_z) / max(span, 1e-3)
         return np.append(res, table)
 
-    result = least_squares(residuals, x0, bounds=(lower, upper), x_scale="jac", ftol=1e-8, xtol=1e-8,
-                           max_nfev=400)
+    result = least_squares(residuals, x0, bounds=(lower, upper), x_scale="jac", ftol=1e-8, xtol=1e-8, max_nfev=400)
     size, exps, centre, rot = unpack(result.x)
-    return Superquadric(size=size.copy(), exponents=exps.copy(), position=centre.copy(), rotation=rot,
-                        cost=float(np.mean(result.fun ** 2)))
+    return Superquadric(
+        size=size.copy(),
+        exponents=exps.copy(),
+        position=centre.copy(),
+        rotation=rot,
+        cost=float(np.mean(result.fun**2)),
+    )
 
 
 def _canonical(sq: Superquadric) -> Superquadric:

@@ -30,12 +30,14 @@ from dexstack.trajectory import ActionChunk
 QOS: dict[contract.QoSKind, QoSProfile] = {
     contract.QoSKind.DEFAULT: QoSProfile(depth=10),
     contract.QoSKind.STATE_PUB: QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
-    contract.QoSKind.STATE_SUB: QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
-                                           history=HistoryPolicy.KEEP_LAST),
+    contract.QoSKind.STATE_SUB: QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST
+    ),
     contract.QoSKind.COMMAND: QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE),
     contract.QoSKind.SENSOR_DATA: qos_profile_sensor_data,
-    contract.QoSKind.LATCHED: QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                         durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    contract.QoSKind.LATCHED: QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+    ),
 }
 
 
@@ -151,8 +153,9 @@ def image_to_array(msg: Image) -> np.ndarray:
     raise ValueError(f"unsupported image encoding {msg.encoding!r}")
 
 
-def camera_info_msg(width: int, height: int, fx: float, fy: float, cx: float, cy: float,
-                    frame_id: str, stamp: float) -> CameraInfo:
+def camera_info_msg(
+    width: int, height: int, fx: float, fy: float, cx: float, cy: float, frame_id: str, stamp: float
+) -> CameraInfo:
     msg = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
     msg.header.stamp, msg.header.frame_id = to_stamp(stamp), frame_id
     msg.d = [0.0] * 5
@@ -163,14 +166,22 @@ def camera_info_msg(width: int, height: int, fx: float, fy: float, cx: float, cy
 
 
 # --- diagnostics ------------------------------------------------------------------------
-LEVEL = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR,
-         "STALE": DiagnosticStatus.STALE}
+LEVEL = {
+    "OK": DiagnosticStatus.OK,
+    "WARN": DiagnosticStatus.WARN,
+    "ERROR": DiagnosticStatus.ERROR,
+    "STALE": DiagnosticStatus.STALE,
+}
 
 
 def diagnostic_status(node: Node, level: str, message: str, values: dict[str, object]) -> DiagnosticStatus:
-    return DiagnosticStatus(level=LEVEL[level], name=node.get_fully_qualified_name(), message=message,
-                            hardware_id="dexstack",
-                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+    return DiagnosticStatus(
+        level=LEVEL[level],
+        name=node.get_fully_qualified_name(),
+        message=message,
+        hardware_id="dexstack",
+        values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+    )
 
 
 # --- start-up ---------------------------------------------------------------------------

@@ -26,12 +26,27 @@ from dexstack.launcher import node_environment, start_nodes, stop_nodes
 from dexstack.ros_nodes.client import RosClient
 
 
-def collect_demonstrations(episodes: int, seed: int, output_dir: str, *, task: str = "pick_lift",
-                           keep_failures: bool = False, domain_id: int | None = None, log_dir: str | None = None,
-                           progress: Callable[[int, bool, str | None], None] | None = None) -> list[dict]:
+def collect_demonstrations(
+    episodes: int,
+    seed: int,
+    output_dir: str,
+    *,
+    task: str = "pick_lift",
+    keep_failures: bool = False,
+    domain_id: int | None = None,
+    log_dir: str | None = None,
+    progress: Callable[[int, bool, str | None], None] | None = None,
+) -> list[dict]:
     """Returns one record per episode: seed, success, mcap path (None when discarded)."""
-    values = {"hardware": "mujoco", "policy": "expert", "task": task, "pacing": "lockstep", "record": "true",
-              "seed": str(seed), "rtf": "0"}
+    values = {
+        "hardware": "mujoco",
+        "policy": "expert",
+        "task": task,
+        "pacing": "lockstep",
+        "record": "true",
+        "seed": str(seed),
+        "rtf": "0",
+    }
     specs = []
     for spec in node_list(values):
         extra = {}
@@ -57,8 +72,9 @@ def collect_demonstrations(episodes: int, seed: int, output_dir: str, *, task: s
         for i in range(episodes):
             episode_seed = seed + i
             _ok(client.call(Trigger, "/recorder/start_episode", Trigger.Request()), "start recording")
-            param = ParameterMsg(name="seed", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER,
-                                                                  integer_value=episode_seed))
+            param = ParameterMsg(
+                name="seed", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=episode_seed)
+            )
             result = client.call(SetParameters, "/sim/set_parameters", SetParameters.Request(parameters=[param]))
             if not result.results[0].successful:
                 raise RuntimeError(f"sim refused seed {episode_seed}: {result.results[0].reason}")

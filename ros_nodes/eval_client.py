@@ -67,16 +67,33 @@ def video_camera(task: str) -> str:
     return get_profile(TASK_ROBOTS[task]).camera_names[-1]
 
 
-def evaluate_through_ros(policy: str, task: str, groups: list[tuple[str | None, dict[str, str]]], episodes: int,
-                         seed: int, *, pacing: str = "lockstep", rtf: float = 0.0, domain_id: int | None = None,
-                         extra_env: dict[str, str] | None = None, log_dir: str | None = None,
-                         record_video: bool = False, timeout_s: float = 1800.0,
-                         progress: Callable[[EpisodeOutcome], None] | None = None) -> RosEvalResult:
+def evaluate_through_ros(
+    policy: str,
+    task: str,
+    groups: list[tuple[str | None, dict[str, str]]],
+    episodes: int,
+    seed: int,
+    *,
+    pacing: str = "lockstep",
+    rtf: float = 0.0,
+    domain_id: int | None = None,
+    extra_env: dict[str, str] | None = None,
+    log_dir: str | None = None,
+    record_video: bool = False,
+    timeout_s: float = 1800.0,
+    progress: Callable[[EpisodeOutcome], None] | None = None,
+) -> RosEvalResult:
     """For each group (`sim/evaluate.task_groups`) one graph running `episodes` episodes with
     seeds seed ... seed + episodes - 1 through sim -> policy -> safety -> sim; the group's options
     are launch arguments. progress(outcome) after every episode."""
-    values = {"hardware": "mujoco", "policy": policy, "task": task, "pacing": pacing, "rtf": str(rtf),
-              "seed": str(seed)}
+    values = {
+        "hardware": "mujoco",
+        "policy": policy,
+        "task": task,
+        "pacing": pacing,
+        "rtf": str(rtf),
+        "seed": str(seed),
+    }
     rate = policy_rate_hz(policy)
     if rate is not None:
         values["policy_rate"] = repr(rate)
@@ -85,9 +102,18 @@ def evaluate_through_ros(policy: str, task: str, groups: list[tuple[str | None, 
     try:
         for group, options in groups:
             sub_log = log_dir if log_dir is None or group is None else f"{log_dir}/{group}"
-            _run_graph(values | dict(options), group, episodes, result, domain_id=domain_id, extra_env=extra_env,
-                       log_dir=sub_log, camera=video_camera(task) if record_video else None, timeout_s=timeout_s,
-                       progress=progress)
+            _run_graph(
+                values | dict(options),
+                group,
+                episodes,
+                result,
+                domain_id=domain_id,
+                extra_env=extra_env,
+                log_dir=sub_log,
+                camera=video_camera(task) if record_video else None,
+                timeout_s=timeout_s,
+                progress=progress,
+            )
             if group is not None:
                 result.group_diagnostics[group] = result.policy_diagnostics
     finally:
@@ -95,9 +121,19 @@ def evaluate_through_ros(policy: str, task: str, groups: list[tuple[str | None, 
     return result
 
 
-def _run_graph(values: dict[str, str], group: str | None, episodes: int, result: RosEvalResult, *,
-               domain_id: int | None, extra_env: dict[str, str] | None, log_dir: str | None, camera: str | None,
-               timeout_s: float, progress: Callable[[EpisodeOutcome], None] | None) -> None:
+def _run_graph(
+    values: dict[str, str],
+    group: str | None,
+    episodes: int,
+    result: RosEvalResult,
+    *,
+    domain_id: int | None,
+    extra_env: dict[str, str] | None,
+    log_dir: str | None,
+    camera: str | None,
+    timeout_s: float,
+    progress: Callable[[EpisodeOutcome], None] | None,
+) -> None:
     """One graph for `values`; appends its `episodes` episodes (as `group`) to `result`. camera:
     keep that camera's frames of the first successful episode (else the first) unless `result`
     already holds a successful one's."""
@@ -127,8 +163,9 @@ def _run_graph(values: dict[str, str], group: str | None, episodes: int, result:
             starts[int(info["episode"])] = float(info["stamp"])
         if info["status"] == "done" and info["episode"] != state["episode"] and len(mine) < episodes:
             state["episode"] = info["episode"]
-            outcome = EpisodeOutcome(group, int(info["seed"]), bool(info["success"]), float(info["sim_time"]),
-                                     dict(info.get("metrics", {})))
+            outcome = EpisodeOutcome(
+                group, int(info["seed"]), bool(info["success"]), float(info["sim_time"]), dict(info.get("metrics", {}))
+            )
             mine.append(outcome)
             result.outcomes.append(outcome)
             windows.append((int(info["episode"]), float(info["stamp"])))
@@ -146,8 +183,9 @@ def _run_graph(values: dict[str, str], group: str | None, episodes: int, result:
             if status.name.endswith("/policy"):
                 result.policy_diagnostics = values = {kv.key: kv.value for kv in status.values}
                 try:
-                    result.latency_series.append((time.monotonic() - start, float(values["inference_ms_p50"]),
-                                                  float(values["inference_ms_p99"])))
+                    result.latency_series.append(
+                        (time.monotonic() - start, float(values["inference_ms_p50"]), float(values["inference_ms_p99"]))
+                    )
                 except (KeyError, ValueError):
                     pass  # no inference yet
 
@@ -159,12 +197,19 @@ def _run_graph(values: dict[str, str], group: str | None, episodes: int, result:
     events = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     node.create_subscription(String, contract.SIM_EPISODE, on_episode, events)
     node.create_subscription(DiagnosticArray, contract.DIAGNOSTICS, on_diagnostics, common.QOS[K.DEFAULT])
-    node.create_subscription(PoseStamped, contract.GRASP_TARGET_POSE, on_pose,
-                             QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE,
-                                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    node.create_subscription(
+        PoseStamped,
+        contract.GRASP_TARGET_POSE,
+        on_pose,
+        QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
     if camera is not None:
-        node.create_subscription(Image, contract.camera_color_topic(camera), on_image,
-                                 QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT))
+        node.create_subscription(
+            Image,
+            contract.camera_color_topic(camera),
+            on_image,
+            QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT),
+        )
     try:
         while len(mine) < episodes:
             client.executor.spin_once(timeout_sec=0.1)

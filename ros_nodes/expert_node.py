@@ -25,8 +25,9 @@ from dexstack.trajectory import ActionChunk
 class ExpertNode(Node):
     def __init__(self) -> None:
         super().__init__("expert")
-        p = self.declare_parameters("", [("profile", "panda"), ("task", "pick_lift"), ("rate", contract.POLICY_HZ),
-                                         ("trigger", "timer")])
+        p = self.declare_parameters(
+            "", [("profile", "panda"), ("task", "pick_lift"), ("rate", contract.POLICY_HZ), ("trigger", "timer")]
+        )
         params = {x.name: x.value for x in p}
         self.profile = get_profile(params["profile"])
         self.expert = EXPERTS[params["task"]](self.profile)

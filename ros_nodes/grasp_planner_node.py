@@ -113,11 +113,19 @@ def pose_to_matrix(msg: PoseStamped) -> np.ndarray:
 class GraspPlannerNode(Node):
     def __init__(self) -> None:
         super().__init__("grasp_planner")
-        p = self.declare_parameters("", [
-            ("camera", "scene"), ("approach", "auto"), ("max_aperture", HAND_APERTURE),
-            ("standoff", GRASP_STANDOFF), ("support_z", 0.0), ("use_support", True),
-            ("reference", [float(x) for x in ARM_MOUNT_POS]), ("arm_friendly", True),
-        ])
+        p = self.declare_parameters(
+            "",
+            [
+                ("camera", "scene"),
+                ("approach", "auto"),
+                ("max_aperture", HAND_APERTURE),
+                ("standoff", GRASP_STANDOFF),
+                ("support_z", 0.0),
+                ("use_support", True),
+                ("reference", [float(x) for x in ARM_MOUNT_POS]),
+                ("arm_friendly", True),
+            ],
+        )
         params = {x.name: x.value for x in p}
         if params["approach"] not in APPROACHES:
             raise ValueError(f"approach must be one of {APPROACHES}, got {params['approach']!r}")
@@ -125,32 +133,43 @@ class GraspPlannerNode(Node):
             raise ValueError(f"max_aperture must be positive metres, got {params['max_aperture']}")
         reference = np.asarray(params["reference"], dtype=float)
         if reference.shape != (3,) or not np.isfinite(reference).all():
-            raise ValueError(f"reference must be 3 finite numbers (the robot base in world, m), got {params['reference']}")
-        self.settings = {"support_z": float(params["support_z"]) if params["use_support"] else None,
-                         "approach": params["approach"], "max_aperture": float(params["max_aperture"]),
-                         "standoff": float(params["standoff"]), "reference": reference,
-                         "arm_friendly": bool(params["arm_friendly"])}
+            raise ValueError(
+                f"reference must be 3 finite numbers (the robot base in world, m), got {params['reference']}"
+            )
+        self.settings = {
+            "support_z": float(params["support_z"]) if params["use_support"] else None,
+            "approach": params["approach"],
+            "max_aperture": float(params["max_aperture"]),
+            "standoff": float(params["standoff"]),
+            "reference": reference,
+            "arm_friendly": bool(params["arm_friendly"]),
+        }
         cam = params["camera"]
         qos, K = common.QOS, contract.QoSKind
         self.matcher = ExactStampMatcher(("depth", "info", "mask"))
-        self.create_subscription(Image, contract.camera_depth_topic(cam),
-                                 lambda m: self._on_image("depth", m), qos[K.SENSOR_DATA])
-        self.create_subscription(CameraInfo, contract.camera_info_topic(cam),
-                                 lambda m: self._on_image("info", m), qos[K.SENSOR_DATA])
-        self.create_subscription(Image, contract.camera_mask_topic(cam),
-                                 lambda m: self._on_image("mask", m), qos[K.SENSOR_DATA])
+        self.create_subscription(
+            Image, contract.camera_depth_topic(cam), lambda m: self._on_image("depth", m), qos[K.SENSOR_DATA]
+        )
+        self.create_subscription(
+            CameraInfo, contract.camera_info_topic(cam), lambda m: self._on_image("info", m), qos[K.SENSOR_DATA]
+        )
+        self.create_subscription(
+            Image, contract.camera_mask_topic(cam), lambda m: self._on_image("mask", m), qos[K.SENSOR_DATA]
+        )
         self.create_subscription(PoseStamped, contract.camera_pose_topic(cam), self._on_camera_pose, qos[K.LATCHED])
         self.create_subscription(String, contract.SIM_EPISODE, self._on_episode, qos[K.LATCHED])
         # Latched, and keeping the last few episodes' poses rather than one: a subscriber whose
         # discovery finishes an episode late (an evaluator, a recorder) still gets every plan. The
         # policy node takes the newest and drops poses from before its current episode.
-        latched_history = QoSProfile(depth=POSE_HISTORY, reliability=qos[K.LATCHED].reliability,
-                                     durability=qos[K.LATCHED].durability)
+        latched_history = QoSProfile(
+            depth=POSE_HISTORY, reliability=qos[K.LATCHED].reliability, durability=qos[K.LATCHED].durability
+        )
         self.pub_pose = self.create_publisher(PoseStamped, contract.GRASP_TARGET_POSE, latched_history)
         self.pub_diag = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, qos[K.DEFAULT])
         self.create_service(Trigger, "~/plan", self._srv_plan)
-        self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self._publish_diagnostics,
-                          clock=RosClock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(
+            1.0 / contract.DIAGNOSTICS_HZ, self._publish_diagnostics, clock=RosClock(clock_type=ClockType.STEADY_TIME)
+        )
 
         self.camera_pose: np.ndarray | None = None
         self.latest: dict | None = None  # the newest matched depth + info + mask
@@ -193,14 +212,17 @@ class GraspPlannerNode(Node):
     # --- planning -----------------------------------------------------------------------
     def _plan(self, frame: dict) -> tuple[bool, str]:
         if self.camera_pose is None:
-            return self._report_failure(f"no camera pose received on {contract.camera_pose_topic(self.get_parameter('camera').value)}")
+            return self._report_failure(
+                f"no camera pose received on {contract.camera_pose_topic(self.get_parameter('camera').value)}"
+            )
         depth_msg, info, mask_msg = frame["depth"], frame["info"], frame["mask"]
         start = time.perf_counter()
         try:
             depth, mask = depth_to_metres(depth_msg), mask_to_bool(mask_msg)
             if (info.width, info.height) != (depth_msg.width, depth_msg.height):
-                raise ValueError(f"camera_info is {info.width}x{info.height} but depth is "
-                                 f"{depth_msg.width}x{depth_msg.height}")
+                raise ValueError(
+                    f"camera_info is {info.width}x{info.height} but depth is {depth_msg.width}x{depth_msg.height}"
+                )
             fx, fy, cx, cy = info.k[0], info.k[4], info.k[2], info.k[5]
             if not (fx > 0 and fy > 0 and np.isfinite([fx, fy, cx, cy]).all()):
                 raise ValueError(f"camera_info has no valid intrinsics (fx={fx}, fy={fy})")
@@ -215,10 +237,14 @@ class GraspPlannerNode(Node):
         o.w, o.x, o.y, o.z = (float(v) for v in grasp[1])
         self.pub_pose.publish(pose)
         self.planned += 1
-        values = {"episode": self.episode, "points": n_points, "fit_s": f"{seconds:.3f}",
-                  "fit_centre": " ".join(f"{v:.4f}" for v in fit.position),
-                  "fit_half_extents": " ".join(f"{v:.4f}" for v in fit.size),
-                  "grasp_position": " ".join(f"{v:.4f}" for v in grasp[0])}
+        values = {
+            "episode": self.episode,
+            "points": n_points,
+            "fit_s": f"{seconds:.3f}",
+            "fit_centre": " ".join(f"{v:.4f}" for v in fit.position),
+            "fit_half_extents": " ".join(f"{v:.4f}" for v in fit.size),
+            "grasp_position": " ".join(f"{v:.4f}" for v in grasp[0]),
+        }
         message = f"planned a grasp from {n_points} points in {seconds:.2f} s"
         self.status = ("OK", message, values)
         self._publish_diagnostics()
@@ -242,8 +268,11 @@ class GraspPlannerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         level, message, values = self.status
-        values = values | {"planned": self.planned, "failed": self.failed,
-                           "camera_pose": "received" if self.camera_pose is not None else "missing"}
+        values = values | {
+            "planned": self.planned,
+            "failed": self.failed,
+            "camera_pose": "received" if self.camera_pose is not None else "missing",
+        }
         array = DiagnosticArray(status=[common.diagnostic_status(self, level, message, values)])
         array.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(array)

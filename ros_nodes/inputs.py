@@ -39,8 +39,9 @@ def _depth_input(spec: dict[str, Any], msg: Image) -> np.ndarray:
 
 
 def _segmentation_input(spec: dict[str, Any], msg: Image) -> np.ndarray:
-    ids = _checked_image(msg, {"mono8": (np.uint8, 1), "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1),
-                               "32SC1": (np.int32, 1)})
+    ids = _checked_image(
+        msg, {"mono8": (np.uint8, 1), "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1), "32SC1": (np.int32, 1)}
+    )
     return ids.astype(np.int32)
 
 

@@ -33,13 +33,17 @@ class MockHardwareNode(Node):
 
         self.state_pub = self.create_publisher(JointState, contract.JOINT_STATES, QOS[contract.QoSKind.STATE_PUB])
         self.diag_pub = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, QOS[contract.QoSKind.DEFAULT])
-        self.create_subscription(JointTrajectory, self.profile.trajectory_topic, self.on_trajectory,
-                                 QOS[contract.QoSKind.COMMAND])
+        self.create_subscription(
+            JointTrajectory, self.profile.trajectory_topic, self.on_trajectory, QOS[contract.QoSKind.COMMAND]
+        )
         self.create_timer(1.0 / contract.JOINT_STATE_HZ, self.publish_state)
-        self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self.publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.get_logger().info(f"mock hardware {self.profile.name}: {self.profile.trajectory_topic} -> "
-                               f"{contract.JOINT_STATES} at {contract.JOINT_STATE_HZ:.0f} Hz")
+        self.create_timer(
+            1.0 / contract.DIAGNOSTICS_HZ, self.publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
+        self.get_logger().info(
+            f"mock hardware {self.profile.name}: {self.profile.trajectory_topic} -> "
+            f"{contract.JOINT_STATES} at {contract.JOINT_STATE_HZ:.0f} Hz"
+        )
 
     def on_trajectory(self, msg: JointTrajectory) -> None:
         now = now_sec(self)
@@ -64,9 +68,15 @@ class MockHardwareNode(Node):
         hw = self.hardware
         level = "ERROR" if self.rejected_since_report else "OK"
         message = f"rejected trajectory: {self.last_error}" if self.rejected_since_report else str(hw.state)
-        values = {"state": hw.state, "executing": hw.executor.active, "chunks_accepted": hw.chunks_accepted,
-                  "holds": hw.holds, "rejected": self.rejected, "skipped_points": hw.executor.skipped_points,
-                  "last_error": self.last_error}
+        values = {
+            "state": hw.state,
+            "executing": hw.executor.active,
+            "chunks_accepted": hw.chunks_accepted,
+            "holds": hw.holds,
+            "rejected": self.rejected,
+            "skipped_points": hw.executor.skipped_points,
+            "last_error": self.last_error,
+        }
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status = [diagnostic_status(self, level, message, values)]

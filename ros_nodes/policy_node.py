@@ -89,8 +89,9 @@ class PolicyNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if self.trigger == "timer":
             self.create_timer(1.0 / self.rate, self._on_tick)  # node clock: sim time in sim
-        self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self._publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(
+            1.0 / contract.DIAGNOSTICS_HZ, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
 
     # --- policy loading / hot-swap --------------------------------------------------------
     def swap(self, ref: str) -> tuple[bool, str]:
@@ -110,8 +111,10 @@ class PolicyNode(Node):
         self.active = new
         self.load_error = ""
         self._rewire()
-        self.get_logger().info(f"serving {new.ref} (sha256 {new.manifest_sha256[:12]}, "
-                               f"inputs {list(new.assembler.sources())}) replacing {previous}")
+        self.get_logger().info(
+            f"serving {new.ref} (sha256 {new.manifest_sha256[:12]}, "
+            f"inputs {list(new.assembler.sources())}) replacing {previous}"
+        )
         return True, f"serving {new.ref}"
 
     def _rewire(self) -> None:
@@ -124,8 +127,9 @@ class PolicyNode(Node):
             self.destroy_subscription(self.subs.pop(source)[0])
         for source, (msg_type, qos) in wiring.items():
             if source not in self.subs:
-                sub = self.create_subscription(msg_type, source, lambda msg, source=source: self._on_input(source, msg),
-                                               qos)
+                sub = self.create_subscription(
+                    msg_type, source, lambda msg, source=source: self._on_input(source, msg), qos
+                )
                 self.subs[source] = (sub, (msg_type, qos))
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -158,7 +162,9 @@ class PolicyNode(Node):
             info = json.loads(msg.data)
             key = (info.get("episode"), info.get("seed"))
         except (ValueError, AttributeError):
-            self.get_logger().warning(f"ignoring {contract.SIM_EPISODE} message that is not a JSON object: {msg.data!r}")
+            self.get_logger().warning(
+                f"ignoring {contract.SIM_EPISODE} message that is not a JSON object: {msg.data!r}"
+            )
             return
         if key != self.episode_key:
             self.episode_key = key
@@ -191,8 +197,12 @@ class PolicyNode(Node):
         if result is not None:
             self.stats.tick(result.stamp_ns)  # lockstep: the loop is one answer per observation
             self._answer(active, result, started)
-        elif (stamp_ns == active.assembler.answered_ns and source == contract.JOINT_STATES
-              and self.last_answer is not None and common.stamp_ns(self.last_answer.header.stamp) == stamp_ns):
+        elif (
+            stamp_ns == active.assembler.answered_ns
+            and source == contract.JOINT_STATES
+            and self.last_answer is not None
+            and common.stamp_ns(self.last_answer.header.stamp) == stamp_ns
+        ):
             # The lockstep sim re-sent an observation we answered: our answer was lost. Send
             # the same answer again; the stamp is still computed on only once.
             self.pub.publish(self.last_answer)
@@ -228,8 +238,9 @@ class PolicyNode(Node):
             self._hold(result.stamp_ns, bad)
             return
         outputs = active.manifest["outputs"]
-        msg = common.chunk_to_msg(ActionChunk.uniform(outputs["joint_names"], action, float(outputs["dt"]),
-                                                      result.stamp_ns / NS))
+        msg = common.chunk_to_msg(
+            ActionChunk.uniform(outputs["joint_names"], action, float(outputs["dt"]), result.stamp_ns / NS)
+        )
         msg.header.stamp = common.time_msg(result.stamp_ns)
         self._publish(msg)
         self.stats.chunks += 1
@@ -265,11 +276,15 @@ class PolicyNode(Node):
     def _publish_diagnostics(self) -> None:
         active = self.active
         values: dict[str, object] = {
-            "policy": active.name if active else "", "version": active.version if active else "",
+            "policy": active.name if active else "",
+            "version": active.version if active else "",
             "manifest_sha256": active.manifest_sha256 if active else "",
             "family": active.manifest.get("family", "") if active else "",
-            "enabled": self.enabled, "trigger": self.trigger, "rate_hz": self.rate,
-            **self.stats.values(), "load_error": self.load_error,
+            "enabled": self.enabled,
+            "trigger": self.trigger,
+            "rate_hz": self.rate,
+            **self.stats.values(),
+            "load_error": self.load_error,
         }
         if active is None:
             level, message = "ERROR", f"no policy loaded: {self.load_error}"

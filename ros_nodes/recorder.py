@@ -47,17 +47,24 @@ def default_output_dir() -> str:
 def recorded_topics(profile_name: str) -> dict[str, str]:
     """Topic -> ROS type the recorder records by default for a robot profile."""
     profile = get_profile(profile_name)
-    specs = [*profile.topics(),
-             contract.TopicSpec(profile.policy_output_topic, "trajectory_msgs/msg/JointTrajectory",
-                                contract.QoSKind.COMMAND)]
+    specs = [
+        *profile.topics(),
+        contract.TopicSpec(
+            profile.policy_output_topic, "trajectory_msgs/msg/JointTrajectory", contract.QoSKind.COMMAND
+        ),
+    ]
     specs += [s for s in contract.OPERATOR_TOPICS if s.name in (contract.TASK_INSTRUCTION, contract.ESTOP)]
     specs += [s for s in contract.SIM_ONLY_TOPICS if s.name in (contract.SIM_OBJECT_POSE, contract.SIM_EPISODE)]
     return {s.name: s.msg_type for s in specs}
 
 
 def _qos_dict(qos: QoSProfile) -> dict:
-    return {"history": qos.history.name.lower(), "depth": qos.depth,
-            "reliability": qos.reliability.name.lower(), "durability": qos.durability.name.lower()}
+    return {
+        "history": qos.history.name.lower(),
+        "depth": qos.depth,
+        "reliability": qos.reliability.name.lower(),
+        "durability": qos.durability.name.lower(),
+    }
 
 
 class RecorderNode(Node):
@@ -76,8 +83,7 @@ class RecorderNode(Node):
             override = []
         known = recorded_topics(self.profile_name)
         # Topics outside the contract get their type from their publishers when they appear.
-        self.wanted: dict[str, str | None] = (
-            {t: known.get(t) for t in override} if override else known)
+        self.wanted: dict[str, str | None] = {t: known.get(t) for t in override} if override else known
 
         self._subs: dict[str, object] = {}
         self._types: dict[str, str] = {}
@@ -121,7 +127,9 @@ class RecorderNode(Node):
                     continue
                 type_name = offered.pop()
             elif offered != {type_name}:
-                self._warn_once(topic, f"{topic}: publishers offer {sorted(offered)}, expected {type_name}; not recorded")
+                self._warn_once(
+                    topic, f"{topic}: publishers offer {sorted(offered)}, expected {type_name}; not recorded"
+                )
                 continue
             reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
             latched = all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
@@ -137,11 +145,14 @@ class RecorderNode(Node):
             self._has_header[topic] = bool(fields) and fields[0][1] == "std_msgs/Header"
             self._types[topic] = type_name
             self._subs[topic] = self.create_subscription(
-                msg_class, topic, lambda data, t=topic, lt=latched: self._on_message(t, data, lt), qos, raw=True)
+                msg_class, topic, lambda data, t=topic, lt=latched: self._on_message(t, data, lt), qos, raw=True
+            )
             if self._writer is not None:
                 self._writer.add_channel(topic, type_name, self._offered[topic])
-            self.get_logger().info(f"subscribed {topic} [{type_name}] "
-                                   f"{'reliable' if reliable else 'best-effort'}{', latched' if latched else ''}")
+            self.get_logger().info(
+                f"subscribed {topic} [{type_name}] "
+                f"{'reliable' if reliable else 'best-effort'}{', latched' if latched else ''}"
+            )
 
     def _warn_once(self, topic: str, text: str) -> None:
         if topic not in self._warned:
@@ -264,12 +275,18 @@ class RecorderNode(Node):
     # --- diagnostics ----------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         missing = sorted(set(self.wanted) - set(self._subs))
-        values = {"episodes_saved": self._episodes_done, "topics_subscribed": len(self._subs),
-                  "topics_without_publisher": ",".join(missing), "output_dir": self.output_dir}
+        values = {
+            "episodes_saved": self._episodes_done,
+            "topics_subscribed": len(self._subs),
+            "topics_without_publisher": ",".join(missing),
+            "output_dir": self.output_dir,
+        }
         if self._writer is not None:
             level = "ERROR" if self._write_error else "OK"
             message = f"recording {self._writer.path.name}"
-            values |= {"messages": sum(self._counts.values())} | {f"count {t}": c for t, c in sorted(self._counts.items())}
+            values |= {"messages": sum(self._counts.values())} | {
+                f"count {t}": c for t, c in sorted(self._counts.items())
+            }
         else:
             level, message = "OK", "idle"
         array = DiagnosticArray(status=[diagnostic_status(self, level, message, values)])

@@ -76,14 +76,14 @@ class SafetyFilterNode(Node):
         self.bad_input_since_report = 0
         self.watchdog_trips_since_report = 0
 
-        self.pub = self.create_publisher(JointTrajectory, self.profile.trajectory_topic,
-                                         QOS[contract.QoSKind.COMMAND])
-        self.diag_pub = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS,
-                                              QOS[contract.QoSKind.DEFAULT])
-        self.create_subscription(JointTrajectory, self.profile.policy_output_topic, self.on_chunk,
-                                 QOS[contract.QoSKind.COMMAND])
-        self.create_subscription(JointState, contract.JOINT_STATES, self.on_joint_state,
-                                 QOS[contract.QoSKind.STATE_SUB])
+        self.pub = self.create_publisher(JointTrajectory, self.profile.trajectory_topic, QOS[contract.QoSKind.COMMAND])
+        self.diag_pub = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, QOS[contract.QoSKind.DEFAULT])
+        self.create_subscription(
+            JointTrajectory, self.profile.policy_output_topic, self.on_chunk, QOS[contract.QoSKind.COMMAND]
+        )
+        self.create_subscription(
+            JointState, contract.JOINT_STATES, self.on_joint_state, QOS[contract.QoSKind.STATE_SUB]
+        )
         self.create_subscription(Bool, contract.ESTOP, self.on_estop, QOS[contract.QoSKind.LATCHED])
         self.create_service(SetBool, "~/enable", self.on_enable)
         self.create_service(Trigger, "~/reset_estop", self.on_reset_estop)
@@ -91,11 +91,13 @@ class SafetyFilterNode(Node):
         # diagnostics on the steady clock so operators hear from us even when the sim is paused.
         self.create_timer(1.0 / watchdog_hz, self.on_watchdog)
         self.create_timer(STATE_WAIT_S / 2, self.on_wait_timeout, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self.publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(
+            1.0 / contract.DIAGNOSTICS_HZ, self.publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
         self.get_logger().info(
             f"safety filter for {self.profile.name}: {self.profile.policy_output_topic} -> "
-            f"{self.profile.trajectory_topic}, {'enabled' if self.safety.enabled else 'disabled until ~/enable'}")
+            f"{self.profile.trajectory_topic}, {'enabled' if self.safety.enabled else 'disabled until ~/enable'}"
+        )
 
     # --- inputs -----------------------------------------------------------------------
     def on_joint_state(self, msg: JointState) -> None:
@@ -234,10 +236,17 @@ class SafetyFilterNode(Node):
         else:
             level, message = "OK", "enabled"
         values = {
-            "enabled": s.enabled, "estop_latched": s.estop_latched, "estop_pressed": s.estop_pressed,
-            "ramp_scale": f"{s.ramp_scale(now_sec(self)):.3f}", "commands": s.stats.commands,
-            "passed": s.stats.passed, "clamped": s.stats.clamped, "limited": s.stats.limited,
-            "held": s.stats.held, "bad_input": s.stats.bad_input, "last_hold_reason": s.last_hold_reason or "",
+            "enabled": s.enabled,
+            "estop_latched": s.estop_latched,
+            "estop_pressed": s.estop_pressed,
+            "ramp_scale": f"{s.ramp_scale(now_sec(self)):.3f}",
+            "commands": s.stats.commands,
+            "passed": s.stats.passed,
+            "clamped": s.stats.clamped,
+            "limited": s.stats.limited,
+            "held": s.stats.held,
+            "bad_input": s.stats.bad_input,
+            "last_hold_reason": s.last_hold_reason or "",
         }
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()

@@ -42,13 +42,28 @@ EPISODE_ANNOUNCE_S = 0.1
 class SimNode(PerceptionPhase, Node):
     def __init__(self) -> None:
         super().__init__("sim")
-        p = self.declare_parameters("", [
-            ("profile", ""), ("task", "pick_lift"), ("object", ""), ("rtf", 1.0), ("pacing", "realtime"),
-            ("seed", 0), ("cameras", True), ("policy_rate", contract.POLICY_HZ),
-            ("camera_hz", contract.CAMERA_HZ), ("joint_state_hz", contract.JOINT_STATE_HZ),
-            ("camera_width", 0), ("camera_height", 0), ("auto_reset", True), ("start_paused", False),
-            ("max_episode_s", 0.0), ("success_hold_s", -1.0), ("grasp_pose_timeout_s", 0.0),
-        ])
+        p = self.declare_parameters(
+            "",
+            [
+                ("profile", ""),
+                ("task", "pick_lift"),
+                ("object", ""),
+                ("rtf", 1.0),
+                ("pacing", "realtime"),
+                ("seed", 0),
+                ("cameras", True),
+                ("policy_rate", contract.POLICY_HZ),
+                ("camera_hz", contract.CAMERA_HZ),
+                ("joint_state_hz", contract.JOINT_STATE_HZ),
+                ("camera_width", 0),
+                ("camera_height", 0),
+                ("auto_reset", True),
+                ("start_paused", False),
+                ("max_episode_s", 0.0),
+                ("success_hold_s", -1.0),
+                ("grasp_pose_timeout_s", 0.0),
+            ],
+        )
         params = {x.name: x.value for x in p}
         if self.get_parameter("use_sim_time").value:
             # The sim is the clock: it must not wait for a /clock that only it publishes.
@@ -67,11 +82,13 @@ class SimNode(PerceptionPhase, Node):
         self.started = self.set_up = False
         self.core, self.thread = start_core_thread(
             lambda: make_core(params["task"], params["profile"] or None, bool(params["cameras"]), size, options),
-            self._loop)
+            self._loop,
+        )
         self.profile = self.core.profile
         self.set_parameters([Parameter("profile", Parameter.Type.STRING, self.profile.name)])
-        self.clock = EpisodeClock(self.core, params["seed"], params["policy_rate"], params["max_episode_s"],
-                                  params["success_hold_s"])
+        self.clock = EpisodeClock(
+            self.core, params["seed"], params["policy_rate"], params["max_episode_s"], params["success_hold_s"]
+        )
         self.grasp_pose_timeout_s = float(params["grasp_pose_timeout_s"])
         if not self.grasp_pose_timeout_s >= 0:
             raise ValueError(f"grasp_pose_timeout_s must be a number of seconds >= 0, got {self.grasp_pose_timeout_s}")
@@ -97,8 +114,9 @@ class SimNode(PerceptionPhase, Node):
         self.rejected = 0
         self.ignored_answers = 0
         # Steady clock: diagnostics keep coming while the sim is paused or waiting in lockstep.
-        self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self._publish_diagnostics,
-                          clock=RosClock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(
+            1.0 / contract.DIAGNOSTICS_HZ, self._publish_diagnostics, clock=RosClock(clock_type=ClockType.STEADY_TIME)
+        )
         self._diag_last = (time.monotonic(), 0.0)
         self.add_on_set_parameters_callback(self._on_params)
         with self.wake:  # the physics thread starts the first episode (its reset may render)
@@ -178,10 +196,16 @@ class SimNode(PerceptionPhase, Node):
     def _publish_diagnostics(self) -> None:
         with self.lock:
             sim_t, wall_t = self.clock.now(), time.monotonic()
-            values = {"episode": self.clock.episode, "seed": self.clock.seed, "pacing": "lockstep" if self.lockstep else "realtime",
-                      "paused": self.paused, "sim_time_s": f"{sim_t:.3f}",
-                      "rejected_trajectories": self.rejected, "ignored_answers": self.ignored_answers,
-                      "skipped_points": self.core.executor.skipped_points}
+            values = {
+                "episode": self.clock.episode,
+                "seed": self.clock.seed,
+                "pacing": "lockstep" if self.lockstep else "realtime",
+                "paused": self.paused,
+                "sim_time_s": f"{sim_t:.3f}",
+                "rejected_trajectories": self.rejected,
+                "ignored_answers": self.ignored_answers,
+                "skipped_points": self.core.executor.skipped_points,
+            }
         last_wall, last_sim = self._diag_last
         self._diag_last = (wall_t, sim_t)
         values["rtf"] = f"{(sim_t - last_sim) / max(wall_t - last_wall, 1e-9):.2f}"

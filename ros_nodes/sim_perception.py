@@ -26,8 +26,9 @@ class PerceptionPhase:
         self.perceive_due = False  # lockstep: the episode's perception phase has not run yet
         self.grasp_pose_stamp: float | None = None  # stamp (s) of the newest /grasp/target_pose
         if self.perceives:
-            self.create_subscription(PoseStamped, contract.GRASP_TARGET_POSE, self._on_grasp_pose,
-                                     common.QOS[contract.QoSKind.LATCHED])
+            self.create_subscription(
+                PoseStamped, contract.GRASP_TARGET_POSE, self._on_grasp_pose, common.QOS[contract.QoSKind.LATCHED]
+            )
 
     def _on_grasp_pose(self, msg: PoseStamped) -> None:
         with self.wake:
@@ -44,12 +45,17 @@ class PerceptionPhase:
         depth, mask = self.core.task.clear_view()
         self.topics.publish_view(cam, depth, mask, t)
         start = last_sent = time.monotonic()
-        while self.running and not self.reset_requested and (
-                self.grasp_pose_stamp is None or self.grasp_pose_stamp < t - 1e-6):
+        while (
+            self.running
+            and not self.reset_requested
+            and (self.grasp_pose_stamp is None or self.grasp_pose_stamp < t - 1e-6)
+        ):
             waited = time.monotonic() - start
             if waited > self.grasp_pose_timeout_s:
-                self.get_logger().error(f"episode {self.clock.episode}: no grasp pose on {contract.GRASP_TARGET_POSE} "
-                                        f"after {waited:.1f} s; starting without one")
+                self.get_logger().error(
+                    f"episode {self.clock.episode}: no grasp pose on {contract.GRASP_TARGET_POSE} "
+                    f"after {waited:.1f} s; starting without one"
+                )
                 break
             if time.monotonic() - last_sent > 1.0:  # sensor-data QoS is best effort: send the view again
                 self.topics.publish_view(cam, depth, mask, t)

@@ -38,8 +38,9 @@ class SimTopics:
     them), object pose, episode, per camera colour + depth + camera_info, and for a task that
     plans from the camera (`masks`) the object mask and the latched camera pose."""
 
-    def __init__(self, node: Node, core: SimCoreProtocol, cameras: tuple[str, ...], masks: bool,
-                 camera_pose_stamp: float) -> None:
+    def __init__(
+        self, node: Node, core: SimCoreProtocol, cameras: tuple[str, ...], masks: bool, camera_pose_stamp: float
+    ) -> None:
         qos, K = common.QOS, contract.QoSKind
         pub = node.create_publisher
         self.node, self.core, self.profile = node, core, core.profile
@@ -48,20 +49,27 @@ class SimTopics:
         self.joints = pub(JointState, contract.JOINT_STATES, qos[K.STATE_PUB])
         self.object = pub(PoseStamped, contract.SIM_OBJECT_POSE, qos[K.DEFAULT])
         self.episode = pub(String, contract.SIM_EPISODE, EPISODE_QOS)
-        self.cams = {cam: (pub(Image, contract.camera_color_topic(cam), qos[K.SENSOR_DATA]),
-                           pub(Image, contract.camera_depth_topic(cam), qos[K.SENSOR_DATA]),
-                           pub(CameraInfo, contract.camera_info_topic(cam), qos[K.SENSOR_DATA]))
-                     for cam in cameras}
-        self.tactile = [pub(WrenchStamped, contract.tactile_topic(pad), qos[K.SENSOR_DATA])
-                        for pad in self.profile.tactile_pads]
-        self.masks = {cam: pub(Image, contract.camera_mask_topic(cam), qos[K.SENSOR_DATA])
-                      for cam in (cameras if masks else ())}
+        self.cams = {
+            cam: (
+                pub(Image, contract.camera_color_topic(cam), qos[K.SENSOR_DATA]),
+                pub(Image, contract.camera_depth_topic(cam), qos[K.SENSOR_DATA]),
+                pub(CameraInfo, contract.camera_info_topic(cam), qos[K.SENSOR_DATA]),
+            )
+            for cam in cameras
+        }
+        self.tactile = [
+            pub(WrenchStamped, contract.tactile_topic(pad), qos[K.SENSOR_DATA]) for pad in self.profile.tactile_pads
+        ]
+        self.masks = {
+            cam: pub(Image, contract.camera_mask_topic(cam), qos[K.SENSOR_DATA]) for cam in (cameras if masks else ())
+        }
         self._latched = []
         for cam in self.masks:  # the camera is fixed in the world: its pose is published once, latched
             pose = core.camera_pose(cam)
             self._latched.append(pub(PoseStamped, contract.camera_pose_topic(cam), qos[K.LATCHED]))
-            self._latched[-1].publish(common.pose_msg(pose[:3, 3], common.matrix_quaternion(pose[:3, :3]), "world",
-                                                      camera_pose_stamp))
+            self._latched[-1].publish(
+                common.pose_msg(pose[:3, 3], common.matrix_quaternion(pose[:3, :3]), "world", camera_pose_stamp)
+            )
 
     def publish_clock(self, t: float) -> None:
         self.clock.publish(Clock(clock=common.to_stamp(t)))
@@ -87,7 +95,7 @@ class SimTopics:
         self.joints.publish(common.joint_state_msg(self.profile.joint_names, q, v, e, stamp=t))
         if tick:
             self.object.publish(common.pose_msg(*self.core.object_pose(), "world", t))
-            for cam, (pub_rgb, pub_depth, pub_info) in (self.cams.items() if cameras else ()):
+            for cam, (pub_rgb, pub_depth, pub_info) in self.cams.items() if cameras else ():
                 rgb, depth = self.core.render(cam)
                 frame = f"{cam}_camera_optical_frame"
                 pub_rgb.publish(common.rgb_msg(rgb, frame, t))

@@ -18,14 +18,21 @@ from dexstack.dataset import ACTION, Dataset, DatasetWriter
 from dexstack.sim.env import ManipulationEnv, rollout_expert
 
 
-def collect_dataset(out: str | Path, episodes: int, seed: int = 0, task: str = "pick_lift",
-                    keep_failures: bool = False,
-                    progress: Callable[[int, bool], None] | None = None) -> Dataset:
+def collect_dataset(
+    out: str | Path,
+    episodes: int,
+    seed: int = 0,
+    task: str = "pick_lift",
+    keep_failures: bool = False,
+    progress: Callable[[int, bool], None] | None = None,
+) -> Dataset:
     """Roll out the expert for seeds seed..seed+episodes-1 and write every (kept) episode."""
     env = ManipulationEnv(task, cameras=True)
     profile, cams = env.profile, env.profile.camera_names
-    features = {contract.JOINT_POSITIONS: {"shape": [profile.n_joints], "dtype": "float32"},
-                ACTION: {"shape": [profile.n_joints], "dtype": "float32"}}
+    features = {
+        contract.JOINT_POSITIONS: {"shape": [profile.n_joints], "dtype": "float32"},
+        ACTION: {"shape": [profile.n_joints], "dtype": "float32"},
+    }
     for cam in cams:
         spec = profile.camera(cam)
         features[contract.rgb_key(cam)] = {"shape": [spec.height, spec.width, 3], "dtype": "uint8"}
@@ -34,13 +41,16 @@ def collect_dataset(out: str | Path, episodes: int, seed: int = 0, task: str = "
             ep = rollout_expert(env, seed + i, record=True)
             if ep["success"] or keep_failures:
                 obs = ep["observations"]
-                frames = {contract.JOINT_POSITIONS: np.array([o[contract.JOINT_POSITIONS] for o in obs], np.float32),
-                          ACTION: np.array([a[0] for a in ep["actions"]], np.float32),
-                          "timestamp": np.array([o["time"] for o in obs], np.float64)}
+                frames = {
+                    contract.JOINT_POSITIONS: np.array([o[contract.JOINT_POSITIONS] for o in obs], np.float32),
+                    ACTION: np.array([a[0] for a in ep["actions"]], np.float32),
+                    "timestamp": np.array([o["time"] for o in obs], np.float64),
+                }
                 for cam in cams:
                     frames[contract.rgb_key(cam)] = np.stack([o[contract.rgb_key(cam)] for o in obs])
-                writer.add_episode(frames, task=ep["instruction"], success=bool(ep["success"]),
-                                   source=f"sim:{task}:seed={seed + i}")
+                writer.add_episode(
+                    frames, task=ep["instruction"], success=bool(ep["success"]), source=f"sim:{task}:seed={seed + i}"
+                )
             if progress:
                 progress(i + 1, bool(ep["success"]))
     env.close()

@@ -34,8 +34,15 @@ def _close_renderers(*renderer_sets: dict) -> None:
 class SimCore:
     """MuJoCo physics + chunk execution + cameras for one task scene."""
 
-    def __init__(self, task: str = "pick_lift", profile: RobotProfile = PANDA, render: bool = True,
-                 camera_size: tuple[int, int] | None = None, *, mesh_detail: str = "low") -> None:
+    def __init__(
+        self,
+        task: str = "pick_lift",
+        profile: RobotProfile = PANDA,
+        render: bool = True,
+        camera_size: tuple[int, int] | None = None,
+        *,
+        mesh_detail: str = "low",
+    ) -> None:
         """camera_size: (width, height) for every camera, None = the profile's sizes;
         mesh_detail: "low" (fast, collision hulls) or "high" (detailed arm meshes) in images."""
         task_cls = get_task_class(task)

@@ -26,18 +26,28 @@ DEFAULT_OBJECT = "potted_meat_can"
 class HandCore:
     """`SimCoreProtocol` over `HandSim` + `GraspTask` (see the module docstring)."""
 
-    def __init__(self, task: str = GraspTask.name, profile: RobotProfile = ADROIT, render: bool = True,
-                 camera_size: tuple[int, int] | None = None, *, object_name: str = DEFAULT_OBJECT) -> None:
+    def __init__(
+        self,
+        task: str = GraspTask.name,
+        profile: RobotProfile = ADROIT,
+        render: bool = True,
+        camera_size: tuple[int, int] | None = None,
+        *,
+        object_name: str = DEFAULT_OBJECT,
+    ) -> None:
         if task != GraspTask.name or profile.name != ADROIT.name:
-            raise ValueError(f"the hand core runs the {GraspTask.name!r} task on {ADROIT.name}, got {task!r} on "
-                             f"{profile.name}")
+            raise ValueError(
+                f"the hand core runs the {GraspTask.name!r} task on {ADROIT.name}, got {task!r} on {profile.name}"
+            )
         spec = ADROIT.cameras[0]
         size = (spec.width, spec.height) if camera_size is None else tuple(camera_size)
         if size != FIT_CAMERA_SIZE or size != (spec.width, spec.height):
             # The grasp task plans from the scene camera at this size; another size would need a
             # second renderer whose pixels no longer match the mask.
-            raise ValueError(f"the hand sim renders its {spec.name} camera at {spec.width}x{spec.height}, "
-                             f"got camera size {size[0]}x{size[1]}")
+            raise ValueError(
+                f"the hand sim renders its {spec.name} camera at {spec.width}x{spec.height}, "
+                f"got camera size {size[0]}x{size[1]}"
+            )
         self.sim = HandSim(object_name, render=render, camera_size=FIT_CAMERA_SIZE)
         self.task = GraspTask(self.sim)
         self.profile = ADROIT
@@ -62,8 +72,12 @@ class HandCore:
         try:
             info = self.task.reset(np.random.default_rng(int(seed)))
             grasp, pre = info["grasp_pose"], info["pregrasp_pose"]
-            self.plan = {"grasp_position": grasp[0].tolist(), "grasp_quaternion": grasp[1].tolist(),
-                         "pregrasp_position": pre[0].tolist(), "error": ""}
+            self.plan = {
+                "grasp_position": grasp[0].tolist(),
+                "grasp_quaternion": grasp[1].tolist(),
+                "pregrasp_position": pre[0].tolist(),
+                "error": "",
+            }
         except RuntimeError as exc:
             self.sim.reset()
             self.task.grasp = None
@@ -93,7 +107,7 @@ class HandCore:
         return self.sim.joint_state()
 
     def sensors(self) -> dict[str, np.ndarray]:
-        """"tactile": (5,) normal force (N) per pad, `ADROIT.tactile_pads` order, from anything
+        """ "tactile": (5,) normal force (N) per pad, `ADROIT.tactile_pads` order, from anything
         outside the hand."""
         return {"tactile": self.sim.pad_forces()}
 
@@ -129,8 +143,13 @@ class HandCore:
         self.sim.close()
 
 
-def make_core(task: str, profile: str | None = None, render: bool = True, camera_size: tuple[int, int] | None = None,
-              options: dict[str, Any] | None = None) -> SimCoreProtocol:
+def make_core(
+    task: str,
+    profile: str | None = None,
+    render: bool = True,
+    camera_size: tuple[int, int] | None = None,
+    options: dict[str, Any] | None = None,
+) -> SimCoreProtocol:
     """The core `task` runs on. profile: None or the task's robot (anything else is a
     ValueError); options: the task's options (the grasp task: `object`)."""
     robot = task_robot(task)
@@ -138,7 +157,9 @@ def make_core(task: str, profile: str | None = None, render: bool = True, camera
         raise ValueError(f"task {task!r} runs on the {robot} profile, not {profile!r}")
     options = dict(options or {})
     if robot == ADROIT.name:
-        core: SimCoreProtocol = HandCore(task, ADROIT, render, camera_size, object_name=options.pop("object", DEFAULT_OBJECT))
+        core: SimCoreProtocol = HandCore(
+            task, ADROIT, render, camera_size, object_name=options.pop("object", DEFAULT_OBJECT)
+        )
     else:
         core = SimCore(task, get_profile(robot), render=render, camera_size=camera_size)
     if options:

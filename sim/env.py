@@ -29,8 +29,14 @@ class ManipulationEnv:
     episode's end info["metrics"]: the task's `episode_metrics`.
     """
 
-    def __init__(self, task: str = "pick_lift", cameras: bool = True, camera_size: tuple[int, int] | None = None,
-                 policy_hz: float = contract.POLICY_HZ, profile: RobotProfile = PANDA) -> None:
+    def __init__(
+        self,
+        task: str = "pick_lift",
+        cameras: bool = True,
+        camera_size: tuple[int, int] | None = None,
+        policy_hz: float = contract.POLICY_HZ,
+        profile: RobotProfile = PANDA,
+    ) -> None:
         self.core = SimCore(task, profile, render=cameras, camera_size=camera_size)
         self.profile = profile
         self.cameras = cameras
@@ -60,9 +66,15 @@ class ManipulationEnv:
 
     def _info(self, success_now: bool) -> dict[str, Any]:
         held = self._success_since is not None and self.core.time - self._success_since >= self.task.success_hold_s
-        return {"success": bool(held), "success_now": bool(success_now), "reward_terms": self.task.reward_terms(),
-                "object": self.task.object_name, "instruction": self.task.instruction, "seed": self.seed,
-                "sim_s": self.core.time}
+        return {
+            "success": bool(held),
+            "success_now": bool(success_now),
+            "reward_terms": self.task.reward_terms(),
+            "object": self.task.object_name,
+            "instruction": self.task.instruction,
+            "seed": self.seed,
+            "sim_s": self.core.time,
+        }
 
     def reset(self, seed: int, options: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """New episode from `seed` (object, pose); the arm starts at the profile's home. The
@@ -135,8 +147,16 @@ def rollout_expert(env: ManipulationEnv, seed: int, expert=None, record: bool = 
         total += reward
         steps += 1
         done = terminated or truncated
-    result = {"seed": int(seed), "task": env.task.name, "object": info["object"], "instruction": info["instruction"],
-              "success": info["success"], "steps": steps, "sim_time": env.core.time, "return": total}
+    result = {
+        "seed": int(seed),
+        "task": env.task.name,
+        "object": info["object"],
+        "instruction": info["instruction"],
+        "success": info["success"],
+        "steps": steps,
+        "sim_time": env.core.time,
+        "return": total,
+    }
     if record:
         result["observations"] = observations
         result["actions"] = actions
@@ -159,10 +179,18 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     results = [rollout_expert(env, s) for s in range(args.first_seed, args.first_seed + args.episodes)]
     failures = [{"seed": r["seed"], "object": r["object"]} for r in results if not r["success"]]
-    print(json.dumps({"task": args.task, "episodes": len(results),
-                      "success_rate": sum(r["success"] for r in results) / len(results),
-                      "mean_sim_time_s": float(np.mean([r["sim_time"] for r in results])),
-                      "wall_s": round(time.perf_counter() - start, 2), "failures": failures}))
+    print(
+        json.dumps(
+            {
+                "task": args.task,
+                "episodes": len(results),
+                "success_rate": sum(r["success"] for r in results) / len(results),
+                "mean_sim_time_s": float(np.mean([r["sim_time"] for r in results])),
+                "wall_s": round(time.perf_counter() - start, 2),
+                "failures": failures,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

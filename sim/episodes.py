@@ -26,8 +26,9 @@ def steps_per(rate_hz: float, dt: float) -> int:
     return max(1, round(1.0 / (rate_hz * dt)))
 
 
-def start_core_thread(build: Callable[[], SimCoreProtocol], loop: Callable[[], None]
-                      ) -> tuple[SimCoreProtocol, threading.Thread]:
+def start_core_thread(
+    build: Callable[[], SimCoreProtocol], loop: Callable[[], None]
+) -> tuple[SimCoreProtocol, threading.Thread]:
     """Build a core in a new (daemon) thread that then runs `loop` and closes the core: the
     thread owns the core, since an EGL context is only valid in the thread that made it.
     Returns once the core is built; the build's exception is raised here."""
@@ -58,16 +59,27 @@ class EpisodeClock:
     """Episode bookkeeping over `core` (see the module docstring). max_time_s: 0 = the task's
     limit; success_hold_s: < 0 = the task's."""
 
-    def __init__(self, core: SimCoreProtocol, first_seed: int, policy_rate_hz: float,
-                 max_time_s: float = 0.0, success_hold_s: float = -1.0) -> None:
+    def __init__(
+        self,
+        core: SimCoreProtocol,
+        first_seed: int,
+        policy_rate_hz: float,
+        max_time_s: float = 0.0,
+        success_hold_s: float = -1.0,
+    ) -> None:
         self.core = core
         self.steps_per_tick = steps_per(policy_rate_hz, core.dt)
         self.max_time_s = float(max_time_s) or float(core.task.max_time_s)
         self.success_hold_s = float(core.task.success_hold_s if success_hold_s < 0 else success_hold_s)
-        if not (np.isfinite([self.max_time_s, self.success_hold_s]).all() and self.max_time_s > 0
-                and self.success_hold_s >= 0):
-            raise ValueError(f"the episode limit must be > 0 s and the success hold >= 0 s, got "
-                             f"{self.max_time_s}, {self.success_hold_s}")
+        if not (
+            np.isfinite([self.max_time_s, self.success_hold_s]).all()
+            and self.max_time_s > 0
+            and self.success_hold_s >= 0
+        ):
+            raise ValueError(
+                f"the episode limit must be > 0 s and the success hold >= 0 s, got "
+                f"{self.max_time_s}, {self.success_hold_s}"
+            )
         self.next_seed = int(first_seed)
         self.seed = self.next_seed
         self.episode = -1
@@ -108,9 +120,16 @@ class EpisodeClock:
     def info(self, task_name: str, status: str, success: bool) -> dict[str, Any]:
         """The /sim/episode announcement; a "done" one carries the task's `episode_metrics` (the
         in-process env's too, so an evaluation through ROS reports the same metrics)."""
-        info = {"episode": self.episode, "seed": self.seed, "task": task_name,
-                "instruction": self.core.task.instruction, "status": status, "success": bool(success),
-                "sim_time": round(self.core.time, 6), "stamp": round(self.now(), 6)}
+        info = {
+            "episode": self.episode,
+            "seed": self.seed,
+            "task": task_name,
+            "instruction": self.core.task.instruction,
+            "status": status,
+            "success": bool(success),
+            "sim_time": round(self.core.time, 6),
+            "stamp": round(self.now(), 6),
+        }
         if status == "done":
             info["metrics"] = self.core.task.episode_metrics(bool(success), info["sim_time"])
         return info

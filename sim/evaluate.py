@@ -97,9 +97,16 @@ def task_groups(task: str, options: dict[str, str]) -> list[tuple[str | None, di
     return cls.episode_groups(dict(options))
 
 
-def run_episodes(setup: InProcess, groups: list[tuple[str | None, dict[str, str]]], episodes: int, seed: int, *,
-                 keep_frames: bool = False, progress: Callable[[EpisodeOutcome], None] | None = None,
-                 on_episode: Callable[[EpisodeOutcome, dict[str, Any]], None] | None = None) -> EvalResult:
+def run_episodes(
+    setup: InProcess,
+    groups: list[tuple[str | None, dict[str, str]]],
+    episodes: int,
+    seed: int,
+    *,
+    keep_frames: bool = False,
+    progress: Callable[[EpisodeOutcome], None] | None = None,
+    on_episode: Callable[[EpisodeOutcome, dict[str, Any]], None] | None = None,
+) -> EvalResult:
     """`episodes` episodes per group with seeds seed ... seed + episodes - 1; the env is closed
     at the end. keep_frames: keep the env's `frame` of every step of the first episode.
     on_episode(outcome, last info) after every episode, then progress(outcome)."""
@@ -124,8 +131,9 @@ def run_episodes(setup: InProcess, groups: list[tuple[str | None, dict[str, str]
                     obs, _, terminated, truncated, info = env.step(command)
                     if terminated or truncated:
                         break
-                outcome = EpisodeOutcome(group, seed + k, bool(info["success"]), float(info["sim_s"]),
-                                         dict(info.get("metrics", {})))
+                outcome = EpisodeOutcome(
+                    group, seed + k, bool(info["success"]), float(info["sim_s"]), dict(info.get("metrics", {}))
+                )
                 result.outcomes.append(outcome)
                 if on_episode is not None:
                     on_episode(outcome, info)
@@ -168,8 +176,9 @@ class ExpertController:
         return self.expert.act(obs["time"], obs[contract.JOINT_POSITIONS], pose[:3], pose[3:])
 
 
-def manipulation_in_process(policy_dir: Path, manifest: dict[str, Any], *, task: str,
-                            profile: RobotProfile) -> InProcess:
+def manipulation_in_process(
+    policy_dir: Path, manifest: dict[str, Any], *, task: str, profile: RobotProfile
+) -> InProcess:
     """The default `in_process` entry: the runtime the policy node serves (`load_runtime`) in
     ManipulationEnv."""
     from dexstack.runtime import load_runtime

@@ -36,6 +36,7 @@ from dexstack.sim.render import RgbdRenderer
 SETTLE_STEPS = 100  # physics steps at reset so the object rests on the table
 TOUCH_THRESHOLD = TACTILE_CONTACT_N  # N; a pad with more normal force than this is "in contact"
 
+
 def close_hand_targets(fraction: float) -> np.ndarray:
     """Scripted "close the hand" controller: hand joint targets (24,) in radians, linearly
     from open (fraction 0) to closed (fraction 1); fractions outside [0, 1] are clipped."""
@@ -53,8 +54,9 @@ def _close_renderers(renderers: list) -> None:
 class HandSim:
     """MuJoCo physics of the hand scene + fingertip touch + a scene RGB-D camera with an object mask."""
 
-    def __init__(self, object_name: str = "potted_meat_can", render: bool = True,
-                 camera_size: tuple[int, int] = (160, 120)) -> None:
+    def __init__(
+        self, object_name: str = "potted_meat_can", render: bool = True, camera_size: tuple[int, int] = (160, 120)
+    ) -> None:
         """camera_size: (width, height) of the scene camera in pixels."""
         if len(camera_size) != 2 or min(camera_size) < 1:
             raise ValueError(f"camera_size must be (width, height) in pixels, got {camera_size}")
@@ -127,9 +129,9 @@ class HandSim:
         if position.shape != (3,) or not np.isfinite(position).all() or not np.isfinite(yaw):
             raise ValueError(f"object position must be 3 finite numbers and yaw finite; got {position}, {yaw}")
         a = self._object_qpos
-        self.data.qpos[a:a + 3] = position
-        self.data.qpos[a + 3:a + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
-        self.data.qvel[self._object_dof:self._object_dof + 6] = 0.0
+        self.data.qpos[a : a + 3] = position
+        self.data.qpos[a + 3 : a + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        self.data.qvel[self._object_dof : self._object_dof + 6] = 0.0
         mujoco.mj_forward(self.model, self.data)
 
     def park_object(self) -> None:
@@ -213,7 +215,7 @@ class HandSim:
     def object_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Object grasp-frame position (3,) m and quaternion wxyz (4,), world frame."""
         a = self._object_qpos
-        return self.data.qpos[a:a + 3].copy(), self.data.qpos[a + 3:a + 7].copy()
+        return self.data.qpos[a : a + 3].copy(), self.data.qpos[a + 3 : a + 7].copy()
 
     def object_tilt(self) -> float:
         """Angle (rad) between the object's up axis and world z: 0 upright."""
@@ -230,8 +232,13 @@ class HandSim:
         world frame: the oracle perception of render-free runs."""
         d, g = self.data, self._object_geoms
         body = d.body(self._object_body)
-        return box_superquadric(body.xpos, body.xmat.reshape(3, 3), d.geom_xpos[g],
-                                d.geom_xmat[g].reshape(-1, 3, 3), self.model.geom_aabb[g, 3:])
+        return box_superquadric(
+            body.xpos,
+            body.xmat.reshape(3, 3),
+            d.geom_xpos[g],
+            d.geom_xmat[g].reshape(-1, 3, 3),
+            self.model.geom_aabb[g, 3:],
+        )
 
     def palm_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Palm (grasp) frame `hardware.models.PALM_SITE`: position (3,) m and quaternion wxyz (4,),
@@ -256,7 +263,7 @@ class HandSim:
         forces = np.zeros(len(TOUCH_PADS))
         if d.ncon == 0:
             return forces
-        pairs = d.contact.geom[:d.ncon]
+        pairs = d.contact.geom[: d.ncon]
         wrench = np.zeros(6)
         for k, pad_geom in enumerate(self._pad_geom):
             for i in np.flatnonzero((pairs == pad_geom).any(axis=1)):

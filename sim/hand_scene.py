@@ -49,8 +49,9 @@ def start_lift(object_height: float) -> float:
     """ARTy (m, world +z at this mount) at which the open hand clears an object `object_height`
     metres tall standing at the default spot (5 mm for the potted meat can)."""
     if not 0.0 < object_height <= CLEAR_HEIGHT_AT_ZERO + 0.2:
-        raise ValueError(f"object height {object_height} m is outside what the arm clears "
-                         f"(0, {CLEAR_HEIGHT_AT_ZERO + 0.2}] m")
+        raise ValueError(
+            f"object height {object_height} m is outside what the arm clears (0, {CLEAR_HEIGHT_AT_ZERO + 0.2}] m"
+        )
     return max(0.0, object_height - CLEAR_HEIGHT_AT_ZERO)
 
 
@@ -61,8 +62,13 @@ HAND_JOINTS: tuple[str, ...] = ADROIT.joint_names[6:]  # the 24 hand joints (rad
 # Fixed pad order used everywhere (observations, topics /tactile/<pad>, rewards).
 TOUCH_PADS: tuple[str, ...] = ADROIT.tactile_pads
 # Collision geom of each pad's distal phalanx in the Adroit model.
-PAD_GEOMS: dict[str, str] = {"thumb": "C_thdistal", "index": "C_ffdistal", "middle": "C_mfdistal",
-                             "ring": "C_rfdistal", "little": "C_lfdistal"}
+PAD_GEOMS: dict[str, str] = {
+    "thumb": "C_thdistal",
+    "index": "C_ffdistal",
+    "middle": "C_mfdistal",
+    "ring": "C_rfdistal",
+    "little": "C_lfdistal",
+}
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,9 @@ class HandSceneNames:
     table_geom: str
 
 
-def build_hand_scene(object_name: str = "potted_meat_can",
-                     camera_size: tuple[int, int] | None = None) -> tuple[mjcf.RootElement, HandSceneNames]:
+def build_hand_scene(
+    object_name: str = "potted_meat_can", camera_size: tuple[int, int] | None = None
+) -> tuple[mjcf.RootElement, HandSceneNames]:
     """Compose the Adroit arm + hand, table, floor, light, a scene camera and one catalogue object.
 
     object_name: a key of `sim.objects.CATALOG`. camera_size (width, height) only sizes the
@@ -95,16 +102,35 @@ def build_hand_scene(object_name: str = "potted_meat_can",
     scene.visual.headlight.ambient = [0.4, 0.4, 0.4]
     scene.visual.headlight.diffuse = [0.5, 0.5, 0.5]
 
-    scene.worldbody.add("geom", name="floor", type="plane", size=[3, 3, 0.1], pos=[0, 0, -TABLE_HEIGHT],
-                        rgba=[0.22, 0.24, 0.28, 1])
-    scene.worldbody.add("light", name="top", pos=[0, 0, 1.5], dir=[0, 0, -1], directional=True,
-                        castshadow=False, diffuse=[0.6, 0.6, 0.6])
+    scene.worldbody.add(
+        "geom", name="floor", type="plane", size=[3, 3, 0.1], pos=[0, 0, -TABLE_HEIGHT], rgba=[0.22, 0.24, 0.28, 1]
+    )
+    scene.worldbody.add(
+        "light",
+        name="top",
+        pos=[0, 0, 1.5],
+        dir=[0, 0, -1],
+        directional=True,
+        castshadow=False,
+        diffuse=[0.6, 0.6, 0.6],
+    )
     table = scene.worldbody.add("body", name="table", pos=[TABLE_CENTER[0], TABLE_CENTER[1], -TABLE_HALF_SIZE[2]])
-    table.add("geom", name="table_top", type="box", size=TABLE_HALF_SIZE, rgba=[0.62, 0.5, 0.38, 1],
-              friction=[1.0, 0.005, 0.0001])
+    table.add(
+        "geom",
+        name="table_top",
+        type="box",
+        size=TABLE_HALF_SIZE,
+        rgba=[0.62, 0.5, 0.38, 1],
+        friction=[1.0, 0.005, 0.0001],
+    )
     cam_pos = [0.3, -0.35, 0.4]
-    scene.worldbody.add("camera", name=SCENE_CAMERA, pos=cam_pos,
-                        xyaxes=look_at_xyaxes(cam_pos, [OBJECT_XY[0], OBJECT_XY[1], 0.05]), fovy=45.0)
+    scene.worldbody.add(
+        "camera",
+        name=SCENE_CAMERA,
+        pos=cam_pos,
+        xyaxes=look_at_xyaxes(cam_pos, [OBJECT_XY[0], OBJECT_XY[1], 0.05]),
+        fovy=45.0,
+    )
 
     attach_robot(scene, ADROIT)  # the robot model of hardware/models.py at the profile's mount
 

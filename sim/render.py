@@ -24,8 +24,10 @@ class RgbdRenderer:
 
     def __init__(self, model: mujoco.MjModel, width: int, height: int, max_geom: int = 2000) -> None:
         if width > model.vis.global_.offwidth or height > model.vis.global_.offheight:
-            raise ValueError(f"camera size {width}x{height} exceeds the model's offscreen buffer "
-                             f"{model.vis.global_.offwidth}x{model.vis.global_.offheight}")
+            raise ValueError(
+                f"camera size {width}x{height} exceeds the model's offscreen buffer "
+                f"{model.vis.global_.offwidth}x{model.vis.global_.offheight}"
+            )
         self.model, self.width, self.height = model, width, height
         from mujoco import gl_context
 
@@ -36,12 +38,16 @@ class RgbdRenderer:
         except (mujoco.FatalError, AttributeError, RuntimeError) as exc:
             raise RuntimeError(
                 f"cannot create an offscreen GL context ({exc}); MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}. "
-                "Set MUJOCO_GL=egl before mujoco is first imported, or disable rendering") from exc
+                "Set MUJOCO_GL=egl before mujoco is first imported, or disable rendering"
+            ) from exc
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._con)
         self._con.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
         self._scene = mujoco.MjvScene(model, maxgeom=max_geom)
-        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-                     mujoco.mjtRndFlag.mjRND_SKYBOX):
+        for flag in (
+            mujoco.mjtRndFlag.mjRND_SHADOW,
+            mujoco.mjtRndFlag.mjRND_REFLECTION,
+            mujoco.mjtRndFlag.mjRND_SKYBOX,
+        ):
             self._scene.flags[flag] = False
         self._option = mujoco.MjvOption()
         self._camera = mujoco.MjvCamera()
@@ -63,8 +69,9 @@ class RgbdRenderer:
             raise RuntimeError("renderer is closed")
         self._gl.make_current()
         self._camera.fixedcamid = camera_id
-        mujoco.mjv_updateScene(self.model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL,
-                               self._scene)
+        mujoco.mjv_updateScene(
+            self.model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL, self._scene
+        )
         mujoco.mjr_render(self._rect, self._scene, self._con)
         mujoco.mjr_readPixels(self._rgb, self._depth, self._rect, self._con)
         depth = (self._d / (self._depth.astype(np.float64) + self._c)).astype(np.float32)

@@ -47,8 +47,9 @@ class SceneNames:
     table_geom: str
 
 
-def configure_grasping_scene(scene: mjcf.RootElement, camera_sizes: list[tuple[int, int]],
-                             timestep: float = TIMESTEP) -> None:
+def configure_grasping_scene(
+    scene: mjcf.RootElement, camera_sizes: list[tuple[int, int]], timestep: float = TIMESTEP
+) -> None:
     """Physics and rendering settings every grasping scene shares; `camera_sizes` (width, height)
     size the offscreen buffer (at least 640x480)."""
     scene.option.timestep = timestep
@@ -64,9 +65,12 @@ def configure_grasping_scene(scene: mjcf.RootElement, camera_sizes: list[tuple[i
     getattr(scene.visual, "global").offheight = max([480] + [int(h) for _, h in camera_sizes])
 
 
-def build_scene(profile: RobotProfile = PANDA, object_names: tuple[str, ...] | None = None,
-                camera_size: tuple[int, int] | None = None,
-                mesh_detail: str = "low") -> tuple[mjcf.RootElement, SceneNames]:
+def build_scene(
+    profile: RobotProfile = PANDA,
+    object_names: tuple[str, ...] | None = None,
+    camera_size: tuple[int, int] | None = None,
+    mesh_detail: str = "low",
+) -> tuple[mjcf.RootElement, SceneNames]:
     """Compose robot, table, floor, lights, cameras and objects; returns the model and its names.
 
     camera_size (width, height) only sizes the offscreen buffer (at least 640x480).
@@ -82,27 +86,57 @@ def build_scene(profile: RobotProfile = PANDA, object_names: tuple[str, ...] | N
     scene.visual.headlight.ambient = [0.4, 0.4, 0.4]
     scene.visual.headlight.diffuse = [0.5, 0.5, 0.5]
 
-    scene.asset.add("texture", name="floor_tex", type="2d", builtin="checker", rgb1=[0.25, 0.28, 0.32],
-                    rgb2=[0.18, 0.2, 0.24], width=256, height=256)
+    scene.asset.add(
+        "texture",
+        name="floor_tex",
+        type="2d",
+        builtin="checker",
+        rgb1=[0.25, 0.28, 0.32],
+        rgb2=[0.18, 0.2, 0.24],
+        width=256,
+        height=256,
+    )
     scene.asset.add("material", name="floor_mat", texture="floor_tex", texrepeat=[4, 4], reflectance=0.0)
-    scene.worldbody.add("geom", name="floor", type="plane", size=[3, 3, 0.1], pos=[0, 0, -TABLE_HEIGHT],
-                        material="floor_mat")
-    scene.worldbody.add("light", name="top", pos=[0.4, 0, 1.5], dir=[0, 0, -1], directional=True,
-                        castshadow=False, diffuse=[0.6, 0.6, 0.6])
+    scene.worldbody.add(
+        "geom", name="floor", type="plane", size=[3, 3, 0.1], pos=[0, 0, -TABLE_HEIGHT], material="floor_mat"
+    )
+    scene.worldbody.add(
+        "light",
+        name="top",
+        pos=[0.4, 0, 1.5],
+        dir=[0, 0, -1],
+        directional=True,
+        castshadow=False,
+        diffuse=[0.6, 0.6, 0.6],
+    )
     table = scene.worldbody.add("body", name="table", pos=[TABLE_CENTER_X, 0, -TABLE_HALF_SIZE[2]])
-    table.add("geom", name="table_top", type="box", size=TABLE_HALF_SIZE, rgba=[0.62, 0.5, 0.38, 1],
-              friction=[1.0, 0.005, 0.0001])
+    table.add(
+        "geom",
+        name="table_top",
+        type="box",
+        size=TABLE_HALF_SIZE,
+        rgba=[0.62, 0.5, 0.38, 1],
+        friction=[1.0, 0.005, 0.0001],
+    )
     leg_h = (TABLE_HEIGHT - 2 * TABLE_HALF_SIZE[2]) / 2
     for k, (sx, sy) in enumerate(((1, 1), (1, -1), (-1, 1), (-1, -1))):
-        table.add("geom", name=f"table_leg{k}", type="box", size=[0.025, 0.025, leg_h], contype=0, conaffinity=0,
-                  pos=[sx * (TABLE_HALF_SIZE[0] - 0.05), sy * (TABLE_HALF_SIZE[1] - 0.05), -leg_h - TABLE_HALF_SIZE[2]],
-                  rgba=[0.45, 0.35, 0.25, 1])
+        table.add(
+            "geom",
+            name=f"table_leg{k}",
+            type="box",
+            size=[0.025, 0.025, leg_h],
+            contype=0,
+            conaffinity=0,
+            pos=[sx * (TABLE_HALF_SIZE[0] - 0.05), sy * (TABLE_HALF_SIZE[1] - 0.05), -leg_h - TABLE_HALF_SIZE[2]],
+            rgba=[0.45, 0.35, 0.25, 1],
+        )
 
     scene_cam = profile.camera("scene") if "scene" in profile.camera_names else None
     if scene_cam is not None:
         cam_pos = [1.25, 0.5, 0.6]
-        scene.worldbody.add("camera", name=scene_cam.name, pos=cam_pos,
-                            xyaxes=look_at_xyaxes(cam_pos, [0.4, 0.0, 0.1]), fovy=50.0)
+        scene.worldbody.add(
+            "camera", name=scene_cam.name, pos=cam_pos, xyaxes=look_at_xyaxes(cam_pos, [0.4, 0.0, 0.1]), fovy=50.0
+        )
 
     attach_robot(scene, profile, mesh_detail=mesh_detail)
 

@@ -17,7 +17,9 @@ from dexstack.policies.gpayn.action import ACTION_DIM
 UP_ACTION = 0.25  # palm_z action: the palm rises 2.5 mm per 10 Hz step, 2.5 cm per second
 
 
-def export_rising_actor(obs: dict[str, np.ndarray], observation_spec: dict, out_dir: Path) -> tuple[Path, dict[str, Any]]:
+def export_rising_actor(
+    obs: dict[str, np.ndarray], observation_spec: dict, out_dir: Path
+) -> tuple[Path, dict[str, Any]]:
     """Export the test actor into `out_dir` (new); its normaliser is fitted around `obs` (a GraspEnv
     observation). Returns (export directory, its manifest)."""
     import torch
@@ -32,8 +34,11 @@ def export_rising_actor(obs: dict[str, np.ndarray], observation_spec: dict, out_
     sac = SAC(spec, ACTION_DIM, SACConfig(hidden=(32, 32)), seed=0, device="cpu")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
-    batch = {k: np.stack([obs[k] + 0.01 * rng.standard_normal(obs[k].shape) for _ in range(8)]) for k in spec
-             if k != "visual"}
+    batch = {
+        k: np.stack([obs[k] + 0.01 * rng.standard_normal(obs[k].shape) for _ in range(8)])
+        for k in spec
+        if k != "visual"
+    }
     sac.update_normalizer(batch | {"visual": encode_images(encoder, images)})
     sac.freeze_normalizer()
     with torch.no_grad():

@@ -16,7 +16,7 @@ CAMERAS = ("wrist", "scene")
 def square_image(center_uv: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
     img = np.full((96, 96, 3), 40, np.uint8)
     u, v = (center_uv * 80 + 8).astype(int)
-    img[max(v - 6, 0):v + 6, max(u - 6, 0):u + 6] = color
+    img[max(v - 6, 0) : v + 6, max(u - 6, 0) : u + 6] = color
     return img
 
 
@@ -24,8 +24,10 @@ def write_goal_dataset(root: Path, n_episodes: int, n_frames: int) -> None:
     from dexstack.dataset import DatasetWriter
 
     rng = np.random.default_rng(0)
-    features = {contract.JOINT_POSITIONS: {"shape": [8], "dtype": "float32"},
-                "action": {"shape": [8], "dtype": "float32"}}
+    features = {
+        contract.JOINT_POSITIONS: {"shape": [8], "dtype": "float32"},
+        "action": {"shape": [8], "dtype": "float32"},
+    }
     features.update({contract.rgb_key(c): {"shape": [96, 96, 3], "dtype": "uint8"} for c in CAMERAS})
     home = np.asarray(PANDA.home)
     mixing = rng.normal(0.0, 0.4, (8, 2))
@@ -38,7 +40,10 @@ def write_goal_dataset(root: Path, n_episodes: int, n_frames: int) -> None:
             q[0] = home + rng.normal(0, 0.02, 8)
             for k in range(n_frames):
                 q[k + 1] = q[k] + 0.25 * (goal - q[k])
-            frames = {contract.JOINT_POSITIONS: q[:-1], "action": q[1:],
-                      contract.rgb_key("scene"): np.stack([square_image(uv, (250, 30, 30))] * n_frames),
-                      contract.rgb_key("wrist"): np.stack([square_image(1 - uv, (30, 250, 30))] * n_frames)}
+            frames = {
+                contract.JOINT_POSITIONS: q[:-1],
+                "action": q[1:],
+                contract.rgb_key("scene"): np.stack([square_image(uv, (250, 30, 30))] * n_frames),
+                contract.rgb_key("wrist"): np.stack([square_image(1 - uv, (30, 250, 30))] * n_frames),
+            }
             writer.add_episode(frames, task="pick_lift", success=True, source="synthetic")

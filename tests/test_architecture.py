@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 from import_graph import ROOT, cycles, import_edges, module_files
 
-OUTER = ("dexstack.hardware", "dexstack.sim", "dexstack.policies", "dexstack.ros_nodes", "dexstack.perception",
-         "dexstack.cli")
+OUTER = (
+    "dexstack.hardware",
+    "dexstack.sim",
+    "dexstack.policies",
+    "dexstack.ros_nodes",
+    "dexstack.perception",
+    "dexstack.cli",
+)
 NODE_MAX_LINES = 300
 
 
@@ -34,22 +40,31 @@ def test_core_imports_no_outer_layer():
     """dexstack/ (contract, manifest, store, datasets, trajectories) must not import hardware/, sim/,
     policies/ or ros_nodes/ at run time; the CLI is the one place that wires them together."""
     edges = import_edges()
-    bad = {m: sorted(t for t in targets if t.startswith(OUTER))
-           for m, targets in edges.items() if m.startswith("dexstack.") and not m.startswith(OUTER)}
+    bad = {
+        m: sorted(t for t in targets if t.startswith(OUTER))
+        for m, targets in edges.items()
+        if m.startswith("dexstack.") and not m.startswith(OUTER)
+    }
     assert {m: t for m, t in bad.items() if t} == {}
 
 
 def test_ros_nodes_stay_thin():
-    sizes = {m: len(p.read_text().splitlines()) for m, p in module_files().items()
-             if m.startswith("dexstack.ros_nodes.")}
+    sizes = {
+        m: len(p.read_text().splitlines()) for m, p in module_files().items() if m.startswith("dexstack.ros_nodes.")
+    }
     assert sizes, "no ROS node modules found"
     assert {m: n for m, n in sizes.items() if n > NODE_MAX_LINES} == {}
 
 
 def _shipped_refs() -> list[str]:
     store = ROOT / "policy_store"
-    return sorted(f"{name.name}@{version.name}" for name in store.iterdir() if name.is_dir()
-                  for version in name.iterdir() if (version / "manifest.json").is_file())
+    return sorted(
+        f"{name.name}@{version.name}"
+        for name in store.iterdir()
+        if name.is_dir()
+        for version in name.iterdir()
+        if (version / "manifest.json").is_file()
+    )
 
 
 SERVE_AND_REPORT = """
@@ -70,7 +85,13 @@ print(json.dumps(sorted(m for m in sys.modules if m == "torch" or m.startswith((
 @pytest.mark.parametrize("ref", _shipped_refs())
 def test_serving_a_shipped_policy_imports_neither_torch_nor_the_sim(ref, tmp_path):
     env = dict(os.environ, DEXSTACK_HOME=str(tmp_path), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    out = subprocess.run([sys.executable, "-c", SERVE_AND_REPORT, ref], capture_output=True, text=True, env=env,
-                         timeout=120, cwd=Path(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", SERVE_AND_REPORT, ref],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=Path(ROOT),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []

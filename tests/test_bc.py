@@ -29,8 +29,9 @@ def tiny_config():
     from dexstack.policies.bc.config import BCConfig
 
     # joint_delta_input exercises the runtime's stateful input path; the CLI test covers the default.
-    return BCConfig(epochs=3, batch_size=16, lr=3e-3, warmup_steps=5, val_fraction=0.2, torch_threads=1,
-                    joint_delta_input=True)
+    return BCConfig(
+        epochs=3, batch_size=16, lr=3e-3, warmup_steps=5, val_fraction=0.2, torch_threads=1, joint_delta_input=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +97,10 @@ def test_onnx_matches_torch(trained):
     inputs = sample_inputs(model, stats, batch=3, seed=123)
     with torch.no_grad():
         expected = model(*inputs).numpy()
-    (got,) = session.run([OUTPUT_NAME], dict(zip(input_names(model.cameras, model.uses_joint_delta),
-                                                  [t.numpy() for t in inputs], strict=True)))
+    (got,) = session.run(
+        [OUTPUT_NAME],
+        dict(zip(input_names(model.cameras, model.uses_joint_delta), [t.numpy() for t in inputs], strict=True)),
+    )
     assert got.shape == (3, 8, 8)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
     assert np.abs(expected).max() > 1e-2  # a trained network, not an all-zero output
@@ -124,7 +127,8 @@ def test_runtime_act_equals_torch_prediction(trained):
     runtime = Runtime(export_dir, manifest)
     model, normalizer, _, _ = load_trained(run)
     assert model.uses_joint_delta and manifest["runtime"]["joint_delta"]["graph_input"] in [
-        i.name for i in runtime._session.get_inputs()]
+        i.name for i in runtime._session.get_inputs()
+    ]
     decay = manifest["runtime"]["temporal_ensemble"]["decay"]
     for episode in (3, 15):
         runtime.reset()
@@ -203,7 +207,10 @@ def test_export_publishes_validates_and_loads(trained, dexstack_home):
     prov = loaded.manifest["provenance"]
     assert prov["config"]["chunk_length"] == 8 and len(prov["dataset_hash"]) == 64
     assert [i["source"] for i in loaded.manifest["inputs"]] == [
-        contract.JOINT_STATES, contract.camera_color_topic("wrist"), contract.camera_color_topic("scene")]
+        contract.JOINT_STATES,
+        contract.camera_color_topic("wrist"),
+        contract.camera_color_topic("scene"),
+    ]
     runtime = load_runtime(loaded.path, loaded.manifest, profile=PANDA)  # what the policy node does
     obs = observation_from(data, 2, 5)
     from dexstack.policies.bc.runtime import Runtime
@@ -242,7 +249,9 @@ def test_cli_train_and_resume_errors(trained, tmp_path):
     _register()
     data, _, _, _ = trained
     runner = CliRunner()
-    result = runner.invoke(app, ["train", "bc", "--dataset", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"])
+    result = runner.invoke(
+        app, ["train", "bc", "--dataset", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["epochs"] == 1 and summary["train_loss"] > 0
@@ -258,8 +267,9 @@ def test_cli_train_and_resume_errors(trained, tmp_path):
     assert "joint_delta" not in manifest["runtime"]
     model, normalizer, _, _ = load_trained(tmp_path / "run")
     obs = observation_from(data, 4, 3)
-    np.testing.assert_allclose(Runtime(tmp_path / "exp", manifest).act(obs), predict_chunk(model, normalizer, obs),
-                               atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        Runtime(tmp_path / "exp", manifest).act(obs), predict_chunk(model, normalizer, obs), atol=1e-4, rtol=0
+    )
     result = runner.invoke(app, ["train", "bc", "--dataset", str(data), "--out", str(tmp_path / "none"), "--resume"])
     assert result.exit_code == 1 and "no checkpoint.pt" in result.output
     result = runner.invoke(app, ["train", "bc", "--dataset", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")])

@@ -34,8 +34,12 @@ def test_up_starts_the_node_list_and_ctrl_c_stops_every_node(ros_client, tmp_pat
     children: list[int] = []
     try:
         assert ros_client.spin_until(lambda: len(states) > 3, 40), "mock hardware never published"
-        assert ros_client.spin_until(lambda: {"mock_hardware", "safety_filter"}
-                                     <= {n for n, _ in ros_client.node.get_node_names_and_namespaces()}, 20)
+        assert ros_client.spin_until(
+            lambda: (
+                {"mock_hardware", "safety_filter"} <= {n for n, _ in ros_client.node.get_node_names_and_namespaces()}
+            ),
+            20,
+        )
         with open(f"/proc/{up.pid}/task/{up.pid}/children") as f:
             children = [int(p) for p in f.read().split()]
         assert len(children) == 2
@@ -57,8 +61,13 @@ def test_up_starts_the_node_list_and_ctrl_c_stops_every_node(ros_client, tmp_pat
 
 
 def test_up_rejects_unknown_arguments_before_starting_anything():
-    out = subprocess.run([sys.executable, "-m", "dexstack.cli", "up", "hardware:=gazebo"], env=node_environment(),
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "dexstack.cli", "up", "hardware:=gazebo"],
+        env=node_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0
     assert "not one of mujoco, real, mock" in out.stderr
 
@@ -71,8 +80,10 @@ def test_params_file_tunes_nodes_and_derived_values_win(ros_client, launch_nodes
     from dexstack.graph import node_list, parse_launch_args
 
     site = tmp_path / "site.yaml"
-    site.write_text(Path(__file__).resolve().parents[1].joinpath("config", "panda_real.yaml").read_text()
-                    + "    start_enabled: true\n")  # a file must not enable a real robot
+    site.write_text(
+        Path(__file__).resolve().parents[1].joinpath("config", "panda_real.yaml").read_text()
+        + "    start_enabled: true\n"
+    )  # a file must not enable a real robot
     specs = node_list(parse_launch_args(["hardware:=real", "policy:=none", f"params_file:={site}"]))
     launch_nodes(specs)
     client = ros_client.node.create_client(GetParameters, "/safety_filter/get_parameters")

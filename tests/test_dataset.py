@@ -129,8 +129,9 @@ def test_converter_frames_and_actions_follow_the_replayed_trajectories(tmp_path)
         wrist_i = int(np.floor((t - T0 - 0.05) * 15 + 1e-6))
         assert ep["scene_rgb"][k, 0, 0, 0] == scene_i and ep["wrist_rgb"][k, 5, 5, 2] == wrist_i
         assert ep["wrist_depth"][k, 0, 0] == pytest.approx((500 + wrist_i) / 1000.0)
-        np.testing.assert_allclose(ep["action"][k], expected_action(t + 0.1), atol=1e-5,
-                                   err_msg=f"frame {k} at t={t - T0:.2f}")
+        np.testing.assert_allclose(
+            ep["action"][k], expected_action(t + 0.1), atol=1e-5, err_msg=f"frame {k} at t={t - T0:.2f}"
+        )
     # The command is not the measured state: the chunk moved the target ahead of the arm.
     assert not np.allclose(ep["action"][10], ep["joint_positions"][10], atol=1e-3)
     entry = ds.meta["episodes"][0]
@@ -164,24 +165,32 @@ def test_episode_writer_is_atomic_and_schemas_carry_dependencies(tmp_path):
     assert list(tmp_path.iterdir()) == []
     text = message_definition("trajectory_msgs/msg/JointTrajectory")
     assert "JointTrajectoryPoint[] points" in text
-    for dep in ("std_msgs/Header", "builtin_interfaces/Time", "trajectory_msgs/JointTrajectoryPoint",
-                "builtin_interfaces/Duration"):
+    for dep in (
+        "std_msgs/Header",
+        "builtin_interfaces/Time",
+        "trajectory_msgs/JointTrajectoryPoint",
+        "builtin_interfaces/Duration",
+    ):
         assert f"\nMSG: {dep}\n" in text
     with pytest.raises(FileNotFoundError, match="no_such_msgs/msg/Thing"):
         message_definition("no_such_msgs/msg/Thing")
 
 
 # --- DatasetWriter / Dataset --------------------------------------------------------------
-FEATURES = {"joint_positions": {"shape": [J], "dtype": "float32"},
-            "wrist_rgb": {"shape": [8, 8, 3], "dtype": "uint8"},
-            "action": {"shape": [J], "dtype": "float32"}}
+FEATURES = {
+    "joint_positions": {"shape": [J], "dtype": "float32"},
+    "wrist_rgb": {"shape": [8, 8, 3], "dtype": "uint8"},
+    "action": {"shape": [J], "dtype": "float32"},
+}
 
 
 def _frames(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"joint_positions": rng.normal(size=(n, J)).astype(np.float32),
-            "wrist_rgb": rng.integers(0, 255, size=(n, 8, 8, 3), dtype=np.uint8),
-            "action": rng.normal(size=(n, J))}  # float64 is accepted into a float32 feature
+    return {
+        "joint_positions": rng.normal(size=(n, J)).astype(np.float32),
+        "wrist_rgb": rng.integers(0, 255, size=(n, 8, 8, 3), dtype=np.uint8),
+        "action": rng.normal(size=(n, J)),
+    }  # float64 is accepted into a float32 feature
 
 
 def test_writer_reader_round_trip(tmp_path):
@@ -193,8 +202,14 @@ def test_writer_reader_round_trip(tmp_path):
     meta = json.loads((tmp_path / "ds" / "meta.json").read_text())
     assert meta["format"] == "dexstack-dataset" and meta["version"] == 1 and meta["fps"] == 10.0
     assert [e["length"] for e in meta["episodes"]] == [5, 7]
-    assert meta["episodes"][1] == {"index": 1, "file": "episode_000001.npz", "length": 7, "task": "b",
-                                   "success": None, "source": "x.mcap"}
+    assert meta["episodes"][1] == {
+        "index": 1,
+        "file": "episode_000001.npz",
+        "length": 7,
+        "task": "b",
+        "success": None,
+        "source": "x.mcap",
+    }
     assert len(ds) == 2 and ds.num_frames == 12
     for i, f in enumerate(frames):
         ep = ds.episode(i)
@@ -212,15 +227,18 @@ def test_writer_reader_round_trip(tmp_path):
     assert Dataset(tmp_path / "ds").content_hash() != h
 
 
-@pytest.mark.parametrize("break_it, message", [
-    (lambda f: f.update(action=f["action"][:, :3]), "'action': frames have shape"),
-    (lambda f: f["joint_positions"].__setitem__((2, 1), np.nan), "'joint_positions': 1 frame"),
-    (lambda f: f.update(wrist_rgb=f["wrist_rgb"].astype(np.float32)), "'wrist_rgb': dtype float32, expected uint8"),
-    (lambda f: f.update(action=f["action"][:4]), "different frame counts"),
-    (lambda f: f.pop("wrist_rgb"), "missing \\['wrist_rgb'\\]"),
-    (lambda f: f.update(extra=np.zeros(5)), "unexpected \\['extra'\\]"),
-    (lambda f: f.update(timestamp=np.zeros(5)), "strictly increasing"),
-])
+@pytest.mark.parametrize(
+    "break_it, message",
+    [
+        (lambda f: f.update(action=f["action"][:, :3]), "'action': frames have shape"),
+        (lambda f: f["joint_positions"].__setitem__((2, 1), np.nan), "'joint_positions': 1 frame"),
+        (lambda f: f.update(wrist_rgb=f["wrist_rgb"].astype(np.float32)), "'wrist_rgb': dtype float32, expected uint8"),
+        (lambda f: f.update(action=f["action"][:4]), "different frame counts"),
+        (lambda f: f.pop("wrist_rgb"), "missing \\['wrist_rgb'\\]"),
+        (lambda f: f.update(extra=np.zeros(5)), "unexpected \\['extra'\\]"),
+        (lambda f: f.update(timestamp=np.zeros(5)), "strictly increasing"),
+    ],
+)
 def test_writer_rejects_bad_episodes_and_keeps_good_ones(tmp_path, break_it, message):
     w = DatasetWriter(tmp_path / "ds", 10.0, PANDA.joint_names, FEATURES)
     w.add_episode(_frames(5), task="good")

@@ -38,25 +38,43 @@ IMAGE = (24, 32, 3)  # (H, W, 3): not square, so a swapped axis would show
 
 
 def tiny_config(**overrides) -> DiffusionConfig:
-    base = dict(cameras=("wrist",), conv_channels=(8, 16), num_keypoints=8, down_dims=(32, 64), horizon=8,
-                n_obs_steps=2, n_action_steps=4, step_embed_dim=32, d_model=32, n_heads=2, n_layers=2)
+    base = dict(
+        cameras=("wrist",),
+        conv_channels=(8, 16),
+        num_keypoints=8,
+        down_dims=(32, 64),
+        horizon=8,
+        n_obs_steps=2,
+        n_action_steps=4,
+        step_embed_dim=32,
+        d_model=32,
+        n_heads=2,
+        n_layers=2,
+    )
     return DiffusionConfig(**{**base, **overrides})
 
 
 def stats(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return dict(joint_mean=rng.normal(size=J), joint_std=rng.uniform(0.5, 2.0, J),
-                action_mean=rng.normal(size=J), action_std=rng.uniform(0.5, 2.0, J))
+    return dict(
+        joint_mean=rng.normal(size=J),
+        joint_std=rng.uniform(0.5, 2.0, J),
+        action_mean=rng.normal(size=J),
+        action_std=rng.uniform(0.5, 2.0, J),
+    )
 
 
 def observation(seed: int, image: tuple[int, int, int] = IMAGE) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {contract.JOINT_POSITIONS: rng.normal(size=J).astype(np.float32),
-            contract.rgb_key("wrist"): rng.integers(0, 256, image, dtype=np.uint8)}
+    return {
+        contract.JOINT_POSITIONS: rng.normal(size=J).astype(np.float32),
+        contract.rgb_key("wrist"): rng.integers(0, 256, image, dtype=np.uint8),
+    }
 
 
-def make_policy(root: Path, config: DiffusionConfig,
-                image: tuple[int, int, int] = IMAGE) -> tuple[Path, ObservationEncoder, torch.nn.Module, dict]:
+def make_policy(
+    root: Path, config: DiffusionConfig, image: tuple[int, int, int] = IMAGE
+) -> tuple[Path, ObservationEncoder, torch.nn.Module, dict]:
     torch.manual_seed(0)
     encoder = ObservationEncoder(config, J, {"wrist": image[:2]}).eval()
     denoiser = build_denoiser(config, J, config.n_obs_steps * encoder.out_dim).eval()
@@ -68,8 +86,10 @@ def make_policy(root: Path, config: DiffusionConfig,
 @pytest.fixture(scope="module")
 def policies(tmp_path_factory) -> dict[str, tuple]:
     root = tmp_path_factory.mktemp("diffusion")
-    return {(den, smp): make_policy(root, tiny_config(denoiser=den, sampler=smp))
-            for den, smp in (("unet", "ddim"), ("transformer", "ddim"), ("unet", "edm"))}
+    return {
+        (den, smp): make_policy(root, tiny_config(denoiser=den, sampler=smp))
+        for den, smp in (("unet", "ddim"), ("transformer", "ddim"), ("unet", "edm"))
+    }
 
 
 def torch_cond(encoder: ObservationEncoder, frames: list[dict[str, np.ndarray]]) -> np.ndarray:
@@ -78,9 +98,10 @@ def torch_cond(encoder: ObservationEncoder, frames: list[dict[str, np.ndarray]])
     feats = []
     with torch.no_grad():
         for obs in frames:
-            q = (torch.as_tensor(obs[contract.JOINT_POSITIONS], dtype=torch.float32)
-                 - torch.as_tensor(s["joint_mean"], dtype=torch.float32)) / torch.as_tensor(s["joint_std"],
-                                                                                           dtype=torch.float32)
+            q = (
+                torch.as_tensor(obs[contract.JOINT_POSITIONS], dtype=torch.float32)
+                - torch.as_tensor(s["joint_mean"], dtype=torch.float32)
+            ) / torch.as_tensor(s["joint_std"], dtype=torch.float32)
             img = torch.as_tensor(obs[contract.rgb_key("wrist")]).to(torch.float32) * IMAGE_SCALE
             feats.append(encoder(q[None], img[None])[0].numpy())
     return np.concatenate(feats)[None]
@@ -191,8 +212,12 @@ def test_runtime_rejects_bad_observations_and_keeps_its_history(policies):
     bad_nan = {**good, contract.JOINT_POSITIONS: np.full(J, np.nan, np.float32)}
     bad_dtype = {**good, contract.rgb_key("wrist"): good[contract.rgb_key("wrist")].astype(np.float32)}
     bad_shape = {**good, contract.rgb_key("wrist"): np.zeros((IMAGE[1], IMAGE[0], 3), np.uint8)}
-    for bad, message in ((bad_nan, "NaN"), (bad_dtype, "uint8"), (bad_shape, "shape"),
-                         ({contract.JOINT_POSITIONS: good[contract.JOINT_POSITIONS]}, "lacks")):
+    for bad, message in (
+        (bad_nan, "NaN"),
+        (bad_dtype, "uint8"),
+        (bad_shape, "shape"),
+        ({contract.JOINT_POSITIONS: good[contract.JOINT_POSITIONS]}, "lacks"),
+    ):
         with pytest.raises(ObservationError, match=message):
             runtime.act(bad)
     runtime._rng = np.random.default_rng(1)  # the rejected calls drew no noise; keep both streams equal anyway
@@ -290,8 +315,9 @@ def test_edm_with_a_perfect_denoiser_recovers_the_clean_sample(method):
 # --- denoisers --------------------------------------------------------------------------------
 def test_transformer_is_causal_over_action_tokens():
     torch.manual_seed(0)
-    model = CausalTransformerDenoiser(3, 12, horizon=8, d_model=32, n_heads=2, n_layers=2, cond_tokens=2,
-                                      step_embed_dim=16).eval()
+    model = CausalTransformerDenoiser(
+        3, 12, horizon=8, d_model=32, n_heads=2, n_layers=2, cond_tokens=2, step_embed_dim=16
+    ).eval()
     x = torch.randn(2, 8, 3)
     later_changed = x.clone()
     later_changed[:, 5:] += 1.0
@@ -338,8 +364,11 @@ def test_tiny_training_run_lowers_the_loss(loss_kind):
     eval_gen = torch.Generator().manual_seed(123)
     actions, cond = toy_batch(eval_gen, 256)
     noise = torch.randn(actions.shape, generator=eval_gen)
-    fixed = ({"timesteps": torch.randint(0, 100, (256,), generator=eval_gen)} if loss_kind == "ddpm"
-             else {"sigma": (-1.2 + 1.2 * torch.randn(256, generator=eval_gen)).exp()})
+    fixed = (
+        {"timesteps": torch.randint(0, 100, (256,), generator=eval_gen)}
+        if loss_kind == "ddpm"
+        else {"sigma": (-1.2 + 1.2 * torch.randn(256, generator=eval_gen)).exp()}
+    )
 
     def evaluate(net: torch.nn.Module) -> float:
         with torch.no_grad():

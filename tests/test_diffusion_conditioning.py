@@ -26,15 +26,30 @@ WORD = 6  # width of the extra condition vector
 def _config(**overrides):
     from dexstack.policies.diffusion.config import DiffusionConfig
 
-    base = dict(cameras=("wrist",), conv_channels=(8, 16), num_keypoints=8, down_dims=(32, 64), horizon=8,
-                n_obs_steps=2, n_action_steps=4, step_embed_dim=32, d_model=32, n_heads=2, n_layers=1)
+    base = dict(
+        cameras=("wrist",),
+        conv_channels=(8, 16),
+        num_keypoints=8,
+        down_dims=(32, 64),
+        horizon=8,
+        n_obs_steps=2,
+        n_action_steps=4,
+        step_embed_dim=32,
+        d_model=32,
+        n_heads=2,
+        n_layers=1,
+    )
     return DiffusionConfig(**{**base, **overrides})
 
 
 def _stats() -> dict[str, list[float]]:
     rng = np.random.default_rng(0)
-    return dict(joint_mean=rng.normal(size=J).tolist(), joint_std=rng.uniform(0.5, 2.0, J).tolist(),
-                action_mean=rng.normal(size=J).tolist(), action_std=rng.uniform(0.5, 2.0, J).tolist())
+    return dict(
+        joint_mean=rng.normal(size=J).tolist(),
+        joint_std=rng.uniform(0.5, 2.0, J).tolist(),
+        action_mean=rng.normal(size=J).tolist(),
+        action_std=rng.uniform(0.5, 2.0, J).tolist(),
+    )
 
 
 def _policy(config):
@@ -49,15 +64,21 @@ def _batch(b: int, seed: int, instruction: torch.Tensor | None = None):
 
     gen = torch.Generator().manual_seed(seed)
     extra = {"instruction": instruction if instruction is not None else torch.randn(b, WORD, generator=gen)}
-    return Batch(joint_positions=torch.randn(b, 2, J, generator=gen),
-                 images=[torch.randint(0, 256, (b, 2, *IMAGE), generator=gen, dtype=torch.uint8)],
-                 actions=torch.randn(b, 8, J, generator=gen), extra=extra)
+    return Batch(
+        joint_positions=torch.randn(b, 2, J, generator=gen),
+        images=[torch.randint(0, 256, (b, 2, *IMAGE), generator=gen, dtype=torch.uint8)],
+        actions=torch.randn(b, 8, J, generator=gen),
+        extra=extra,
+    )
 
 
 def _observation(seed: int, instruction: np.ndarray) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {contract.JOINT_POSITIONS: rng.normal(size=J).astype(np.float32),
-            contract.rgb_key("wrist"): rng.integers(0, 256, IMAGE, dtype=np.uint8), "instruction": instruction}
+    return {
+        contract.JOINT_POSITIONS: rng.normal(size=J).astype(np.float32),
+        contract.rgb_key("wrist"): rng.integers(0, 256, IMAGE, dtype=np.uint8),
+        "instruction": instruction,
+    }
 
 
 def _layout(model) -> str:
@@ -108,8 +129,9 @@ def test_extra_condition_vector_trains_exports_and_is_served(tmp_path, denoiser)
     model.eval()
 
     # Export: the vector is a manifest input of kind vector and an input of denoiser.onnx.
-    manifest = build_manifest(config, JOINTS, {"wrist": list(IMAGE)}, 10.0,
-                              **{k: np.asarray(v) for k, v in _stats().items()})
+    manifest = build_manifest(
+        config, JOINTS, {"wrist": list(IMAGE)}, 10.0, **{k: np.asarray(v) for k, v in _stats().items()}
+    )
     manifest["runtime"]["past_tokens_in_loss"] = config.past_tokens_in_loss  # as export_run writes it
     out = write_policy_dir(tmp_path / "policy", model.encoder, model.denoiser, manifest)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -134,8 +156,9 @@ def test_extra_condition_vector_trains_exports_and_is_served(tmp_path, denoiser)
     extra = np.repeat(word[None], 2, axis=0)
     got = runtime.sample(cond, noise, extra={"instruction": word[None]})
     alpha_bar = schedulers.alphas_cumprod(config.num_train_timesteps)
-    expected = schedulers.ddim_sample(torch_step_fn(model.denoiser, cond, model.first_counted, (extra,)), noise,
-                                      alpha_bar, config.ddim_steps)
+    expected = schedulers.ddim_sample(
+        torch_step_fn(model.denoiser, cond, model.first_counted, (extra,)), noise, alpha_bar, config.ddim_steps
+    )
     np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
     changed = runtime.sample(cond, noise, extra={"instruction": word[None] + 1.0})
     assert np.abs(changed - got).max() > 1e-4

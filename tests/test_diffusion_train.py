@@ -18,9 +18,21 @@ from dexstack.runtime import load_runtime
 torch = pytest.importorskip("torch")
 
 N_EPISODES, N_FRAMES = 8, 12
-TINY = dict(conv_channels=[8, 16], num_keypoints=8, down_dims=[32, 64], horizon=8, n_obs_steps=3, n_action_steps=4,
-            step_embed_dim=32, batch_size=8, lr=3e-3, warmup_steps=5, val_fraction=0.25, torch_threads=1,
-            ema_decay=0.9)
+TINY = dict(
+    conv_channels=[8, 16],
+    num_keypoints=8,
+    down_dims=[32, 64],
+    horizon=8,
+    n_obs_steps=3,
+    n_action_steps=4,
+    step_embed_dim=32,
+    batch_size=8,
+    lr=3e-3,
+    warmup_steps=5,
+    val_fraction=0.25,
+    torch_threads=1,
+    ema_decay=0.9,
+)
 
 
 def write_dataset(root: Path) -> None:
@@ -47,8 +59,23 @@ def trained(tmp_path_factory):
     write_dataset(root / "data")
     (root / "tiny.json").write_text(json.dumps(TINY))
     _register()
-    result = CliRunner().invoke(app, ["train", "diffusion", "--dataset", str(root / "data"), "--out", str(root / "run"),
-                                      "--epochs", "18", "--past-tokens", "1", "--config", str(root / "tiny.json")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "diffusion",
+            "--dataset",
+            str(root / "data"),
+            "--out",
+            str(root / "run"),
+            "--epochs",
+            "18",
+            "--past-tokens",
+            "1",
+            "--config",
+            str(root / "tiny.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["epochs"] == 18
@@ -84,8 +111,11 @@ def _loss_with_past_changed(data: Path, past_tokens: int, change_token: int | No
         batch.actions[:, change_token] += 0.7
     gen = torch.Generator().manual_seed(5)
     noise = torch.randn(batch.actions.shape, generator=gen)
-    timesteps = (torch.randint(0, config.num_train_timesteps, (len(frames),), generator=gen) if sampler == "ddim"
-                 else torch.randn(len(frames), generator=gen).exp())  # EDM: sigma
+    timesteps = (
+        torch.randint(0, config.num_train_timesteps, (len(frames),), generator=gen)
+        if sampler == "ddim"
+        else torch.randn(len(frames), generator=gen).exp()
+    )  # EDM: sigma
     with torch.no_grad():
         return float(model(batch, noise=noise, timesteps=timesteps))
 
@@ -152,7 +182,8 @@ def test_aux_regression_trains_the_encoder_outside_validation_and_export(trained
     assert after.item() < 0.7 * aux.detach().item(), (aux.detach().item(), after.item())
     export_run(tmp_path / "run", tmp_path / "export")
     assert sorted(p.name for p in (tmp_path / "export").glob("*.onnx")) == sorted(
-        p.name for p in trained[2].glob("*.onnx"))
+        p.name for p in trained[2].glob("*.onnx")
+    )
     with pytest.raises(ValueError, match="aux_regression_weight must be a finite number"):
         tiny_config(aux_regression_weight=-1.0)
     with pytest.raises(ValueError, match="aux_regression_weight must be a finite number"):
@@ -188,12 +219,14 @@ def test_refuses_to_overwrite_a_run_and_bad_input(trained, tmp_path):
         train(data, tmp_path / "fresh", resume=True, progress=False)
     _register()
     runner = CliRunner()
-    result = runner.invoke(app, ["train", "diffusion", "--dataset", str(data), "--out", str(tmp_path / "r"),
-                                 "--past-tokens", "2"])  # default To = 2 has one past token
+    result = runner.invoke(
+        app, ["train", "diffusion", "--dataset", str(data), "--out", str(tmp_path / "r"), "--past-tokens", "2"]
+    )  # default To = 2 has one past token
     assert result.exit_code == 1 and "past_tokens_in_loss=2 must be in 0..n_obs_steps - 1 = 1" in result.output
     assert not (tmp_path / "r").exists()
-    result = runner.invoke(app, ["train", "diffusion", "--dataset", str(data), "--out", str(run), "--resume",
-                                 "--seed", "3"])
+    result = runner.invoke(
+        app, ["train", "diffusion", "--dataset", str(data), "--out", str(run), "--resume", "--seed", "3"]
+    )
     assert result.exit_code == 1 and "cannot change when resuming" in result.output
 
 
@@ -213,10 +246,11 @@ def _torch_chunk(model, config, data: Path, episode: int, frame: int, noise: np.
     with torch.no_grad():
         cond = model.condition(q, images).numpy()
     alpha_bar = schedulers.alphas_cumprod(config.num_train_timesteps)
-    x = schedulers.ddim_sample(torch_step_fn(model.denoiser, cond, model.first_counted), noise, alpha_bar,
-                               config.ddim_steps)
+    x = schedulers.ddim_sample(
+        torch_step_fn(model.denoiser, cond, model.first_counted), noise, alpha_bar, config.ddim_steps
+    )
     actions = x[0].astype(np.float64) * model.action_std.numpy() + model.action_mean.numpy()
-    return actions[config.n_obs_steps - 1:config.n_obs_steps - 1 + config.n_action_steps]
+    return actions[config.n_obs_steps - 1 : config.n_obs_steps - 1 + config.n_action_steps]
 
 
 def _observation(data: Path, episode: int, frame: int) -> dict[str, np.ndarray]:
@@ -276,8 +310,10 @@ def test_cli_export_and_refusals(trained, tmp_path):
     result = runner.invoke(app, ["export", "--run", str(run), "--out", str(tmp_path / "exp")])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
-    assert summary["family"] == "diffusion" and summary["graphs"] == {"encoder": "encoder.onnx",
-                                                                       "denoiser": "denoiser.onnx"}
+    assert summary["family"] == "diffusion" and summary["graphs"] == {
+        "encoder": "encoder.onnx",
+        "denoiser": "denoiser.onnx",
+    }
     assert max(summary["onnx_max_abs_diff"].values()) <= 1e-4
     result = runner.invoke(app, ["export", "--run", str(run), "--out", str(tmp_path / "exp")])
     assert result.exit_code == 1 and "not empty" in result.output

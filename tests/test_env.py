@@ -43,8 +43,9 @@ def test_observation_keys_shapes_and_dtypes(env):
 def test_step_advances_one_policy_period_and_tracks_the_chunk(env):
     obs, _ = env.reset(1)
     target = obs[contract.JOINT_POSITIONS] + np.array([0.2, 0, 0, 0, 0, 0, 0, 0])
-    chunk = ActionChunk.uniform(PANDA.joint_names, np.linspace(obs[contract.JOINT_POSITIONS], target, 3)[1:],
-                                0.1, stamp=obs[TIME])
+    chunk = ActionChunk.uniform(
+        PANDA.joint_names, np.linspace(obs[contract.JOINT_POSITIONS], target, 3)[1:], 0.1, stamp=obs[TIME]
+    )
     obs, reward, terminated, truncated, info = env.step(chunk)
     assert obs[TIME] == pytest.approx(0.1)
     assert not terminated and not truncated
@@ -52,8 +53,9 @@ def test_step_advances_one_policy_period_and_tracks_the_chunk(env):
         obs, *_ = env.step(_hold_chunk(target, obs[TIME]))
     assert obs[contract.JOINT_POSITIONS][0] == pytest.approx(target[0], abs=5e-3)
     assert set(info["reward_terms"]) == {"reach", "grasp", "lift"}
-    assert reward == pytest.approx(sum(w * info["reward_terms"][k] for k, w in {"reach": 1, "grasp": 1,
-                                                                                 "lift": 2}.items()))
+    assert reward == pytest.approx(
+        sum(w * info["reward_terms"][k] for k, w in {"reach": 1, "grasp": 1, "lift": 2}.items())
+    )
 
 
 def test_bad_chunk_raises_and_the_episode_continues(env):
@@ -80,7 +82,7 @@ def test_invalid_configuration_is_refused():
 def _teleport_object(env: ManipulationEnv, position: np.ndarray) -> None:
     task = env.task
     qa = task._qpos_adr[task.object_name]
-    env.core.data.qpos[qa:qa + 3] = position
+    env.core.data.qpos[qa : qa + 3] = position
     mujoco.mj_forward(env.core.model, env.core.data)
 
 

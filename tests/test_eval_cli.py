@@ -13,16 +13,22 @@ from dexstack.launcher import node_environment
 
 
 def run_eval(*args: str, timeout: float = 240) -> dict:
-    out = subprocess.run([sys.executable, "-m", "dexstack.cli", "eval", *args], env=node_environment(),
-                         capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-m", "dexstack.cli", "eval", *args],
+        env=node_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_in_process_eval_of_the_expert(tmp_path):
     video, plot = tmp_path / "ep.mp4", tmp_path / "plot.png"
-    summary = run_eval("--policy", "expert", "--episodes", "3", "--seed", "40", "--video", str(video),
-                       "--plot", str(plot))
+    summary = run_eval(
+        "--policy", "expert", "--episodes", "3", "--seed", "40", "--video", str(video), "--plot", str(plot)
+    )
     assert summary["episodes"] == 3 and summary["mode"] == "in_process"
     assert summary["success_rate"] >= 2 / 3
     assert summary["seeds"] == [40, 41, 42] and len(summary["outcomes"]) == len(summary["episode_sim_s"]) == 3
@@ -46,9 +52,24 @@ def test_in_process_grasp_eval_writes_video_and_plot_and_compares(tmp_path):
 
 
 def test_an_unknown_task_option_is_a_one_line_error():
-    out = subprocess.run([sys.executable, "-m", "dexstack.cli", "eval", "--policy", "expert", "--episodes", "1",
-                          "--option", "object=sugar_box"], env=node_environment(), capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dexstack.cli",
+            "eval",
+            "--policy",
+            "expert",
+            "--episodes",
+            "1",
+            "--option",
+            "object=sugar_box",
+        ],
+        env=node_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "task 'pick_lift' has no option object; its options: none" in out.stderr
 
@@ -65,7 +86,12 @@ def test_eval_through_ros_reports_latency_and_jitter_of_the_shipped_policy():
 
 
 def test_unknown_policy_is_a_clear_error(dexstack_home):
-    out = subprocess.run([sys.executable, "-m", "dexstack.cli", "eval", "--policy", "no_such_policy",
-                          "--episodes", "1"], env=node_environment(), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "dexstack.cli", "eval", "--policy", "no_such_policy", "--episodes", "1"],
+        env=node_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode != 0
     assert "no_such_policy" in out.stderr + out.stdout

@@ -73,7 +73,8 @@ def test_expert_episode_passes_through_every_phase(env):
     for _ in range(80):
         pose = obs["object_pose"]
         obs, _, terminated, truncated, info = env.step(
-            expert.act(obs["time"], obs[contract.JOINT_POSITIONS], pose[:3], pose[3:]))
+            expert.act(obs["time"], obs[contract.JOINT_POSITIONS], pose[:3], pose[3:])
+        )
         if not phases or phases[-1] != expert.phase:
             phases.append(expert.phase)
         if terminated or truncated:

@@ -28,8 +28,15 @@ from dexstack.sim.tasks import grasp as grasp_task
 
 
 def state(**overrides) -> grasp_task.RewardState:
-    base = dict(contacts=0, prev_contacts=0, object_height=0.05, prev_object_height=0.05, rest_height=0.05,
-                palm_distance=0.03, prev_palm_distance=0.03)
+    base = dict(
+        contacts=0,
+        prev_contacts=0,
+        object_height=0.05,
+        prev_object_height=0.05,
+        rest_height=0.05,
+        palm_distance=0.03,
+        prev_palm_distance=0.03,
+    )
     return grasp_task.RewardState(**(base | overrides))
 
 
@@ -38,17 +45,23 @@ def test_contact_term_rewards_the_change_in_fingertips_in_contact():
     terms, total, terminal = grasp_task.compute_reward(state(contacts=3, prev_contacts=1, touched_before=True))
     assert terms["contacts"] == pytest.approx(2 * grasp_task.CONTACT_WEIGHT)
     assert total == pytest.approx(2 * grasp_task.CONTACT_WEIGHT) and not terminal
-    assert grasp_task._reward_contacts(state(contacts=1, prev_contacts=4)) == pytest.approx(-3 * grasp_task.CONTACT_WEIGHT)
+    assert grasp_task._reward_contacts(state(contacts=1, prev_contacts=4)) == pytest.approx(
+        -3 * grasp_task.CONTACT_WEIGHT
+    )
     assert grasp_task._reward_contacts(state(contacts=2, prev_contacts=2)) == 0.0
 
 
 def test_lift_counts_only_with_two_fingertips_on_the_object():
     lifted = dict(object_height=0.07, prev_object_height=0.06, touched_before=True)
     assert grasp_task._reward_lift(state(contacts=1, prev_contacts=1, **lifted)) == 0.0
-    assert grasp_task._reward_lift(state(contacts=2, prev_contacts=2, **lifted)) == pytest.approx(0.01 * grasp_task.LIFT_WEIGHT)
+    assert grasp_task._reward_lift(state(contacts=2, prev_contacts=2, **lifted)) == pytest.approx(
+        0.01 * grasp_task.LIFT_WEIGHT
+    )
     # Dropping back down while held costs what lifting earned.
     dropped = dict(object_height=0.06, prev_object_height=0.07, touched_before=True)
-    assert grasp_task._reward_lift(state(contacts=3, prev_contacts=3, **dropped)) == pytest.approx(-0.01 * grasp_task.LIFT_WEIGHT)
+    assert grasp_task._reward_lift(state(contacts=3, prev_contacts=3, **dropped)) == pytest.approx(
+        -0.01 * grasp_task.LIFT_WEIGHT
+    )
 
 
 def test_centring_pays_for_approaching_the_grasp_pose_only_before_the_first_contact():
@@ -60,17 +73,20 @@ def test_centring_pays_for_approaching_the_grasp_pose_only_before_the_first_cont
 
 
 def test_success_at_ten_centimetres_terminates_with_plus_one():
-    terms, _, terminal = grasp_task.compute_reward(state(object_height=0.149, prev_object_height=0.14, contacts=4,
-                                                      prev_contacts=4, touched_before=True))
+    terms, _, terminal = grasp_task.compute_reward(
+        state(object_height=0.149, prev_object_height=0.14, contacts=4, prev_contacts=4, touched_before=True)
+    )
     assert terms["success"] == 0.0 and not terminal
-    terms, total, terminal = grasp_task.compute_reward(state(object_height=0.151, prev_object_height=0.14, contacts=4,
-                                                          prev_contacts=4, touched_before=True))
+    terms, total, terminal = grasp_task.compute_reward(
+        state(object_height=0.151, prev_object_height=0.14, contacts=4, prev_contacts=4, touched_before=True)
+    )
     assert terms["success"] == 1.0 and terms["failure"] == 0.0 and terminal
     assert total == pytest.approx(1.0 + 0.011 * grasp_task.LIFT_WEIGHT)
 
 
-@pytest.mark.parametrize("failure", [dict(object_tilt=1.0), dict(object_height=-0.01), dict(ik_failed=True),
-                                     dict(timed_out=True)])
+@pytest.mark.parametrize(
+    "failure", [dict(object_tilt=1.0), dict(object_height=-0.01), dict(ik_failed=True), dict(timed_out=True)]
+)
 def test_knocked_over_ik_failure_and_timeout_cost_minus_one(failure):
     terms, total, terminal = grasp_task.compute_reward(state(**failure))
     assert terms["failure"] == -1.0 and total == pytest.approx(-1.0)
@@ -138,8 +154,9 @@ def test_ik_reaches_a_reachable_palm_pose_and_reports_an_unreachable_one(state_e
     sim.set_arm_pose(result.arm_q)
     reached_p, reached_q = sim.palm_pose()
     assert np.linalg.norm(reached_p - position) < ADROIT.model.ik.position_tolerance
-    angle = (Rotation.from_quat(reached_q, scalar_first=True).inv()
-             * Rotation.from_quat(quat, scalar_first=True)).magnitude()
+    angle = (
+        Rotation.from_quat(reached_q, scalar_first=True).inv() * Rotation.from_quat(quat, scalar_first=True)
+    ).magnitude()
     assert angle < ADROIT.model.ik.rotation_tolerance
     assert np.all(result.arm_q >= sim.profile.lower[:6]) and np.all(result.arm_q <= sim.profile.upper[:6])
 
@@ -158,8 +175,9 @@ def test_reset_puts_the_open_hand_at_the_pregrasp_five_cm_back_along_the_approac
     assert approach[2] < -0.9  # a top grasp on the upright sugar box
     palm_p, palm_q = vision_env.sim.palm_pose()
     assert np.linalg.norm(palm_p - (grasp_p - PREGRASP_DISTANCE * approach)) < 0.005
-    assert (Rotation.from_quat(palm_q, scalar_first=True).inv()
-            * Rotation.from_quat(grasp_q, scalar_first=True)).magnitude() < 0.05
+    assert (
+        Rotation.from_quat(palm_q, scalar_first=True).inv() * Rotation.from_quat(grasp_q, scalar_first=True)
+    ).magnitude() < 0.05
     # The vision fit found the box: grasp point above its centre, on its top (17.5 cm).
     centre = vision_env.sim.object_center()
     assert np.linalg.norm(grasp_p[:2] - centre[:2]) < 0.02 and grasp_p[2] == pytest.approx(0.175, abs=0.015)
@@ -221,16 +239,18 @@ def test_demos_prefill_every_transition_failures_included(state_env):
 
     # The same episodes stepped by hand give the same transitions, in order.
     expected = collect_demos(state_env, 2, seed=20) + collect_demos(short, 1, seed=40)
-    outcomes = episode_outcomes(expected[:stats["transitions"]])
+    outcomes = episode_outcomes(expected[: stats["transitions"]])
     assert len(buffer) == len(expected) == sum(o["steps"] for o in outcomes) + 12
-    assert np.allclose(buffer.reward[:len(expected)], [t["reward"] for t in expected], atol=1e-6)
-    ends = np.flatnonzero(buffer.terminated[:len(buffer)] | buffer.truncated[:len(buffer)])
+    assert np.allclose(buffer.reward[: len(expected)], [t["reward"] for t in expected], atol=1e-6)
+    ends = np.flatnonzero(buffer.terminated[: len(buffer)] | buffer.truncated[: len(buffer)])
     assert ends.tolist() == np.cumsum([o["steps"] for o in outcomes] + [12]).__sub__(1).tolist()
     assert buffer.terminated[ends[:2]].all() and buffer.reward[ends[:2]].min() > 1.0  # successes: +1 and the lift
     assert buffer.truncated[ends[2]] and not buffer.terminated[ends[2]]
     assert buffer.reward[ends[2]] < -0.9  # the timeout's -1
-    assert np.allclose(buffer.obs["hand_joints"][1:len(buffer)][~(buffer.terminated | buffer.truncated)[:len(buffer) - 1]],
-                       buffer.next_obs["hand_joints"][:len(buffer) - 1][~(buffer.terminated | buffer.truncated)[:len(buffer) - 1]])
+    assert np.allclose(
+        buffer.obs["hand_joints"][1 : len(buffer)][~(buffer.terminated | buffer.truncated)[: len(buffer) - 1]],
+        buffer.next_obs["hand_joints"][: len(buffer) - 1][~(buffer.terminated | buffer.truncated)[: len(buffer) - 1]],
+    )
     short.close()
 
 
@@ -257,13 +277,25 @@ def test_replay_buffer_wraps_samples_and_roundtrips_through_npz(tmp_path):
     for name in ("action", "terminated", "truncated"):
         assert np.array_equal(getattr(loaded, name), getattr(buffer, name)[buffer._chronological()])
     assert np.array_equal(loaded.obs["image"], buffer.obs["image"][buffer._chronological()])
-    loaded.add({k: np.zeros(s, d) for k, (s, d) in spec.items()}, np.zeros(3), 9.0,
-               {k: np.zeros(s, d) for k, (s, d) in spec.items()}, False, False)
+    loaded.add(
+        {k: np.zeros(s, d) for k, (s, d) in spec.items()},
+        np.zeros(3),
+        9.0,
+        {k: np.zeros(s, d) for k, (s, d) in spec.items()},
+        False,
+        False,
+    )
     assert 2.0 not in loaded.reward.tolist()  # the oldest was overwritten first
 
     with pytest.raises(ValueError, match="image"):
-        buffer.add({"touch": np.zeros(10), "image": np.zeros((5, 4, 3))}, np.zeros(3), 0.0,
-                   {"touch": np.zeros(10), "image": np.zeros((4, 5, 3))}, False, False)
+        buffer.add(
+            {"touch": np.zeros(10), "image": np.zeros((5, 4, 3))},
+            np.zeros(3),
+            0.0,
+            {"touch": np.zeros(10), "image": np.zeros((4, 5, 3))},
+            False,
+            False,
+        )
     with pytest.raises(ValueError, match="empty"):
         ReplayBuffer(3, spec, 3).sample(2, np.random.default_rng(0))
 
@@ -273,8 +305,14 @@ def test_kept_demonstrations_survive_wrap_around_and_fill_their_share_of_each_ba
     buffer = ReplayBuffer(6, spec, 2)
 
     def add(i: int) -> None:
-        buffer.add({"touch": np.full(10, i, np.float32)}, np.zeros(2), float(i), {"touch": np.zeros(10, np.float32)},
-                   False, False)
+        buffer.add(
+            {"touch": np.full(10, i, np.float32)},
+            np.zeros(2),
+            float(i),
+            {"touch": np.zeros(10, np.float32)},
+            False,
+            False,
+        )
 
     for i in range(2):  # the "demonstrations"
         add(i)
@@ -292,7 +330,9 @@ def test_kept_demonstrations_survive_wrap_around_and_fill_their_share_of_each_ba
     buffer.save(path)
     loaded = ReplayBuffer.load(path)
     assert loaded.kept == 2 and loaded.reward.tolist() == [0.0, 1.0, 8.0, 9.0, 10.0, 11.0]
-    loaded.add({"touch": np.zeros(10, np.float32)}, np.zeros(2), 12.0, {"touch": np.zeros(10, np.float32)}, False, False)
+    loaded.add(
+        {"touch": np.zeros(10, np.float32)}, np.zeros(2), 12.0, {"touch": np.zeros(10, np.float32)}, False, False
+    )
     assert sorted(loaded.reward.tolist()) == [0.0, 1.0, 9.0, 10.0, 11.0, 12.0]
     with pytest.raises(ValueError, match="kept_fraction"):
         buffer.sample(4, np.random.default_rng(0), kept_fraction=1.5)

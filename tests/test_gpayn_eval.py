@@ -43,8 +43,11 @@ def store(exported, dexstack_home, monkeypatch):
 
 
 def test_gpayn_policy_is_refused_on_a_panda_task(store):
-    with pytest.raises(ValueError, match=r"'gpayn' policy for the 'adroit' robot; it runs on --task grasp, not "
-                                         r"--task pick_lift"):
+    with pytest.raises(
+        ValueError,
+        match=r"'gpayn' policy for the 'adroit' robot; it runs on --task grasp, not "
+        r"--task pick_lift",
+    ):
         run_eval(store, "pick_lift", 2, None, False)
     with pytest.raises(ValueError, match=r"task 'pick_lift' has no option object; its options: none"):
         run_eval("expert", "pick_lift", 2, None, False, options={"object": OBJECT})
@@ -134,7 +137,7 @@ def test_compare_outcomes_pairs_episodes_by_group_and_seed():
     second = summary([True] * 10)
     row = compare_outcomes(first, second)[OBJECT]
     assert (row["first"], row["second"], row["only_first"], row["only_second"]) == (4, 10, 0, 6)
-    assert row["p_value"] == pytest.approx(2 / 2 ** 6)  # McNemar exact: 6 discordant pairs, all one way
+    assert row["p_value"] == pytest.approx(2 / 2**6)  # McNemar exact: 6 discordant pairs, all one way
     same = compare_outcomes(first, first)
     assert same["all"]["p_value"] == 1.0 and same["all"]["episodes"] == 10
     # Only the seeds both ran are paired.
@@ -146,8 +149,10 @@ def test_compare_outcomes_pairs_episodes_by_group_and_seed():
         compare_outcomes(first, {"groups": {"sugar_box": {"seeds": [1], "outcomes": [True]}}})
     # A task without groups pairs by seed alone; a summary from before the common format gave
     # "seeds" as [first, last] and the grasp task's groups as "objects".
-    flat = compare_outcomes({"seeds": [1000, 1002], "outcomes": [True, False, True]},
-                            {"seeds": [1000, 1001, 1002], "outcomes": [True, True, True]})
+    flat = compare_outcomes(
+        {"seeds": [1000, 1002], "outcomes": [True, False, True]},
+        {"seeds": [1000, 1001, 1002], "outcomes": [True, True, True]},
+    )
     assert list(flat) == ["all"] and (flat["all"]["episodes"], flat["all"]["only_second"]) == (3, 1)
     old = compare_outcomes({"objects": first["groups"]}, second)
     assert old[OBJECT]["only_second"] == 6

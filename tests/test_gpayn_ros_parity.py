@@ -101,10 +101,15 @@ def served_episode(core, serving: GraspServing, seed: int) -> tuple[bool, int]:
     while core.time < core.task.max_time_s:
         now = core.time
         q, _, _ = core.joint_state()
-        raw = {"joint_states": q, "grasp_target": grasp,
-               image["name"]: center_crop_resize(core.render(core.camera_names[0])[0], *image["shape"][:2])}
-        raw |= {f"tactile/{pad}": np.array([0.0, 0.0, force, 0.0, 0.0, 0.0])
-                for pad, force in zip(ADROIT.tactile_pads, core.sensors()["tactile"], strict=True)}
+        raw = {
+            "joint_states": q,
+            "grasp_target": grasp,
+            image["name"]: center_crop_resize(core.render(core.camera_names[0])[0], *image["shape"][:2]),
+        }
+        raw |= {
+            f"tactile/{pad}": np.array([0.0, 0.0, force, 0.0, 0.0, 0.0])
+            for pad, force in zip(ADROIT.tactile_pads, core.sensors()["tactile"], strict=True)
+        }
         targets = serving.act(raw)
         chunk = ActionChunk(ADROIT.joint_names, targets, np.array([serving.dt]), now)
         safe, _ = safety.filter(chunk, q, now, measured_time=now)
@@ -127,11 +132,18 @@ def test_served_bleach_episodes_match_graspenv(dexstack_home):
     loaded = PolicyStore().verify(POLICY)  # the shipped version (bundled store)
     seeds = [DEFAULT_EVAL_SEED, DEFAULT_EVAL_SEED + 1]
     outcomes: dict[int, dict] = {}
-    evaluate_policy(Runtime(loaded.path, loaded.manifest), (OBJECT,), len(seeds), seeds[0],
-                    on_episode=lambda _name, seed, outcome: outcomes.__setitem__(seed, outcome))
+    evaluate_policy(
+        Runtime(loaded.path, loaded.manifest),
+        (OBJECT,),
+        len(seeds),
+        seeds[0],
+        on_episode=lambda _name, seed, outcome: outcomes.__setitem__(seed, outcome),
+    )
 
     core = HandCore(object_name=OBJECT)
-    serving = make_runtime(loaded.path, loaded.manifest, profile=ADROIT, rate_hz=1.0 / float(loaded.manifest["outputs"]["dt"]))
+    serving = make_runtime(
+        loaded.path, loaded.manifest, profile=ADROIT, rate_hz=1.0 / float(loaded.manifest["outputs"]["dt"])
+    )
     try:
         served = {seed: served_episode(core, serving, seed) for seed in seeds}
     finally:

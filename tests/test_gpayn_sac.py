@@ -50,10 +50,13 @@ def one_torch_thread():
 
 def random_batch(spec: dict[str, int], action_dim: int, size: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    return {"obs": {k: rng.normal(size=(size, d)) for k, d in spec.items()},
-            "action": rng.uniform(-1, 1, (size, action_dim)), "reward": rng.normal(size=size),
-            "next_obs": {k: rng.normal(size=(size, d)) for k, d in spec.items()},
-            "done": (rng.random(size) < 0.1).astype(np.float64)}
+    return {
+        "obs": {k: rng.normal(size=(size, d)) for k, d in spec.items()},
+        "action": rng.uniform(-1, 1, (size, action_dim)),
+        "reward": rng.normal(size=size),
+        "next_obs": {k: rng.normal(size=(size, d)) for k, d in spec.items()},
+        "done": (rng.random(size) < 0.1).astype(np.float64),
+    }
 
 
 def shape_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,6 +81,7 @@ def shape_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 # --- SAC ------------------------------------------------------------------------------------
 
+
 def test_critic_loss_falls_on_a_fixed_batch():
     sac = SAC(SPEC, ACTION_DIM, seed=0)  # default hyperparameters (256x2, lr 3e-4)
     batch = random_batch(SPEC, ACTION_DIM, 128)
@@ -93,8 +97,9 @@ def test_tanh_gaussian_log_prob_matches_torch_distributions():
     with torch.no_grad():
         action, log_prob = actor.sample(obs, torch.Generator().manual_seed(1))
         mean, log_std = actor.distribution_params(obs)
-    reference = D.TransformedDistribution(D.Independent(D.Normal(mean, log_std.exp()), 1),
-                                          [D.TanhTransform(cache_size=1)])
+    reference = D.TransformedDistribution(
+        D.Independent(D.Normal(mean, log_std.exp()), 1), [D.TanhTransform(cache_size=1)]
+    )
     inside = action.abs().max(dim=1).values < 0.999  # atanh in the reference is exact only away from +-1
     assert inside.sum() > 350
     np.testing.assert_allclose(log_prob[inside].numpy(), reference.log_prob(action[inside]).numpy(), atol=2e-4)
@@ -148,8 +153,13 @@ def test_checkpoint_roundtrip_gives_identical_actions_and_updates(tmp_path):
 def test_replay_style_batches_and_env_specs_are_understood():
     # replay.py samples {"terminated", "truncated"} and keeps images in obs; the env's spec is
     # {key: (shape, dtype)}.
-    env_spec = {"hand_joints": ((24,), np.float32), "touch": ((10,), np.float32), "image": ((64, 64, 3), np.uint8),
-                "depth": ((64, 64), np.float32), "ee_pose": ((7,), np.float32)}
+    env_spec = {
+        "hand_joints": ((24,), np.float32),
+        "touch": ((10,), np.float32),
+        "image": ((64, 64, 3), np.uint8),
+        "depth": ((64, 64), np.float32),
+        "ee_pose": ((7,), np.float32),
+    }
     spec = vector_spec(env_spec, visual_dim=32)
     assert spec == {"hand_joints": 24, "touch": 10, "ee_pose": 7, "visual": 32}
     batch = random_batch(spec, 3, 16)
@@ -167,17 +177,25 @@ def _bandit_batch(demo_reward: float) -> tuple[dict, np.ndarray, np.ndarray]:
     demo_action = np.array([0.6, -0.4, 0.2], np.float32)
     states = rng.normal(size=(16, 4)).astype(np.float32)
     obs = np.repeat(states, 16, axis=0)
-    actions = np.concatenate([np.concatenate([np.tile(demo_action, (8, 1)), rng.uniform(-1, 1, (8, 3))])
-                              for _ in states]).astype(np.float32)
+    actions = np.concatenate(
+        [np.concatenate([np.tile(demo_action, (8, 1)), rng.uniform(-1, 1, (8, 3))]) for _ in states]
+    ).astype(np.float32)
     demo = np.tile(np.r_[np.ones(8, bool), np.zeros(8, bool)], len(states))
-    batch = {"obs": {"x": obs}, "next_obs": {"x": obs}, "action": actions, "done": np.ones(len(obs), np.float32),
-             "reward": np.where(demo, demo_reward, 0.0).astype(np.float32), "demo": demo}
+    batch = {
+        "obs": {"x": obs},
+        "next_obs": {"x": obs},
+        "action": actions,
+        "done": np.ones(len(obs), np.float32),
+        "reward": np.where(demo, demo_reward, 0.0).astype(np.float32),
+        "demo": demo,
+    }
     return batch, states, demo_action
 
 
 def _train_bandit(batch: dict, bc_weight: float, updates: int = 200) -> tuple[SAC, list[float]]:
-    sac = SAC({"x": 4}, 3, SACConfig(hidden=(64, 64), initial_alpha=0.01, critic_layer_norm=True,
-                                     bc_weight=bc_weight), seed=0)
+    sac = SAC(
+        {"x": 4}, 3, SACConfig(hidden=(64, 64), initial_alpha=0.01, critic_layer_norm=True, bc_weight=bc_weight), seed=0
+    )
     return sac, [sac.update(batch)["bc_loss"] for _ in range(updates)]
 
 
@@ -209,7 +227,9 @@ def test_feature_noise_touches_only_its_keys_and_is_validated():
     noisy = sac._with_feature_noise(clean)
     start = SPEC["hand_joints"]
     touch = slice(start, start + SPEC["touch"])
-    assert torch.equal(noisy[:, :start], clean[:, :start]) and torch.equal(noisy[:, touch.stop:], clean[:, touch.stop:])
+    assert torch.equal(noisy[:, :start], clean[:, :start]) and torch.equal(
+        noisy[:, touch.stop :], clean[:, touch.stop :]
+    )
     assert abs(float(noisy[:, touch].std()) - 2.0) < 0.05
     assert torch.equal(SAC(SPEC, ACTION_DIM, SACConfig(hidden=(16,)))._with_feature_noise(clean), clean)
     with pytest.raises(ValueError, match="not in the spec"):
@@ -281,11 +301,18 @@ def test_sac_learns_a_one_dimensional_reach():
         nx = float(np.clip(x + 0.2 * a[0], -1.5, 1.5))
         pos[i], goal[i], act[i], rew[i], next_pos[i] = x, g, a, -abs(nx - g), nx
         if i < warmup:  # statistics from the random warm-up, then fixed
-            sac.update_normalizer({"pos": pos[i:i + 1], "goal": goal[i:i + 1]})
+            sac.update_normalizer({"pos": pos[i : i + 1], "goal": goal[i : i + 1]})
         else:
             idx = rng.integers(0, i + 1, 64)
-            sac.update({"obs": {"pos": pos[idx], "goal": goal[idx]}, "action": act[idx], "reward": rew[idx, 0],
-                        "next_obs": {"pos": next_pos[idx], "goal": goal[idx]}, "done": np.zeros(64)})
+            sac.update(
+                {
+                    "obs": {"pos": pos[idx], "goal": goal[idx]},
+                    "action": act[idx],
+                    "reward": rew[idx, 0],
+                    "next_obs": {"pos": next_pos[idx], "goal": goal[idx]},
+                    "done": np.zeros(64),
+                }
+            )
         if i == warmup - 1:
             sac.freeze_normalizer()
         x = nx
@@ -300,10 +327,12 @@ def test_sac_learns_a_one_dimensional_reach():
 
 # --- encoder --------------------------------------------------------------------------------
 
+
 def test_encoder_pretraining_lowers_reconstruction_loss_and_freezes(tmp_path):
     images, _ = shape_images(200, seed=0)
-    history = pretrain_encoder(images, epochs=8, seed=0, out_path=tmp_path / "encoder.pt", feature_dim=32,
-                               batch_size=32)
+    history = pretrain_encoder(
+        images, epochs=8, seed=0, out_path=tmp_path / "encoder.pt", feature_dim=32, batch_size=32
+    )
     assert [h["epoch"] for h in history] == list(range(9))
     assert history[-1]["val_recon"] < 0.7 * history[0]["val_recon"], [h["val_recon"] for h in history]
     encoder = load_frozen_encoder(tmp_path / "encoder.pt")
@@ -334,6 +363,7 @@ def test_encoder_with_masks_learns_where_the_object_is():
 
 # --- export and runtime ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A briefly trained SAC on the env's vector keys + 32 visual features, exported."""
@@ -346,11 +376,20 @@ def exported(tmp_path_factory):
     obs = {k: rng.normal(1.0, 3.0, (64, d)) for k, d in SPEC.items()} | {"visual": encode_images(encoder, images)}
     sac.update_normalizer(obs)
     for seed in range(3):
-        sac.update(random_batch(spec, ACTION_DIM, 32, seed) | {"obs": obs | {}, "next_obs": obs} | {
-            "action": rng.uniform(-1, 1, (64, ACTION_DIM)), "reward": rng.normal(size=64), "done": np.zeros(64)})
+        sac.update(
+            random_batch(spec, ACTION_DIM, 32, seed)
+            | {"obs": obs | {}, "next_obs": obs}
+            | {"action": rng.uniform(-1, 1, (64, ACTION_DIM)), "reward": rng.normal(size=64), "done": np.zeros(64)}
+        )
     flat_images, _ = shape_images(16, seed=5)  # flat regions: the numerically hard case for GroupNorm
-    out = export_actor(sac, spec, tmp_path_factory.mktemp("export") / "gpayn", encoder=encoder,
-                       action_scales=[0.01] * 6 + [0.1, 0.1], check_images=flat_images)
+    out = export_actor(
+        sac,
+        spec,
+        tmp_path_factory.mktemp("export") / "gpayn",
+        encoder=encoder,
+        action_scales=[0.01] * 6 + [0.1, 0.1],
+        check_images=flat_images,
+    )
     return sac, encoder, out
 
 
@@ -364,8 +403,9 @@ def test_export_matches_torch_within_1e5(exported):
     assert max(diffs.values()) <= 1e-5, diffs
     runtime = Runtime(out, manifest)  # the actor alone (the family's served runtime adds IK)
     scenes, _ = shape_images(5, seed=6)
-    for obs in sample_observations(sac, encoder, manifest, 5, seed=42) + \
-            sample_observations(sac, encoder, manifest, 5, seed=43, images=scenes):
+    for obs in sample_observations(sac, encoder, manifest, 5, seed=42) + sample_observations(
+        sac, encoder, manifest, 5, seed=43, images=scenes
+    ):
         action = runtime.act(obs)
         assert action.shape == (ACTION_DIM,) and np.all(np.abs(action) <= 1.0)
         np.testing.assert_allclose(action, torch_policy_action(sac, encoder, manifest, obs), atol=1e-5)
@@ -440,9 +480,11 @@ def test_runtime_runs_without_torch(exported, tmp_path):
         "runtime = Runtime(policy, load_manifest(policy))\n"
         f"obs = dict(np.load({str(tmp_path / 'obs.npz')!r}))\n"
         "action = runtime.act(obs)\n"
-        "print(json.dumps({'torch': 'torch' in sys.modules, 'action': action.tolist()}))\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                            cwd=Path(__file__).parent)
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'action': action.tolist()}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["torch"] is False

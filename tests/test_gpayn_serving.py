@@ -53,8 +53,10 @@ SHIPPED = [REPO / "policy_store" / "gpayn_grasp" / v for v in ("1", "2")]
 GOLDEN = Path(__file__).parent / "data" / "gpayn_serving_golden.npz"
 # The policy node that wires schema-2 inputs (latched poses, wrenches) arrives with the family
 # registry; the through-ROS tests need it.
-NEEDS_NODE = pytest.mark.skipif(importlib.util.find_spec("dexstack.families") is None,
-                                reason="the policy node does not serve schema-2 manifests yet")
+NEEDS_NODE = pytest.mark.skipif(
+    importlib.util.find_spec("dexstack.families") is None,
+    reason="the policy node does not serve schema-2 manifests yet",
+)
 
 
 def shipped_manifest(policy_dir: Path) -> dict:
@@ -72,18 +74,24 @@ def raw_inputs(q: np.ndarray, pad_forces: np.ndarray, grasp: np.ndarray, image: 
 
 # --- same joint targets as before --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("version", ["1", "2"])
 @pytest.mark.parametrize("rate", ["dt", "50hz"])
 def test_shipped_policies_command_what_the_replaced_serving_commanded(version, rate):
     policy_dir = SHIPPED[int(version) - 1]
-    runtime = make_runtime(policy_dir, shipped_manifest(policy_dir), profile=ADROIT,
-                           rate_hz=None if rate == "dt" else 50.0)
+    runtime = make_runtime(
+        policy_dir, shipped_manifest(policy_dir), profile=ADROIT, rate_hz=None if rate == "dt" else 50.0
+    )
     runtime.reset()
     key = f"v{version}_{rate}"
     with np.load(GOLDEN) as golden:
         for i in range(len(golden[f"{key}_joints"])):
-            raw = raw_inputs(golden[f"{key}_joints"][i], golden[f"{key}_forces"][i], golden[f"{key}_grasps"][i],
-                             golden[f"{key}_images"][i])
+            raw = raw_inputs(
+                golden[f"{key}_joints"][i],
+                golden[f"{key}_forces"][i],
+                golden[f"{key}_grasps"][i],
+                golden[f"{key}_images"][i],
+            )
             targets = runtime.act(raw)
             assert targets.shape == (1, ADROIT.n_joints)
             assert np.array_equal(targets[0], golden[f"{key}_targets"][i]), (key, i)
@@ -97,15 +105,27 @@ def test_shipped_manifests_have_the_schema_2_form():
         assert list(inputs) == ["joint_states", *[f"tactile/{p}" for p in TOUCH_PADS], "grasp_target", "image"]
         assert inputs["joint_states"]["names"] == list(ADROIT.joint_names)
         assert inputs["joint_states"]["max_age_s"] == contract.JOINT_STATE_MAX_AGE_S
-        assert all(inputs[f"tactile/{p}"]["kind"] == "wrench" and inputs[f"tactile/{p}"]["source"] ==
-                   contract.tactile_topic(p) for p in TOUCH_PADS)
-        assert inputs["grasp_target"] == {"name": "grasp_target", "kind": "pose", "source": contract.GRASP_TARGET_POSE,
-                                          "shape": [7], "dtype": "float64", "latched": True}
+        assert all(
+            inputs[f"tactile/{p}"]["kind"] == "wrench" and inputs[f"tactile/{p}"]["source"] == contract.tactile_topic(p)
+            for p in TOUCH_PADS
+        )
+        assert inputs["grasp_target"] == {
+            "name": "grasp_target",
+            "kind": "pose",
+            "source": contract.GRASP_TARGET_POSE,
+            "shape": [7],
+            "dtype": "float64",
+            "latched": True,
+        }
         assert inputs["image"]["preprocess"] == "center_crop_resize" and inputs["image"]["shape"] == [64, 64, 3]
         for spec in manifest["inputs"]:  # exactly one freshness rule each
             assert ("max_age_s" in spec) != bool(spec.get("latched")), spec
-        assert manifest["outputs"] == {"kind": "joint_position_chunk", "joint_names": list(ADROIT.joint_names),
-                                       "chunk_length": 1, "dt": 0.1}
+        assert manifest["outputs"] == {
+            "kind": "joint_position_chunk",
+            "joint_names": list(ADROIT.joint_names),
+            "chunk_length": 1,
+            "dt": 0.1,
+        }
         action = manifest["runtime"]["action"]
         assert action["names"] == list(ACTION_NAMES) and action["scales"] == list(ACTION_SCALES) and action["dt"] == 0.1
         assert {spec["name"] for spec in manifest["runtime"]["observation"]} == {*GRASP_ENV_READS, "image"}
@@ -113,6 +133,7 @@ def test_shipped_manifests_have_the_schema_2_form():
 
 
 # --- actions -> joint targets: the meaning GraspEnv trains with ------------------------------------
+
 
 @pytest.fixture(scope="module")
 def kinematics() -> RobotKinematics:
@@ -233,6 +254,7 @@ def test_finger_fractions_invert_the_synergy():
 
 # --- raw inputs -> the actor's observation ---------------------------------------------------------
 
+
 def test_observations_from_raw_inputs_equal_graspenvs(kinematics, grasp_env):
     import mujoco
 
@@ -284,6 +306,7 @@ def test_center_crop_resize_reproduces_the_square_render():
 
 
 # --- an exported actor ------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, grasp_env):
@@ -342,12 +365,14 @@ def test_serving_path_imports_neither_torch_nor_the_simulator():
         "assert rt.act(raw).shape == (1, 30)\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'dexstack.sim')))\n"
         "assert not bad, bad\n"
-        "print('ok')\n")
+        "print('ok')\n"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
 # --- bringup ------------------------------------------------------------------------------------
+
 
 def _names(args):
     return [(n.name, n.executable) for n in node_list(parse_launch_args(args))]
@@ -357,13 +382,17 @@ def test_adroit_bringup_starts_the_hand_sim_and_grasp_planner():
     hand = [("sim", "sim_node"), ("grasp_planner", "grasp_planner_node"), ("safety_filter", "safety_filter")]
     assert _names(["profile:=adroit"]) == hand  # the Panda's default policy does not drive the hand
     assert _names(["task:=grasp", "policy:=gpayn@2"]) == hand + [("policy", "policy_node")]
-    nodes = {n.name: n for n in node_list(parse_launch_args(["task:=grasp", "policy:=gpayn", "pacing:=lockstep",
-                                                             "object:=sugar_box"]))}
+    nodes = {
+        n.name: n
+        for n in node_list(parse_launch_args(["task:=grasp", "policy:=gpayn", "pacing:=lockstep", "object:=sugar_box"]))
+    }
     assert all(n.parameters.get("profile", "adroit") == "adroit" for n in nodes.values())
     assert nodes["sim"].parameters["object"] == "sugar_box" and nodes["sim"].parameters["pacing"] == "lockstep"
     assert nodes["policy"].parameters["trigger"] == "observation"
     assert _names(["profile:=adroit", "hardware:=mock", "policy:=g"])[:2] == [
-        ("mock_hardware", "mock_hardware"), ("grasp_planner", "grasp_planner_node")]
+        ("mock_hardware", "mock_hardware"),
+        ("grasp_planner", "grasp_planner_node"),
+    ]
     assert _names(["policy:=none"]) == [("sim", "sim_node"), ("safety_filter", "safety_filter")]  # Panda unchanged
     with pytest.raises(ValueError, match="runs the hand's 'grasp' task, not the Panda task task:=cue_choice"):
         node_list(parse_launch_args(["profile:=adroit", "task:=cue_choice"]))
@@ -374,6 +403,7 @@ def test_adroit_bringup_starts_the_hand_sim_and_grasp_planner():
 
 
 # --- through ROS ----------------------------------------------------------------------------------
+
 
 @NEEDS_NODE
 @pytest.mark.ros
@@ -393,25 +423,42 @@ def test_policy_node_drives_the_hand_through_ros(exported, dexstack_home, monkey
     monkeypatch.setenv("DEXSTACK_BUNDLED_STORE", "")
     PolicyStore().publish(exported[0], name=NAME)
     sim_time = {"use_sim_time": True, "profile": ADROIT.name}
-    launch_nodes([NodeSpec("sim_node", "sim", {"task": "grasp", "max_episode_s": 300.0, "seed": 3}),
-                  NodeSpec("safety_filter", "safety_filter", sim_time | {"start_enabled": True}),
-                  NodeSpec("policy_node", "policy", sim_time | {"policy": NAME, "rate": POLICY_RATE_HZ})])
+    launch_nodes(
+        [
+            NodeSpec("sim_node", "sim", {"task": "grasp", "max_episode_s": 300.0, "seed": 3}),
+            NodeSpec("safety_filter", "safety_filter", sim_time | {"start_enabled": True}),
+            NodeSpec("policy_node", "policy", sim_time | {"policy": NAME, "rate": POLICY_RATE_HZ}),
+        ]
+    )
     node = ros_client.node
     reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
     answers, commands, states, poses, diagnostics = [], [], [], [], []
     node.create_subscription(JointTrajectory, ADROIT.policy_output_topic, answers.append, reliable)
     received_at: dict[int, float] = {}  # id(command) -> wall clock, for the report (not asserted)
-    node.create_subscription(JointTrajectory, ADROIT.trajectory_topic,
-                             lambda m: (commands.append(m), received_at.__setitem__(id(m), time.monotonic())), reliable)
+    node.create_subscription(
+        JointTrajectory,
+        ADROIT.trajectory_topic,
+        lambda m: (commands.append(m), received_at.__setitem__(id(m), time.monotonic())),
+        reliable,
+    )
     node.create_subscription(JointState, contract.JOINT_STATES, states.append, QoSProfile(depth=50))
     node.create_subscription(PoseStamped, contract.GRASP_TARGET_POSE, poses.append, QOS[contract.QoSKind.LATCHED])
-    node.create_subscription(DiagnosticArray, contract.DIAGNOSTICS, lambda m: diagnostics.extend(
-        (s.level if isinstance(s.level, int) else ord(s.level), s.message, {kv.key: kv.value for kv in s.values})
-        for s in m.status if s.name.endswith("/policy")), reliable)
+    node.create_subscription(
+        DiagnosticArray,
+        contract.DIAGNOSTICS,
+        lambda m: diagnostics.extend(
+            (s.level if isinstance(s.level, int) else ord(s.level), s.message, {kv.key: kv.value for kv in s.values})
+            for s in m.status
+            if s.name.endswith("/policy")
+        ),
+        reliable,
+    )
 
     # No grasp planner yet: the node answers every tick with a hold and says why.
-    assert ros_client.spin_until(lambda: len(answers) >= 20 and any("grasp_target" in d[1] for d in diagnostics), 45), \
-        (len(answers), diagnostics[-2:])
+    assert ros_client.spin_until(lambda: len(answers) >= 20 and any("grasp_target" in d[1] for d in diagnostics), 45), (
+        len(answers),
+        diagnostics[-2:],
+    )
     assert all(not m.points for m in answers), [(_sec(m.header.stamp), len(m.points)) for m in answers]
     assert not any(m.points for m in commands), [(_sec(m.header.stamp), len(m.points)) for m in commands]
     waiting = [d for d in diagnostics if "grasp_target" in d[1]][-1]
@@ -429,15 +476,20 @@ def test_policy_node_drives_the_hand_through_ros(exported, dexstack_home, monkey
     def after(msgs):
         return [m for m in msgs if _sec(m.header.stamp) >= t_first]
 
-    assert ros_client.spin_until(lambda: after(commands) and
-                                 _sec(after(commands)[-1].header.stamp) - _sec(after(commands)[0].header.stamp) >= span_s,
-                                 45), (len(commands), len(after(answers)))
+    assert ros_client.spin_until(
+        lambda: (
+            after(commands) and _sec(after(commands)[-1].header.stamp) - _sec(after(commands)[0].header.stamp) >= span_s
+        ),
+        45,
+    ), (len(commands), len(after(answers)))
     # The safety filter may add its own holds (watchdog, start-up) on the controller topic; the
     # relayed policy trajectories are the ones with points.
     served, relayed = after(answers), [m for m in after(commands) if m.points]
     holds = [m for m in served if not m.points]
-    assert not holds, (f"{len(holds)} holds after the first trajectory (first at "
-                       f"{_sec(holds[0].header.stamp) - t_first:.3f} s): {diagnostics[-3:]}")
+    assert not holds, (
+        f"{len(holds)} holds after the first trajectory (first at "
+        f"{_sec(holds[0].header.stamp) - t_first:.3f} s): {diagnostics[-3:]}"
+    )
     assert all(len(m.points) == 1 and list(m.joint_names) == list(ADROIT.joint_names) for m in relayed)
     stamps = np.array([_sec(m.header.stamp) for m in relayed])
     rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
@@ -456,11 +508,22 @@ def test_policy_node_drives_the_hand_through_ros(exported, dexstack_home, monkey
     assert 0.4 * UP_ACTION * 0.1 * elapsed < rise[2] < 2.0 * UP_ACTION * 0.1 * elapsed, (rise, elapsed)
     assert np.linalg.norm(rise[:2]) < 0.005, rise
     wall = received_at[id(relayed[-1])] - received_at[id(relayed[0])]
-    print(f"trajectories: {rate:.1f} per sim second over {stamps[-1] - stamps[0]:.2f} s "
-          f"({(len(stamps) - 1) / wall:.1f} per wall second, sim/wall {(stamps[-1] - stamps[0]) / wall:.2f}); "
-          f"palm rose {rise[2] * 100:.1f} cm in {elapsed:.2f} s (sim); policy answers {len(served)}; node "
-          + ", ".join(f"{k} {diagnostics[-1][2][k]}" for k in ("inference_ms_p50", "inference_ms_p99", "compute_ms_p50",
-                                                             "compute_ms_p99", "loop_period_ms_p50", "loop_jitter_ms_p99")))
+    print(
+        f"trajectories: {rate:.1f} per sim second over {stamps[-1] - stamps[0]:.2f} s "
+        f"({(len(stamps) - 1) / wall:.1f} per wall second, sim/wall {(stamps[-1] - stamps[0]) / wall:.2f}); "
+        f"palm rose {rise[2] * 100:.1f} cm in {elapsed:.2f} s (sim); policy answers {len(served)}; node "
+        + ", ".join(
+            f"{k} {diagnostics[-1][2][k]}"
+            for k in (
+                "inference_ms_p50",
+                "inference_ms_p99",
+                "compute_ms_p50",
+                "compute_ms_p99",
+                "loop_period_ms_p50",
+                "loop_jitter_ms_p99",
+            )
+        )
+    )
 
 
 def _sec(stamp) -> float:
@@ -491,9 +554,11 @@ def test_lockstep_answers_each_observation_once(exported, dexstack_home, monkeyp
     ros_client.node.create_subscription(JointTrajectory, ADROIT.policy_output_topic, answers.append, reliable)
     ros_client.node.create_subscription(JointState, contract.JOINT_STATES, states.append, reliable)
     ros_client.node.create_subscription(
-        String, contract.SIM_EPISODE,
+        String,
+        contract.SIM_EPISODE,
         lambda m: episode_starts.extend([info["stamp"]] if (info := json.loads(m.data))["status"] == "running" else []),
-        QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
     chunks = lambda: [m for m in answers if m.points]  # noqa: E731
     assert ros_client.spin_until(lambda: len(chunks()) >= 12, 50), (len(answers), len(chunks()))
     # A stamp may be answered more than once only by re-sending the same answer (the sim asks again
@@ -501,12 +566,14 @@ def test_lockstep_answers_each_observation_once(exported, dexstack_home, monkeyp
     by_answer: dict[float, list] = {}
     for m in answers:
         by_answer.setdefault(_sec(m.header.stamp), []).append(
-            [(tuple(p.positions), p.time_from_start.sec, p.time_from_start.nanosec) for p in m.points])
+            [(tuple(p.positions), p.time_from_start.sec, p.time_from_start.nanosec) for p in m.points]
+        )
     assert all(all(a == same[0] for a in same) for same in by_answer.values()), "a stamp got two different answers"
     first = answers.index(chunks()[0])
     assert all(m.points for m in answers[first:]), "a hold after the first trajectory"
     served = sorted({_sec(m.header.stamp) for m in answers[first:]})
     np.testing.assert_allclose(np.diff(served), 0.1, atol=1e-6)  # one answer per 10 Hz tick, none skipped
+
     # Palm height at the observations answered: one action step (2.5 mm) higher per tick, after the lag.
     # Five consecutive answered ticks of one episode whose joint states this client saw (its joint
     # state subscription may finish discovery seconds late on a loaded machine: keep watching).
@@ -514,17 +581,18 @@ def test_lockstep_answers_each_observation_once(exported, dexstack_home, monkeyp
         seen = {round(_sec(m.header.stamp), 6) for m in states}  # to the microsecond, not float-exact
         matched = sorted({round(_sec(m.header.stamp), 6) for m in answers if m.points} & seen)
         for i in range(len(matched) - 4, -1, -1):
-            run = matched[i:i + 5]
+            run = matched[i : i + 5]
             if np.allclose(np.diff(run), 0.1, atol=1e-6) and not any(run[0] < s <= run[-1] for s in episode_starts):
                 return run
         return None
 
-    assert ros_client.spin_until(lambda: five_ticks() is not None, 30), (served[:3], [_sec(m.header.stamp) for m in states[:3]])
+    assert ros_client.spin_until(lambda: five_ticks() is not None, 30), (
+        served[:3],
+        [_sec(m.header.stamp) for m in states[:3]],
+    )
     kinematics = RobotKinematics(ADROIT)
     by_stamp = {round(_sec(m.header.stamp), 6): m for m in states}
     ticks = five_ticks()
     heights = [kinematics.site_pose(joint_positions(by_stamp[t], ADROIT.joint_names))[0][2] for t in ticks]
     rise_per_tick = (heights[-1] - heights[0]) / round((ticks[-1] - ticks[0]) / 0.1)
     assert 0.6 * UP_ACTION * MAX_TRANSLATION < rise_per_tick < 1.2 * UP_ACTION * MAX_TRANSLATION, heights
-
-

@@ -29,9 +29,20 @@ MEAT = "potted_meat_can"
 
 def state_config(**overrides) -> GPAYNConfig:
     """No camera (oracle grasp pose, no encoder), small networks: seconds per run."""
-    fields = dict(objects=(MEAT,), n_envs=2, total_steps=40, demo_episodes=2, random_steps=20, batch_size=16,
-                  eval_interval=1000, eval_episodes=1, checkpoint_interval=1000, render=False,
-                  max_episode_steps=40, sac=SACConfig(hidden=(32, 32)))
+    fields = dict(
+        objects=(MEAT,),
+        n_envs=2,
+        total_steps=40,
+        demo_episodes=2,
+        random_steps=20,
+        batch_size=16,
+        eval_interval=1000,
+        eval_episodes=1,
+        checkpoint_interval=1000,
+        render=False,
+        max_episode_steps=40,
+        sac=SACConfig(hidden=(32, 32)),
+    )
     return GPAYNConfig(**{**fields, **overrides})
 
 
@@ -40,6 +51,7 @@ def read(run: Path, name: str):
 
 
 # --- prefill ---------------------------------------------------------------------------------------
+
 
 def test_demos_are_in_the_buffer_before_the_first_update_and_none_without(tmp_path):
     demo_run, scratch_run = tmp_path / "demos", tmp_path / "scratch"
@@ -56,7 +68,7 @@ def test_demos_are_in_the_buffer_before_the_first_update_and_none_without(tmp_pa
     # The oldest transitions are the scripted ones: its closing steps command exactly 1 on every
     # finger and nothing on the arm, which no stochastic SAC action does.
     closing = (buffer.action[:, ARM_DIM:] == 1.0).all(1) & (buffer.action[:, :ARM_DIM] == 0.0).all(1)
-    assert closing[:demos["transitions"]].sum() >= 2 * 8 and not closing[demos["transitions"]:].any()
+    assert closing[: demos["transitions"]].sum() >= 2 * 8 and not closing[demos["transitions"] :].any()
 
     scratch_demos = read(scratch_run, "run.json")["demos"]
     scratch_first = read(scratch_run, "progress.json")["first_update"]
@@ -67,6 +79,7 @@ def test_demos_are_in_the_buffer_before_the_first_update_and_none_without(tmp_pa
 
 
 # --- resume ----------------------------------------------------------------------------------------
+
 
 def _assert_same(a, b, path: str = "") -> None:
     if isinstance(a, dict):
@@ -84,13 +97,21 @@ def _assert_same(a, b, path: str = "") -> None:
 
 
 def test_resume_continues_exactly_where_the_uninterrupted_run_goes(tmp_path):
-    config = state_config(objects=(MEAT, "sugar_box"), total_steps=120, demo_episodes=1, checkpoint_interval=60,
-                          eval_interval=60, normalizer_steps=90)
+    config = state_config(
+        objects=(MEAT, "sugar_box"),
+        total_steps=120,
+        demo_episodes=1,
+        checkpoint_interval=60,
+        eval_interval=60,
+        normalizer_steps=90,
+    )
     whole, split = tmp_path / "whole", tmp_path / "split"
     train(whole, config, progress=False)
     train(split, config, total_steps=60, progress=False)
     saved = torch.load(split / "checkpoint.pt", weights_only=False)
-    assert saved["trainer"]["step"] == 60 and saved["buffer_size"] == len(ReplayBuffer.load(split / saved["replay_file"]))
+    assert saved["trainer"]["step"] == 60 and saved["buffer_size"] == len(
+        ReplayBuffer.load(split / saved["replay_file"])
+    )
     with pytest.raises(FileExistsError, match="--resume"):
         train(split, config, progress=False)
     with pytest.raises(ValueError, match="keeps its own config"):
@@ -103,8 +124,9 @@ def test_resume_continues_exactly_where_the_uninterrupted_run_goes(tmp_path):
     assert a["sac"]["updates"] == b["sac"]["updates"] > 100
     _assert_same(a["sac"], b["sac"])  # networks, targets, optimisers, alpha, normaliser, generator
     _assert_same(a["trainer"]["episodes"], b["trainer"]["episodes"])
-    np.testing.assert_array_equal(ReplayBuffer.load(whole / a["replay_file"]).action,
-                                  ReplayBuffer.load(split / b["replay_file"]).action)
+    np.testing.assert_array_equal(
+        ReplayBuffer.load(whole / a["replay_file"]).action, ReplayBuffer.load(split / b["replay_file"]).action
+    )
     assert [h["step"] for h in history] == [0, 60, 120]
     assert [h["success_rate"] for h in history] == [h["success_rate"] for h in read(whole, "history.json")]
     with pytest.raises(FileNotFoundError, match="no checkpoint.pt"):
@@ -113,13 +135,26 @@ def test_resume_continues_exactly_where_the_uninterrupted_run_goes(tmp_path):
 
 # --- a tiny vision run, export -----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def vision_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("gpayn") / "run"
-    config = GPAYNConfig(objects=(MEAT,), n_envs=1, total_steps=40, demo_episodes=1, batch_size=16,
-                         eval_interval=20, eval_episodes=1, checkpoint_interval=20, image_size=(32, 32),
-                         pretrain_objects=(MEAT, "sugar_box"), pretrain_frames=80, pretrain_epochs=1, feature_dim=16,
-                         sac=SACConfig(hidden=(32, 32)))
+    config = GPAYNConfig(
+        objects=(MEAT,),
+        n_envs=1,
+        total_steps=40,
+        demo_episodes=1,
+        batch_size=16,
+        eval_interval=20,
+        eval_episodes=1,
+        checkpoint_interval=20,
+        image_size=(32, 32),
+        pretrain_objects=(MEAT, "sugar_box"),
+        pretrain_frames=80,
+        pretrain_epochs=1,
+        feature_dim=16,
+        sac=SACConfig(hidden=(32, 32)),
+    )
     history = train(run, config, progress=False)
     return run, history
 
@@ -175,6 +210,7 @@ def test_export_run_gives_an_onnx_actor_that_agrees_with_torch_on_env_observatio
 
 # --- evaluation ------------------------------------------------------------------------------------
 
+
 class HoldStill:
     def act(self, observation):
         return np.zeros(ACTION_DIM)
@@ -186,8 +222,13 @@ def test_evaluate_scripted_lifts_the_meat_can_and_a_still_hand_never_does():
     # approach 5 cm at 1 cm/step, close 8 steps, hold 2, lift 10 cm: ~2.5-3 s at 10 Hz
     assert 2.0 <= scripted[MEAT]["mean_time_to_lift_s"] <= 4.0
     still = evaluate_policy(HoldStill(), (MEAT,), 2, seed=10, render=False, max_episode_steps=15)
-    assert still[MEAT] == {"success_rate": 0.0, "mean_time_to_lift_s": None, "mean_return": pytest.approx(-1.0, abs=0.05),
-                           "mean_steps": 15.0, "episodes": 2}
+    assert still[MEAT] == {
+        "success_rate": 0.0,
+        "mean_time_to_lift_s": None,
+        "mean_return": pytest.approx(-1.0, abs=0.05),
+        "mean_steps": 15.0,
+        "episodes": 2,
+    }
     with pytest.raises(TypeError, match="act"):
         evaluate_policy(object(), (MEAT,), 1)
     with pytest.raises(ValueError, match="episodes_per_object"):
@@ -198,13 +239,24 @@ def test_evaluate_scripted_lifts_the_meat_can_and_a_still_hand_never_does():
 
 # --- config and CLIs ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bad, error", [
-    ({"objects": ("teapot",)}, ValueError), ({"objects": "sugar_box"}, ValueError), ({"total_steps": 0}, ValueError),
-    ({"pretrain_objects": ()}, ValueError), ({"pretrain_objects": ("teapot",)}, ValueError),
-    ({"utd_ratio": 0.0}, ValueError), ({"image_size": (40, 40)}, ValueError), ({"n_envs": 1.5}, TypeError),
-    ({"device": "tpu"}, ValueError), ({"sac": "big"}, TypeError),
-    ({"n_envs": 2}, ValueError),  # 5 objects, 2 envs: three objects would never be trained on
-    ({"demo_batch_fraction": 1.0}, ValueError)])
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        ({"objects": ("teapot",)}, ValueError),
+        ({"objects": "sugar_box"}, ValueError),
+        ({"total_steps": 0}, ValueError),
+        ({"pretrain_objects": ()}, ValueError),
+        ({"pretrain_objects": ("teapot",)}, ValueError),
+        ({"utd_ratio": 0.0}, ValueError),
+        ({"image_size": (40, 40)}, ValueError),
+        ({"n_envs": 1.5}, TypeError),
+        ({"device": "tpu"}, ValueError),
+        ({"sac": "big"}, TypeError),
+        ({"n_envs": 2}, ValueError),  # 5 objects, 2 envs: three objects would never be trained on
+        ({"demo_batch_fraction": 1.0}, ValueError),
+    ],
+)
 def test_bad_configs_are_refused(bad, error):
     with pytest.raises(error):
         GPAYNConfig(**bad)
@@ -224,8 +276,13 @@ def test_cli_trains_refuses_changes_on_resume_and_evaluate_prints_json(tmp_path,
     assert "only --steps" in capsys.readouterr().err
 
     env = dict(os.environ, MUJOCO_GL="egl")
-    done = subprocess.run([sys.executable, "-m", "dexstack.policies.gpayn.evaluate", "--run", str(run),
-                           "--episodes", "1"], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "dexstack.policies.gpayn.evaluate", "--run", str(run), "--episodes", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(result["objects"]) == {MEAT} and result["objects"][MEAT]["episodes"] == 1

@@ -18,7 +18,12 @@ def test_node_sets_per_hardware():
     assert names(["hardware:=mujoco"]) == ["sim", "safety_filter", "policy"]
     assert names(["hardware:=mock"]) == ["mock_hardware", "safety_filter", "policy"]
     assert names(["hardware:=real"]) == ["safety_filter", "policy"]
-    assert names(["hardware:=mujoco", "policy:=expert", "record:=true"]) == ["sim", "safety_filter", "expert", "recorder"]
+    assert names(["hardware:=mujoco", "policy:=expert", "record:=true"]) == [
+        "sim",
+        "safety_filter",
+        "expert",
+        "recorder",
+    ]
     assert names(["policy:=none"]) == ["sim", "safety_filter"]
 
 

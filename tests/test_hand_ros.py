@@ -43,14 +43,18 @@ class Latest:
         def on(msg):
             self.msgs[topic] = msg
             self.counts[topic] = self.counts.get(topic, 0) + 1
+
         self.client.node.create_subscription(msg_type, topic, on, qos)
 
 
 def diagnostics_of(client, node_suffix: str) -> list:
     statuses = []
     client.node.create_subscription(
-        DiagnosticArray, contract.DIAGNOSTICS,
-        lambda m: statuses.extend(s for s in m.status if s.name.endswith(node_suffix)), QoSProfile(depth=20))
+        DiagnosticArray,
+        contract.DIAGNOSTICS,
+        lambda m: statuses.extend(s for s in m.status if s.name.endswith(node_suffix)),
+        QoSProfile(depth=20),
+    )
     return statuses
 
 
@@ -68,8 +72,12 @@ def test_hand_sim_and_planner_through_ros(launch_nodes, ros_client):
     from dexstack.ros_nodes.common import QOS
     from dexstack.sim.hand_core import HandSim, close_hand_targets
 
-    launch_nodes([NodeSpec("sim_node", "sim", {"task": "grasp", "max_episode_s": 120.0, "seed": 3}),
-                  NodeSpec("grasp_planner_node", "grasp_planner", {})])
+    launch_nodes(
+        [
+            NodeSpec("sim_node", "sim", {"task": "grasp", "max_episode_s": 120.0, "seed": 3}),
+            NodeSpec("grasp_planner_node", "grasp_planner", {}),
+        ]
+    )
     latest = Latest(ros_client)
     sensor, latched = qos_profile_sensor_data, QOS[contract.QoSKind.LATCHED]
     latest.watch(JointState, contract.JOINT_STATES, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
@@ -86,9 +94,9 @@ def test_hand_sim_and_planner_through_ros(launch_nodes, ros_client):
         ros_client.node.create_subscription(WrenchStamped, topic, lambda m, t=topic: free_air[t].append(m), sensor)
     sim_status, planner_status = diagnostics_of(ros_client, "/sim"), diagnostics_of(ros_client, "/grasp_planner")
 
-    assert ros_client.spin_until(lambda: len(latest.msgs) == 7 + len(tactile_topics)
-                                 and min(len(v) for v in free_air.values()) >= 5, 40), \
-        set(tactile_topics + [contract.GRASP_TARGET_POSE, contract.JOINT_STATES]) - set(latest.msgs)
+    assert ros_client.spin_until(
+        lambda: len(latest.msgs) == 7 + len(tactile_topics) and min(len(v) for v in free_air.values()) >= 5, 40
+    ), set(tactile_topics + [contract.GRASP_TARGET_POSE, contract.JOINT_STATES]) - set(latest.msgs)
 
     # Robot state and cameras as the ADROIT profile describes them.
     assert list(latest.msgs[contract.JOINT_STATES].name) == list(ADROIT.joint_names)
@@ -155,8 +163,9 @@ def test_hand_sim_and_planner_through_ros(launch_nodes, ros_client):
     def pads_pressed() -> int:
         return sum(latest.msgs[t].wrench.force.z > contract.TACTILE_CONTACT_N for t in tactile_topics)
 
-    assert ros_client.spin_until(lambda: pads_pressed() >= 3, 30), \
-        {t: latest.msgs[t].wrench.force.z for t in tactile_topics}
+    assert ros_client.spin_until(lambda: pads_pressed() >= 3, 30), {
+        t: latest.msgs[t].wrench.force.z for t in tactile_topics
+    }
     local.close()
 
 
@@ -186,8 +195,9 @@ def test_planner_refuses_empty_and_flat_clouds(launch_nodes, ros_client):
     poses = []
     node.create_subscription(PoseStamped, contract.GRASP_TARGET_POSE, poses.append, QOS[contract.QoSKind.LATCHED])
     status = diagnostics_of(ros_client, "/grasp_planner")
-    assert ros_client.spin_until(lambda: all(p.get_subscription_count() > 0 for p in
-                                             (pub_depth, pub_info, pub_mask, pub_pose)), 30)
+    assert ros_client.spin_until(
+        lambda: all(p.get_subscription_count() > 0 for p in (pub_depth, pub_info, pub_mask, pub_pose)), 30
+    )
     # Camera 0.6 m above the table looking straight down (optical z = world -z).
     pub_pose.publish(_pose_msg([0.0, 0.0, 0.6], np.diag([1.0, -1.0, -1.0])))
     width, height, f = 64, 48, 60.0
@@ -195,7 +205,9 @@ def test_planner_refuses_empty_and_flat_clouds(launch_nodes, ros_client):
 
     def send(mask: np.ndarray, t: float) -> None:
         frame = f"{cam}_camera_optical_frame"
-        m = Image(height=height, width=width, encoding="mono8", step=width, data=(mask * 255).astype(np.uint8).tobytes())
+        m = Image(
+            height=height, width=width, encoding="mono8", step=width, data=(mask * 255).astype(np.uint8).tobytes()
+        )
         d = depth_msg(depth, frame, t)
         m.header = d.header
         pub_depth.publish(d)
@@ -251,8 +263,16 @@ def test_plan_grasp_refuses_what_it_cannot_trust():
     depth = np.full((48, 64), 0.6, dtype=np.float32)
     look_down = np.eye(4)
     look_down[:3, :3], look_down[:3, 3] = np.diag([1.0, -1.0, -1.0]), [0.0, 0.0, 0.6]
-    args = dict(intrinsics=(60.0, 60.0, 31.5, 23.5), camera_pose=look_down, support_z=0.0, approach="auto",
-                max_aperture=0.1, standoff=0.0, reference=np.array([-0.5, 0.0, 0.1]), arm_friendly=True)
+    args = dict(
+        intrinsics=(60.0, 60.0, 31.5, 23.5),
+        camera_pose=look_down,
+        support_z=0.0,
+        approach="auto",
+        max_aperture=0.1,
+        standoff=0.0,
+        reference=np.array([-0.5, 0.0, 0.1]),
+        arm_friendly=True,
+    )
     with pytest.raises(ValueError, match="differ in size"):
         plan_grasp(depth, np.ones((48, 63), dtype=bool), **args)
     few = np.zeros((48, 64), dtype=bool)
@@ -264,7 +284,8 @@ def test_plan_grasp_refuses_what_it_cannot_trust():
         plan_grasp(no_return, np.ones((48, 64), dtype=bool), **args)
     # A fit far from its cloud (what a diverged optimiser could return) is refused.
     cloud = np.random.default_rng(0).uniform(-0.03, 0.03, (200, 3))
-    far = Superquadric(size=np.full(3, 0.03), exponents=np.ones(2), position=np.array([0.5, 0.0, 0.0]),
-                       rotation=np.eye(3))
+    far = Superquadric(
+        size=np.full(3, 0.03), exponents=np.ones(2), position=np.array([0.5, 0.0, 0.0]), rotation=np.eye(3)
+    )
     with pytest.raises(ValueError, match="degenerate fit"):
         check_fit(far, cloud)

@@ -35,7 +35,7 @@ def test_scene_builds_with_the_profile_joints_and_a_resting_object(sim):
     centre = sim.object_center()
     assert centre[2] == pytest.approx(0.041, abs=2e-3)
     assert np.linalg.norm(centre[:2] - hand_scene.OBJECT_XY) < 2e-3
-    assert np.abs(sim.data.qvel[sim._object_dof:sim._object_dof + 6]).max() < 1e-2
+    assert np.abs(sim.data.qvel[sim._object_dof : sim._object_dof + 6]).max() < 1e-2
     sim.step(250)  # 0.5 s more: nothing drifts or blows up at this timestep
     assert np.linalg.norm(sim.object_center() - centre) < 1e-3
     error = np.abs(sim.joint_positions() - sim.start_pose())
@@ -103,8 +103,11 @@ def test_touch_reports_contact_closing_on_the_object_and_none_in_free_air(sim):
     # The fingers really are on the object (the contacts the pads report are with its geoms).
     m, d = sim.model, sim.data
     object_geoms = set(sim._object_geoms.tolist())
-    pad_partners = {int(g2 if g1 in sim._pad_geom else g1) for g1, g2 in d.contact.geom[:d.ncon]
-                    if g1 in sim._pad_geom or g2 in sim._pad_geom}
+    pad_partners = {
+        int(g2 if g1 in sim._pad_geom else g1)
+        for g1, g2 in d.contact.geom[: d.ncon]
+        if g1 in sim._pad_geom or g2 in sim._pad_geom
+    }
     assert pad_partners and pad_partners <= object_geoms, [m.geom(g).name for g in pad_partners]
     # Same forces as Adroit's own touch sensors on its fingertip sites (all contacts here are
     # hand-object, which both count).
@@ -160,8 +163,11 @@ def test_taller_objects_start_clear_of_the_hand_and_rest_on_the_table(name):
     spec = tall.object_spec
     assert tall.joint_positions()[1] == pytest.approx(spec.height() - hand_scene.CLEAR_HEIGHT_AT_ZERO, abs=2e-3)
     m, d = tall.model, tall.data
-    hand_object = [(g1, g2) for (g1, g2), dist in zip(d.contact.geom[:d.ncon], d.contact.dist[:d.ncon], strict=True)
-                   if (tall._hand_geom[g1] or tall._hand_geom[g2]) and dist < 0.0]
+    hand_object = [
+        (g1, g2)
+        for (g1, g2), dist in zip(d.contact.geom[: d.ncon], d.contact.dist[: d.ncon], strict=True)
+        if (tall._hand_geom[g1] or tall._hand_geom[g2]) and dist < 0.0
+    ]
     assert hand_object == [], [(m.geom(a).name, m.geom(b).name) for a, b in hand_object]
     bottom = tall.object_pose()[0][2] - spec.grasp_height
     assert bottom == pytest.approx(0.0, abs=2e-3)  # standing on the table top

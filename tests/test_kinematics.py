@@ -31,7 +31,9 @@ def test_adroit_palm_fk_and_ik_are_bit_identical_to_the_hand_scene_solver(golden
     for k in range(len(golden["adroit_q"])):
         q = golden["adroit_q"][k]
         position, quaternion = kin.site_pose(q)
-        assert np.array_equal(position, golden["adroit_fk_p"][k]) and np.array_equal(quaternion, golden["adroit_fk_q"][k])
+        assert np.array_equal(position, golden["adroit_fk_p"][k]) and np.array_equal(
+            quaternion, golden["adroit_fk_q"][k]
+        )
         result = kin.solve(golden["adroit_target_p"][k], golden["adroit_target_q"][k], golden["adroit_q0"][k], rest=q)
         assert np.array_equal(result.arm_q, golden["adroit_ik_q"][k]), k
         assert result.success == golden["adroit_ik_success"][k]
@@ -75,9 +77,11 @@ def test_ik_reaches_what_fk_reports_and_refuses_bad_input():
 
 
 def test_kinematics_loads_without_the_simulator():
-    code = ("import sys; from dexstack.hardware.kinematics import RobotKinematics; "
-            "from dexstack.hardware.profiles import ADROIT, PANDA; RobotKinematics(ADROIT); RobotKinematics(PANDA); "
-            "bad = [m for m in sys.modules if m.startswith('dexstack.sim') or m == 'torch']; "
-            "assert not bad, bad; print('ok')")
+    code = (
+        "import sys; from dexstack.hardware.kinematics import RobotKinematics; "
+        "from dexstack.hardware.profiles import ADROIT, PANDA; RobotKinematics(ADROIT); RobotKinematics(PANDA); "
+        "bad = [m for m in sys.modules if m.startswith('dexstack.sim') or m == 'torch']; "
+        "assert not bad, bad; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -38,18 +38,44 @@ def valid_manifest() -> dict:
         "robot_profile": "panda",
         "graphs": {"policy": "policy.onnx"},
         "inputs": [
-            {"name": contract.JOINT_POSITIONS, "kind": "joint_positions", "source": contract.JOINT_STATES,
-             "names": list(joints), "shape": [8], "dtype": "float32", "max_age_s": 0.1,
-             "normalization": {"type": "mean_std", "mean": [0.0] * 8, "std": [1.0] * 8}},
-            {"name": contract.rgb_key("scene"), "kind": "rgb", "source": contract.camera_color_topic("scene"),
-             "shape": [96, 96, 3], "dtype": "uint8", "max_age_s": 0.25, "normalization": {"type": "scale", "scale": 1 / 255}},
-            {"name": contract.depth_key("wrist"), "kind": "depth", "source": contract.camera_depth_topic("wrist"),
-             "shape": [96, 96], "dtype": "float32", "max_age_s": 0.25, "normalization": {"type": "min_max", "min": 0.0, "max": 2.0}},
+            {
+                "name": contract.JOINT_POSITIONS,
+                "kind": "joint_positions",
+                "source": contract.JOINT_STATES,
+                "names": list(joints),
+                "shape": [8],
+                "dtype": "float32",
+                "max_age_s": 0.1,
+                "normalization": {"type": "mean_std", "mean": [0.0] * 8, "std": [1.0] * 8},
+            },
+            {
+                "name": contract.rgb_key("scene"),
+                "kind": "rgb",
+                "source": contract.camera_color_topic("scene"),
+                "shape": [96, 96, 3],
+                "dtype": "uint8",
+                "max_age_s": 0.25,
+                "normalization": {"type": "scale", "scale": 1 / 255},
+            },
+            {
+                "name": contract.depth_key("wrist"),
+                "kind": "depth",
+                "source": contract.camera_depth_topic("wrist"),
+                "shape": [96, 96],
+                "dtype": "float32",
+                "max_age_s": 0.25,
+                "normalization": {"type": "min_max", "min": 0.0, "max": 2.0},
+            },
         ],
         "outputs": {"kind": "joint_position_chunk", "joint_names": joints, "chunk_length": 8, "dt": 0.1},
         "files": {"policy.onnx": SHA, "stats/norm.json": "cd" * 32},
-        "provenance": {"code_commit": "c9d545f", "dataset_hash": "ef" * 32, "config": {"epochs": 3},
-                       "training_time_s": 12.5, "created": "2025-01-02T03:04:05+00:00"},
+        "provenance": {
+            "code_commit": "c9d545f",
+            "dataset_hash": "ef" * 32,
+            "config": {"epochs": 3},
+            "training_time_s": 12.5,
+            "created": "2025-01-02T03:04:05+00:00",
+        },
         "evaluation": {"success_rate": 0.9},
     }
 
@@ -74,6 +100,7 @@ def _set(path: str, value):
             del target[int(last) if last.isdigit() else last]
         else:
             target[int(last) if last.isdigit() else last] = value
+
     return mutate
 
 
@@ -104,8 +131,11 @@ STRUCTURE_CASES = [
     ("inputs.0.max_age_s", _DELETE, "inputs[0] ('joint_positions') must say exactly one of 'max_age_s'"),
     ("inputs.0.max_age_s", 0.0, "inputs[0] ('joint_positions').max_age_s must be a number of seconds > 0"),
     ("inputs.0.latched", True, "inputs[0] ('joint_positions') must say exactly one of 'max_age_s'"),
-    ("inputs.2.preprocess", "center_crop_resize", "inputs[2] ('wrist_depth').preprocess is 'center_crop_resize'; "
-                                                  "only rgb inputs"),
+    (
+        "inputs.2.preprocess",
+        "center_crop_resize",
+        "inputs[2] ('wrist_depth').preprocess is 'center_crop_resize'; only rgb inputs",
+    ),
     ("inputs.1.preprocess", "blur", "inputs[1] ('scene_rgb').preprocess is 'blur'"),
     ("outputs.chunk_length", 0, "outputs.chunk_length must be a positive integer"),
     ("outputs.dt", -0.1, "outputs.dt must be a positive number of seconds"),
@@ -149,8 +179,9 @@ def test_profile_mismatches_are_refused_with_clear_messages() -> None:
     m["outputs"]["joint_names"][7] = "panda_jointX"
     with pytest.raises(ManifestError) as info:
         check_against_profile(m, PANDA)
-    assert str(info.value).startswith("output joint 'panda_jointX' is not a joint of robot profile 'panda' (joints: "
-                                      "panda_joint1, panda_joint2")
+    assert str(info.value).startswith(
+        "output joint 'panda_jointX' is not a joint of robot profile 'panda' (joints: panda_joint1, panda_joint2"
+    )
 
     m = valid_manifest()
     m["outputs"]["joint_names"] = list(PANDA.joint_names[:7])
@@ -159,7 +190,9 @@ def test_profile_mismatches_are_refused_with_clear_messages() -> None:
 
     m = valid_manifest()
     m["inputs"][0]["names"][0] = "shoulder_pan_joint"
-    with pytest.raises(ManifestError, match=r"input 'joint_positions': joint\(s\) \['shoulder_pan_joint'\] are not joints"):
+    with pytest.raises(
+        ManifestError, match=r"input 'joint_positions': joint\(s\) \['shoulder_pan_joint'\] are not joints"
+    ):
         check_against_profile(m, PANDA)
 
     m = valid_manifest()
@@ -169,8 +202,11 @@ def test_profile_mismatches_are_refused_with_clear_messages() -> None:
 
     m = valid_manifest()
     m["inputs"][1]["source"] = contract.camera_color_topic("top")
-    with pytest.raises(ManifestError, match=r"source '/camera/top/color/image_raw' is not a rgb topic .*"
-                                            r"'/camera/wrist/color/image_raw'"):
+    with pytest.raises(
+        ManifestError,
+        match=r"source '/camera/top/color/image_raw' is not a rgb topic .*"
+        r"'/camera/wrist/color/image_raw'",
+    ):
         check_against_profile(m, PANDA)
 
     m = valid_manifest()
@@ -213,6 +249,7 @@ def test_load_manifest_and_sha256(tmp_path) -> None:
 
 # --- the generic kinds ----------------------------------------------------------------------
 
+
 def _with_input(spec: dict) -> dict:
     m = valid_manifest()
     m["inputs"].append(spec)
@@ -220,18 +257,49 @@ def _with_input(spec: dict) -> dict:
 
 
 GOOD_KINDS = [
-    {"name": "mask", "kind": "segmentation", "source": contract.camera_mask_topic("scene"), "shape": [96, 96],
-     "dtype": "int32", "max_age_s": 0.25},
-    {"name": "touch", "kind": "wrench", "source": "/tactile/thumb", "shape": [6], "dtype": "float64",
-     "max_age_s": 0.1},
-    {"name": "target", "kind": "pose", "source": contract.GRASP_TARGET_POSE, "shape": [7], "dtype": "float64",
-     "latched": True},
-    {"name": "instruction", "kind": "text", "source": contract.TASK_INSTRUCTION, "shape": [], "dtype": "str",
-     "latched": True},
-    {"name": "features", "kind": "vector", "source": "/perception/features", "shape": [3], "dtype": "float32",
-     "names": ["a", "b", "c"], "max_age_s": 0.5},
-    {"name": "square", "kind": "rgb", "source": contract.camera_color_topic("wrist"), "shape": [64, 64, 3],
-     "dtype": "uint8", "max_age_s": 0.25, "preprocess": "center_crop_resize"},
+    {
+        "name": "mask",
+        "kind": "segmentation",
+        "source": contract.camera_mask_topic("scene"),
+        "shape": [96, 96],
+        "dtype": "int32",
+        "max_age_s": 0.25,
+    },
+    {"name": "touch", "kind": "wrench", "source": "/tactile/thumb", "shape": [6], "dtype": "float64", "max_age_s": 0.1},
+    {
+        "name": "target",
+        "kind": "pose",
+        "source": contract.GRASP_TARGET_POSE,
+        "shape": [7],
+        "dtype": "float64",
+        "latched": True,
+    },
+    {
+        "name": "instruction",
+        "kind": "text",
+        "source": contract.TASK_INSTRUCTION,
+        "shape": [],
+        "dtype": "str",
+        "latched": True,
+    },
+    {
+        "name": "features",
+        "kind": "vector",
+        "source": "/perception/features",
+        "shape": [3],
+        "dtype": "float32",
+        "names": ["a", "b", "c"],
+        "max_age_s": 0.5,
+    },
+    {
+        "name": "square",
+        "kind": "rgb",
+        "source": contract.camera_color_topic("wrist"),
+        "shape": [64, 64, 3],
+        "dtype": "uint8",
+        "max_age_s": 0.25,
+        "preprocess": "center_crop_resize",
+    },
 ]
 
 
@@ -277,8 +345,11 @@ def test_schema_1_loads_and_is_upgraded_with_the_contract_staleness_limits() -> 
     validate_manifest(m)
     upgraded = upgrade_manifest(m)
     assert upgraded["schema_version"] == 2 and m["schema_version"] == 1  # the original is left alone
-    assert [s["max_age_s"] for s in upgraded["inputs"]] == [contract.JOINT_STATE_MAX_AGE_S,
-                                                           contract.CAMERA_MAX_AGE_S, contract.CAMERA_MAX_AGE_S]
+    assert [s["max_age_s"] for s in upgraded["inputs"]] == [
+        contract.JOINT_STATE_MAX_AGE_S,
+        contract.CAMERA_MAX_AGE_S,
+        contract.CAMERA_MAX_AGE_S,
+    ]
     assert set(SCHEMA1_MAX_AGE_S) == {"joint_positions", "rgb", "depth"}
     validate_manifest(upgraded)
     check_against_profile(upgraded, PANDA)
@@ -289,7 +360,8 @@ def test_schema_1_loads_and_is_upgraded_with_the_contract_staleness_limits() -> 
         validate_manifest(m)
     m = valid_manifest() | {"schema_version": 1}
     m["inputs"] = [{k: v for k, v in s.items() if k != "max_age_s"} for s in m["inputs"]] + [
-        {k: v for k, v in GOOD_KINDS[2].items() if k != "latched"}]
+        {k: v for k, v in GOOD_KINDS[2].items() if k != "latched"}
+    ]
     with pytest.raises(ManifestError, match=r"kind is 'pose'; expected one of \['joint_positions', 'rgb', 'depth'\]"):
         validate_manifest(m)
 
@@ -298,11 +370,21 @@ def test_robot_inputs_must_be_topics_of_the_profile() -> None:
     for spec in GOOD_KINDS:  # pose, text and vector come from other nodes: any topic
         if spec["kind"] != "wrench":
             check_against_profile(_with_input(spec), PANDA)
-    with pytest.raises(ManifestError, match=r"'/tactile/thumb' is not a wrench topic of robot profile 'panda' "
-                                            r"\(available: \[\]\)"):
+    with pytest.raises(
+        ManifestError,
+        match=r"'/tactile/thumb' is not a wrench topic of robot profile 'panda' "
+        r"\(available: \[\]\)",
+    ):
         check_against_profile(_with_input(GOOD_KINDS[1]), PANDA)
-    hand = {"robot_profile": ADROIT.name, "outputs": {"kind": "joint_position_chunk", "chunk_length": 1, "dt": 0.05,
-                                                      "joint_names": list(ADROIT.joint_names)}}
+    hand = {
+        "robot_profile": ADROIT.name,
+        "outputs": {
+            "kind": "joint_position_chunk",
+            "chunk_length": 1,
+            "dt": 0.05,
+            "joint_names": list(ADROIT.joint_names),
+        },
+    }
     m = valid_manifest() | hand
     m["inputs"] = [dict(GOOD_KINDS[1])]
     check_against_profile(m, ADROIT)

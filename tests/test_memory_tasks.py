@@ -210,7 +210,7 @@ def test_lifting_the_other_object_is_a_failure(envs):
 
     def distractor(e):
         qa = e.core.model.jnt_qposadr[e.core.model.body_jntadr[e.core.model.body(e.task.distractor_name + "/").id]]
-        return e.core.data.qpos[qa:qa + 7].copy()
+        return e.core.data.qpos[qa : qa + 7].copy()
 
     result = _rollout_with_pose(env, 9, distractor)
     assert result["info"]["reward_terms"]["wrong_lift"] == 1.0

@@ -83,9 +83,12 @@ def test_mock_hardware_node_follows_trajectory_holds_and_rejects(launch_nodes, r
     states: list[JointState] = []
     diagnostics: list[DiagnosticStatus] = []
     node.create_subscription(JointState, contract.JOINT_STATES, states.append, QOS[contract.QoSKind.STATE_SUB])
-    node.create_subscription(DiagnosticArray, contract.DIAGNOSTICS,
-                             lambda m: diagnostics.extend(s for s in m.status if s.name.endswith("mock_hardware")),
-                             QOS[contract.QoSKind.DEFAULT])
+    node.create_subscription(
+        DiagnosticArray,
+        contract.DIAGNOSTICS,
+        lambda m: diagnostics.extend(s for s in m.status if s.name.endswith("mock_hardware")),
+        QOS[contract.QoSKind.DEFAULT],
+    )
     pub = node.create_publisher(JointTrajectory, PANDA.trajectory_topic, QOS[contract.QoSKind.COMMAND])
     assert ros_client.spin_until(lambda: states and pub.get_subscription_count() > 0, 30.0), "mock never came up"
 
@@ -117,5 +120,6 @@ def test_mock_hardware_node_follows_trajectory_holds_and_rejects(launch_nodes, r
     bad.points[0].positions[0] = math.nan
     pub.publish(bad)
     assert ros_client.spin_until(
-        lambda: any(d.level == DiagnosticStatus.ERROR and "non-finite" in d.message for d in diagnostics), 5.0)
+        lambda: any(d.level == DiagnosticStatus.ERROR and "non-finite" in d.message for d in diagnostics), 5.0
+    )
     assert q()[0] == pytest.approx(held, abs=1e-9)

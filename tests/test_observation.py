@@ -12,17 +12,48 @@ from dexstack.observation import NS, ObservationAssembler, check_action, check_o
 
 JOINTS = list(PANDA.joint_names)
 INPUTS = [
-    {"name": contract.JOINT_POSITIONS, "kind": "joint_positions", "source": contract.JOINT_STATES,
-     "names": JOINTS, "shape": [len(JOINTS)], "dtype": "float32", "max_age_s": contract.JOINT_STATE_MAX_AGE_S},
-    {"name": contract.rgb_key("wrist"), "kind": "rgb", "source": contract.camera_color_topic("wrist"),
-     "shape": [4, 5, 3], "dtype": "uint8", "max_age_s": contract.CAMERA_MAX_AGE_S},
+    {
+        "name": contract.JOINT_POSITIONS,
+        "kind": "joint_positions",
+        "source": contract.JOINT_STATES,
+        "names": JOINTS,
+        "shape": [len(JOINTS)],
+        "dtype": "float32",
+        "max_age_s": contract.JOINT_STATE_MAX_AGE_S,
+    },
+    {
+        "name": contract.rgb_key("wrist"),
+        "kind": "rgb",
+        "source": contract.camera_color_topic("wrist"),
+        "shape": [4, 5, 3],
+        "dtype": "uint8",
+        "max_age_s": contract.CAMERA_MAX_AGE_S,
+    },
 ]
-TOUCH = {"name": "tactile/thumb", "kind": "wrench", "source": "/tactile/thumb", "shape": [6], "dtype": "float64",
-         "max_age_s": contract.JOINT_STATE_MAX_AGE_S}
-TARGET = {"name": "grasp_target", "kind": "pose", "source": contract.GRASP_TARGET_POSE, "shape": [7],
-          "dtype": "float64", "latched": True}
-INSTRUCTION = {"name": "instruction", "kind": "text", "source": contract.TASK_INSTRUCTION, "shape": [],
-               "dtype": "str", "latched": True}
+TOUCH = {
+    "name": "tactile/thumb",
+    "kind": "wrench",
+    "source": "/tactile/thumb",
+    "shape": [6],
+    "dtype": "float64",
+    "max_age_s": contract.JOINT_STATE_MAX_AGE_S,
+}
+TARGET = {
+    "name": "grasp_target",
+    "kind": "pose",
+    "source": contract.GRASP_TARGET_POSE,
+    "shape": [7],
+    "dtype": "float64",
+    "latched": True,
+}
+INSTRUCTION = {
+    "name": "instruction",
+    "kind": "text",
+    "source": contract.TASK_INSTRUCTION,
+    "shape": [],
+    "dtype": "str",
+    "latched": True,
+}
 POSE = np.array([0.1, 0.2, 0.3, 1.0, 0.0, 0.0, 0.0])
 T0 = 1000 * NS  # an arbitrary clock time, integer nanoseconds
 
@@ -196,6 +227,7 @@ def test_check_action_and_outputs():
 
 # --- generic kinds ---------------------------------------------------------------------------
 
+
 def test_each_input_has_its_own_staleness_limit_from_the_manifest():
     slow = [dict(INPUTS[0], max_age_s=0.5), INPUTS[1]]
     asm = ObservationAssembler(slow)
@@ -222,8 +254,14 @@ def test_wrench_inputs_take_part_in_lockstep_matching():
 
 
 def test_text_and_segmentation_and_vector_values():
-    mask = {"name": "mask", "kind": "segmentation", "source": contract.camera_mask_topic("wrist"), "shape": [4, 5],
-            "dtype": "int32", "max_age_s": 0.25}
+    mask = {
+        "name": "mask",
+        "kind": "segmentation",
+        "source": contract.camera_mask_topic("wrist"),
+        "shape": [4, 5],
+        "dtype": "int32",
+        "max_age_s": 0.25,
+    }
     vec = {"name": "v", "kind": "vector", "source": "/v", "shape": [2], "dtype": "float32", "max_age_s": 0.25}
     asm = ObservationAssembler([INPUTS[0], mask, vec, INSTRUCTION])
     asm.add(contract.JOINT_POSITIONS, T0, _q())
@@ -254,6 +292,7 @@ def test_rgb_center_crop_resize_is_applied_to_the_camera_image():
 
 
 # --- latched inputs ----------------------------------------------------------------------------
+
 
 def _with_target() -> ObservationAssembler:
     asm = ObservationAssembler([*INPUTS, TARGET])

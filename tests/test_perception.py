@@ -102,9 +102,12 @@ def test_fit_recovers_known_shape_from_partial_view_on_table(kind, seed):
 
 
 def test_inside_outside_and_surface_points_agree():
-    sq = Superquadric(size=np.array([0.03, 0.05, 0.08]), exponents=np.array([0.3, 0.8]),
-                      position=np.array([0.4, 0.1, 0.08]),
-                      rotation=Rotation.from_euler("z", 0.7).as_matrix())
+    sq = Superquadric(
+        size=np.array([0.03, 0.05, 0.08]),
+        exponents=np.array([0.3, 0.8]),
+        position=np.array([0.4, 0.1, 0.08]),
+        rotation=Rotation.from_euler("z", 0.7).as_matrix(),
+    )
     surface = sq.surface_points(500)
     np.testing.assert_allclose(sq.inside_outside(surface), 1.0, rtol=1e-9)
     assert sq.inside_outside(sq.position[None] + 1e-4)[0] < 1.0
@@ -114,15 +117,18 @@ def test_inside_outside_and_surface_points_agree():
     assert sq.support(up) == pytest.approx(0.08, rel=1e-6)  # z is an object axis: support = a3
 
 
-@pytest.mark.parametrize("points,message", [
-    (np.zeros((0, 3)), "empty"),
-    (np.random.default_rng(0).normal(size=(10, 3)), "at least 20"),
-    (np.vstack([np.random.default_rng(0).normal(size=(50, 3)), [[np.nan, 0.0, 0.0]]]), "non-finite"),
-    (np.linspace(0.0, 1.0, 50)[:, None] * [0.1, 0.2, 0.05] + [0.5, 0.0, 0.0], "collinear"),
-    (np.c_[np.random.default_rng(0).uniform(0, 0.1, (200, 2)), np.full(200, 0.05)], "coplanar"),
-    (np.ones((50, 3)), "coincide"),
-    (np.zeros((50, 2)), "shape"),
-])
+@pytest.mark.parametrize(
+    "points,message",
+    [
+        (np.zeros((0, 3)), "empty"),
+        (np.random.default_rng(0).normal(size=(10, 3)), "at least 20"),
+        (np.vstack([np.random.default_rng(0).normal(size=(50, 3)), [[np.nan, 0.0, 0.0]]]), "non-finite"),
+        (np.linspace(0.0, 1.0, 50)[:, None] * [0.1, 0.2, 0.05] + [0.5, 0.0, 0.0], "collinear"),
+        (np.c_[np.random.default_rng(0).uniform(0, 0.1, (200, 2)), np.full(200, 0.05)], "coplanar"),
+        (np.ones((50, 3)), "coincide"),
+        (np.zeros((50, 2)), "shape"),
+    ],
+)
 def test_bad_clouds_are_rejected_with_a_clear_message(points, message):
     with pytest.raises(ValueError, match=message):
         fit_superquadric(points)
@@ -130,8 +136,12 @@ def test_bad_clouds_are_rejected_with_a_clear_message(points, message):
 
 # --- grasp pose -------------------------------------------------------------------------------
 def _upright_box(yaw=0.4):
-    return Superquadric(size=np.array([0.02, 0.035, 0.06]), exponents=np.array([0.1, 0.1]),
-                        position=np.array([0.5, 0.1, 0.06]), rotation=Rotation.from_euler("z", yaw).as_matrix())
+    return Superquadric(
+        size=np.array([0.02, 0.035, 0.06]),
+        exponents=np.array([0.1, 0.1]),
+        position=np.array([0.5, 0.1, 0.06]),
+        rotation=Rotation.from_euler("z", yaw).as_matrix(),
+    )
 
 
 def test_top_grasp_comes_down_onto_the_top_face_and_closes_across_the_narrow_side():
@@ -166,14 +176,22 @@ def test_pregrasp_is_five_cm_back_along_the_approach():
 
 
 def test_too_wide_object_is_refused_and_auto_falls_back_to_side():
-    wide_top = Superquadric(size=np.array([0.07, 0.09, 0.03]), exponents=np.array([0.1, 0.1]),
-                            position=np.array([0.5, 0.0, 0.03]), rotation=np.eye(3))
+    wide_top = Superquadric(
+        size=np.array([0.07, 0.09, 0.03]),
+        exponents=np.array([0.1, 0.1]),
+        position=np.array([0.5, 0.0, 0.03]),
+        rotation=np.eye(3),
+    )
     with pytest.raises(ValueError, match="aperture 10.0 cm"):
         grasp_pose(wide_top, "top")
     with pytest.raises(ValueError, match="aperture"):
         grasp_pose(wide_top, "auto")  # no horizontal width fits from the side either
-    tall_slab = Superquadric(size=np.array([0.02, 0.06, 0.08]), exponents=np.array([0.1, 0.1]),
-                             position=np.array([0.5, 0.0, 0.08]), rotation=Rotation.from_euler("z", 1.4).as_matrix())
+    tall_slab = Superquadric(
+        size=np.array([0.02, 0.06, 0.08]),
+        exponents=np.array([0.1, 0.1]),
+        position=np.array([0.5, 0.0, 0.08]),
+        rotation=Rotation.from_euler("z", 1.4).as_matrix(),
+    )
     _, quat = grasp_pose(tall_slab, "auto", max_aperture=0.05)  # 4 cm across from the top fits
     assert approach_direction(quat)[2] < -0.99
     _, quat = grasp_pose(tall_slab, "side", max_aperture=0.05)  # side: must close across the 4 cm side
@@ -237,8 +255,8 @@ def test_fit_on_a_mujoco_depth_render_of_a_box():
     xml = f"""<mujoco><visual><global offwidth="160" offheight="120"/></visual><worldbody>
       <geom type="plane" size="0.3 0.3 0.01" pos="0.5 0 0"/>
       <geom type="box" size="{half[0]} {half[1]} {half[2]}" pos="{centre[0]} {centre[1]} {centre[2]}"
-            quat="{' '.join(map(str, quat))}"/>
-      <camera name="scene" pos="0.05 0 0.55" xyaxes="{' '.join(map(str, _xyaxes()))}" fovy="50"/>
+            quat="{" ".join(map(str, quat))}"/>
+      <camera name="scene" pos="0.05 0 0.55" xyaxes="{" ".join(map(str, _xyaxes()))}" fovy="50"/>
     </worldbody></mujoco>"""
     model = mujoco.MjModel.from_xml_string(xml)
     data = mujoco.MjData(model)

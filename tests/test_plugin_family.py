@@ -35,12 +35,12 @@ TARGET_TOPIC = "/plugin_test/target"
 JOINTS = list(PANDA.joint_names)
 CHUNK, DT = 2, 0.1
 
-FAMILY_PY = '''
+FAMILY_PY = """
 from dexstack.families import Family
 
 FAMILY = Family(name="tiny_offset", runtime="tiny_family.runtime:make_runtime",
                 description="test family: q + gain * target x")
-'''
+"""
 
 RUNTIME_PY = '''
 """The tiny family's runtime: the PolicyRuntime contract with numpy + onnxruntime only."""
@@ -100,23 +100,43 @@ def write_export(out: Path, gain: float) -> Path:
     out.mkdir(parents=True)
     j = len(JOINTS)
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "gain"], ["gx"]), helper.make_node("Add", ["q", "gx"], ["y"])], "q_plus_gx",
-        [helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, j]),
-         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+        [helper.make_node("Mul", ["x", "gain"], ["gx"]), helper.make_node("Add", ["q", "gx"], ["y"])],
+        "q_plus_gx",
+        [
+            helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, j]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1]),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, j])],
-        initializer=[helper.make_tensor("gain", TensorProto.FLOAT, [], [gain])])
+        initializer=[helper.make_tensor("gain", TensorProto.FLOAT, [], [gain])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.checker.check_model(model)
     (out / "policy.onnx").write_bytes(model.SerializeToString())
     manifest = {
-        "schema_version": 2, "name": POLICY, "family": FAMILY_NAME, "robot_profile": PANDA.name,
+        "schema_version": 2,
+        "name": POLICY,
+        "family": FAMILY_NAME,
+        "robot_profile": PANDA.name,
         "graphs": {"policy": "policy.onnx"},
         "inputs": [
-            {"name": "q", "kind": "joint_positions", "source": contract.JOINT_STATES, "names": JOINTS,
-             "shape": [j], "dtype": "float64", "max_age_s": 0.5},
-            {"name": "target", "kind": "pose", "source": TARGET_TOPIC, "shape": [7], "dtype": "float64",
-             "latched": True},
+            {
+                "name": "q",
+                "kind": "joint_positions",
+                "source": contract.JOINT_STATES,
+                "names": JOINTS,
+                "shape": [j],
+                "dtype": "float64",
+                "max_age_s": 0.5,
+            },
+            {
+                "name": "target",
+                "kind": "pose",
+                "source": TARGET_TOPIC,
+                "shape": [7],
+                "dtype": "float64",
+                "latched": True,
+            },
         ],
         "outputs": {"kind": "joint_position_chunk", "joint_names": JOINTS, "chunk_length": CHUNK, "dt": DT},
         "provenance": {"code_commit": "test", "created": datetime.now(UTC).isoformat(timespec="seconds")},
@@ -157,8 +177,13 @@ def test_registered_family_publishes_loads_and_acts_in_process(plugin_root, tmp_
 
 def test_entry_point_is_discovered_by_a_fresh_process(plugin_root):
     script = "from dexstack.families import families; print(' '.join(families()))"
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": str(plugin_root)})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(plugin_root)},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["bc", "diffusion", "gpayn", FAMILY_NAME]
 
@@ -177,9 +202,15 @@ def test_registry_errors_name_what_is_known_and_what_is_wrong(plugin_root, tmp_p
     bad = tmp_path / "bad_plugin"
     write_family_package(bad)
     (bad / "tiny_family-0.1.dist-info" / "entry_points.txt").write_text(
-        "[dexstack.families]\nother_name = tiny_family:FAMILY\n")
-    out = subprocess.run([sys.executable, "-c", "from dexstack.families import families; families()"],
-                         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(bad)})
+        "[dexstack.families]\nother_name = tiny_family:FAMILY\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", "from dexstack.families import families; families()"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(bad)},
+    )
     assert out.returncode != 0
     assert "entry point 'other_name' in group 'dexstack.families' declares family 'tiny_offset'" in out.stderr
 
@@ -248,8 +279,11 @@ class PluginRig:
         """target-induced offset of each chunk since `since` (first point minus the joint state)."""
         from dexstack.ros_nodes import common
 
-        return [float(np.mean(np.array(m.points[0].positions) - self.sent[common.stamp_ns(m.header.stamp)]))
-                for m in self.answers[since:] if m.points and common.stamp_ns(m.header.stamp) in self.sent]
+        return [
+            float(np.mean(np.array(m.points[0].positions) - self.sent[common.stamp_ns(m.header.stamp)]))
+            for m in self.answers[since:]
+            if m.points and common.stamp_ns(m.header.stamp) in self.sent
+        ]
 
     def holds(self, since: int) -> int:
         return sum(1 for m in self.answers[since:] if not m.points)
@@ -257,7 +291,8 @@ class PluginRig:
 
 @pytest.mark.ros
 def test_plugin_family_served_by_the_policy_node_with_latched_input_semantics(
-        plugin_root, tmp_path, dexstack_home, ros_client, launch_nodes):
+    plugin_root, tmp_path, dexstack_home, ros_client, launch_nodes
+):
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
     from std_msgs.msg import String
@@ -270,18 +305,24 @@ def test_plugin_family_served_by_the_policy_node_with_latched_input_semantics(
     store = PolicyStore()
     store.publish(write_export(tmp_path / "v1", gain=1.0))
     store.publish(write_export(tmp_path / "v2", gain=-3.0))
-    spec = NodeSpec("policy_node", "policy", {"profile": PANDA.name, "policy": f"{POLICY}@1", "rate": 20.0,
-                                              "trigger": "timer", "start_enabled": True})
-    launch_nodes([spec], extra_env={"DEXSTACK_HOME": dexstack_home, "DEXSTACK_BUNDLED_STORE": "",
-                                    "PYTHONPATH": str(plugin_root)})
+    spec = NodeSpec(
+        "policy_node",
+        "policy",
+        {"profile": PANDA.name, "policy": f"{POLICY}@1", "rate": 20.0, "trigger": "timer", "start_enabled": True},
+    )
+    launch_nodes(
+        [spec], extra_env={"DEXSTACK_HOME": dexstack_home, "DEXSTACK_BUNDLED_STORE": "", "PYTHONPATH": str(plugin_root)}
+    )
     rig = PluginRig(ros_client)
     node = ros_client.node
-    assert ros_client.spin_until(lambda: node.count_subscribers(TARGET_TOPIC) >= 1
-                                 and rig.set_params.service_is_ready(), 30.0), "policy node never appeared"
+    assert ros_client.spin_until(
+        lambda: node.count_subscribers(TARGET_TOPIC) >= 1 and rig.set_params.service_is_ready(), 30.0
+    ), "policy node never appeared"
 
     # No target yet: the node answers with holds and a WARN naming the latched input and its topic.
-    assert rig.feed_until(lambda: rig.holds(0) >= 3 and any(
-        w == f"waiting for target on {TARGET_TOPIC}" for w in rig.warnings))
+    assert rig.feed_until(
+        lambda: rig.holds(0) >= 3 and any(w == f"waiting for target on {TARGET_TOPIC}" for w in rig.warnings)
+    )
     assert not rig.chunk_offsets(0)
 
     # The target arrives once: chunks q + 1.0 * x from then on (it is never stale).
@@ -295,8 +336,9 @@ def test_plugin_family_served_by_the_policy_node_with_latched_input_semantics(
     episode_s = (time.time_ns() + 1_000_000) / 1e9
     rig.pub_episode.publish(String(data=json.dumps({"episode": 1, "seed": 7, "stamp": episode_s})))
     mark, warn_mark = len(rig.answers), len(rig.warnings)
-    assert rig.feed_until(lambda: rig.holds(mark) >= 3 and any(
-        w.startswith("waiting for target") for w in rig.warnings[warn_mark:]))
+    assert rig.feed_until(
+        lambda: rig.holds(mark) >= 3 and any(w.startswith("waiting for target") for w in rig.warnings[warn_mark:])
+    )
     rig.send_target(0.5, int(episode_s * 1e9) - 1)  # stamped before the episode began: the old scene's
     rig.client.spin_for(0.5)
     mark = len(rig.answers)

@@ -33,8 +33,9 @@ HW = (96, 96)  # the PANDA profile's camera size
 NS = 1_000_000_000
 
 
-def write_bc_export(out: Path, offset: float, cameras: tuple[str, ...] = ("wrist", "scene"),
-                    garbage_graph: bool = False) -> Path:
+def write_bc_export(
+    out: Path, offset: float, cameras: tuple[str, ...] = ("wrist", "scene"), garbage_graph: bool = False
+) -> Path:
     """A bc export dir (policy.onnx + manifest.json) whose chunk is joint_positions + offset."""
     import onnx
     from onnx import TensorProto, helper
@@ -42,33 +43,68 @@ def write_bc_export(out: Path, offset: float, cameras: tuple[str, ...] = ("wrist
     out.mkdir(parents=True)
     j = len(JOINTS)
     graph_inputs = [helper.make_tensor_value_info(contract.JOINT_POSITIONS, TensorProto.FLOAT, ["batch", j])]
-    graph_inputs += [helper.make_tensor_value_info(contract.rgb_key(c), TensorProto.FLOAT, ["batch", *HW, 3])
-                     for c in cameras]
+    graph_inputs += [
+        helper.make_tensor_value_info(contract.rgb_key(c), TensorProto.FLOAT, ["batch", *HW, 3]) for c in cameras
+    ]
     graph = helper.make_graph(
-        [helper.make_node("Unsqueeze", [contract.JOINT_POSITIONS, "axis1"], ["q3"]),
-         helper.make_node("Mul", ["q3", "zero"], ["z3"]),  # (batch, 1, J) zeros
-         helper.make_node("Expand", ["z3", "chunk_shape"], ["chunk_normalized"])],  # (batch, CHUNK, J)
-        "hold_plus_offset", graph_inputs,
+        [
+            helper.make_node("Unsqueeze", [contract.JOINT_POSITIONS, "axis1"], ["q3"]),
+            helper.make_node("Mul", ["q3", "zero"], ["z3"]),  # (batch, 1, J) zeros
+            helper.make_node("Expand", ["z3", "chunk_shape"], ["chunk_normalized"]),
+        ],  # (batch, CHUNK, J)
+        "hold_plus_offset",
+        graph_inputs,
         [helper.make_tensor_value_info("chunk_normalized", TensorProto.FLOAT, ["batch", CHUNK, j])],
-        initializer=[helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
-                     helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
-                     helper.make_tensor("chunk_shape", TensorProto.INT64, [3], [1, CHUNK, 1])])
+        initializer=[
+            helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("chunk_shape", TensorProto.INT64, [3], [1, CHUNK, 1]),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     data = model.SerializeToString()
     (out / "policy.onnx").write_bytes(b"not an onnx graph" * 20 if garbage_graph else data)
-    inputs = [{"name": contract.JOINT_POSITIONS, "kind": "joint_positions", "source": contract.JOINT_STATES,
-               "names": JOINTS, "shape": [j], "dtype": "float32",
-               "normalization": {"type": "mean_std", "mean": [0.0] * j, "std": [1.0] * j}}]
-    inputs += [{"name": contract.rgb_key(c), "kind": "rgb", "source": contract.camera_color_topic(c),
-                "shape": [*HW, 3], "dtype": "uint8", "normalization": {"type": "scale", "scale": 1 / 255}}
-               for c in cameras]
+    inputs = [
+        {
+            "name": contract.JOINT_POSITIONS,
+            "kind": "joint_positions",
+            "source": contract.JOINT_STATES,
+            "names": JOINTS,
+            "shape": [j],
+            "dtype": "float32",
+            "normalization": {"type": "mean_std", "mean": [0.0] * j, "std": [1.0] * j},
+        }
+    ]
+    inputs += [
+        {
+            "name": contract.rgb_key(c),
+            "kind": "rgb",
+            "source": contract.camera_color_topic(c),
+            "shape": [*HW, 3],
+            "dtype": "uint8",
+            "normalization": {"type": "scale", "scale": 1 / 255},
+        }
+        for c in cameras
+    ]
     manifest = {
-        "schema_version": 1, "family": "bc", "robot_profile": PANDA.name, "graphs": {"policy": "policy.onnx"},
+        "schema_version": 1,
+        "family": "bc",
+        "robot_profile": PANDA.name,
+        "graphs": {"policy": "policy.onnx"},
         "inputs": inputs,
-        "outputs": {"kind": "joint_position_chunk", "joint_names": JOINTS, "chunk_length": CHUNK, "dt": DT,
-                    "chunk_normalization": {"type": "mean_std", "mean": offset, "std": 1.0,
-                                            "relative_to": contract.JOINT_POSITIONS}},
+        "outputs": {
+            "kind": "joint_position_chunk",
+            "joint_names": JOINTS,
+            "chunk_length": CHUNK,
+            "dt": DT,
+            "chunk_normalization": {
+                "type": "mean_std",
+                "mean": offset,
+                "std": 1.0,
+                "relative_to": contract.JOINT_POSITIONS,
+            },
+        },
         "provenance": {"code_commit": "test", "created": datetime.now(UTC).isoformat(timespec="seconds")},
         "evaluation": {},
     }
@@ -111,8 +147,9 @@ class Rig:
 
         self.pub_js = node.create_publisher(JointState, contract.JOINT_STATES, reliable)
         self.pub_clock = node.create_publisher(Clock, contract.CLOCK, reliable)
-        self.pub_rgb = {c: node.create_publisher(Image, contract.camera_color_topic(c), reliable)
-                        for c in ("wrist", "scene")}
+        self.pub_rgb = {
+            c: node.create_publisher(Image, contract.camera_color_topic(c), reliable) for c in ("wrist", "scene")
+        }
         self.answers: list = []  # (JointTrajectory, arrival index)
         self.diagnostics: list = []
         node.create_subscription(JointTrajectory, PANDA.policy_output_topic, self.answers.append, reliable)
@@ -131,9 +168,14 @@ class Rig:
 
     def wait_connected(self) -> None:
         node = self.client.node
-        assert self.client.spin_until(lambda: node.count_subscribers(contract.JOINT_STATES) >= 1
-                                      and node.count_publishers(PANDA.policy_output_topic) >= 1
-                                      and self.set_params.service_is_ready(), 30.0), "policy node never appeared"
+        assert self.client.spin_until(
+            lambda: (
+                node.count_subscribers(contract.JOINT_STATES) >= 1
+                and node.count_publishers(PANDA.policy_output_topic) >= 1
+                and self.set_params.service_is_ready()
+            ),
+            30.0,
+        ), "policy node never appeared"
 
     def set_clock(self, stamp_ns: int) -> None:
         """Sim time for a node with use_sim_time, as the lockstep sim publishes it."""
@@ -143,8 +185,9 @@ class Rig:
         msg.clock.sec, msg.clock.nanosec = divmod(stamp_ns, 1_000_000_000)
         self.pub_clock.publish(msg)
 
-    def send(self, q: np.ndarray | None = None, stamp_ns: int | None = None, cameras=("wrist", "scene"),
-             joints: bool = True) -> int:
+    def send(
+        self, q: np.ndarray | None = None, stamp_ns: int | None = None, cameras=("wrist", "scene"), joints: bool = True
+    ) -> int:
         """Publish joint_states (+ images) with one stamp (wall clock unless given)."""
         from dexstack.ros_nodes import common
 
@@ -195,8 +238,18 @@ class Rig:
 
 
 def policy_spec(trigger: str = "timer", ref: str = f"{NAME}@1", sim_time: bool = False) -> NodeSpec:
-    return NodeSpec("policy_node", "policy", {"use_sim_time": sim_time, "profile": PANDA.name, "policy": ref,
-                                              "rate": 20.0, "trigger": trigger, "start_enabled": True})
+    return NodeSpec(
+        "policy_node",
+        "policy",
+        {
+            "use_sim_time": sim_time,
+            "profile": PANDA.name,
+            "policy": ref,
+            "rate": 20.0,
+            "trigger": trigger,
+            "start_enabled": True,
+        },
+    )
 
 
 def test_chunks_holds_hot_swap_and_enable(tmp_path, dexstack_home, ros_client, launch_nodes, monkeypatch):
@@ -239,8 +292,10 @@ def test_chunks_holds_hot_swap_and_enable(tmp_path, dexstack_home, ros_client, l
     # Stale input: stop publishing joint states; the node keeps answering, with holds and a WARN.
     rig.feed_until(lambda: bool(rig.chunks(len(rig.answers) - 1)), timeout_s=10.0)  # healthy again
     mark, diag_mark = len(rig.answers), len(rig.diagnostics)
-    assert rig.feed_until(lambda: len(rig.holds(mark)) >= 3 and any(
-        d[0] == 1 and "stale" in d[1] for d in rig.diagnostics[diag_mark:]), joints=False)
+    assert rig.feed_until(
+        lambda: len(rig.holds(mark)) >= 3 and any(d[0] == 1 and "stale" in d[1] for d in rig.diagnostics[diag_mark:]),
+        joints=False,
+    )
     assert not [m for m in rig.chunks(mark) if _ns(m.header.stamp) > max(rig.sent)]
 
     # Hot-swap to a corrupted version is refused with the reason; version 1 keeps serving.
@@ -275,13 +330,16 @@ def test_chunks_holds_hot_swap_and_enable(tmp_path, dexstack_home, ros_client, l
     assert rig.diagnostics[-1][2]["enabled"] == "False"
 
 
-def test_observation_trigger_answers_each_complete_stamp_once(tmp_path, dexstack_home, ros_client, launch_nodes,
-                                                              monkeypatch):
+def test_observation_trigger_answers_each_complete_stamp_once(
+    tmp_path, dexstack_home, ros_client, launch_nodes, monkeypatch
+):
     monkeypatch.setenv("DEXSTACK_BUNDLED_STORE", "")
     publish(tmp_path, "v1", offset=0.01)
     # Plain NAME: the store's promoted/newest version, re-resolved by ~/reload.
-    launch_nodes([policy_spec("observation", ref=NAME, sim_time=True)],
-                 extra_env={"DEXSTACK_HOME": dexstack_home, "DEXSTACK_BUNDLED_STORE": ""})
+    launch_nodes(
+        [policy_spec("observation", ref=NAME, sim_time=True)],
+        extra_env={"DEXSTACK_HOME": dexstack_home, "DEXSTACK_BUNDLED_STORE": ""},
+    )
     rig = Rig(ros_client)
     rig.wait_connected()
     # Sim time stands still between observations, as in a lockstep sim waiting for answers.
@@ -370,16 +428,25 @@ def test_each_input_kind_is_wired_from_the_manifest_alone():
     def spec(kind: str, **extra) -> dict:
         return {"name": kind, "kind": kind, "source": f"/{kind}", "shape": [1], "max_age_s": 0.1} | extra
 
-    for kind, msg_type in [("joint_positions", JointState), ("rgb", Image), ("depth", Image),
-                           ("segmentation", Image), ("wrench", WrenchStamped), ("pose", PoseStamped),
-                           ("text", String), ("vector", Float64MultiArray)]:
+    for kind, msg_type in [
+        ("joint_positions", JointState),
+        ("rgb", Image),
+        ("depth", Image),
+        ("segmentation", Image),
+        ("wrench", WrenchStamped),
+        ("pose", PoseStamped),
+        ("text", String),
+        ("vector", Float64MultiArray),
+    ]:
         got_type, qos = inputs.input_subscription(spec(kind))
         assert got_type is msg_type
         assert qos.durability == DurabilityPolicy.VOLATILE
     latched_type, latched_qos = inputs.input_subscription({"kind": "pose", "latched": True})
     assert latched_type is PoseStamped
-    assert (latched_qos.reliability, latched_qos.durability) == (ReliabilityPolicy.RELIABLE,
-                                                                 DurabilityPolicy.TRANSIENT_LOCAL)
+    assert (latched_qos.reliability, latched_qos.durability) == (
+        ReliabilityPolicy.RELIABLE,
+        DurabilityPolicy.TRANSIENT_LOCAL,
+    )
 
     pose = PoseStamped()
     pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = 1.0, 2.0, 3.0

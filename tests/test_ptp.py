@@ -26,15 +26,28 @@ N_CANDIDATES = 4
 def _config(**overrides):
     from dexstack.policies.diffusion.config import DiffusionConfig
 
-    base = dict(cameras=("wrist",), conv_channels=(8, 16), num_keypoints=8, down_dims=(32, 64), horizon=TP,
-                n_obs_steps=TO, n_action_steps=TA, step_embed_dim=32, past_tokens_in_loss=PAST)
+    base = dict(
+        cameras=("wrist",),
+        conv_channels=(8, 16),
+        num_keypoints=8,
+        down_dims=(32, 64),
+        horizon=TP,
+        n_obs_steps=TO,
+        n_action_steps=TA,
+        step_embed_dim=32,
+        past_tokens_in_loss=PAST,
+    )
     return DiffusionConfig(**{**base, **overrides})
 
 
 def _stats(seed: int = 0) -> dict[str, list[float]]:
     rng = np.random.default_rng(seed)
-    return dict(joint_mean=rng.normal(size=J).tolist(), joint_std=rng.uniform(0.5, 2.0, J).tolist(),
-                action_mean=rng.normal(size=J).tolist(), action_std=rng.uniform(0.5, 2.0, J).tolist())
+    return dict(
+        joint_mean=rng.normal(size=J).tolist(),
+        joint_std=rng.uniform(0.5, 2.0, J).tolist(),
+        action_mean=rng.normal(size=J).tolist(),
+        action_std=rng.uniform(0.5, 2.0, J).tolist(),
+    )
 
 
 def _policy(seed: int = 0):
@@ -48,15 +61,24 @@ def _write_dataset(root: Path, seed: int, lengths: tuple[int, ...] = (5, 7, 4)) 
     from dexstack.dataset import DatasetWriter
 
     rng = np.random.default_rng(seed)
-    features = {contract.JOINT_POSITIONS: {"shape": [J], "dtype": "float32"},
-                "action": {"shape": [J], "dtype": "float32"},
-                contract.rgb_key("wrist"): {"shape": list(IMAGE), "dtype": "uint8"}}
+    features = {
+        contract.JOINT_POSITIONS: {"shape": [J], "dtype": "float32"},
+        "action": {"shape": [J], "dtype": "float32"},
+        contract.rgb_key("wrist"): {"shape": list(IMAGE), "dtype": "uint8"},
+    }
     with DatasetWriter(root, fps=10.0, joint_names=JOINTS, features=features) as writer:
         for n in lengths:
             q = rng.normal(size=(n, J)).astype(np.float32)
-            writer.add_episode({contract.JOINT_POSITIONS: q, "action": q + 0.1,
-                                contract.rgb_key("wrist"): rng.integers(0, 256, (n, *IMAGE), dtype=np.uint8)},
-                               task="synthetic", success=True, source="synthetic")
+            writer.add_episode(
+                {
+                    contract.JOINT_POSITIONS: q,
+                    "action": q + 0.1,
+                    contract.rgb_key("wrist"): rng.integers(0, 256, (n, *IMAGE), dtype=np.uint8),
+                },
+                task="synthetic",
+                success=True,
+                source="synthetic",
+            )
     return root
 
 
@@ -75,8 +97,10 @@ def exported(tmp_path_factory):
 
 def _observation(seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {contract.JOINT_POSITIONS: rng.normal(size=J).astype(np.float32),
-            contract.rgb_key("wrist"): rng.integers(0, 256, IMAGE, dtype=np.uint8)}
+    return {
+        contract.JOINT_POSITIONS: rng.normal(size=J).astype(np.float32),
+        contract.rgb_key("wrist"): rng.integers(0, 256, IMAGE, dtype=np.uint8),
+    }
 
 
 # --- cached embeddings -------------------------------------------------------------------------
@@ -110,8 +134,10 @@ def test_cached_embeddings_equal_the_frozen_encoders_online_outputs(tmp_path, ex
                 online = policy.encoder(q[None], img[None])[0].numpy()
             np.testing.assert_allclose(cached[k], online, atol=1e-6, rtol=0)
         # ...and what the ONNX runtime computes for the same frame (export tolerance).
-        obs = {contract.JOINT_POSITIONS: episode[contract.JOINT_POSITIONS][2],
-               contract.rgb_key("wrist"): episode[contract.rgb_key("wrist")][2]}
+        obs = {
+            contract.JOINT_POSITIONS: episode[contract.JOINT_POSITIONS][2],
+            contract.rgb_key("wrist"): episode[contract.rgb_key("wrist")][2],
+        }
         np.testing.assert_allclose(runtime.encode(obs), cached[2], atol=1e-4, rtol=0)
     assert np.abs(np.diff(cache.episodes[1], axis=0)).max() > 1e-3  # frames differ: real features
 
@@ -179,8 +205,10 @@ def test_runtime_self_verification(exported):
     policy_dir, manifest, _ = exported
     plain = Runtime(policy_dir, manifest, seed=0)
     assert plain.verifier is None
-    verified_manifest = {**manifest, "runtime": {**manifest["runtime"],
-                                                 "self_verification": {"num_candidates": N_CANDIDATES}}}
+    verified_manifest = {
+        **manifest,
+        "runtime": {**manifest["runtime"], "self_verification": {"num_candidates": N_CANDIDATES}},
+    }
     runtime = Runtime(policy_dir, verified_manifest, seed=0)
     mean = np.asarray(manifest["outputs"]["chunk_normalization"]["mean"])
     std = np.asarray(manifest["outputs"]["chunk_normalization"]["std"])
@@ -200,7 +228,7 @@ def test_runtime_self_verification(exported):
                 choice, errors = select_candidate(candidates, np.stack(executed[-PAST:]), TO - 1 - PAST)
                 np.testing.assert_allclose(runtime.verifier.last_errors, errors, rtol=1e-5)
                 assert np.ptp(errors) > 0  # distinct candidates, a real choice
-            np.testing.assert_allclose(chunk, candidates[choice, TO - 1:TO - 1 + TA] * std + mean, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(chunk, candidates[choice, TO - 1 : TO - 1 + TA] * std + mean, rtol=0, atol=1e-9)
             executed.append((chunk[0] - mean) / std)
         if episode == 0:
             first_errors = runtime.verifier.last_errors

@@ -16,8 +16,19 @@ from dexstack.hardware.profiles import PANDA
 
 torch = pytest.importorskip("torch")
 
-TINY = dict(conv_channels=[8, 16], num_keypoints=8, down_dims=[32, 64], n_action_steps=4, step_embed_dim=32,
-            batch_size=8, lr=3e-3, warmup_steps=5, val_fraction=0.25, torch_threads=1, ema_decay=0.9)
+TINY = dict(
+    conv_channels=[8, 16],
+    num_keypoints=8,
+    down_dims=[32, 64],
+    n_action_steps=4,
+    step_embed_dim=32,
+    batch_size=8,
+    lr=3e-3,
+    warmup_steps=5,
+    val_fraction=0.25,
+    torch_threads=1,
+    ema_decay=0.9,
+)
 STAGE1 = dict(TINY, n_obs_steps=1, horizon=8, epochs=4, aux_regression_weight=1.0)  # the recipe's stage 1
 LONG = dict(TINY, n_obs_steps=4, horizon=8, past_tokens_in_loss=3, epochs=20)
 
@@ -41,17 +52,43 @@ def stages(tmp_path_factory):
     train(root / "data", root / "encoder", _config(STAGE1), progress=False)
     _register()
     runner = CliRunner()
-    result = runner.invoke(app, ["train", "embed", "--run", str(root / "encoder"), "--dataset", str(root / "data"),
-                                 "--out", str(root / "cache.npz")])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "embed",
+            "--run",
+            str(root / "encoder"),
+            "--dataset",
+            str(root / "data"),
+            "--out",
+            str(root / "cache.npz"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["frames"] == 8 * 12
     (root / "long.json").write_text(json.dumps(LONG))
-    result = runner.invoke(app, ["train", "diffusion", "--dataset", str(root / "data"), "--out", str(root / "long"),
-                                 "--config", str(root / "long.json"), "--encoder-run", str(root / "encoder"),
-                                 "--embeddings", str(root / "cache.npz")])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "diffusion",
+            "--dataset",
+            str(root / "data"),
+            "--out",
+            str(root / "long"),
+            "--config",
+            str(root / "long.json"),
+            "--encoder-run",
+            str(root / "encoder"),
+            "--embeddings",
+            str(root / "cache.npz"),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["export", "--run", str(root / "long"), "--out", str(root / "export"),
-                                 "--self-verification", "4"])
+    result = runner.invoke(
+        app, ["export", "--run", str(root / "long"), "--out", str(root / "export"), "--self-verification", "4"]
+    )
     assert result.exit_code == 0, result.output
     return root, json.loads((root / "long" / "history.json").read_text())
 
@@ -84,7 +121,9 @@ def test_export_serves_self_verification_and_features_match_the_cache(stages):
     runtime = load_runtime(root / "export", manifest, profile=PANDA)
     episode = Dataset(root / "data").episode(2)
     cache = load_embeddings(root / "cache.npz", root / "data", encoder=root / "encoder")
-    obs = {key: episode[key][5] for key in (contract.JOINT_POSITIONS, contract.rgb_key("wrist"), contract.rgb_key("scene"))}
+    obs = {
+        key: episode[key][5] for key in (contract.JOINT_POSITIONS, contract.rgb_key("wrist"), contract.rgb_key("scene"))
+    }
     # ONNX (serving) vs torch (cache): float32 differences of ~1e-4 through the spatial softmax.
     np.testing.assert_allclose(runtime.encode(obs), cache.episodes[2][5], atol=5e-4)
     for k in range(6):  # past the point where the history is full and verification starts
@@ -129,11 +168,27 @@ def test_stage3_refuses_mismatched_inputs(stages, tmp_path):
     with pytest.raises(ValueError, match="both"):
         train(root / "data", tmp_path / "run", _config(LONG), encoder_run=root / "encoder")
     with pytest.raises(ValueError, match="frozen encoder"):
-        train(root / "data", tmp_path / "run", _config({**LONG, "aux_regression_weight": 1.0}),
-              encoder_run=root / "encoder", embeddings=root / "cache.npz")
+        train(
+            root / "data",
+            tmp_path / "run",
+            _config({**LONG, "aux_regression_weight": 1.0}),
+            encoder_run=root / "encoder",
+            embeddings=root / "cache.npz",
+        )
     assert not (tmp_path / "run").exists()
-    result = CliRunner().invoke(app, ["train", "diffusion", "--dataset", str(root / "data"), "--out",
-                                      str(tmp_path / "run"), "--embeddings", str(root / "cache.npz")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "diffusion",
+            "--dataset",
+            str(root / "data"),
+            "--out",
+            str(tmp_path / "run"),
+            "--embeddings",
+            str(root / "cache.npz"),
+        ],
+    )
     assert result.exit_code == 1 and "go together" in result.output
     # Self-verification needs a run trained with past tokens in the loss.
     with pytest.raises(ValueError, match="past tokens"):
@@ -152,7 +207,7 @@ def test_resume_continues_on_the_cache(stages, tmp_path):
     shutil.copytree(root / "long", tmp_path / "long")
     more = train(root / "data", tmp_path / "long", resume=True, epochs=LONG["epochs"] + 2, progress=False)
     assert [h["epoch"] for h in more][-3:] == [LONG["epochs"], LONG["epochs"] + 1, LONG["epochs"] + 2]
-    assert more[:len(history)] == history
+    assert more[: len(history)] == history
 
 
 def test_exported_ptp_policy_is_served_through_ros_and_acts(stages, dexstack_home):
@@ -165,10 +220,18 @@ def test_exported_ptp_policy_is_served_through_ros_and_acts(stages, dexstack_hom
 
     root, _ = stages
     PolicyStore().publish(root / "export", "tiny_ptp")
-    res = evaluate_through_ros("tiny_ptp", "pick_lift", [(None, {})], 1, 7, pacing="lockstep",
-                               domain_id=private_domain_id(),
-                               extra_env={"DEXSTACK_HOME": dexstack_home, "DEXSTACK_BUNDLED_STORE": ""},
-                               log_dir=str(root / "logs"), timeout_s=120)
+    res = evaluate_through_ros(
+        "tiny_ptp",
+        "pick_lift",
+        [(None, {})],
+        1,
+        7,
+        pacing="lockstep",
+        domain_id=private_domain_id(),
+        extra_env={"DEXSTACK_HOME": dexstack_home, "DEXSTACK_BUNDLED_STORE": ""},
+        log_dir=str(root / "logs"),
+        timeout_s=120,
+    )
     assert len(res.outcomes) == 1 and res.outcomes[0].sim_s > 5.0
     diag = res.policy_diagnostics
     assert diag["policy"] == "tiny_ptp" and diag["family"] == "diffusion"
@@ -194,9 +257,27 @@ def test_shipped_ptp_policy_is_served_through_ros_with_self_verification():
     runtime = loaded.manifest["runtime"]
     assert loaded.manifest["family"] == "diffusion" and runtime["n_obs_steps"] == 16
     assert runtime["past_tokens_in_loss"] == 15 and runtime["self_verification"]["num_candidates"] >= 2
-    out = subprocess.run([sys.executable, "-m", "dexstack.cli", "eval", "--policy", SHIPPED_PTP, "--task", "cover_pick",
-                          "--episodes", "1", "--through-ros", "--seed", "3"], env=node_environment(),
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dexstack.cli",
+            "eval",
+            "--policy",
+            SHIPPED_PTP,
+            "--task",
+            "cover_pick",
+            "--episodes",
+            "1",
+            "--through-ros",
+            "--seed",
+            "3",
+        ],
+        env=node_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 1 and summary["mode"] == "ros_lockstep" and summary["holds"] == 0
@@ -207,7 +288,10 @@ def test_experiment_overrides_parse_config_fields_and_refuse_typos():
     from dexstack.policies.diffusion.ptp_experiment import parse_overrides
 
     assert parse_overrides(["epochs=40", "conv_channels=[16,32,32]", "aux_regression_weight=1.0"]) == {
-        "epochs": 40, "conv_channels": [16, 32, 32], "aux_regression_weight": 1.0}
+        "epochs": 40,
+        "conv_channels": [16, 32, 32],
+        "aux_regression_weight": 1.0,
+    }
     with pytest.raises(ValueError, match="key one of"):
         parse_overrides(["epoch=40"])
     with pytest.raises(ValueError, match="key one of"):

@@ -41,8 +41,11 @@ def _start_recorder(launch_nodes, out_dir, **params) -> None:
 
 
 def _joint_state(i: int) -> JointState:
-    msg = JointState(name=list(PANDA.joint_names), position=[0.01 * i + j for j in range(PANDA.n_joints)],
-                     velocity=[float(i)] * PANDA.n_joints)
+    msg = JointState(
+        name=list(PANDA.joint_names),
+        position=[0.01 * i + j for j in range(PANDA.n_joints)],
+        velocity=[float(i)] * PANDA.n_joints,
+    )
     msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + i, 7
     return msg
 
@@ -86,8 +89,9 @@ def test_round_trip_keeps_every_message(ros_client, launch_nodes, tmp_path):
     task_pub.publish(String(data="lift the red can"))  # latched, published before the episode
     # The recorder subscribes once it discovers each publisher; wait for every match.
     all_pubs = [*pubs.values(), task_pub]
-    assert ros_client.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in all_pubs), 30.0), \
-        {t: p.get_subscription_count() for t, p in pubs.items()}
+    assert ros_client.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in all_pubs), 30.0), {
+        t: p.get_subscription_count() for t, p in pubs.items()
+    }
 
     started = _call(ros_client, "start_episode")
     assert started.success, started.message
@@ -159,8 +163,13 @@ def test_start_twice_fails_and_cancel_deletes(ros_client, launch_nodes, tmp_path
     out_dir = tmp_path / "recordings"
     _start_recorder(launch_nodes, out_dir, task="stack cubes")
     episode_pub = ros_client.node.create_publisher(String, contract.SIM_EPISODE, LATCHED)
-    episode_pub.publish(String(data=json.dumps({"seed": 42, "task": "pick_lift", "status": "done", "success": True,
-                                                "instruction": "stack the cubes"})))
+    episode_pub.publish(
+        String(
+            data=json.dumps(
+                {"seed": 42, "task": "pick_lift", "status": "done", "success": True, "instruction": "stack the cubes"}
+            )
+        )
+    )
     diagnostics: list[DiagnosticArray] = []
     ros_client.node.create_subscription(DiagnosticArray, contract.DIAGNOSTICS, diagnostics.append, 10)
 
@@ -175,8 +184,11 @@ def test_start_twice_fails_and_cancel_deletes(ros_client, launch_nodes, tmp_path
     assert files[0].name.startswith("stack_cubes_")
 
     def recording_reported() -> bool:
-        return any(s.message.startswith("recording stack_cubes_") and s.name.endswith("recorder")
-                   for a in diagnostics for s in a.status)
+        return any(
+            s.message.startswith("recording stack_cubes_") and s.name.endswith("recorder")
+            for a in diagnostics
+            for s in a.status
+        )
 
     assert ros_client.spin_until(recording_reported, 15.0), [s.message for a in diagnostics for s in a.status]
     cancelled = _call(ros_client, "cancel_episode")

@@ -42,16 +42,28 @@ def test_policy_node_and_in_process_runtime_act_the_same(ros_client, launch_node
     runtime.reset()
     expected = [runtime.act(o) for o in observations]
 
-    launch_nodes([NodeSpec("policy_node", "policy", {"policy": DEFAULT_POLICY, "trigger": "observation",
-                                                     "use_sim_time": False, "start_enabled": True})])
+    launch_nodes(
+        [
+            NodeSpec(
+                "policy_node",
+                "policy",
+                {"policy": DEFAULT_POLICY, "trigger": "observation", "use_sim_time": False, "start_enabled": True},
+            )
+        ]
+    )
     got: dict[float, JointTrajectory] = {}
-    answers = ros_client.node.create_subscription(JointTrajectory, PANDA.policy_output_topic,
-                                                  lambda m: got.setdefault(common.to_sec(m.header.stamp), m),
-                                                  QoSProfile(depth=10))
+    answers = ros_client.node.create_subscription(
+        JointTrajectory,
+        PANDA.policy_output_topic,
+        lambda m: got.setdefault(common.to_sec(m.header.stamp), m),
+        QoSProfile(depth=10),
+    )
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     pub_joints = ros_client.node.create_publisher(JointState, contract.JOINT_STATES, reliable)
-    pub_rgb = {cam: ros_client.node.create_publisher(Image, contract.camera_color_topic(cam), reliable)
-               for cam in PANDA.camera_names}
+    pub_rgb = {
+        cam: ros_client.node.create_publisher(Image, contract.camera_color_topic(cam), reliable)
+        for cam in PANDA.camera_names
+    }
     pubs = [pub_joints, *pub_rgb.values()]
     assert ros_client.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs), 30)
     # Answers are reliable once the node's publisher has matched our subscription.

@@ -70,8 +70,9 @@ def test_fingers_may_lead_by_their_tracking_lead_the_arm_may_not():
     far[finger] = 1.5
     out, _ = f.filter(ActionChunk(ADROIT.joint_names, far[None], np.array([0.1]), 10.0), measured, now=10.0)
     assert out.positions[0, finger] == pytest.approx(1.5)
-    out, _ = f.filter(ActionChunk(ADROIT.joint_names, np.stack([measured, far]), np.array([0.1, 0.2]), 10.0),
-                      measured, now=10.0)
+    out, _ = f.filter(
+        ActionChunk(ADROIT.joint_names, np.stack([measured, far]), np.array([0.1, 0.2]), 10.0), measured, now=10.0
+    )
     assert out.positions[1, finger] == pytest.approx(0.3)  # a later point: vmax * dt only
 
 

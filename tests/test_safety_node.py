@@ -37,15 +37,19 @@ class FilterHarness:
         self.outputs: list[JointTrajectory] = []
         self.diagnostics = []
         self.states: list[JointState] = []
-        node.create_subscription(JointTrajectory, PANDA.trajectory_topic, self.outputs.append,
-                                 QOS[contract.QoSKind.COMMAND])
         node.create_subscription(
-            DiagnosticArray, contract.DIAGNOSTICS,
+            JointTrajectory, PANDA.trajectory_topic, self.outputs.append, QOS[contract.QoSKind.COMMAND]
+        )
+        node.create_subscription(
+            DiagnosticArray,
+            contract.DIAGNOSTICS,
             lambda m: self.diagnostics.extend(s for s in m.status if s.name.endswith("safety_filter")),
-            QOS[contract.QoSKind.DEFAULT])
+            QOS[contract.QoSKind.DEFAULT],
+        )
         node.create_subscription(JointState, contract.JOINT_STATES, self.states.append, QOS[contract.QoSKind.STATE_SUB])
-        self.policy_pub = node.create_publisher(JointTrajectory, PANDA.policy_output_topic,
-                                                QOS[contract.QoSKind.COMMAND])
+        self.policy_pub = node.create_publisher(
+            JointTrajectory, PANDA.policy_output_topic, QOS[contract.QoSKind.COMMAND]
+        )
         self.estop_pub = node.create_publisher(Bool, contract.ESTOP, QOS[contract.QoSKind.LATCHED])
         self.enable_client = node.create_client(SetBool, "/safety_filter/enable")
         self.reset_client = node.create_client(Trigger, "/safety_filter/reset_estop")
@@ -53,16 +57,20 @@ class FilterHarness:
         self.now = lambda: now_sec(node)
         if publish_joint_states:
             self.js_pub = node.create_publisher(JointState, contract.JOINT_STATES, QOS[contract.QoSKind.STATE_PUB])
-            node.create_timer(0.02, lambda: self.js_pub.publish(
-                joint_state_msg(PANDA.joint_names, HOME, stamp=self.now())))
+            node.create_timer(
+                0.02, lambda: self.js_pub.publish(joint_state_msg(PANDA.joint_names, HOME, stamp=self.now()))
+            )
 
     def wait_connected(self, joint_states_from_client: bool) -> None:
         node = self.client.node
         assert self.client.spin_until(
-            lambda: self.policy_pub.get_subscription_count() > 0
-            and node.count_publishers(PANDA.trajectory_topic) > 0
-            and self.estop_pub.get_subscription_count() > 0
-            and (not joint_states_from_client or self.js_pub.get_subscription_count() > 0), 30.0
+            lambda: (
+                self.policy_pub.get_subscription_count() > 0
+                and node.count_publishers(PANDA.trajectory_topic) > 0
+                and self.estop_pub.get_subscription_count() > 0
+                and (not joint_states_from_client or self.js_pub.get_subscription_count() > 0)
+            ),
+            30.0,
         ), "safety filter never connected"
         assert self.enable_client.wait_for_service(timeout_sec=10.0)
         self.client.spin_for(0.3)  # a few joint states reach the filter
@@ -111,7 +119,9 @@ class FilterHarness:
             return next((d for d in self.diagnostics if d.level == level and text in d.message), None)
 
         seen = self.client.spin_until(lambda: find() is not None, timeout_s)
-        assert seen, f"no diagnostics level {level} with {text!r}; saw {[(d.level, d.message) for d in self.diagnostics]}"
+        assert seen, (
+            f"no diagnostics level {level} with {text!r}; saw {[(d.level, d.message) for d in self.diagnostics]}"
+        )
         return find()
 
     def call(self, client, request):
@@ -132,8 +142,9 @@ class FilterHarness:
 def filter_spec(**params):
     from dexstack.graph import NodeSpec
 
-    return NodeSpec("safety_filter", "safety_filter",
-                    {"start_enabled": True, "use_sim_time": False, "profile": "panda"} | params)
+    return NodeSpec(
+        "safety_filter", "safety_filter", {"start_enabled": True, "use_sim_time": False, "profile": "panda"} | params
+    )
 
 
 def test_clamps_out_of_limit_chunk_and_holds_nan_with_error(launch_nodes, ros_client):
@@ -206,21 +217,25 @@ def test_watchdog_holds_when_commands_or_joint_states_stop(launch_nodes, ros_cli
     from dexstack.launcher import stop_nodes
     from dexstack.ros_nodes.common import joint_positions
 
-    procs = launch_nodes([
-        filter_spec(command_timeout_s=2.0),
-        NodeSpec("mock_hardware", "mock_hardware", {"use_sim_time": False, "profile": "panda"}),
-    ])
+    procs = launch_nodes(
+        [
+            filter_spec(command_timeout_s=2.0),
+            NodeSpec("mock_hardware", "mock_hardware", {"use_sim_time": False, "profile": "panda"}),
+        ]
+    )
     h = FilterHarness(ros_client, publish_joint_states=False)
     h.wait_connected(joint_states_from_client=False)
-    assert ros_client.spin_until(lambda: h.states and ros_client.node.count_subscribers(PANDA.trajectory_topic) > 1,
-                                 20.0), "mock hardware never connected"
+    assert ros_client.spin_until(
+        lambda: h.states and ros_client.node.count_subscribers(PANDA.trajectory_topic) > 1, 20.0
+    ), "mock hardware never connected"
 
     # Policy -> filter -> mock: the arm arrives at the target.
     target = HOME.copy()
     target[0] = 0.3
     h.answer_to(h.send(target, [1.0]))
-    assert ros_client.spin_until(
-        lambda: abs(joint_positions(h.states[-1], PANDA.joint_names)[0] - 0.3) < 1e-6, 5.0), "arm did not follow"
+    assert ros_client.spin_until(lambda: abs(joint_positions(h.states[-1], PANDA.joint_names)[0] - 0.3) < 1e-6, 5.0), (
+        "arm did not follow"
+    )
 
     # The policy goes quiet: after command_timeout_s one hold, and a WARN saying why.
     n = len(h.outputs)

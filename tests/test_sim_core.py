@@ -163,7 +163,11 @@ def test_single_pass_rgbd_matches_mujoco_renderer(rendering_core):
     rgb, depth = sim.render("scene")
     reference = mujoco.Renderer(sim.model, height=96, width=128)
     try:
-        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
+        for flag in (
+            mujoco.mjtRndFlag.mjRND_SHADOW,
+            mujoco.mjtRndFlag.mjRND_REFLECTION,
+            mujoco.mjtRndFlag.mjRND_SKYBOX,
+        ):
             reference.scene.flags[flag] = False
         reference.update_scene(sim.data, camera="scene")
         ref_rgb = reference.render()
@@ -205,7 +209,8 @@ def _model_data(core):
 
 @pytest.mark.parametrize("which", ["panda", "hand"])
 def test_both_cores_satisfy_the_protocol_and_their_depth_back_projects_onto_what_they_segment(
-        which, rendering_core, hand_core):
+    which, rendering_core, hand_core
+):
     """Intrinsics + camera pose + depth put every segmented pixel on the surface of the geom the
     segmentation names (within that geom's bounding sphere): the three agree for either robot."""
     from dexstack.perception.camera import points_from_depth

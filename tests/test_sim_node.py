@@ -19,7 +19,6 @@ from dexstack.hardware.profiles import PANDA
 pytestmark = pytest.mark.ros
 
 
-
 def sim_spec(**overrides):
     values = {"policy": "none", "rtf": "1.0"} | {k: str(v) for k, v in overrides.items()}
     sim = node_list(parse_launch_args([f"{k}:={v}" for k, v in values.items()]))[0]
@@ -45,8 +44,9 @@ class JointLog:
 
     def __init__(self, client):
         self.stamps, self.positions = [], []
-        client.node.create_subscription(JointState, contract.JOINT_STATES, self._on,
-                                        QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE))
+        client.node.create_subscription(
+            JointState, contract.JOINT_STATES, self._on, QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
+        )
 
     def _on(self, msg):
         self.stamps.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
@@ -84,7 +84,9 @@ def test_plain_client_sees_every_contract_topic_and_moves_the_arm(launch_nodes, 
         rgb, depth = got[contract.camera_color_topic(cam)], got[contract.camera_depth_topic(cam)]
         info = got[contract.camera_info_topic(cam)]
         assert rgb.encoding == "rgb8" and depth.encoding == "16UC1"
-        assert (rgb.width, rgb.height) == (info.width, info.height) == (PANDA.camera(cam).width, PANDA.camera(cam).height)
+        assert (
+            (rgb.width, rgb.height) == (info.width, info.height) == (PANDA.camera(cam).width, PANDA.camera(cam).height)
+        )
         assert info.k[0] > 0 and len(bytes(rgb.data)) == rgb.width * rgb.height * 3
     assert list(got[contract.JOINT_STATES].name) == list(PANDA.joint_names)
 
@@ -93,9 +95,11 @@ def test_plain_client_sees_every_contract_topic_and_moves_the_arm(launch_nodes, 
 
     sim_status = {}
     ros_client.node.create_subscription(
-        DiagnosticArray, contract.DIAGNOSTICS,
+        DiagnosticArray,
+        contract.DIAGNOSTICS,
         lambda m: sim_status.update({kv.key: kv.value for s in m.status if s.name.endswith("/sim") for kv in s.values}),
-        QoSProfile(depth=10))
+        QoSProfile(depth=10),
+    )
     assert ros_client.spin_until(lambda: "rtf" in sim_status, 10)
     assert float(sim_status["rtf"]) > 0.2 and sim_status["pacing"] == "realtime"
 
@@ -140,7 +144,7 @@ def test_past_points_are_skipped_and_consecutive_chunks_join(launch_nodes, ros_c
     start = len(log.positions)
     pub.publish(trajectory(second, [0.1 * k for k in range(1, 11)], stamp_s=now2))
     ros_client.spin_for(0.6)
-    joint1 = np.asarray(log.positions[start - 10:])[:, 0]
+    joint1 = np.asarray(log.positions[start - 10 :])[:, 0]
     steps = np.abs(np.diff(joint1))
     # 0.5 rad/s commanded, joint states at 100 Hz: a jump would show as a step far above 5 mrad.
     assert steps.max() < 0.02, steps.max()
@@ -150,8 +154,12 @@ def test_past_points_are_skipped_and_consecutive_chunks_join(launch_nodes, ros_c
 def run_lockstep_episode(launch_nodes, ros_client, seed: int, n_states: int) -> dict[float, tuple]:
     specs = node_list(parse_launch_args(["policy:=expert", "pacing:=lockstep", "cameras:=false", f"seed:={seed}"]))
     # Paused until this client is connected, so it sees the episode from its first state.
-    specs = [dataclasses.replace(s, parameters=s.parameters | {"auto_reset": False, "start_paused": True})
-             if s.name == "sim" else s for s in specs]
+    specs = [
+        dataclasses.replace(s, parameters=s.parameters | {"auto_reset": False, "start_paused": True})
+        if s.name == "sim"
+        else s
+        for s in specs
+    ]
     log = JointLog(ros_client)
     procs = launch_nodes(specs)
     assert ros_client.spin_until(lambda: ros_client.node.count_publishers(contract.JOINT_STATES) > 0, 30)
@@ -188,10 +196,12 @@ def test_pause_step_and_reset_with_seed(launch_nodes, ros_client):
 
     launch_nodes([sim_spec(cameras="false")])
     clock, episodes = [], []
-    ros_client.node.create_subscription(Clock, contract.CLOCK,
-                                        lambda m: clock.append(m.clock.sec + m.clock.nanosec * 1e-9), 50)
-    ros_client.node.create_subscription(String, contract.SIM_EPISODE, lambda m: episodes.append(json.loads(m.data)),
-                                        QOS[contract.QoSKind.LATCHED])
+    ros_client.node.create_subscription(
+        Clock, contract.CLOCK, lambda m: clock.append(m.clock.sec + m.clock.nanosec * 1e-9), 50
+    )
+    ros_client.node.create_subscription(
+        String, contract.SIM_EPISODE, lambda m: episodes.append(json.loads(m.data)), QOS[contract.QoSKind.LATCHED]
+    )
     assert ros_client.spin_until(lambda: len(clock) > 10, 30)
 
     assert ros_client.call(SetBool, "/sim/set_pause", SetBool.Request(data=True)).success
@@ -205,7 +215,11 @@ def test_pause_step_and_reset_with_seed(launch_nodes, ros_client):
     assert clock[-1] - paused_at == pytest.approx(1.0 / contract.POLICY_HZ, abs=0.003)  # one control period
 
     param = Parameter(name="seed", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=4242))
-    assert ros_client.call(SetParameters, "/sim/set_parameters", SetParameters.Request(parameters=[param])).results[0].successful
+    assert (
+        ros_client.call(SetParameters, "/sim/set_parameters", SetParameters.Request(parameters=[param]))
+        .results[0]
+        .successful
+    )
     before = clock[-1]
     assert ros_client.call(Trigger, "/sim/reset", Trigger.Request()).success
     assert ros_client.spin_until(lambda: episodes and episodes[-1]["seed"] == 4242, 10), episodes[-1:]

@@ -34,7 +34,8 @@ def write_add_one_onnx(path: Path) -> None:
     from onnx import TensorProto, helper, save
 
     graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "one"], ["y"])], "add_one",
+        [helper.make_node("Add", ["x", "one"], ["y"])],
+        "add_one",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
         initializer=[helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
@@ -44,8 +45,14 @@ def write_add_one_onnx(path: Path) -> None:
     save(model, str(path))
 
 
-def make_export(directory: Path, *, name: str | None = "add_one", joint_names: list[str] | None = None,
-                schema_version: int = 2, family: str = "bc") -> Path:
+def make_export(
+    directory: Path,
+    *,
+    name: str | None = "add_one",
+    joint_names: list[str] | None = None,
+    schema_version: int = 2,
+    family: str = "bc",
+) -> Path:
     """An export dir as a trainer writes it: manifest.json (no version/files) + graph + stats."""
     joints = list(PANDA.joint_names)
     directory.mkdir(parents=True, exist_ok=True)
@@ -58,14 +65,31 @@ def make_export(directory: Path, *, name: str | None = "add_one", joint_names: l
         "robot_profile": "panda",
         "graphs": {"policy": "policy.onnx"},
         "inputs": [
-            {"name": contract.JOINT_POSITIONS, "kind": "joint_positions", "source": contract.JOINT_STATES,
-             "names": joints, "shape": [8], "dtype": "float32"},
-            {"name": contract.rgb_key("scene"), "kind": "rgb", "source": contract.camera_color_topic("scene"),
-             "shape": [96, 96, 3], "dtype": "uint8", "normalization": {"type": "scale", "scale": 1 / 255}},
+            {
+                "name": contract.JOINT_POSITIONS,
+                "kind": "joint_positions",
+                "source": contract.JOINT_STATES,
+                "names": joints,
+                "shape": [8],
+                "dtype": "float32",
+            },
+            {
+                "name": contract.rgb_key("scene"),
+                "kind": "rgb",
+                "source": contract.camera_color_topic("scene"),
+                "shape": [96, 96, 3],
+                "dtype": "uint8",
+                "normalization": {"type": "scale", "scale": 1 / 255},
+            },
         ],
         "outputs": {"kind": "joint_position_chunk", "joint_names": joint_names or joints, "chunk_length": 8, "dt": 0.1},
-        "provenance": {"code_commit": "test", "dataset_hash": "none", "config": {}, "training_time_s": 0.0,
-                       "created": "2025-01-01T00:00:00+00:00"},
+        "provenance": {
+            "code_commit": "test",
+            "dataset_hash": "none",
+            "config": {},
+            "training_time_s": 0.0,
+            "created": "2025-01-01T00:00:00+00:00",
+        },
     }
     if name is not None:
         manifest["name"] = name
@@ -77,8 +101,11 @@ def make_export(directory: Path, *, name: str | None = "add_one", joint_names: l
 
 
 def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_publish_load_round_trip(dexstack_home, tmp_path) -> None:
@@ -128,8 +155,12 @@ def test_versions_increase_promote_and_refs(dexstack_home, tmp_path) -> None:
 
     rows = store.list()
     assert [(r["name"], r["version"], r["promoted"]) for r in rows] == [
-        ("add_one", "1", False), ("add_one", "2", True), ("add_one", "3", False), ("add_one", "4", False),
-        ("other", "1", False)]
+        ("add_one", "1", False),
+        ("add_one", "2", True),
+        ("add_one", "3", False),
+        ("add_one", "4", False),
+        ("other", "1", False),
+    ]
     assert all(r["family"] == "bc" and r["source"] == "local" and r["created"].startswith("2025") for r in rows)
 
     with pytest.raises(PolicyRejected, match="policy 'add_one' has no version '9'; versions: 1, 2, 3, 4"):
@@ -180,15 +211,24 @@ def break_manifest_json(version_dir: Path) -> None:
 
 
 REFUSALS = [
-    (corrupt_flip_bytes, r"policy add_one@2: checksum mismatch for policy.onnx: the manifest lists sha256 [0-9a-f]{64}, "
-                         r"the file has [0-9a-f]{64} \(corrupted or modified after publishing\)"),
+    (
+        corrupt_flip_bytes,
+        r"policy add_one@2: checksum mismatch for policy.onnx: the manifest lists sha256 [0-9a-f]{64}, "
+        r"the file has [0-9a-f]{64} \(corrupted or modified after publishing\)",
+    ),
     (corrupt_truncate, "policy add_one@2: checksum mismatch for policy.onnx"),
-    (corrupt_manifest_checksum, "policy add_one@2: checksum mismatch for stats/norm.json: the manifest lists sha256 "
-                                "0000000000000000000000000000000000000000000000000000000000000000"),
+    (
+        corrupt_manifest_checksum,
+        "policy add_one@2: checksum mismatch for stats/norm.json: the manifest lists sha256 "
+        "0000000000000000000000000000000000000000000000000000000000000000",
+    ),
     (remove_file, r"policy add_one@2: file\(s\) listed in the manifest are missing: \['stats/norm.json'\]"),
     (add_extra_file, r"policy add_one@2: unlisted file\(s\) in .*: \['notes.txt'\]; every file"),
-    (rename_output_joint, "policy add_one@2 does not fit robot profile 'panda': output joint 'panda_jointX' is not a "
-                          "joint of robot profile 'panda' \\(joints: panda_joint1"),
+    (
+        rename_output_joint,
+        "policy add_one@2 does not fit robot profile 'panda': output joint 'panda_jointX' is not a "
+        "joint of robot profile 'panda' \\(joints: panda_joint1",
+    ),
     (break_manifest_json, "policy add_one@2: manifest.json is not valid JSON"),
 ]
 
@@ -200,8 +240,11 @@ def test_damaged_version_is_refused_and_previous_still_loads(dexstack_home, tmp_
     good = store.load(store.publish(src).name, PANDA)
     bad_dir = store.publish(src).path
     damage(bad_dir)
-    for attempt in (lambda: store.load("add_one@2", PANDA), lambda: store.load("add_one", PANDA),
-                    lambda: store.verify("add_one@2", PANDA, deep=True)):
+    for attempt in (
+        lambda: store.load("add_one@2", PANDA),
+        lambda: store.load("add_one", PANDA),
+        lambda: store.verify("add_one@2", PANDA, deep=True),
+    ):
         with pytest.raises(PolicyRejected, match=message):
             attempt()
     assert store.load("add_one@1", PANDA) == good  # the version a node was serving is unaffected
@@ -217,7 +260,9 @@ def test_deep_verify_opens_graphs_with_onnxruntime(dexstack_home, tmp_path) -> N
     store = PolicyStore()
     store.publish(src)
     assert store.verify("add_one").version == "1"
-    with pytest.raises(PolicyRejected, match=r"policy add_one@1: onnxruntime cannot open graph 'policy' \(policy.onnx\)"):
+    with pytest.raises(
+        PolicyRejected, match=r"policy add_one@1: onnxruntime cannot open graph 'policy' \(policy.onnx\)"
+    ):
         store.verify("add_one", deep=True)
 
 
@@ -243,7 +288,9 @@ def test_bad_publish_is_refused_and_leaves_nothing(dexstack_home, tmp_path) -> N
     with pytest.raises(ManifestError, match="not a directory"):
         store.publish(tmp_path / "absent")
     # Nothing half-written: no version, no temp dir.
-    assert not store.root.exists() or [p for p in store.root.rglob("*") if p.is_file() or p.name.startswith(".tmp")] == []
+    assert (
+        not store.root.exists() or [p for p in store.root.rglob("*") if p.is_file() or p.name.startswith(".tmp")] == []
+    )
     assert store.list() == []
     assert store.publish(unnamed, name="named").version == "1"
     # The store knows no robots: without a profile only the structure is checked; the fit is
@@ -261,8 +308,10 @@ def test_schema_1_versions_load_upgraded_in_memory(dexstack_home, tmp_path) -> N
     assert on_disk["schema_version"] == 1 and all("max_age_s" not in s for s in on_disk["inputs"])  # stored as given
     loaded = store.load("add_one", PANDA)
     assert loaded.manifest["schema_version"] == 2
-    assert [s["max_age_s"] for s in loaded.manifest["inputs"]] == [contract.JOINT_STATE_MAX_AGE_S,
-                                                                   contract.CAMERA_MAX_AGE_S]
+    assert [s["max_age_s"] for s in loaded.manifest["inputs"]] == [
+        contract.JOINT_STATE_MAX_AGE_S,
+        contract.CAMERA_MAX_AGE_S,
+    ]
     assert loaded.manifest_sha256 == hashlib.sha256((published.path / "manifest.json").read_bytes()).hexdigest()
 
 
@@ -311,8 +360,9 @@ def test_concurrent_publishes_processes_and_threads(dexstack_home, tmp_path) -> 
     start, results = ctx.Event(), ctx.Queue()
     stop, seen, problems = threading.Event(), set(), []
     watcher = threading.Thread(target=_watch_versions, args=(store, stop, seen, problems))
-    procs = [ctx.Process(target=_publish_in_process, args=(str(store.root), str(src), start, results))
-             for _ in range(8)]
+    procs = [
+        ctx.Process(target=_publish_in_process, args=(str(store.root), str(src), start, results)) for _ in range(8)
+    ]
     for p in procs:
         p.start()  # fork before the watcher thread exists
     watcher.start()
@@ -362,7 +412,9 @@ def test_bundled_store_is_read_only_fallback(dexstack_home, tmp_path, monkeypatc
     store = PolicyStore(bundled=bundled_dir)
     assert store.resolve("add_one") == bundled_dir / "add_one" / "1"  # the bundled promotion
     assert [(r["version"], r["source"], r["promoted"]) for r in store.list()] == [
-        ("1", "bundled", True), ("2", "bundled", False)]
+        ("1", "bundled", True),
+        ("2", "bundled", False),
+    ]
     assert store.load("add_one", PANDA).path == bundled_dir / "add_one" / "1"
 
     local = store.publish(src)
@@ -387,6 +439,7 @@ def test_dangling_promotion_is_refused(dexstack_home, tmp_path) -> None:
 
 
 # --- CLI ------------------------------------------------------------------------------------
+
 
 def test_cli_publish_list_show_promote_verify(dexstack_home, tmp_path) -> None:
     runner = CliRunner(env={"COLUMNS": "250"})  # wide enough that table cells don't fold
@@ -416,8 +469,17 @@ def test_cli_publish_list_show_promote_verify(dexstack_home, tmp_path) -> None:
 
     result = runner.invoke(store_cli, ["show", "add_one@2", "--root", str(root)])
     assert result.exit_code == 0, result.output
-    for text in ("add_one@2", "family=bc", "scene_rgb", "/camera/scene/color/image_raw", "chunk_length=8",
-                 "policy.onnx", "stats/norm.json", '"code_commit": "test"', "evaluation: {}"):
+    for text in (
+        "add_one@2",
+        "family=bc",
+        "scene_rgb",
+        "/camera/scene/color/image_raw",
+        "chunk_length=8",
+        "policy.onnx",
+        "stats/norm.json",
+        '"code_commit": "test"',
+        "evaluation: {}",
+    ):
         assert text in result.output, text
 
     result = runner.invoke(store_cli, ["verify", "add_one@2", "--deep", "--profile", "panda", "--root", str(root)])
@@ -434,8 +496,10 @@ def test_cli_publish_list_show_promote_verify(dexstack_home, tmp_path) -> None:
         (["show", "missing"], "no policy named 'missing'"),
         (["promote", "add_one@2"], "checksum mismatch for policy.onnx"),
         (["publish", str(tmp_path / "absent")], "not a directory"),
-        (["publish", str(make_export(tmp_path / "bad_joint", joint_names=[*PANDA.joint_names[:7], "panda_jointX"]))],
-         "output joint 'panda_jointX' is not a joint of robot profile 'panda'"),
+        (
+            ["publish", str(make_export(tmp_path / "bad_joint", joint_names=[*PANDA.joint_names[:7], "panda_jointX"]))],
+            "output joint 'panda_jointX' is not a joint of robot profile 'panda'",
+        ),
     ]:
         result = runner.invoke(store_cli, [*args, "--root", str(root)])
         assert result.exit_code == 1, (args, result.output)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="dexstack: serve, train, evaluate and store learned manipulation policies.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="dexstack: serve, train, evaluate and store learned manipulation policies.",
+)
 
 
 def _register() -> None:

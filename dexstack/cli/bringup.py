@@ -71,8 +71,14 @@ def record_demos(
 
     out_dir = os.path.abspath(out)
     os.makedirs(out_dir, exist_ok=True)
-    with Progress(TextColumn("[bold]recording"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[ok]}"),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("[bold]recording"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[ok]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         bar = progress.add_task("", total=episodes, ok="")
         kept = []
 
@@ -80,12 +86,27 @@ def record_demos(
             kept.append(success)
             progress.update(bar, completed=done, ok=f"expert success {sum(kept)}/{len(kept)}")
 
-        records = collect_demonstrations(episodes, seed, out_dir, task=task, keep_failures=keep_failures,
-                                         domain_id=private_domain_id(), log_dir=os.path.join(out_dir, "logs"),
-                                         progress=tick)
+        records = collect_demonstrations(
+            episodes,
+            seed,
+            out_dir,
+            task=task,
+            keep_failures=keep_failures,
+            domain_id=private_domain_id(),
+            log_dir=os.path.join(out_dir, "logs"),
+            progress=tick,
+        )
     ok = sum(r["success"] for r in records)
-    typer.echo(json.dumps({"episodes": len(records), "expert_success_rate": round(ok / len(records), 4),
-                           "kept": sum(r["mcap"] is not None for r in records), "out": out_dir}))
+    typer.echo(
+        json.dumps(
+            {
+                "episodes": len(records),
+                "expert_success_rate": round(ok / len(records), 4),
+                "kept": sum(r["mcap"] is not None for r in records),
+                "out": out_dir,
+            }
+        )
+    )
 
 
 def demo(
@@ -98,13 +119,25 @@ def demo(
     from dexstack.cli.evaluate import run_eval
 
     out_dir = os.path.abspath(out)
-    console.print(f"[bold]dexstack demo[/]: sim (lockstep) + safety filter + policy node serving '{policy}', "
-                  f"{episodes} episodes of pick_lift through ROS 2 (private domain, localhost only)")
-    summary = run_eval(policy, "pick_lift", episodes, seed=1000, through_ros=True, pacing="lockstep",
-                       video=os.path.join(out_dir, "episode.mp4"), plot=os.path.join(out_dir, "summary.png"),
-                       log_dir=os.path.join(out_dir, "logs"))
-    console.print(f"success {summary['success_rate']:.0%} over {summary['episodes']} episodes; "
-                  f"inference p50 {summary.get('inference_ms_p50')} ms, p99 {summary.get('inference_ms_p99')} ms")
+    console.print(
+        f"[bold]dexstack demo[/]: sim (lockstep) + safety filter + policy node serving '{policy}', "
+        f"{episodes} episodes of pick_lift through ROS 2 (private domain, localhost only)"
+    )
+    summary = run_eval(
+        policy,
+        "pick_lift",
+        episodes,
+        seed=1000,
+        through_ros=True,
+        pacing="lockstep",
+        video=os.path.join(out_dir, "episode.mp4"),
+        plot=os.path.join(out_dir, "summary.png"),
+        log_dir=os.path.join(out_dir, "logs"),
+    )
+    console.print(
+        f"success {summary['success_rate']:.0%} over {summary['episodes']} episodes; "
+        f"inference p50 {summary.get('inference_ms_p50')} ms, p99 {summary.get('inference_ms_p99')} ms"
+    )
     console.print(f"video: {summary.get('video')}\nplot:  {summary.get('plot')}\nnode logs: {out_dir}/logs")
     typer.echo(report.json_line(summary))
 

@@ -44,13 +44,25 @@ def build(
             console.print(f"[red]error:[/red] {out} already holds a dataset; pass --overwrite to replace it")
             raise typer.Exit(2)
         shutil.rmtree(out)  # only ever a directory holding a dataset's meta.json
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[current]}"), console=console) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}"),
+        console=console,
+    ) as progress:
         bar = progress.add_task("converting", total=len(files), current="")
         try:
             dataset = build_from_mcap(
-                files, out, fps=fps or contract.POLICY_HZ, profile=robot, cameras=cams, depth=depth,
-                on_episode=lambda done, _total, path: progress.update(bar, completed=done, current=path.name))
+                files,
+                out,
+                fps=fps or contract.POLICY_HZ,
+                profile=robot,
+                cameras=cams,
+                depth=depth,
+                on_episode=lambda done, _total, path: progress.update(bar, completed=done, current=path.name),
+            )
         except (DatasetError, ValueError, OSError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
@@ -69,11 +81,13 @@ def collect(
     """Scripted-expert rollouts in-process (no ROS), written in the same dataset format."""
     from dexstack.sim.collect import collect_dataset
 
-    with Progress(TextColumn("[bold]collecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("[bold]collecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         bar = progress.add_task("", total=episodes)
-        dataset = collect_dataset(out, episodes, seed, task, keep_failures,
-                                  progress=lambda done, _: progress.update(bar, completed=done))
+        dataset = collect_dataset(
+            out, episodes, seed, task, keep_failures, progress=lambda done, _: progress.update(bar, completed=done)
+        )
     console.print(f"wrote {len(dataset)} episodes, {dataset.num_frames} frames at {dataset.fps:g} Hz to {out}")
 
 
@@ -89,8 +103,10 @@ def info(root: Path = typer.Argument(..., help="dataset directory")) -> None:
         raise typer.Exit(2) from None
     meta = dataset.meta
     successes = [e["success"] for e in meta["episodes"] if e["success"] is not None]
-    console.print(f"{root}: {len(dataset)} episodes, {dataset.num_frames} frames at {dataset.fps:g} Hz, "
-                  f"profile {meta['robot_profile']}, success {sum(successes)}/{len(successes)} labelled")
+    console.print(
+        f"{root}: {len(dataset)} episodes, {dataset.num_frames} frames at {dataset.fps:g} Hz, "
+        f"profile {meta['robot_profile']}, success {sum(successes)}/{len(successes)} labelled"
+    )
     features = Table("feature", "shape", "dtype")
     for name, spec in meta["features"].items():
         features.add_row(name, str(tuple(spec["shape"])), spec["dtype"])

@@ -66,13 +66,25 @@ def check_policy_for_task(policy: str, task: str) -> None:
     robot = manifest.get("robot_profile")
     if robot != TASK_ROBOTS[task]:
         tasks = ", ".join(sorted(t for t, r in TASK_ROBOTS.items() if r == robot)) or "none"
-        raise ValueError(f"policy {policy!r} is a {manifest.get('family')!r} policy for the {robot!r} robot; it runs "
-                         f"on --task {tasks}, not --task {task} (a {TASK_ROBOTS[task]!r} task)")
+        raise ValueError(
+            f"policy {policy!r} is a {manifest.get('family')!r} policy for the {robot!r} robot; it runs "
+            f"on --task {tasks}, not --task {task} (a {TASK_ROBOTS[task]!r} task)"
+        )
 
 
-def run_eval(policy: str, task: str, episodes: int, seed: int | None, through_ros: bool, pacing: str = "lockstep",
-             rtf: float = 0.0, video: str | None = None, plot: str | None = None,
-             log_dir: str | None = None, options: dict[str, str] | None = None) -> dict:
+def run_eval(
+    policy: str,
+    task: str,
+    episodes: int,
+    seed: int | None,
+    through_ros: bool,
+    pacing: str = "lockstep",
+    rtf: float = 0.0,
+    video: str | None = None,
+    plot: str | None = None,
+    log_dir: str | None = None,
+    options: dict[str, str] | None = None,
+) -> dict:
     """Evaluate and return the summary (`report.summary`); writes the MP4/PNG when paths are given.
     options: the task's options (`--option`), which choose its groups of episodes; `episodes`
     episodes per group. seed None: the task's `default_seed`."""
@@ -83,11 +95,18 @@ def run_eval(policy: str, task: str, episodes: int, seed: int | None, through_ro
 
     groups = task_groups(task, dict(options or {}))
     seed = task_class(task).default_seed if seed is None else int(seed)
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
     with progress:
-        bars = {group: progress.add_task(f"{policy} on {group or task}", total=episodes, rate="")
-                for group, _ in groups}
+        bars = {
+            group: progress.add_task(f"{policy} on {group or task}", total=episodes, rate="") for group, _ in groups
+        }
         wins: dict[str | None, list[bool]] = {group: [] for group, _ in groups}
 
         def tick(outcome: EpisodeOutcome) -> None:
@@ -98,17 +117,33 @@ def run_eval(policy: str, task: str, episodes: int, seed: int | None, through_ro
         if through_ros:
             from dexstack.ros_nodes.eval_client import evaluate_through_ros
 
-            res = evaluate_through_ros("expert" if policy in SCRIPTED else policy, task, groups, episodes, seed,
-                                       pacing=pacing, rtf=rtf, domain_id=private_domain_id(),
-                                       record_video=video is not None,
-                                       log_dir=log_dir or tempfile.mkdtemp(prefix="dexstack_eval_"), progress=tick)
+            res = evaluate_through_ros(
+                "expert" if policy in SCRIPTED else policy,
+                task,
+                groups,
+                episodes,
+                seed,
+                pacing=pacing,
+                rtf=rtf,
+                domain_id=private_domain_id(),
+                record_video=video is not None,
+                log_dir=log_dir or tempfile.mkdtemp(prefix="dexstack_eval_"),
+                progress=tick,
+            )
             diag = res.policy_diagnostics
             latency = None
-            summary = report.summary(policy, task, res.outcomes, None, mode=f"ros_{pacing}",
-                                     inference_ms_p50=_float(diag.get("inference_ms_p50")),
-                                     inference_ms_p99=_float(diag.get("inference_ms_p99")),
-                                     loop_jitter_ms_p99=_float(diag.get("loop_jitter_ms_p99")),
-                                     e2e_ms_p99=_float(diag.get("e2e_ms_p99")), holds=_float(diag.get("hold_count")))
+            summary = report.summary(
+                policy,
+                task,
+                res.outcomes,
+                None,
+                mode=f"ros_{pacing}",
+                inference_ms_p50=_float(diag.get("inference_ms_p50")),
+                inference_ms_p99=_float(diag.get("inference_ms_p99")),
+                loop_jitter_ms_p99=_float(diag.get("loop_jitter_ms_p99")),
+                e2e_ms_p99=_float(diag.get("e2e_ms_p99")),
+                holds=_float(diag.get("hold_count")),
+            )
             _add_ros_details(summary, res, task)
         else:
             from dexstack.sim.evaluate import run_episodes
@@ -124,8 +159,15 @@ def run_eval(policy: str, task: str, episodes: int, seed: int | None, through_ro
         fps = POLICY_HZ if not through_ros or pacing == "lockstep" else 15.0
         summary["video"] = str(report.write_video(res.frames, video, fps))
     if plot:
-        summary["plot"] = str(report.write_plot([o.success for o in res.outcomes], latency, plot,
-                                                f"{policy} on {task}", res.latency_series if through_ros else None))
+        summary["plot"] = str(
+            report.write_plot(
+                [o.success for o in res.outcomes],
+                latency,
+                plot,
+                f"{policy} on {task}",
+                res.latency_series if through_ros else None,
+            )
+        )
     return summary
 
 
@@ -139,11 +181,13 @@ def _add_ros_details(summary: dict, res: RosEvalResult, task: str) -> None:
         summary["grasp_positions"] = _positions(res.grasp_positions)
     for group, block in summary.get("groups", {}).items():
         diag = res.group_diagnostics.get(group, {})
-        block["policy_diagnostics"] = {k: _float(diag.get(k)) for k in ("inference_ms_p50", "inference_ms_p99",
-                                                                         "hold_count")}
+        block["policy_diagnostics"] = {
+            k: _float(diag.get(k)) for k in ("inference_ms_p50", "inference_ms_p99", "hold_count")
+        }
         if perceives:
-            block["grasp_positions"] = _positions([g for g, o in zip(res.grasp_positions, res.outcomes, strict=True)
-                                                   if o.group == group])
+            block["grasp_positions"] = _positions(
+                [g for g, o in zip(res.grasp_positions, res.outcomes, strict=True) if o.group == group]
+            )
 
 
 def _positions(positions: list) -> list:
@@ -175,27 +219,43 @@ def _float(value: str | None) -> float | None:
 
 
 def eval_command(
-    policy: str = typer.Option(..., "--policy", help="NAME[@VERSION] from the store, or 'expert' (= 'scripted'): "
-                               "the task's scripted expert"),
+    policy: str = typer.Option(
+        ..., "--policy", help="NAME[@VERSION] from the store, or 'expert' (= 'scripted'): the task's scripted expert"
+    ),
     task: str = typer.Option("pick_lift", "--task", help="a Panda task, or 'grasp' (Adroit hand, G-PAYN)"),
     episodes: int = typer.Option(50, "--episodes", min=1, help="episodes (per group of the task's options)"),
-    seed: int = typer.Option(None, "--seed", help="first episode's seed; episode i uses seed + i "
-                             "(default: the task's, 1000 on the Panda tasks)"),
-    option: list[str] = typer.Option(None, "--option", help="KEY=VALUE, repeatable: a task option, e.g. "
-                                     "object=held_out on --task grasp (one group of episodes per object)"),
-    compare: str = typer.Option(None, "--compare", help="a file whose last line is another run's JSON summary "
-                                "(same seeds, e.g. in-process); adds a paired comparison by group and seed"),
+    seed: int = typer.Option(
+        None,
+        "--seed",
+        help="first episode's seed; episode i uses seed + i (default: the task's, 1000 on the Panda tasks)",
+    ),
+    option: list[str] = typer.Option(
+        None,
+        "--option",
+        help="KEY=VALUE, repeatable: a task option, e.g. "
+        "object=held_out on --task grasp (one group of episodes per object)",
+    ),
+    compare: str = typer.Option(
+        None,
+        "--compare",
+        help="a file whose last line is another run's JSON summary "
+        "(same seeds, e.g. in-process); adds a paired comparison by group and seed",
+    ),
     through_ros: bool = typer.Option(False, "--through-ros", help="run sim, safety filter and policy node over DDS"),
     pacing: str = typer.Option("lockstep", "--pacing", help="ROS runs: lockstep (deterministic) or realtime"),
     rtf: float = typer.Option(1.0, "--rtf", help="ROS realtime runs: real-time factor"),
-    video: str = typer.Option(None, "--video", help="write an MP4 of one episode's camera (in-process: the "
-                              "first; through ROS: the first successful one)"),
+    video: str = typer.Option(
+        None,
+        "--video",
+        help="write an MP4 of one episode's camera (in-process: the first; through ROS: the first successful one)",
+    ),
     plot: str = typer.Option(None, "--plot", help="write a PNG of success and latency"),
 ) -> None:
     """Evaluate a policy; the last line printed is a JSON summary."""
     try:
-        summary = run_eval(policy, task, episodes, seed, through_ros, pacing, rtf, video, plot,
-                           options=parse_options(option))
+        summary = run_eval(
+            policy, task, episodes, seed, through_ros, pacing, rtf, video, plot, options=parse_options(option)
+        )
         if compare is not None:
             summary["comparison"] = compare_with_file(summary, compare)
     except (ValueError, TypeError, OSError) as exc:
@@ -217,8 +277,11 @@ def compare_with_file(summary: dict, path: str) -> dict:
         raise ValueError(f"{path}: last line is not a JSON summary of `dexstack eval`") from exc
     if other.get("task") != summary.get("task"):
         raise ValueError(f"{path} evaluated --task {other.get('task')}, this run --task {summary.get('task')}")
-    return {"first": f"{other.get('policy')} {other.get('mode')} ({path})", "second": summary["mode"],
-            **report.compare_outcomes(other, summary)}
+    return {
+        "first": f"{other.get('policy')} {other.get('mode')} ({path})",
+        "second": summary["mode"],
+        **report.compare_outcomes(other, summary),
+    }
 
 
 def register(app: typer.Typer) -> None:

@@ -18,8 +18,9 @@ def percentile(values, q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if len(values) else None
 
 
-def summary(policy: str, task: str, outcomes: list[EpisodeOutcome], inference_ms: list[float] | None = None,
-            **extra: object) -> dict:
+def summary(
+    policy: str, task: str, outcomes: list[EpisodeOutcome], inference_ms: list[float] | None = None, **extra: object
+) -> dict:
     """The one JSON line `dexstack eval` and `make demo` end with, for every task and both
     backends: the overall success rate, `extra` (mode, latency figures, ...), per-episode lists
     in episode order (`seeds`, `outcomes`, `episode_sim_s`, one list per task metric) with each
@@ -27,8 +28,12 @@ def summary(policy: str, task: str, outcomes: list[EpisodeOutcome], inference_ms
     a `groups` block ({group: success_rate, successes, episodes, seeds, outcomes, the metric
     lists and means}); then a metric's overall mean is the mean of its group means."""
     successes = [o.success for o in outcomes]
-    out: dict = {"policy": policy, "task": task, "episodes": len(outcomes),
-                 "success_rate": round(float(np.mean(successes)), 4) if successes else 0.0}
+    out: dict = {
+        "policy": policy,
+        "task": task,
+        "episodes": len(outcomes),
+        "success_rate": round(float(np.mean(successes)), 4) if successes else 0.0,
+    }
     if inference_ms is not None:
         out["inference_ms_p50"] = percentile(inference_ms, 50)
         out["inference_ms_p99"] = percentile(inference_ms, 99)
@@ -40,8 +45,11 @@ def summary(policy: str, task: str, outcomes: list[EpisodeOutcome], inference_ms
         for group in groups:
             mine = [o for o in outcomes if o.group == group]
             wins = sum(o.success for o in mine)
-            blocks[group] = {"success_rate": round(wins / len(mine), 4), "successes": wins,
-                             "episodes": len(mine)} | _episode_lists(mine)
+            blocks[group] = {
+                "success_rate": round(wins / len(mine), 4),
+                "successes": wins,
+                "episodes": len(mine),
+            } | _episode_lists(mine)
         for name in _metric_names(outcomes):
             means = [b[f"mean_{name}"] for b in blocks.values() if b[f"mean_{name}"] is not None]
             out[f"mean_{name}"] = round(float(np.mean(means)), 3) if means else None
@@ -55,8 +63,11 @@ def _metric_names(outcomes: list[EpisodeOutcome]) -> list[str]:
 
 def _episode_lists(outcomes: list[EpisodeOutcome]) -> dict:
     """Per-episode seeds, outcomes, sim times and metrics (3 decimals), with each metric's mean."""
-    out: dict = {"seeds": [o.seed for o in outcomes], "outcomes": [bool(o.success) for o in outcomes],
-                 "episode_sim_s": [round(float(o.sim_s), 3) for o in outcomes]}
+    out: dict = {
+        "seeds": [o.seed for o in outcomes],
+        "outcomes": [bool(o.success) for o in outcomes],
+        "episode_sim_s": [round(float(o.sim_s), 3) for o in outcomes],
+    }
     for name in _metric_names(outcomes):
         values = [o.metrics.get(name) for o in outcomes]
         present = [float(v) for v in values if v is not None]
@@ -83,8 +94,13 @@ def compare_outcomes(first: dict, second: dict) -> dict[str, dict]:
         seeds = sorted(set(a) & set(b))
         if not seeds:
             raise ValueError(f"{name or 'all'}: the two evaluations share no seed")
-        row = {"episodes": len(seeds), "first": sum(a[s] for s in seeds), "second": sum(b[s] for s in seeds),
-               "only_first": sum(a[s] and not b[s] for s in seeds), "only_second": sum(b[s] and not a[s] for s in seeds)}
+        row = {
+            "episodes": len(seeds),
+            "first": sum(a[s] for s in seeds),
+            "second": sum(b[s] for s in seeds),
+            "only_first": sum(a[s] and not b[s] for s in seeds),
+            "only_second": sum(b[s] and not a[s] for s in seeds),
+        }
         if name is not None:
             out[name] = row | {"p_value": _mcnemar_exact(row["only_first"], row["only_second"])}
         totals = {key: totals[key] + row[key] for key in totals}
@@ -114,7 +130,7 @@ def _mcnemar_exact(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
     return min(1.0, 2.0 * tail)
 
 
@@ -140,8 +156,13 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: float) -> Path:
     return path
 
 
-def write_plot(successes: list[bool], latency_ms: list[float] | None, path: str | Path, title: str,
-               latency_series: list[tuple[float, float, float]] | None = None) -> Path:
+def write_plot(
+    successes: list[bool],
+    latency_ms: list[float] | None,
+    path: str | Path,
+    title: str,
+    latency_series: list[tuple[float, float, float]] | None = None,
+) -> Path:
     """Cumulative success rate per episode, and inference latency: the distribution of every call
     (in-process) or the policy node's reported p50/p99 over the run (through ROS)."""
     import matplotlib

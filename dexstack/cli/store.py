@@ -14,7 +14,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 RootOption = Annotated[
     Path | None,
-    typer.Option("--root", help="Writable store directory (default: $DEXSTACK_HOME/policies, else ~/.dexstack/policies)"),
+    typer.Option(
+        "--root", help="Writable store directory (default: $DEXSTACK_HOME/policies, else ~/.dexstack/policies)"
+    ),
 ]
 
 
@@ -64,8 +66,15 @@ def list_policies(root: RootOption = None) -> None:
         return
     table = _table("name", "version", "family", "promoted", "created", "source", "path")
     for row in rows:
-        table.add_row(row["name"], row["version"], row["family"], "*" if row["promoted"] else "", row["created"],
-                      row["source"], row["path"])
+        table.add_row(
+            row["name"],
+            row["version"],
+            row["family"],
+            "*" if row["promoted"] else "",
+            row["created"],
+            row["source"],
+            row["path"],
+        )
     console.print(table)
 
 
@@ -81,19 +90,29 @@ def show(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], root:
     except _rejections() as exc:
         _fail(str(exc))
     console = Console(soft_wrap=True)
-    console.print(f"[bold]{m.get('name')}@{m.get('version')}[/]  family={m.get('family')}  "
-                  f"robot_profile={m.get('robot_profile')}  schema_version={m.get('schema_version')}")
+    console.print(
+        f"[bold]{m.get('name')}@{m.get('version')}[/]  family={m.get('family')}  "
+        f"robot_profile={m.get('robot_profile')}  schema_version={m.get('schema_version')}"
+    )
     console.print(f"path: {path}", highlight=False)
 
     inputs = _table("input", "kind", "source", "shape", "dtype", "normalization", title="inputs")
     for spec in m.get("inputs", []):
         norm = spec.get("normalization", {}).get("type", "none") if isinstance(spec.get("normalization"), dict) else "?"
-        inputs.add_row(str(spec.get("name")), str(spec.get("kind")), str(spec.get("source")), str(spec.get("shape")),
-                       str(spec.get("dtype")), norm)
+        inputs.add_row(
+            str(spec.get("name")),
+            str(spec.get("kind")),
+            str(spec.get("source")),
+            str(spec.get("shape")),
+            str(spec.get("dtype")),
+            norm,
+        )
     console.print(inputs)
     out = m.get("outputs", {})
-    console.print(f"outputs: {out.get('kind')}  chunk_length={out.get('chunk_length')}  dt={out.get('dt')} s  "
-                  f"joints={', '.join(out.get('joint_names', []))}")
+    console.print(
+        f"outputs: {out.get('kind')}  chunk_length={out.get('chunk_length')}  dt={out.get('dt')} s  "
+        f"joints={', '.join(out.get('joint_names', []))}"
+    )
     console.print(f"graphs: {json.dumps(m.get('graphs', {}))}")
     files = _table("file", "bytes", "sha256", title="files")
     for rel, digest in sorted(m.get("files", {}).items()):
@@ -107,7 +126,9 @@ def show(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], root:
 @app.command("verify")
 def verify(
     ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
-    profile: Annotated[str | None, typer.Option(help="Robot profile to check against (default: the manifest's)")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Robot profile to check against (default: the manifest's)")
+    ] = None,
     deep: Annotated[bool, typer.Option("--deep", help="Also open every graph with onnxruntime")] = False,
     root: RootOption = None,
 ) -> None:
@@ -127,8 +148,10 @@ def verify(
     except _rejections() as exc:
         _fail(str(exc))
     checks = "checksums, manifest, robot profile" + (", onnxruntime" if deep else "")
-    Console(soft_wrap=True).print(f"OK {loaded.name}@{loaded.version} ({checks}); manifest sha256 "
-                                  f"{loaded.manifest_sha256}; {loaded.path}", highlight=False)
+    Console(soft_wrap=True).print(
+        f"OK {loaded.name}@{loaded.version} ({checks}); manifest sha256 {loaded.manifest_sha256}; {loaded.path}",
+        highlight=False,
+    )
 
 
 @app.command("publish")
@@ -147,8 +170,10 @@ def publish(
             store.promote(f"{loaded.name}@{loaded.version}", robot)
     except _rejections() as exc:
         _fail(str(exc))
-    Console(soft_wrap=True).print(f"published {loaded.name}@{loaded.version}" + (" (promoted)" if promote else "")
-                                  + f" to {loaded.path}", highlight=False)
+    Console(soft_wrap=True).print(
+        f"published {loaded.name}@{loaded.version}" + (" (promoted)" if promote else "") + f" to {loaded.path}",
+        highlight=False,
+    )
 
 
 @app.command("promote")

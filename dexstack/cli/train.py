@@ -32,17 +32,27 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def train_and_report(train: Any, dataset: Path, out: Path, config: Any, resume: bool, epochs: int | None,
-                     **extra: Any) -> None:
+def train_and_report(
+    train: Any, dataset: Path, out: Path, config: Any, resume: bool, epochs: int | None, **extra: Any
+) -> None:
     """Run a supervised family's `train` and print its JSON summary last; known failures exit 1 with the reason."""
     try:
         history = train(dataset, out, config, resume=resume, epochs=epochs, progress=True, **extra)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         fail(str(exc))
     last = history[-1]
-    typer.echo(json.dumps({"run": str(out), "epochs": last["epoch"], "initial_loss": history[0]["train_loss"],
-                           "train_loss": last["train_loss"], "val_loss": last["val_loss"],
-                           "loss_curve": str(out / "loss.png")}))
+    typer.echo(
+        json.dumps(
+            {
+                "run": str(out),
+                "epochs": last["epoch"],
+                "initial_loss": history[0]["train_loss"],
+                "train_loss": last["train_loss"],
+                "val_loss": last["val_loss"],
+                "loss_curve": str(out / "loss.png"),
+            }
+        )
+    )
 
 
 def _train_command(name: str) -> Any:
@@ -67,17 +77,31 @@ def train_embed(
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     cache = load_embeddings(path, dataset)
-    typer.echo(json.dumps({"embeddings": str(path), "episodes": len(cache.episodes),
-                           "frames": int(sum(len(e) for e in cache.episodes)), "feature_dim": cache.feature_dim,
-                           "encoder_hash": cache.encoder_hash, "wall_s": round(time.perf_counter() - t0, 2)}))
+    typer.echo(
+        json.dumps(
+            {
+                "embeddings": str(path),
+                "episodes": len(cache.episodes),
+                "frames": int(sum(len(e) for e in cache.episodes)),
+                "feature_dim": cache.feature_dim,
+                "encoder_hash": cache.encoder_hash,
+                "wall_s": round(time.perf_counter() - t0, 2),
+            }
+        )
+    )
 
 
 def export_cmd(
     run: Annotated[Path, typer.Option(help="run directory written by `dexstack train`")],
     out: Annotated[Path, typer.Option(help="new export directory (policy graph(s) + manifest.json)")],
-    self_verification: Annotated[int | None, typer.Option(
-        "--self-verification", help="PTP (diffusion): sample N candidates per chunk and execute the one whose "
-                                    "predicted past best matches the executed actions")] = None,
+    self_verification: Annotated[
+        int | None,
+        typer.Option(
+            "--self-verification",
+            help="PTP (diffusion): sample N candidates per chunk and execute the one whose "
+            "predicted past best matches the executed actions",
+        ),
+    ] = None,
 ) -> None:
     """Export a trained run to ONNX + manifest.json, ready for `dexstack store publish`."""
     run_json = run / "run.json"
@@ -101,15 +125,27 @@ def export_cmd(
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
         fail(str(exc))
     manifest = json.loads((path / "manifest.json").read_text())
-    typer.echo(json.dumps({"export": str(path), "family": family_name, "graphs": manifest["graphs"],
-                           "onnx_max_abs_diff": manifest["provenance"].get("onnx_max_abs_diff")}))
+    typer.echo(
+        json.dumps(
+            {
+                "export": str(path),
+                "family": family_name,
+                "graphs": manifest["graphs"],
+                "onnx_max_abs_diff": manifest["provenance"].get("onnx_max_abs_diff"),
+            }
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:
     known = {command.name for command in train_app.registered_commands}
     for name, family in families().items():
         if family.train is not None and name not in known:
-            train_app.command(name, help=family.description or f"Train a {name} policy.",
-                              context_settings=_PASS_THROUGH, add_help_option=False)(_train_command(name))
+            train_app.command(
+                name,
+                help=family.description or f"Train a {name} policy.",
+                context_settings=_PASS_THROUGH,
+                add_help_option=False,
+            )(_train_command(name))
     app.add_typer(train_app, name="train")
     app.command("export")(export_cmd)

@@ -23,7 +23,9 @@ def train_bc(
     out: Annotated[Path, typer.Option(help="run directory: checkpoints, loss curve, config")],
     epochs: Annotated[int | None, typer.Option(help="total epochs (default: the config's)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (default: the config's)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")
+    ] = False,
 ) -> None:
     """Behaviour cloning: CNN keypoint encoders + MLP predicting a chunk of joint targets."""
     from dexstack.policies.bc.config import BCConfig

@@ -73,4 +73,3 @@ class BCConfig:
             raise ValueError(f"unknown BC config keys {unknown}; known: {sorted(names)}")
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**kwargs)
-

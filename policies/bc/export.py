@@ -37,11 +37,14 @@ def build_manifest(config: BCConfig, run_info: dict[str, Any], stats: Normalizat
         "family": FAMILY,
         "robot_profile": run_info["robot_profile"],
         "graphs": {"policy": GRAPH_FILE},
-        "inputs": common_export.observation_inputs(joint_names, stats.joint_mean, stats.joint_std, config.cameras,
-                                                   run_info["image_shapes"], IMAGE_SCALE),
+        "inputs": common_export.observation_inputs(
+            joint_names, stats.joint_mean, stats.joint_std, config.cameras, run_info["image_shapes"], IMAGE_SCALE
+        ),
         "outputs": {
-            "kind": "joint_position_chunk", "joint_names": joint_names,
-            "chunk_length": config.chunk_length, "dt": 1.0 / float(run_info["fps"]),
+            "kind": "joint_position_chunk",
+            "joint_names": joint_names,
+            "chunk_length": config.chunk_length,
+            "dt": 1.0 / float(run_info["fps"]),
             # Per (chunk step, joint) statistics of the training targets; with relative_to set, the
             # graph predicts offsets from the current joint positions: target = q + out * std + mean.
             "chunk_normalization": {
@@ -61,8 +64,10 @@ def runtime_settings(config: BCConfig, stats: NormalizationStats) -> dict[str, A
     settings: dict[str, Any] = {}
     if config.joint_delta_input:
         # q_k - q_{k-1} (the previous call's observation; zero after reset) feeds this graph input.
-        settings["joint_delta"] = {"graph_input": JOINT_DELTA,
-                                   "normalization": normalization.mean_std(stats.delta_mean, stats.delta_std)}
+        settings["joint_delta"] = {
+            "graph_input": JOINT_DELTA,
+            "normalization": normalization.mean_std(stats.delta_mean, stats.delta_std),
+        }
     if config.temporal_ensemble:
         settings["temporal_ensemble"] = {"decay": config.temporal_ensemble_decay}
     return settings
@@ -71,7 +76,9 @@ def runtime_settings(config: BCConfig, stats: NormalizationStats) -> dict[str, A
 def sample_inputs(model: BCPolicy, stats: NormalizationStats, batch: int, seed: int = 0) -> list[torch.Tensor]:
     """Normalised network inputs: joint positions around the data mean, random images."""
     gen = torch.Generator().manual_seed(seed)
-    q = torch.as_tensor(stats.joint_mean) + torch.as_tensor(stats.joint_std) * torch.randn(batch, model.n_joints, generator=gen)
+    q = torch.as_tensor(stats.joint_mean) + torch.as_tensor(stats.joint_std) * torch.randn(
+        batch, model.n_joints, generator=gen
+    )
     q_norm = (q - torch.as_tensor(stats.joint_mean)) / torch.as_tensor(stats.joint_std)
     extra = [torch.randn(batch, model.n_joints, generator=gen)] if model.uses_joint_delta else []
     images = []
@@ -96,5 +103,6 @@ def export(run_dir: str | Path, out_dir: str | Path, atol: float = 1e-4) -> Path
     common_export.refuse_existing(out_dir)
     model, _, config, run_info = load_trained(run_dir)
     stats = NormalizationStats.from_dict(json.loads((Path(run_dir) / "stats.json").read_text()))
-    return common_export.write_policy_dir(out_dir, build_manifest(config, run_info, stats),
-                                          lambda tmp: export_graph(model, stats, tmp / GRAPH_FILE, atol))
+    return common_export.write_policy_dir(
+        out_dir, build_manifest(config, run_info, stats), lambda tmp: export_graph(model, stats, tmp / GRAPH_FILE, atol)
+    )

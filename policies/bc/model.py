@@ -34,18 +34,27 @@ class NormalizationStats:
     delta_std: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"joint_mean": self.joint_mean.tolist(), "joint_std": self.joint_std.tolist(),
-                "target_mean": self.target_mean.tolist(), "target_std": self.target_std.tolist(),
-                "relative": self.relative,
-                "delta_mean": None if self.delta_mean is None else self.delta_mean.tolist(),
-                "delta_std": None if self.delta_std is None else self.delta_std.tolist()}
+        return {
+            "joint_mean": self.joint_mean.tolist(),
+            "joint_std": self.joint_std.tolist(),
+            "target_mean": self.target_mean.tolist(),
+            "target_std": self.target_std.tolist(),
+            "relative": self.relative,
+            "delta_mean": None if self.delta_mean is None else self.delta_mean.tolist(),
+            "delta_std": None if self.delta_std is None else self.delta_std.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NormalizationStats:
         delta = {k: None if d.get(k) is None else np.asarray(d[k], np.float32) for k in ("delta_mean", "delta_std")}
-        return cls(np.asarray(d["joint_mean"], np.float32), np.asarray(d["joint_std"], np.float32),
-                   np.asarray(d["target_mean"], np.float32), np.asarray(d["target_std"], np.float32),
-                   bool(d["relative"]), **delta)
+        return cls(
+            np.asarray(d["joint_mean"], np.float32),
+            np.asarray(d["joint_std"], np.float32),
+            np.asarray(d["target_mean"], np.float32),
+            np.asarray(d["target_std"], np.float32),
+            bool(d["relative"]),
+            **delta,
+        )
 
 
 class BCPolicy(nn.Module):
@@ -57,11 +66,17 @@ class BCPolicy(nn.Module):
         self.chunk_length = config.chunk_length
         self.n_joints = n_joints
         self.uses_joint_delta = config.joint_delta_input
-        self.encoders = nn.ModuleDict({
-            cam: ConvKeypointEncoder(*image_hw[cam], channels=tuple(config.conv_channels),
-                                     num_keypoints=config.num_keypoints, groups=config.group_norm_groups)
-            for cam in self.cameras
-        })
+        self.encoders = nn.ModuleDict(
+            {
+                cam: ConvKeypointEncoder(
+                    *image_hw[cam],
+                    channels=tuple(config.conv_channels),
+                    num_keypoints=config.num_keypoints,
+                    groups=config.group_norm_groups,
+                )
+                for cam in self.cameras
+            }
+        )
         width = n_joints * (2 if self.uses_joint_delta else 1) + sum(enc.out_dim for enc in self.encoders.values())
         layers: list[nn.Module] = []
         for _ in range(config.hidden_layers):
@@ -124,18 +139,26 @@ class Normalizer(nn.Module):
 
 
 @torch.no_grad()
-def predict_chunk(model: BCPolicy, normalizer: Normalizer, observation: dict[str, np.ndarray],
-                  previous_joint_positions: np.ndarray | None = None) -> np.ndarray:
+def predict_chunk(
+    model: BCPolicy,
+    normalizer: Normalizer,
+    observation: dict[str, np.ndarray],
+    previous_joint_positions: np.ndarray | None = None,
+) -> np.ndarray:
     """Torch reference for one observation -> (chunk_length, J) absolute joint targets (float64).
     `previous_joint_positions`: the observation one policy step earlier (None: first step)."""
     model.eval()
     q = torch.as_tensor(np.asarray(observation[contract.JOINT_POSITIONS], np.float32))[None]
     extra = []
     if model.uses_joint_delta:
-        prev = q if previous_joint_positions is None else torch.as_tensor(
-            np.asarray(previous_joint_positions, np.float32))[None]
+        prev = (
+            q
+            if previous_joint_positions is None
+            else torch.as_tensor(np.asarray(previous_joint_positions, np.float32))[None]
+        )
         extra.append(normalizer.deltas(q - prev))
-    images = [normalizer.image(torch.as_tensor(np.asarray(observation[contract.rgb_key(cam)]))[None])
-              for cam in model.cameras]
+    images = [
+        normalizer.image(torch.as_tensor(np.asarray(observation[contract.rgb_key(cam)]))[None]) for cam in model.cameras
+    ]
     out = normalizer.absolute(model(normalizer.joints(q), *extra, *images), q)
     return out[0].numpy().astype(np.float64)

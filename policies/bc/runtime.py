@@ -49,6 +49,7 @@ def _normalizer(norm: dict[str, Any] | None, where: str) -> Callable[[np.ndarray
 
         def fn(raw: np.ndarray, out: np.ndarray) -> None:
             out[...] = raw
+
     return fn
 
 
@@ -57,8 +58,15 @@ class Runtime:
     previous joint positions (joint-delta input); call `reset()` at the start of each episode and
     `act()` once per policy step (outputs.dt)."""
 
-    def __init__(self, policy_dir: Path, manifest: dict[str, Any], threads: int | None = None, *,
-                 profile: Any = None, rate_hz: float | None = None) -> None:
+    def __init__(
+        self,
+        policy_dir: Path,
+        manifest: dict[str, Any],
+        threads: int | None = None,
+        *,
+        profile: Any = None,
+        rate_hz: float | None = None,
+    ) -> None:
         # The family registry's runtime signature (dexstack/families.py); a BC chunk is already joint
         # targets at outputs.dt, so neither the robot profile nor the node's rate changes it.
         del profile, rate_hz
@@ -79,8 +87,9 @@ class Runtime:
         self._rgb_names = [spec["name"] for spec in self._inputs if spec["kind"] == "rgb"]
         # One float32 buffer per input, batch 1, reused by every call.
         self._buffers = {spec["name"]: np.zeros((1, *spec["shape"]), np.float32) for spec in self._inputs}
-        self._normalizers = {spec["name"]: _normalizer(spec.get("normalization"), f"input {spec['name']!r}")
-                            for spec in self._inputs}
+        self._normalizers = {
+            spec["name"]: _normalizer(spec.get("normalization"), f"input {spec['name']!r}") for spec in self._inputs
+        }
         if self._delta_input:
             if contract.JOINT_POSITIONS not in expected:
                 raise ValueError("runtime.joint_delta needs a joint_positions input")

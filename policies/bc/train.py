@@ -67,7 +67,10 @@ def load_demonstrations(dataset: Any, config: BCConfig) -> DemoCache:
         joint_positions=np.empty((total, n_joints), np.float32),
         joint_deltas=np.zeros((total, n_joints), np.float32),
         actions=np.empty((total, n_joints), np.float32),
-        images={c: np.empty((total, *dataset.meta["features"][contract.rgb_key(c)]["shape"]), np.uint8) for c in config.cameras},
+        images={
+            c: np.empty((total, *dataset.meta["features"][contract.rgb_key(c)]["shape"]), np.uint8)
+            for c in config.cameras
+        },
         chunk_index=np.empty((total, config.chunk_length), np.int64),
         episode_of_frame=np.empty(total, np.int64),
         episode_ids=[int(ep["index"]) for _, ep in episodes],
@@ -80,7 +83,7 @@ def load_demonstrations(dataset: Any, config: BCConfig) -> DemoCache:
             raise ValueError(f"episode {ep['index']}: {length} frames on disk, meta says {ep['length']}")
         end = start + length
         cache.joint_positions[start:end] = data[contract.JOINT_POSITIONS]
-        cache.joint_deltas[start + 1:end] = np.diff(cache.joint_positions[start:end], axis=0)
+        cache.joint_deltas[start + 1 : end] = np.diff(cache.joint_positions[start:end], axis=0)
         cache.actions[start:end] = data["action"]
         for cam in config.cameras:
             cache.images[cam][start:end] = data[contract.rgb_key(cam)]
@@ -105,13 +108,17 @@ def compute_stats(cache: DemoCache, frames: np.ndarray, config: BCConfig) -> Nor
         target_std=np.maximum(targets.std(0), config.std_floor).astype(np.float32),
         relative=config.predict_relative,
         delta_mean=cache.joint_deltas[frames].mean(0).astype(np.float32) if config.joint_delta_input else None,
-        delta_std=(np.maximum(cache.joint_deltas[frames].std(0), config.std_floor).astype(np.float32)
-                   if config.joint_delta_input else None),
+        delta_std=(
+            np.maximum(cache.joint_deltas[frames].std(0), config.std_floor).astype(np.float32)
+            if config.joint_delta_input
+            else None
+        ),
     )
 
 
-def make_batch(cache: DemoCache, frames: np.ndarray, cameras: tuple[str, ...], device: torch.device
-               ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
+def make_batch(
+    cache: DemoCache, frames: np.ndarray, cameras: tuple[str, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
     """Raw (un-normalised) tensors: joint positions (B, J), joint deltas (B, J), uint8 images
     (B, H, W, 3) per camera, target actions (B, H, J)."""
     q = torch.from_numpy(cache.joint_positions[frames]).to(device)
@@ -121,8 +128,9 @@ def make_batch(cache: DemoCache, frames: np.ndarray, cameras: tuple[str, ...], d
     return q, dq, images, actions
 
 
-def network_inputs(model: BCPolicy, normalizer: Normalizer, q: torch.Tensor, dq: torch.Tensor,
-                   images: list[torch.Tensor]) -> list[torch.Tensor]:
+def network_inputs(
+    model: BCPolicy, normalizer: Normalizer, q: torch.Tensor, dq: torch.Tensor, images: list[torch.Tensor]
+) -> list[torch.Tensor]:
     """Normalised inputs in forward() order."""
     extra = [normalizer.deltas(dq)] if model.uses_joint_delta else []
     return [normalizer.joints(q), *extra, *[normalizer.image(img) for img in images]]
@@ -130,8 +138,15 @@ def network_inputs(model: BCPolicy, normalizer: Normalizer, q: torch.Tensor, dq:
 
 # --- the loop ---------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: BCPolicy, normalizer: Normalizer, cache: DemoCache, frames: np.ndarray,
-             config: BCConfig, device: torch.device, max_batches: int = 0) -> float:
+def evaluate(
+    model: BCPolicy,
+    normalizer: Normalizer,
+    cache: DemoCache,
+    frames: np.ndarray,
+    config: BCConfig,
+    device: torch.device,
+    max_batches: int = 0,
+) -> float:
     """Mean L1 loss on normalised targets, without augmentation."""
     if len(frames) == 0:
         return float("nan")
@@ -140,7 +155,7 @@ def evaluate(model: BCPolicy, normalizer: Normalizer, cache: DemoCache, frames: 
     for b, start in enumerate(range(0, len(frames), config.batch_size)):
         if max_batches and b >= max_batches:
             break
-        q, dq, images, actions = make_batch(cache, frames[start:start + config.batch_size], model.cameras, device)
+        q, dq, images, actions = make_batch(cache, frames[start : start + config.batch_size], model.cameras, device)
         pred = model(*network_inputs(model, normalizer, q, dq, images))
         total += F.l1_loss(pred, normalizer.targets(actions, q), reduction="sum").item() / pred[0].numel()
         count += len(q)
@@ -148,14 +163,22 @@ def evaluate(model: BCPolicy, normalizer: Normalizer, cache: DemoCache, frames: 
     return total / count
 
 
-def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None = None, *,
-          resume: bool = False, epochs: int | None = None, progress: bool = True) -> list[dict[str, float]]:
+def train(
+    dataset_root: str | Path,
+    run_dir: str | Path,
+    config: BCConfig | None = None,
+    *,
+    resume: bool = False,
+    epochs: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
     """Train (or, with `resume`, continue) a BC run; returns the per-epoch history.
 
     Epoch 0 of the history is the loss of the untrained network. `epochs` overrides the config's
     total epoch count (useful with `resume` to train further)."""
     run_dir, dataset, dataset_hash, config, run_info, profile = runs.open_run(
-        run_dir, dataset_root, resume, config, BCConfig, epochs)
+        run_dir, dataset_root, resume, config, BCConfig, epochs
+    )
     checkpoint_path = run_dir / CHECKPOINT
 
     torch.manual_seed(config.seed)
@@ -173,8 +196,9 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None
         stats = compute_stats(cache, train_frames, config)
         run_dir.mkdir(parents=True, exist_ok=True)
         image_shapes = {cam: list(cache.images[cam].shape[1:]) for cam in config.cameras}
-        run_info = new_run_info(FAMILY, dataset_root, dataset, dataset_hash, profile.name, image_shapes,
-                                train_eps, val_eps)
+        run_info = new_run_info(
+            FAMILY, dataset_root, dataset, dataset_hash, profile.name, image_shapes, train_eps, val_eps
+        )
         runs.write_json(run_dir / "run.json", run_info)
         runs.write_json(run_dir / "stats.json", stats.to_dict())
     runs.write_json(run_dir / "config.json", config.to_dict())
@@ -186,8 +210,9 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None
     steps_per_epoch = math.ceil(len(train_frames) / config.batch_size)
     total_steps = max(1, config.epochs * steps_per_epoch)
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, config.warmup_steps,
-                                                                                         total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, config.warmup_steps, total_steps)
+    )
     rng = np.random.default_rng(config.seed)
     shift_gen = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
@@ -204,13 +229,24 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None
     else:
         # The untrained network's loss is the reference a run has to beat.
         initial_train = evaluate(model, normalizer, cache, train_frames[:2048], config, device)
-        history.append({"epoch": 0, "train_loss": initial_train,
-                        "val_loss": evaluate(model, normalizer, cache, val_frames, config, device), "lr": 0.0})
+        history.append(
+            {
+                "epoch": 0,
+                "train_loss": initial_train,
+                "val_loss": evaluate(model, normalizer, cache, val_frames, config, device),
+                "lr": 0.0,
+            }
+        )
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("[bold]bc[/] epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]bc[/] epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+    )
     model.train()
     with Progress(*columns, disable=not progress) as bar:
         for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -219,7 +255,9 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None
             order = rng.permutation(train_frames)
             running, seen = 0.0, 0
             for start in range(0, len(order), config.batch_size):
-                q, dq, images, actions = make_batch(cache, order[start:start + config.batch_size], model.cameras, device)
+                q, dq, images, actions = make_batch(
+                    cache, order[start : start + config.batch_size], model.cameras, device
+                )
                 images = [random_shift(img, config.random_shift_px, shift_gen) for img in images]
                 pred = model(*network_inputs(model, normalizer, q, dq, images))
                 loss = F.l1_loss(pred, normalizer.targets(actions, q))
@@ -233,16 +271,32 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None
                 bar.update(task, advance=1, loss=running / seen)
             training_time_s += time.perf_counter() - t0
             val_loss = evaluate(model, normalizer, cache, val_frames, config, device, config.num_eval_batches)
-            history.append({"epoch": epoch, "train_loss": running / seen, "val_loss": val_loss,
-                            "lr": scheduler.get_last_lr()[0], "time_s": training_time_s})
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": running / seen,
+                    "val_loss": val_loss,
+                    "lr": scheduler.get_last_lr()[0],
+                    "time_s": training_time_s,
+                }
+            )
             bar.remove_task(task)
             if progress:
                 bar.console.print(f"epoch {epoch}/{config.epochs}: train {running / seen:.4f}  val {val_loss:.4f}")
-            runs.save_checkpoint(checkpoint_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "numpy_rng": rng.bit_generator.state, "shift_rng": shift_gen.get_state(), "epoch": epoch,
-                "history": history, "training_time_s": training_time_s, "parameters": count_parameters(model),
-            })
+            runs.save_checkpoint(
+                checkpoint_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "numpy_rng": rng.bit_generator.state,
+                    "shift_rng": shift_gen.get_state(),
+                    "epoch": epoch,
+                    "history": history,
+                    "training_time_s": training_time_s,
+                    "parameters": count_parameters(model),
+                },
+            )
             runs.write_json(run_dir / "history.json", history)
             plot_losses(history, run_dir / "loss.png")
     return history
@@ -250,6 +304,7 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: BCConfig | None
 
 def plot_losses(history: list[dict[str, float]], path: Path) -> None:
     runs.plot_losses(history, path, ylabel="L1 loss, normalised targets", title="BC training")
+
 
 def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[BCPolicy, Normalizer, BCConfig, dict[str, Any]]:
     """The trained model (eval mode), its normaliser, config and run info from a run directory."""

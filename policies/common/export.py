@@ -52,12 +52,21 @@ def export_onnx(model: nn.Module, inputs: list[torch.Tensor], names: list[str], 
     dynamic = {n: {0: "batch"} for n in [*names, output]}
     model.eval()
     with exportable():
-        torch.onnx.export(model, tuple(inputs), str(path), input_names=names, output_names=[output],
-                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            model,
+            tuple(inputs),
+            str(path),
+            input_names=names,
+            output_names=[output],
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
 
 
-def onnx_max_abs_diff(model: nn.Module, path: Path, names: list[str], output: str,
-                      batches: list[list[torch.Tensor]]) -> float:
+def onnx_max_abs_diff(
+    model: nn.Module, path: Path, names: list[str], output: str, batches: list[list[torch.Tensor]]
+) -> float:
     """Largest absolute difference between onnxruntime on the graph at `path` and torch, over `batches`."""
     import onnxruntime as ort
 
@@ -72,8 +81,15 @@ def onnx_max_abs_diff(model: nn.Module, path: Path, names: list[str], output: st
     return worst
 
 
-def export_checked(model: nn.Module, path: str | Path, names: list[str], output: str, trace_inputs: list[torch.Tensor],
-                   check_batches: list[list[torch.Tensor]], atol: float) -> float:
+def export_checked(
+    model: nn.Module,
+    path: str | Path,
+    names: list[str],
+    output: str,
+    trace_inputs: list[torch.Tensor],
+    check_batches: list[list[torch.Tensor]],
+    atol: float,
+) -> float:
     """Export, then check against torch on `check_batches`: returns the largest absolute difference,
     or deletes the graph and raises ExportError above `atol`."""
     path = Path(path)
@@ -110,18 +126,38 @@ def write_policy_dir(out_dir: str | Path, manifest: dict[str, Any], write_graphs
     return out_dir
 
 
-def observation_inputs(joint_names: list[str], joint_mean: Any, joint_std: Any, cameras: tuple[str, ...],
-                       image_shapes: dict[str, list[int]], image_scale: float) -> list[dict[str, Any]]:
+def observation_inputs(
+    joint_names: list[str],
+    joint_mean: Any,
+    joint_std: Any,
+    cameras: tuple[str, ...],
+    image_shapes: dict[str, list[int]],
+    image_scale: float,
+) -> list[dict[str, Any]]:
     """manifest["inputs"] of a policy that sees joint positions (mean/std per joint, rad / m) and one
     uint8 RGB image per camera (scaled by `image_scale`), in that order."""
-    inputs: list[dict[str, Any]] = [{
-        "name": contract.JOINT_POSITIONS, "kind": "joint_positions", "source": contract.JOINT_STATES,
-        "names": list(joint_names), "shape": [len(joint_names)], "dtype": "float32",
-        "normalization": normalization.mean_std(joint_mean, joint_std),
-    }]
+    inputs: list[dict[str, Any]] = [
+        {
+            "name": contract.JOINT_POSITIONS,
+            "kind": "joint_positions",
+            "source": contract.JOINT_STATES,
+            "names": list(joint_names),
+            "shape": [len(joint_names)],
+            "dtype": "float32",
+            "normalization": normalization.mean_std(joint_mean, joint_std),
+        }
+    ]
     for cam in cameras:
-        inputs.append({"name": contract.rgb_key(cam), "kind": "rgb", "source": contract.camera_color_topic(cam),
-                       "shape": list(image_shapes[cam]), "dtype": "uint8", "normalization": normalization.scale(image_scale)})
+        inputs.append(
+            {
+                "name": contract.rgb_key(cam),
+                "kind": "rgb",
+                "source": contract.camera_color_topic(cam),
+                "shape": list(image_shapes[cam]),
+                "dtype": "uint8",
+                "normalization": normalization.scale(image_scale),
+            }
+        )
     return inputs
 
 
@@ -135,9 +171,12 @@ def run_provenance(run_info: dict[str, Any], config: dict[str, Any]) -> dict[str
     manifest), the config, training time and the final validation loss."""
     history = run_info.get("history") or [{}]
     return {
-        "code_commit": run_info.get("code_commit", "unknown"), "dataset_hash": run_info.get("dataset_hash", ""),
-        "dataset": Path(run_info.get("dataset", "")).name, "config": config,
+        "code_commit": run_info.get("code_commit", "unknown"),
+        "dataset_hash": run_info.get("dataset_hash", ""),
+        "dataset": Path(run_info.get("dataset", "")).name,
+        "config": config,
         "training_time_s": round(float(run_info.get("training_time_s", 0.0)), 3),
-        "epochs_trained": len(history) - 1, "final_val_loss": finite_or_none(history[-1].get("val_loss")),
+        "epochs_trained": len(history) - 1,
+        "final_val_loss": finite_or_none(history[-1].get("val_loss")),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -14,6 +14,7 @@ def accept_graph(diff: float, atol: float, path: Path) -> float:
     otherwise delete it and raise ExportError, so a failed export leaves nothing behind."""
     if not diff <= atol:
         path.unlink(missing_ok=True)
-        raise ExportError(f"onnxruntime and torch differ by {diff:.3g} (> {atol:g}) on sample inputs; "
-                          f"{path.name} not written")
+        raise ExportError(
+            f"onnxruntime and torch differ by {diff:.3g} (> {atol:g}) on sample inputs; {path.name} not written"
+        )
     return diff

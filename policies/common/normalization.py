@@ -45,7 +45,9 @@ def parse(norm: dict[str, Any] | None, where: str) -> Normalization:
     kind = norm.get("type")
     try:
         if kind == "mean_std":
-            return Normalization(kind, mean=np.asarray(norm["mean"], np.float32), std=np.asarray(norm["std"], np.float32))
+            return Normalization(
+                kind, mean=np.asarray(norm["mean"], np.float32), std=np.asarray(norm["std"], np.float32)
+            )
         if kind == "scale":
             return Normalization(kind, scale=np.float32(norm["scale"]), offset=float(norm.get("offset", 0.0)))
     except KeyError as exc:

@@ -26,8 +26,9 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def plot_losses(history: list[dict[str, float]], path: Path, *, ylabel: str, title: str,
-                val_label: str = "validation") -> None:
+def plot_losses(
+    history: list[dict[str, float]], path: Path, *, ylabel: str, title: str, val_label: str = "validation"
+) -> None:
     """Train/validation loss per epoch (log scale) as a PNG; epoch 0 is the untrained model."""
     import matplotlib
 
@@ -66,18 +67,24 @@ def open_run(run_dir: str | Path, dataset_root: str | Path, resume: bool, config
         config = config_cls.from_dict(json.loads((run_dir / "config.json").read_text()))
         run_info = json.loads((run_dir / "run.json").read_text())
         if run_info["dataset_hash"] != dataset_hash:
-            raise ValueError(f"--resume: dataset {dataset_root} differs from the one the run started with "
-                             f"({run_info['dataset']}, hash {run_info['dataset_hash'][:12]}...)")
+            raise ValueError(
+                f"--resume: dataset {dataset_root} differs from the one the run started with "
+                f"({run_info['dataset']}, hash {run_info['dataset_hash'][:12]}...)"
+            )
     else:
         if checkpoint_path.exists():
-            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+            raise FileExistsError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
         config = config or config_cls()
     if epochs is not None:
         config.epochs = epochs
     profile = get_profile(dataset.meta.get("robot_profile", "panda"))
     if tuple(dataset.joint_names) != profile.joint_names:
-        raise ValueError(f"dataset joints {list(dataset.joint_names)} are not robot profile {profile.name!r}'s "
-                         f"joints in its order {list(profile.joint_names)}")
+        raise ValueError(
+            f"dataset joints {list(dataset.joint_names)} are not robot profile {profile.name!r}'s "
+            f"joints in its order {list(profile.joint_names)}"
+        )
     return run_dir, dataset, dataset_hash, config, run_info, profile
 
 
@@ -97,8 +104,11 @@ def training_episodes(dataset: Any, cameras: tuple[str, ...], only_successful: b
         if len(shape) != 3 or shape[2] != 3:
             raise ValueError(f"feature {contract.rgb_key(cam)} has shape {shape}, expected (H, W, 3)")
     # Dataset.episode() takes the position in meta["episodes"]
-    episodes = [(pos, ep) for pos, ep in enumerate(dataset.meta["episodes"])
-                if not (only_successful and ep.get("success") is False)]
+    episodes = [
+        (pos, ep)
+        for pos, ep in enumerate(dataset.meta["episodes"])
+        if not (only_successful and ep.get("success") is False)
+    ]
     if not episodes:
         raise ValueError(f"dataset {root} has no episodes to train on (only_successful={only_successful})")
     return episodes

@@ -22,7 +22,7 @@ def split_episodes(episode_ids: list[int], val_fraction: float, seed: int) -> tu
 
 
 def pick_device(name: str) -> torch.device:
-    """"auto": cuda if available, else cpu; any other name as torch spells it."""
+    """ "auto": cuda if available, else cpu; any other name as torch spells it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -43,19 +43,43 @@ def count_parameters(model: nn.Module) -> int:
 def code_commit() -> str:
     """`git rev-parse HEAD` of the checkout this module lives in, or 'unknown' (e.g. installed)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
-def new_run_info(family: str, dataset_root: str | Path, dataset: Any, dataset_hash: str, robot_profile: str,
-                 image_shapes: dict[str, list[int]], train_episodes: list[int], val_episodes: list[int],
-                 **extra: Any) -> dict[str, Any]:
+def new_run_info(
+    family: str,
+    dataset_root: str | Path,
+    dataset: Any,
+    dataset_hash: str,
+    robot_profile: str,
+    image_shapes: dict[str, list[int]],
+    train_episodes: list[int],
+    val_episodes: list[int],
+    **extra: Any,
+) -> dict[str, Any]:
     """What `run.json` records for a new run of an imitation family (read by its exporter): the data
     and its hash, the code, the robot and the episode split; `extra` adds family-specific entries."""
-    return {"family": family, "dataset": str(Path(dataset_root).resolve()), "dataset_hash": dataset_hash,
-            "code_commit": code_commit(), "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "robot_profile": robot_profile, "joint_names": list(dataset.joint_names), "fps": float(dataset.fps),
-            "image_shapes": image_shapes, "train_episodes": train_episodes, "val_episodes": val_episodes, **extra}
+    return {
+        "family": family,
+        "dataset": str(Path(dataset_root).resolve()),
+        "dataset_hash": dataset_hash,
+        "code_commit": code_commit(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "robot_profile": robot_profile,
+        "joint_names": list(dataset.joint_names),
+        "fps": float(dataset.fps),
+        "image_shapes": image_shapes,
+        "train_episodes": train_episodes,
+        "val_episodes": val_episodes,
+        **extra,
+    }

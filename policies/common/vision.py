@@ -42,8 +42,15 @@ class ConvKeypointEncoder(nn.Module):
     the keypoints alone; see docs/RESULTS.md.)
     """
 
-    def __init__(self, height: int, width: int, channels: tuple[int, ...] = (32, 32, 64),
-                 num_keypoints: int = 32, groups: int = 8, pooled_features: int = 0) -> None:
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        channels: tuple[int, ...] = (32, 32, 64),
+        num_keypoints: int = 32,
+        groups: int = 8,
+        pooled_features: int = 0,
+    ) -> None:
         super().__init__()
         self.image_hw = (height, width)
         layers: list[nn.Module] = []
@@ -52,8 +59,11 @@ class ConvKeypointEncoder(nn.Module):
         for i, out_ch in enumerate(channels):
             stride = 2 if i < 2 else 1
             kernel = 5 if i == 0 else 3
-            layers += [nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2),
-                       nn.GroupNorm(min(groups, out_ch), out_ch), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2),
+                nn.GroupNorm(min(groups, out_ch), out_ch),
+                nn.ReLU(inplace=True),
+            ]
             if stride == 2:
                 size_h, size_w = (size_h + 1) // 2, (size_w + 1) // 2
             in_ch = out_ch

@@ -25,25 +25,46 @@ def train_diffusion(
     out: Annotated[Path, typer.Option(help="run directory: checkpoints, loss curve, config")],
     epochs: Annotated[int | None, typer.Option(help="total epochs (default: the config's)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (default: the config's)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")] = False,
-    past_tokens: Annotated[int | None, typer.Option(
-        "--past-tokens", help="PTP: past action tokens in the loss (0 = off; at most n_obs_steps - 1)")] = None,
-    config_file: Annotated[Path | None, typer.Option(
-        "--config", help="JSON file of DiffusionConfig fields overriding the defaults (e.g. n_obs_steps, horizon)")] = None,
-    encoder_run: Annotated[Path | None, typer.Option(
-        "--encoder-run", help="PTP stage 3: freeze this trained run's encoder (needs --embeddings)")] = None,
-    embeddings: Annotated[Path | None, typer.Option(
-        help="PTP stage 3: the encoder run's feature cache of --dataset (`dexstack train embed`)")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")
+    ] = False,
+    past_tokens: Annotated[
+        int | None,
+        typer.Option("--past-tokens", help="PTP: past action tokens in the loss (0 = off; at most n_obs_steps - 1)"),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="JSON file of DiffusionConfig fields overriding the defaults (e.g. n_obs_steps, horizon)"
+        ),
+    ] = None,
+    encoder_run: Annotated[
+        Path | None,
+        typer.Option("--encoder-run", help="PTP stage 3: freeze this trained run's encoder (needs --embeddings)"),
+    ] = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(help="PTP stage 3: the encoder run's feature cache of --dataset (`dexstack train embed`)"),
+    ] = None,
 ) -> None:
     """Diffusion policy: CNN keypoint encoders + 1-D UNet or causal transformer denoiser (DDPM or EDM)."""
     from dexstack.policies.diffusion.config import DiffusionConfig
 
-    if resume and (seed is not None or past_tokens is not None or config_file is not None
-                   or encoder_run is not None or embeddings is not None):
-        fail("--seed, --past-tokens, --config, --encoder-run and --embeddings cannot change when resuming "
-             "(the run keeps its own)")
+    if resume and (
+        seed is not None
+        or past_tokens is not None
+        or config_file is not None
+        or encoder_run is not None
+        or embeddings is not None
+    ):
+        fail(
+            "--seed, --past-tokens, --config, --encoder-run and --embeddings cannot change when resuming "
+            "(the run keeps its own)"
+        )
     if (encoder_run is None) != (embeddings is None):
-        fail("--encoder-run and --embeddings go together (PTP stage 3: train on the cached features of a frozen encoder)")
+        fail(
+            "--encoder-run and --embeddings go together (PTP stage 3: train on the cached features of a frozen encoder)"
+        )
     fields = DiffusionConfig().to_dict()
     try:
         if config_file is not None:

@@ -116,30 +116,43 @@ class DiffusionConfig:
         if self.edm_method not in EDM_METHODS:
             raise ValueError(f"edm_method {self.edm_method!r}; expected one of {EDM_METHODS}")
         if not 0 < self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
-            raise ValueError(f"n_action_steps={self.n_action_steps} must be in 1..horizon - n_obs_steps + 1 "
-                             f"= {self.horizon - self.n_obs_steps + 1}")
+            raise ValueError(
+                f"n_action_steps={self.n_action_steps} must be in 1..horizon - n_obs_steps + 1 "
+                f"= {self.horizon - self.n_obs_steps + 1}"
+            )
         if not 1 <= self.replan_every <= self.horizon - self.n_obs_steps + 1 - self.n_action_steps + 1:
-            raise ValueError(f"replan_every={self.replan_every} must be in 1..horizon - n_obs_steps + 2 - n_action_steps "
-                             f"= {self.horizon - self.n_obs_steps + 2 - self.n_action_steps} (every returned chunk "
-                             "must lie inside the plan)")
+            raise ValueError(
+                f"replan_every={self.replan_every} must be in 1..horizon - n_obs_steps + 2 - n_action_steps "
+                f"= {self.horizon - self.n_obs_steps + 2 - self.n_action_steps} (every returned chunk "
+                "must lie inside the plan)"
+            )
         if not 0 <= self.past_tokens_in_loss <= self.n_obs_steps - 1:
-            raise ValueError(f"past_tokens_in_loss={self.past_tokens_in_loss} must be in 0..n_obs_steps - 1 "
-                             f"= {self.n_obs_steps - 1} (the past action tokens of the horizon)")
-        if isinstance(self.pooled_features, bool) or not isinstance(self.pooled_features, int) or self.pooled_features < 0:
+            raise ValueError(
+                f"past_tokens_in_loss={self.past_tokens_in_loss} must be in 0..n_obs_steps - 1 "
+                f"= {self.n_obs_steps - 1} (the past action tokens of the horizon)"
+            )
+        if (
+            isinstance(self.pooled_features, bool)
+            or not isinstance(self.pooled_features, int)
+            or self.pooled_features < 0
+        ):
             raise ValueError(f"pooled_features must be an int >= 0, got {self.pooled_features!r}")
         if not (self.aux_regression_weight >= 0.0 and math.isfinite(self.aux_regression_weight)):
             raise ValueError(f"aux_regression_weight must be a finite number >= 0, got {self.aux_regression_weight!r}")
         reserved = {"joint_positions", "noisy_actions", "timestep", "cond"}
         for name, dim in self.extra_cond_dims.items():
             if not (isinstance(name, str) and name.isidentifier()) or name in reserved or name.endswith("_rgb"):
-                raise ValueError(f"extra condition name {name!r} must be an identifier and not a graph input's "
-                                 f"name ({sorted(reserved)}, <camera>_rgb)")
+                raise ValueError(
+                    f"extra condition name {name!r} must be an identifier and not a graph input's "
+                    f"name ({sorted(reserved)}, <camera>_rgb)"
+                )
             if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
                 raise ValueError(f"extra condition {name!r}: width must be an int >= 1, got {dim!r}")
         levels = 2 ** (len(self.down_dims) - 1)
         if self.denoiser == "unet" and self.horizon % levels:
-            raise ValueError(f"horizon={self.horizon} must be divisible by {levels} for a UNet with "
-                             f"{len(self.down_dims)} levels")
+            raise ValueError(
+                f"horizon={self.horizon} must be divisible by {levels} for a UNet with {len(self.down_dims)} levels"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

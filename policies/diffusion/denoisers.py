@@ -35,8 +35,12 @@ class SinusoidalStepEmbedding(nn.Module):
 
 def step_mlp(embed_dim: int) -> nn.Sequential:
     """Sinusoidal embedding followed by a small MLP (learned mixing of the frequencies)."""
-    return nn.Sequential(SinusoidalStepEmbedding(embed_dim), nn.Linear(embed_dim, 4 * embed_dim), nn.Mish(),
-                         nn.Linear(4 * embed_dim, embed_dim))
+    return nn.Sequential(
+        SinusoidalStepEmbedding(embed_dim),
+        nn.Linear(embed_dim, 4 * embed_dim),
+        nn.Mish(),
+        nn.Linear(4 * embed_dim, embed_dim),
+    )
 
 
 # --- 1-D temporal UNet -------------------------------------------------------------------------
@@ -44,8 +48,11 @@ class ConvNormMish(nn.Sequential):
     """Conv1d over time + GroupNorm + Mish; keeps the sequence length."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, groups: int) -> None:
-        super().__init__(nn.Conv1d(in_ch, out_ch, kernel_size, padding=kernel_size // 2),
-                         nn.GroupNorm(min(groups, out_ch), out_ch), nn.Mish())
+        super().__init__(
+            nn.Conv1d(in_ch, out_ch, kernel_size, padding=kernel_size // 2),
+            nn.GroupNorm(min(groups, out_ch), out_ch),
+            nn.Mish(),
+        )
 
 
 class FiLMResidualBlock(nn.Module):
@@ -82,9 +89,17 @@ class ConditionalUnet1D(nn.Module):
     condition is [step embedding, cond, projected extra conditions...].
     """
 
-    def __init__(self, action_dim: int, cond_dim: int, step_embed_dim: int = 128,
-                 down_dims: tuple[int, ...] = (128, 256, 512), kernel_size: int = 5, groups: int = 8,
-                 extra_cond_dims: dict[str, int] | None = None, extra_cond_embed_dim: int = 64) -> None:
+    def __init__(
+        self,
+        action_dim: int,
+        cond_dim: int,
+        step_embed_dim: int = 128,
+        down_dims: tuple[int, ...] = (128, 256, 512),
+        kernel_size: int = 5,
+        groups: int = 8,
+        extra_cond_dims: dict[str, int] | None = None,
+        extra_cond_embed_dim: int = 64,
+    ) -> None:
         super().__init__()
         self.action_dim, self.cond_dim = action_dim, cond_dim
         self.time_divisor = 2 ** (len(down_dims) - 1)
@@ -100,18 +115,25 @@ class ConditionalUnet1D(nn.Module):
         self.down = nn.ModuleList()
         for n, (i, o) in enumerate(levels):
             last = n == len(levels) - 1
-            self.down.append(nn.ModuleList([block(i, o), block(o, o),
-                                             nn.Identity() if last else nn.Conv1d(o, o, 3, stride=2, padding=1)]))
+            self.down.append(
+                nn.ModuleList(
+                    [block(i, o), block(o, o), nn.Identity() if last else nn.Conv1d(o, o, 3, stride=2, padding=1)]
+                )
+            )
         self.mid = nn.ModuleList([block(down_dims[-1], down_dims[-1]), block(down_dims[-1], down_dims[-1])])
         self.up = nn.ModuleList()
         for i, o in reversed(levels[1:]):  # one upsampling per downsampling
-            self.up.append(nn.ModuleList([block(2 * o, i), block(i, i), nn.ConvTranspose1d(i, i, 4, stride=2, padding=1)]))
-        self.head = nn.Sequential(ConvNormMish(down_dims[0], down_dims[0], kernel_size, groups),
-                                  nn.Conv1d(down_dims[0], action_dim, 1))
+            self.up.append(
+                nn.ModuleList([block(2 * o, i), block(i, i), nn.ConvTranspose1d(i, i, 4, stride=2, padding=1)])
+            )
+        self.head = nn.Sequential(
+            ConvNormMish(down_dims[0], down_dims[0], kernel_size, groups), nn.Conv1d(down_dims[0], action_dim, 1)
+        )
         self.extra_cond = extra_projections(extra_cond_dims, extra_cond_embed_dim)  # last: see extra_projections
 
-    def forward(self, noisy_actions: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor,
-                *extra: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, noisy_actions: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor, *extra: torch.Tensor
+    ) -> torch.Tensor:
         extra_features = [proj(x) for proj, x in zip(self.extra_cond.values(), extra, strict=True)]
         film = torch.cat([self.step_embedding(timestep), cond, *extra_features], dim=-1)
         x = noisy_actions.transpose(1, 2)  # (B, A, T): channels = joints, convolve over time
@@ -139,9 +161,19 @@ class CausalTransformerDenoiser(nn.Module):
     condition tokens) maps the T action tokens to T outputs.
     """
 
-    def __init__(self, action_dim: int, cond_dim: int, horizon: int, d_model: int = 256, n_heads: int = 4,
-                 n_layers: int = 6, cond_tokens: int = 1, step_embed_dim: int = 128, dropout: float = 0.0,
-                 extra_cond_dims: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        action_dim: int,
+        cond_dim: int,
+        horizon: int,
+        d_model: int = 256,
+        n_heads: int = 4,
+        n_layers: int = 6,
+        cond_tokens: int = 1,
+        step_embed_dim: int = 128,
+        dropout: float = 0.0,
+        extra_cond_dims: dict[str, int] | None = None,
+    ) -> None:
         super().__init__()
         if cond_dim % cond_tokens:
             raise ValueError(f"cond_dim={cond_dim} is not divisible into cond_tokens={cond_tokens} tokens")
@@ -152,14 +184,16 @@ class CausalTransformerDenoiser(nn.Module):
         self.cond_in = nn.Linear(cond_dim // cond_tokens, d_model)
         self.cond_pos = nn.Parameter(torch.zeros(1, 1 + cond_tokens, d_model))
         self.cond_mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.Mish(), nn.Linear(4 * d_model, d_model))
-        layer = nn.TransformerDecoderLayer(d_model, n_heads, 4 * d_model, dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerDecoderLayer(
+            d_model, n_heads, 4 * d_model, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
         self.decoder = nn.TransformerDecoder(layer, n_layers)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, action_dim)
         # Additive mask: -inf above the diagonal, so token t sees tokens 0..t only.
-        self.register_buffer("causal_mask", torch.triu(torch.full((horizon, horizon), float("-inf")), diagonal=1),
-                             persistent=False)
+        self.register_buffer(
+            "causal_mask", torch.triu(torch.full((horizon, horizon), float("-inf")), diagonal=1), persistent=False
+        )
         nn.init.normal_(self.action_pos, std=0.02)
         nn.init.normal_(self.cond_pos, std=0.02)
         # Created last, and only with extras: without them the weights and their names are unchanged.
@@ -168,8 +202,9 @@ class CausalTransformerDenoiser(nn.Module):
             self.extra_pos = nn.Parameter(torch.zeros(1, len(self.extra_cond), d_model))
             nn.init.normal_(self.extra_pos, std=0.02)
 
-    def forward(self, noisy_actions: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor,
-                *extra: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, noisy_actions: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor, *extra: torch.Tensor
+    ) -> torch.Tensor:
         b, t, _ = noisy_actions.shape
         if t != self.horizon:
             raise ValueError(f"transformer denoiser built for horizon {self.horizon}, got {t} action tokens")

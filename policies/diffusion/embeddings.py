@@ -72,8 +72,9 @@ def encoder_hash(policy: DiffusionPolicy) -> str:
 
 
 @torch.no_grad()
-def embed_frames(policy: DiffusionPolicy, joint_positions: np.ndarray, images: list[np.ndarray],
-                 batch_size: int = 256) -> np.ndarray:
+def embed_frames(
+    policy: DiffusionPolicy, joint_positions: np.ndarray, images: list[np.ndarray], batch_size: int = 256
+) -> np.ndarray:
     """Raw joint positions (T, J) (rad / m) and uint8 images (T, H, W, 3), one array per camera in
     `config.cameras` order -> features (T, F) float32, in batches, eval mode, no gradients (the same
     per-frame path as training's `DiffusionPolicy.condition`)."""
@@ -83,8 +84,8 @@ def embed_frames(policy: DiffusionPolicy, joint_positions: np.ndarray, images: l
     try:
         out = []
         for start in range(0, len(joint_positions), batch_size):
-            q = torch.as_tensor(joint_positions[start:start + batch_size], dtype=torch.float32, device=device)
-            imgs = [torch.as_tensor(img[start:start + batch_size], device=device) for img in images]
+            q = torch.as_tensor(joint_positions[start : start + batch_size], dtype=torch.float32, device=device)
+            imgs = [torch.as_tensor(img[start : start + batch_size], device=device) for img in images]
             # A window of one frame: condition() normalises and encodes each frame on its own.
             features = policy.condition(q[:, None], [img[:, None] for img in imgs])
             out.append(features.cpu().numpy().astype(np.float32))
@@ -93,8 +94,12 @@ def embed_frames(policy: DiffusionPolicy, joint_positions: np.ndarray, images: l
         policy.train(was_training)
 
 
-def embed_dataset(run_dir_or_encoder: str | Path | DiffusionPolicy, dataset_root: str | Path,
-                  out_path: str | Path, batch_size: int = 256) -> Path:
+def embed_dataset(
+    run_dir_or_encoder: str | Path | DiffusionPolicy,
+    dataset_root: str | Path,
+    out_path: str | Path,
+    batch_size: int = 256,
+) -> Path:
     """Embed every frame of every episode of the dataset with the frozen encoder of a trained run
     (its EMA weights) or of a given `DiffusionPolicy`, and write the cache `.npz` atomically (temp
     file in the same directory, fsync, rename: an interrupted run leaves any old cache intact).
@@ -108,16 +113,20 @@ def embed_dataset(run_dir_or_encoder: str | Path | DiffusionPolicy, dataset_root
     needed = [contract.JOINT_POSITIONS] + [contract.rgb_key(c) for c in cameras]
     missing = [k for k in needed if k not in dataset.features]
     if missing:
-        raise ValueError(f"dataset {dataset.root} lacks features {missing} the encoder needs; it has "
-                         f"{sorted(dataset.features)}")
+        raise ValueError(
+            f"dataset {dataset.root} lacks features {missing} the encoder needs; it has {sorted(dataset.features)}"
+        )
     if len(dataset.joint_names) != policy.encoder.n_joints:
         raise ValueError(f"dataset has {len(dataset.joint_names)} joints, the encoder takes {policy.encoder.n_joints}")
-    arrays: dict[str, Any] = {"dataset_hash": np.array(dataset.content_hash()),
-                              "encoder_hash": np.array(encoder_hash(policy))}
+    arrays: dict[str, Any] = {
+        "dataset_hash": np.array(dataset.content_hash()),
+        "encoder_hash": np.array(encoder_hash(policy)),
+    }
     for pos in range(len(dataset)):
         episode = dataset.episode(pos)
         arrays[EPISODE_KEY.format(pos)] = embed_frames(
-            policy, episode[contract.JOINT_POSITIONS], [episode[contract.rgb_key(c)] for c in cameras], batch_size)
+            policy, episode[contract.JOINT_POSITIONS], [episode[contract.rgb_key(c)] for c in cameras], batch_size
+        )
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
@@ -134,8 +143,9 @@ def embed_dataset(run_dir_or_encoder: str | Path | DiffusionPolicy, dataset_root
     return out_path
 
 
-def load_embeddings(path: str | Path, dataset: Dataset | str | Path,
-                    encoder: str | Path | DiffusionPolicy | None = None) -> EmbeddingCache:
+def load_embeddings(
+    path: str | Path, dataset: Dataset | str | Path, encoder: str | Path | DiffusionPolicy | None = None
+) -> EmbeddingCache:
     """Read a cache written by `embed_dataset` for `dataset` (a Dataset or its directory). Refuses
     (EmbeddingCacheError) a cache of other data, or, when `encoder` (an encoder hash string, run
     directory or DiffusionPolicy) is given, of another encoder, or with missing/misshapen episodes."""
@@ -152,14 +162,19 @@ def load_embeddings(path: str | Path, dataset: Dataset | str | Path,
     cached_dataset, cached_encoder = str(arrays["dataset_hash"]), str(arrays["encoder_hash"])
     actual = dataset.content_hash()
     if cached_dataset != actual:
-        raise EmbeddingCacheError(f"{path} was embedded from other data (dataset hash {cached_dataset[:12]}...), "
-                                  f"not {dataset.root} (hash {actual[:12]}...); re-run embed_dataset")
+        raise EmbeddingCacheError(
+            f"{path} was embedded from other data (dataset hash {cached_dataset[:12]}...), "
+            f"not {dataset.root} (hash {actual[:12]}...); re-run embed_dataset"
+        )
     if encoder is not None:
-        expected = (encoder if isinstance(encoder, str) and not Path(encoder).is_dir()
-                    else encoder_hash(_as_policy(encoder)))
+        expected = (
+            encoder if isinstance(encoder, str) and not Path(encoder).is_dir() else encoder_hash(_as_policy(encoder))
+        )
         if cached_encoder != expected:
-            raise EmbeddingCacheError(f"{path} was embedded by another encoder (hash {cached_encoder[:12]}...), "
-                                      f"not this one ({expected[:12]}...); re-run embed_dataset with it")
+            raise EmbeddingCacheError(
+                f"{path} was embedded by another encoder (hash {cached_encoder[:12]}...), "
+                f"not this one ({expected[:12]}...); re-run embed_dataset with it"
+            )
     episodes = []
     for pos, entry in enumerate(dataset.meta["episodes"]):
         key = EPISODE_KEY.format(pos)
@@ -167,8 +182,9 @@ def load_embeddings(path: str | Path, dataset: Dataset | str | Path,
             raise EmbeddingCacheError(f"{path} lacks {key}")
         features = arrays[key]
         if features.ndim != 2 or len(features) != int(entry["length"]) or features.dtype != np.float32:
-            raise EmbeddingCacheError(f"{path}: {key} is {features.dtype} {features.shape}, expected float32 "
-                                      f"({entry['length']}, F)")
+            raise EmbeddingCacheError(
+                f"{path}: {key} is {features.dtype} {features.shape}, expected float32 ({entry['length']}, F)"
+            )
         episodes.append(features)
     dims = {f.shape[1] for f in episodes}
     if len(dims) > 1:

@@ -53,7 +53,7 @@ def hold_uncounted_past(x: Sequence, first_counted: int) -> Sequence:
     if first_counted <= 0:
         return x
     x = x.copy() if isinstance(x, np.ndarray) else x.clone()
-    x[:, :first_counted] = x[:, first_counted:first_counted + 1]
+    x[:, :first_counted] = x[:, first_counted : first_counted + 1]
     return x
 
 

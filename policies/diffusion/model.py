@@ -39,11 +39,18 @@ class ObservationEncoder(nn.Module):
         super().__init__()
         self.cameras = tuple(config.cameras)
         self.n_joints = n_joints
-        self.cnns = nn.ModuleDict({
-            cam: ConvKeypointEncoder(*image_hw[cam], channels=tuple(config.conv_channels),
-                                     num_keypoints=config.num_keypoints, groups=config.group_norm_groups,
-                                     pooled_features=config.pooled_features)
-            for cam in self.cameras})
+        self.cnns = nn.ModuleDict(
+            {
+                cam: ConvKeypointEncoder(
+                    *image_hw[cam],
+                    channels=tuple(config.conv_channels),
+                    num_keypoints=config.num_keypoints,
+                    groups=config.group_norm_groups,
+                    pooled_features=config.pooled_features,
+                )
+                for cam in self.cameras
+            }
+        )
         self.out_dim = n_joints + sum(cnn.out_dim for cnn in self.cnns.values())
 
     def input_names(self) -> list[str]:
@@ -61,13 +68,28 @@ def build_denoiser(config: DiffusionConfig, action_dim: int, cond_dim: int) -> n
     """The configured denoiser for actions (B, horizon, action_dim), condition (B, cond_dim) and the
     config's extra condition vectors."""
     if config.denoiser == "unet":
-        return ConditionalUnet1D(action_dim, cond_dim, config.step_embed_dim, tuple(config.down_dims),
-                                 config.kernel_size, config.unet_groups, config.extra_cond_dims,
-                                 config.extra_cond_embed_dim)
-    return CausalTransformerDenoiser(action_dim, cond_dim, config.horizon, config.d_model, config.n_heads,
-                                     config.n_layers, cond_tokens=config.n_obs_steps,
-                                     step_embed_dim=config.step_embed_dim, dropout=config.dropout,
-                                     extra_cond_dims=config.extra_cond_dims)
+        return ConditionalUnet1D(
+            action_dim,
+            cond_dim,
+            config.step_embed_dim,
+            tuple(config.down_dims),
+            config.kernel_size,
+            config.unet_groups,
+            config.extra_cond_dims,
+            config.extra_cond_embed_dim,
+        )
+    return CausalTransformerDenoiser(
+        action_dim,
+        cond_dim,
+        config.horizon,
+        config.d_model,
+        config.n_heads,
+        config.n_layers,
+        cond_tokens=config.n_obs_steps,
+        step_embed_dim=config.step_embed_dim,
+        dropout=config.dropout,
+        extra_cond_dims=config.extra_cond_dims,
+    )
 
 
 # --- the losses ------------------------------------------------------------------------------------
@@ -92,17 +114,25 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: Any = None) -> to
     return ((pred - target).square() * w).sum() / total
 
 
-def add_noise(actions: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-              alpha_bar: torch.Tensor) -> torch.Tensor:
+def add_noise(
+    actions: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, alpha_bar: torch.Tensor
+) -> torch.Tensor:
     """Forward diffusion q(x_t | x_0): sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise."""
     a = alpha_bar.to(actions.device, actions.dtype)[timesteps][:, None, None]
     return a.sqrt() * actions + (1.0 - a).sqrt() * noise
 
 
-def training_loss(model: nn.Module, actions: torch.Tensor, cond: torch.Tensor,
-                  generator: torch.Generator | None = None, mask: Any = None, num_train_timesteps: int = 100,
-                  noise: torch.Tensor | None = None, timesteps: torch.Tensor | None = None,
-                  extra: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+def training_loss(
+    model: nn.Module,
+    actions: torch.Tensor,
+    cond: torch.Tensor,
+    generator: torch.Generator | None = None,
+    mask: Any = None,
+    num_train_timesteps: int = 100,
+    noise: torch.Tensor | None = None,
+    timesteps: torch.Tensor | None = None,
+    extra: tuple[torch.Tensor, ...] = (),
+) -> torch.Tensor:
     """DDPM eps-prediction loss for normalised `actions` (B, T, A) given `cond` (B, C) and the extra
     condition vectors `extra`.
 
@@ -118,10 +148,19 @@ def training_loss(model: nn.Module, actions: torch.Tensor, cond: torch.Tensor,
     return masked_mse(model(noisy, timesteps, cond, *extra), noise, mask)
 
 
-def edm_training_loss(model: nn.Module, actions: torch.Tensor, cond: torch.Tensor,
-                      generator: torch.Generator | None = None, mask: Any = None, sigma_data: float = 0.5,
-                      p_mean: float = -1.2, p_std: float = 1.2, noise: torch.Tensor | None = None,
-                      sigma: torch.Tensor | None = None, extra: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+def edm_training_loss(
+    model: nn.Module,
+    actions: torch.Tensor,
+    cond: torch.Tensor,
+    generator: torch.Generator | None = None,
+    mask: Any = None,
+    sigma_data: float = 0.5,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    noise: torch.Tensor | None = None,
+    sigma: torch.Tensor | None = None,
+    extra: tuple[torch.Tensor, ...] = (),
+) -> torch.Tensor:
     """EDM loss: ln sigma ~ N(p_mean, p_std^2); the network F(c_in x, c_noise) regresses
     (x_0 - c_skip x) / c_out, which is EDM's lambda(sigma)-weighted denoising loss."""
     b = actions.shape[0]
@@ -130,8 +169,8 @@ def edm_training_loss(model: nn.Module, actions: torch.Tensor, cond: torch.Tenso
     if noise is None:
         noise = torch.randn(actions.shape, generator=generator).to(actions.device)
     s = sigma[:, None, None]
-    d2 = sigma_data ** 2
-    c_skip, c_out, c_in = d2 / (s ** 2 + d2), s * sigma_data / (s ** 2 + d2).sqrt(), 1.0 / (s ** 2 + d2).sqrt()
+    d2 = sigma_data**2
+    c_skip, c_out, c_in = d2 / (s**2 + d2), s * sigma_data / (s**2 + d2).sqrt(), 1.0 / (s**2 + d2).sqrt()
     x = actions + s * noise
     target = (actions - c_skip * x) / c_out
     return masked_mse(model(c_in * x, 0.25 * sigma.log(), cond, *extra), target, mask)
@@ -155,8 +194,13 @@ class DiffusionPolicy(nn.Module):
     """Encoder + denoiser in one module, so DDP, EMA and checkpoints see one set of weights.
     `stats` (normalisation) are buffers: they move with the module to the device."""
 
-    def __init__(self, config: DiffusionConfig, n_joints: int, image_hw: dict[str, tuple[int, int]],
-                 stats: dict[str, list[float]]) -> None:
+    def __init__(
+        self,
+        config: DiffusionConfig,
+        n_joints: int,
+        image_hw: dict[str, tuple[int, int]],
+        stats: dict[str, list[float]],
+    ) -> None:
         super().__init__()
         self.config = config
         self.encoder = ObservationEncoder(config, n_joints, image_hw)
@@ -184,24 +228,52 @@ class DiffusionPolicy(nn.Module):
         imgs = [img.reshape(b * to, *img.shape[2:]).to(torch.float32) * IMAGE_SCALE for img in images]
         return self.encoder(q, *imgs).reshape(b, -1)
 
-    def forward(self, batch: Batch, generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None, timesteps: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        batch: Batch,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The masked denoising loss of a batch (scalar). Noise and timesteps (DDPM t, EDM sigma) are
         drawn from `generator` unless given. The past tokens outside the loss are hidden
         (`history.hold_uncounted_past`): the loss depends on them through neither target nor input."""
         cfg = self.config
         first = self.first_counted
         actions = history.hold_uncounted_past((batch.actions - self.action_mean) / self.action_std, first)
-        cond = (batch.features.reshape(len(actions), -1) if batch.features is not None
-                else self.condition(batch.joint_positions, batch.images))
+        cond = (
+            batch.features.reshape(len(actions), -1)
+            if batch.features is not None
+            else self.condition(batch.joint_positions, batch.images)
+        )
         extra = tuple(batch.extra[name] for name in cfg.extra_cond_dims)
         mask = history.loss_mask(cfg.horizon, first)
         if cfg.sampler == "edm":
-            loss = edm_training_loss(self.denoiser, actions, cond, generator, mask, cfg.sigma_data, cfg.p_mean,
-                                     cfg.p_std, noise=noise, sigma=timesteps, extra=extra)
+            loss = edm_training_loss(
+                self.denoiser,
+                actions,
+                cond,
+                generator,
+                mask,
+                cfg.sigma_data,
+                cfg.p_mean,
+                cfg.p_std,
+                noise=noise,
+                sigma=timesteps,
+                extra=extra,
+            )
         else:
-            loss = training_loss(self.denoiser, actions, cond, generator, mask, cfg.num_train_timesteps,
-                                 noise=noise, timesteps=timesteps, extra=extra)
+            loss = training_loss(
+                self.denoiser,
+                actions,
+                cond,
+                generator,
+                mask,
+                cfg.num_train_timesteps,
+                noise=noise,
+                timesteps=timesteps,
+                extra=extra,
+            )
         if self.aux_head is not None and self.training:  # validation loss stays the denoising loss alone
             loss = loss + cfg.aux_regression_weight * self.aux_regression_loss(cond, batch)
         return loss
@@ -209,14 +281,17 @@ class DiffusionPolicy(nn.Module):
     def aux_regression_loss(self, cond: torch.Tensor, batch: Batch) -> torch.Tensor:
         """L1 between the head's prediction from the condition and the current and future actions
         relative to the current joints, both in units of `aux_delta_std`."""
-        target = (batch.actions[:, history.future_rows(self.config.n_obs_steps, self.config.horizon)]
-                  - batch.joint_positions[:, -1:])
+        target = (
+            batch.actions[:, history.future_rows(self.config.n_obs_steps, self.config.horizon)]
+            - batch.joint_positions[:, -1:]
+        )
         predicted = self.aux_head(cond).reshape(target.shape)
         return (predicted - target / self.aux_delta_std).abs().mean()
 
 
-def torch_step_fn(denoiser: nn.Module, cond: np.ndarray, first_counted: int = 0,
-                  extra: tuple[np.ndarray, ...] = ()) -> StepFn:
+def torch_step_fn(
+    denoiser: nn.Module, cond: np.ndarray, first_counted: int = 0, extra: tuple[np.ndarray, ...] = ()
+) -> StepFn:
     """Wrap a torch denoiser, a fixed condition (B, C) and extra condition vectors (B, D_i) as the
     numpy per-step network the samplers call: the torch reference of what the runtime does with
     onnxruntime (past tokens before `first_counted` held as in training)."""
@@ -236,7 +311,9 @@ def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[DiffusionPol
     history and normalisation stats)."""
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).exists():
-        raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT}; train first (dexstack train diffusion --out {run_dir})")
+        raise FileNotFoundError(
+            f"{run_dir} has no {CHECKPOINT}; train first (dexstack train diffusion --out {run_dir})"
+        )
     config = DiffusionConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     run_info = json.loads((run_dir / "run.json").read_text())
     stats = json.loads((run_dir / "stats.json").read_text())

@@ -44,18 +44,44 @@ import numpy as np
 # Stage 1 ("v3" in RESULTS.md): the auxiliary L1 head on the horizon's actions gives the encoder a
 # direct signal, where the denoising loss reaches it only through noised targets; it lifted every
 # row of the table (docs/RESULTS.md has both tables). FIRST_RECIPE keeps the first table reproducible.
-STAGE1 = {"n_obs_steps": 1, "horizon": 32, "n_action_steps": 8, "down_dims": [32, 64, 128], "epochs": 40,
-          "batch_size": 64, "lr": 3e-4, "warmup_steps": 200, "torch_threads": 2, "conv_channels": [16, 32, 32],
-          "pooled_features": 8, "aux_regression_weight": 1.0}
+STAGE1 = {
+    "n_obs_steps": 1,
+    "horizon": 32,
+    "n_action_steps": 8,
+    "down_dims": [32, 64, 128],
+    "epochs": 40,
+    "batch_size": 64,
+    "lr": 3e-4,
+    "warmup_steps": 200,
+    "torch_threads": 2,
+    "conv_channels": [16, 32, 32],
+    "pooled_features": 8,
+    "aux_regression_weight": 1.0,
+}
 # Stage 3: same denoiser size, optimiser and budget for every row; only context and loss differ.
 # Plans execute open loop for their 8 actions (diffusion_policy's Ta): 8x fewer samples per episode.
 # lr 1e-3 at batch 64 reached half the validation loss of 5e-4 at batch 128 for the same compute
 # (cover_pick, To=2: 0.022 vs 0.057).
-STAGE3 = {"n_action_steps": 8, "replan_every": 8, "down_dims": [32, 64, 128], "epochs": 40, "batch_size": 64,
-          "lr": 1e-3, "warmup_steps": 200, "torch_threads": 1}
+STAGE3 = {
+    "n_action_steps": 8,
+    "replan_every": 8,
+    "down_dims": [32, 64, 128],
+    "epochs": 40,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "warmup_steps": 200,
+    "torch_threads": 1,
+}
 FIRST_RECIPE = {  # overrides (stage1, stage3) that give the first table: `--first-recipe`
-    "stage1": {"horizon": 16, "down_dims": [64, 128, 256], "epochs": 15, "torch_threads": 1,
-               "conv_channels": [32, 32, 64], "pooled_features": 0, "aux_regression_weight": 0.0},
+    "stage1": {
+        "horizon": 16,
+        "down_dims": [64, 128, 256],
+        "epochs": 15,
+        "torch_threads": 1,
+        "conv_channels": [32, 32, 64],
+        "pooled_features": 0,
+        "aux_regression_weight": 0.0,
+    },
     "stage3": {"epochs": 20},
 }
 VARIANTS = {
@@ -64,10 +90,17 @@ VARIANTS = {
     "ptp": {"n_obs_steps": 16, "horizon": 32, "past_tokens_in_loss": 15},
 }
 ROWS = {  # row -> (trained variant, self-verification candidates)
-    "to2": ("to2", None), "long": ("long", None), "ptp": ("ptp", None), "ptp_sv": ("ptp", 8),
+    "to2": ("to2", None),
+    "long": ("long", None),
+    "ptp": ("ptp", None),
+    "ptp_sv": ("ptp", 8),
 }
-ROW_TITLES = {"to2": "no history (To=2)", "long": "long context (To=16), no PTP",
-              "ptp": "long context + PTP", "ptp_sv": "long context + PTP + self-verification (N=8)"}
+ROW_TITLES = {
+    "to2": "no history (To=2)",
+    "long": "long context (To=16), no PTP",
+    "ptp": "long context + PTP",
+    "ptp_sv": "long context + PTP + self-verification (N=8)",
+}
 TASK_ORDER = ("cover_pick", "cue_choice", "pick_lift")
 EVAL_SEED = 1000
 
@@ -125,8 +158,16 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return fields
 
 
-def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes: int, rows: list[str],
-             stage1: dict[str, Any] | None = None, stage3: dict[str, Any] | None = None) -> None:
+def run_task(
+    root: Path,
+    data_root: Path,
+    task: str,
+    seeds: list[int],
+    episodes: int,
+    rows: list[str],
+    stage1: dict[str, Any] | None = None,
+    stage3: dict[str, Any] | None = None,
+) -> None:
     """The recipe above for one task; `stage1` / `stage3` override fields of STAGE1 / STAGE3."""
     from dexstack.cli.evaluate import run_eval
     from dexstack.policies.diffusion.embeddings import embed_dataset
@@ -149,8 +190,13 @@ def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes:
         for row in rows:
             variant, candidates = ROWS[row]
             run_dir = task_dir / f"{variant}_s{seed}"
-            _train(dataset, run_dir, {**STAGE3, **(stage3 or {}), **VARIANTS[variant], "seed": seed},
-                   encoder_run=encoder, embeddings=cache)
+            _train(
+                dataset,
+                run_dir,
+                {**STAGE3, **(stage3 or {}), **VARIANTS[variant], "seed": seed},
+                encoder_run=encoder,
+                embeddings=cache,
+            )
             out = results / f"{row}_s{seed}.json"
             if out.exists():
                 continue
@@ -161,10 +207,18 @@ def run_task(root: Path, data_root: Path, task: str, seeds: list[int], episodes:
             _log(f"evaluating {name} on {episodes} episodes")
             summary = run_eval(name, task, episodes, EVAL_SEED, through_ros=False)
             history = json.loads((run_dir / "history.json").read_text())
-            summary.update(row=row, variant=variant, seed=seed, task=task, pooled_features=stage1_fields["pooled_features"],
-                           stage1=stage1 or {}, stage3=stage3 or {},
-                           train_time_s=history[-1]["time_s"], epochs=history[-1]["epoch"],
-                           seconds_per_epoch=history[-1]["time_s"] / history[-1]["epoch"])
+            summary.update(
+                row=row,
+                variant=variant,
+                seed=seed,
+                task=task,
+                pooled_features=stage1_fields["pooled_features"],
+                stage1=stage1 or {},
+                stage3=stage3 or {},
+                train_time_s=history[-1]["time_s"],
+                epochs=history[-1]["epoch"],
+                seconds_per_epoch=history[-1]["time_s"] / history[-1]["epoch"],
+            )
             out.write_text(json.dumps(summary, indent=1) + "\n")
             _log(f"{name}: success {summary['success_rate']:.2f}")
 
@@ -190,7 +244,7 @@ def probe_cue(dataset_dir: Path, embeddings: Path, frames: tuple[int, int] = (3,
             raise ValueError(f"episode {pos} was not collected in sim for cue_choice ({source!r})")
         sim.reset(int(source.rsplit("=", 1)[1]))
         side = float(sim.object_pose()[0][1]) > 0
-        x.extend(features[frames[0]:frames[1]])
+        x.extend(features[frames[0] : frames[1]])
         y.extend([side] * (frames[1] - frames[0]))
         episode.extend([pos] * (frames[1] - frames[0]))
     x_all = np.asarray(x, np.float32)
@@ -211,8 +265,13 @@ def probe_cue(dataset_dir: Path, embeddings: Path, frames: tuple[int, int] = (3,
         with torch.no_grad():
             guess = net(torch.from_numpy(x_all[~train_rows]))[:, 0].numpy() > 0
         accuracies.append(float((guess == (y_all[~train_rows] > 0.5)).mean()))
-    return {"embeddings": str(embeddings), "held_out_accuracy": float(np.mean(accuracies)),
-            "per_fold": accuracies, "chance": float(max(y_all.mean(), 1 - y_all.mean())), "frames": list(frames)}
+    return {
+        "embeddings": str(embeddings),
+        "held_out_accuracy": float(np.mean(accuracies)),
+        "per_fold": accuracies,
+        "chance": float(max(y_all.mean(), 1 - y_all.mean())),
+        "frames": list(frames),
+    }
 
 
 def collect(root: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -240,9 +299,14 @@ def report(root: Path) -> str:
             episodes = sorted({int(r["episodes"]) for r in runs})
             cells.append(f"{rates.mean():.0f} ± {rates.std():.0f}% ({len(runs)}×{'/'.join(map(str, episodes))})")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    lines += ["", "Training wall-clock per epoch (s, mean over seeds; torch threads per run in brackets, "
-              "two runs sharing 2 cores):", "",
-              "| run | " + " | ".join(f"`{t}`" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+    lines += [
+        "",
+        "Training wall-clock per epoch (s, mean over seeds; torch threads per run in brackets, "
+        "two runs sharing 2 cores):",
+        "",
+        "| run | " + " | ".join(f"`{t}`" for t in tasks) + " |",
+        "|---|" + "---|" * len(tasks),
+    ]
     timing_rows = [("stage 1: To=1, end to end (images through the CNN)", ["encoder"])]
     timing_rows += [(f"stage 3 on cached embeddings: `{v}`", [f"{v}_s{s}" for s in range(10)]) for v in VARIANTS]
     for title, names in timing_rows:
@@ -270,12 +334,25 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     run.add_argument("--root", type=Path, default=Path("runs/ptp_v3"))
     run.add_argument("--data", type=Path, default=Path("data"))
-    run.add_argument("--first-recipe", action="store_true",
-                     help="the first table's recipe (FIRST_RECIPE); --stage1/--stage3 still apply on top")
-    run.add_argument("--stage1", nargs="*", default=[], metavar="KEY=JSON",
-                     help="override STAGE1 fields of the encoder run, e.g. epochs=60 aux_regression_weight=0")
-    run.add_argument("--stage3", nargs="*", default=[], metavar="KEY=JSON",
-                     help="override STAGE3 fields of every stage-3 run, e.g. epochs=20")
+    run.add_argument(
+        "--first-recipe",
+        action="store_true",
+        help="the first table's recipe (FIRST_RECIPE); --stage1/--stage3 still apply on top",
+    )
+    run.add_argument(
+        "--stage1",
+        nargs="*",
+        default=[],
+        metavar="KEY=JSON",
+        help="override STAGE1 fields of the encoder run, e.g. epochs=60 aux_regression_weight=0",
+    )
+    run.add_argument(
+        "--stage3",
+        nargs="*",
+        default=[],
+        metavar="KEY=JSON",
+        help="override STAGE3 fields of every stage-3 run, e.g. epochs=20",
+    )
     probe = sub.add_parser("probe", help="does one cached cue frame tell the answer? (cue_choice)")
     probe.add_argument("--data", type=Path, default=Path("data/cue_choice"))
     probe.add_argument("embeddings", type=Path, nargs="+")
@@ -293,8 +370,16 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DEXSTACK_HOME", str((args.root / "home").resolve()))
     stage1 = FIRST_RECIPE["stage1"] if args.first_recipe else {}
     stage3 = FIRST_RECIPE["stage3"] if args.first_recipe else {}
-    run_task(args.root, args.data, args.task, args.seeds, args.episodes, args.rows,
-             {**stage1, **parse_overrides(args.stage1)}, {**stage3, **parse_overrides(args.stage3)})
+    run_task(
+        args.root,
+        args.data,
+        args.task,
+        args.seeds,
+        args.episodes,
+        args.rows,
+        {**stage1, **parse_overrides(args.stage1)},
+        {**stage3, **parse_overrides(args.stage3)},
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,16 @@ class Runtime:
     """Diffusion policy runtime. State between calls: the feature history of the last To frames
     and the sampler's random generator; call `reset()` at the start of each episode."""
 
-    def __init__(self, policy_dir: Path, manifest: dict[str, Any], threads: int | None = None,
-                 seed: int | None = 0, *, profile: Any = None, rate_hz: float | None = None) -> None:
+    def __init__(
+        self,
+        policy_dir: Path,
+        manifest: dict[str, Any],
+        threads: int | None = None,
+        seed: int | None = 0,
+        *,
+        profile: Any = None,
+        rate_hz: float | None = None,
+    ) -> None:
         # The family registry's runtime signature (dexstack/families.py); a diffusion chunk is already
         # joint targets at outputs.dt, so neither the robot profile nor the node's rate changes it.
         del profile, rate_hz
@@ -71,8 +79,9 @@ class Runtime:
         if got != DENOISER_INPUTS + self._extra_names:
             raise ValueError(f"{graphs['denoiser']} takes inputs {got}, expected {DENOISER_INPUTS + self._extra_names}")
         self._rgb_names = [spec["name"] for spec in self._inputs if spec["kind"] == "rgb"]
-        self._norms = {spec["name"]: _norm_arrays(spec.get("normalization"), f"input {spec['name']!r}")
-                       for spec in self._inputs}
+        self._norms = {
+            spec["name"]: _norm_arrays(spec.get("normalization"), f"input {spec['name']!r}") for spec in self._inputs
+        }
 
         try:
             self.n_obs_steps, self.horizon = int(rt["n_obs_steps"]), int(rt["horizon"])
@@ -85,22 +94,27 @@ class Runtime:
         if self.sampler not in ("ddim", "edm"):
             raise ValueError(f"manifest runtime.sampler is {self.sampler!r}; expected 'ddim' or 'edm'")
         if self.sampler == "ddim":
-            self._alpha_bar = schedulers.alphas_cumprod(int(self._ddim["num_train_timesteps"]),
-                                                        self._ddim.get("beta_schedule", "squaredcos_cap_v2"))
+            self._alpha_bar = schedulers.alphas_cumprod(
+                int(self._ddim["num_train_timesteps"]), self._ddim.get("beta_schedule", "squaredcos_cap_v2")
+            )
             schedulers.ddim_timesteps(len(self._alpha_bar), int(self._ddim["steps"]))  # raises on a bad step count
 
         out = manifest["outputs"]
         self.joint_names: list[str] = list(out["joint_names"])
         self.chunk_length, self.dt = int(out["chunk_length"]), float(out["dt"])
         if len(self.joint_names) != self.action_dim:
-            raise ValueError(f"outputs.joint_names has {len(self.joint_names)} joints, runtime.action_dim "
-                             f"is {self.action_dim}")
+            raise ValueError(
+                f"outputs.joint_names has {len(self.joint_names)} joints, runtime.action_dim is {self.action_dim}"
+            )
         if self.chunk_length != self.n_action_steps:
-            raise ValueError(f"outputs.chunk_length={self.chunk_length} differs from runtime.n_action_steps="
-                             f"{self.n_action_steps}")
+            raise ValueError(
+                f"outputs.chunk_length={self.chunk_length} differs from runtime.n_action_steps={self.n_action_steps}"
+            )
         if self.replan_every < 1 or self.n_obs_steps - 2 + self.replan_every + self.n_action_steps > self.horizon:
-            raise ValueError(f"To - 1 + (replan_every - 1) + Ta = {self.n_obs_steps - 2 + self.replan_every + self.n_action_steps} "
-                             f"exceeds horizon {self.horizon} (or replan_every < 1)")
+            raise ValueError(
+                f"To - 1 + (replan_every - 1) + Ta = {self.n_obs_steps - 2 + self.replan_every + self.n_action_steps} "
+                f"exceeds horizon {self.horizon} (or replan_every < 1)"
+            )
         self._action_mean, self._action_std = normalization.chunk_mean_std(out)
         self._history = history.FrameHistory(self.n_obs_steps)
         # Earliest action token the training loss counted (PTP: To-1 minus the past tokens in the loss).
@@ -127,8 +141,10 @@ class Runtime:
         for name in self._rgb_names:
             if np.asarray(observation[name]).dtype != np.uint8:
                 raise ObservationError(f"{name}: dtype {np.asarray(observation[name]).dtype}, expected uint8 rgb")
-        (features,) = self._encoder.run([FEATURES], {name: self._normalized(observation, name)
-                                                        for name in self._norms if name not in self._extra_names})
+        (features,) = self._encoder.run(
+            [FEATURES],
+            {name: self._normalized(observation, name) for name in self._norms if name not in self._extra_names},
+        )
         return features[0]
 
     def _normalized(self, observation: dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -140,14 +156,22 @@ class Runtime:
         def step(x: np.ndarray, timestep: np.ndarray) -> np.ndarray:
             # Training hid the past tokens outside the loss (history.hold_uncounted_past).
             x = history.hold_uncounted_past(x, self._first_counted)
-            (out,) = self._denoiser.run([DENOISER_OUTPUT], {"noisy_actions": np.ascontiguousarray(x, np.float32),
-                                                           "timestep": timestep.astype(np.float32), "cond": cond,
-                                                           **extra})
+            (out,) = self._denoiser.run(
+                [DENOISER_OUTPUT],
+                {
+                    "noisy_actions": np.ascontiguousarray(x, np.float32),
+                    "timestep": timestep.astype(np.float32),
+                    "cond": cond,
+                    **extra,
+                },
+            )
             return out
+
         return step
 
-    def sample(self, cond: np.ndarray, noise: np.ndarray | None = None,
-               extra: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    def sample(
+        self, cond: np.ndarray, noise: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Condition (B, To * F) -> normalised action sequences (B, Tp, A) float32 with the
         manifest's sampler. `noise` (B, Tp, A) standard normal: the initial sample (drawn if None).
         `extra`: each extra condition vector of the manifest, (B, D) or (1, D) for the whole batch."""
@@ -162,16 +186,27 @@ class Runtime:
         extra = extra or {}
         if sorted(extra) != sorted(self._extra_names):
             raise ValueError(f"extra condition vectors {sorted(extra)}; this policy takes {sorted(self._extra_names)}")
-        feeds = {name: np.ascontiguousarray(np.broadcast_to(value, (shape[0], value.shape[-1])), np.float32)
-                 for name, value in extra.items()}
+        feeds = {
+            name: np.ascontiguousarray(np.broadcast_to(value, (shape[0], value.shape[-1])), np.float32)
+            for name, value in extra.items()
+        }
         step = self._step(cond, feeds)
         if self.sampler == "ddim":
             eta = float(self._ddim.get("eta", 0.0))
-            return schedulers.ddim_sample(step, noise, self._alpha_bar, int(self._ddim["steps"]), eta,
-                                          clip_sample=self._ddim.get("clip_sample"))
+            return schedulers.ddim_sample(
+                step, noise, self._alpha_bar, int(self._ddim["steps"]), eta, clip_sample=self._ddim.get("clip_sample")
+            )
         e = self._edm
-        return schedulers.edm_sample(step, noise, int(e["steps"]), float(e["sigma_min"]), float(e["sigma_max"]),
-                                     float(e["rho"]), float(e["sigma_data"]), e.get("method", "euler"))
+        return schedulers.edm_sample(
+            step,
+            noise,
+            int(e["steps"]),
+            float(e["sigma_min"]),
+            float(e["sigma_max"]),
+            float(e["rho"]),
+            float(e["sigma_data"]),
+            e.get("method", "euler"),
+        )
 
     def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """Observation (joint positions (J,), rgb (H, W, 3) uint8 per camera) -> (Ta, J) absolute
@@ -191,7 +226,7 @@ class Runtime:
             # period), so it joins the executed history that the next verification compares with.
             self.verifier.record(self._plan[start])
         actions = self._plan.astype(np.float64) * self._action_std + self._action_mean
-        return actions[start:start + self.n_action_steps]
+        return actions[start : start + self.n_action_steps]
 
     def _new_plan(self, cond: np.ndarray, extra: dict[str, np.ndarray]) -> np.ndarray:
         """(Tp, A) normalised: one sample, or with self-verification the best of N candidates

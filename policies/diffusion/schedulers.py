@@ -28,6 +28,7 @@ StepFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (x (B,T,A) float32, t
 def squaredcos_cap_v2_betas(num_train_timesteps: int, max_beta: float = 0.999) -> np.ndarray:
     """Betas whose alpha_bar(t) = cos^2(((t / N) + 0.008) / 1.008 * pi / 2) (Nichol & Dhariwal),
     each capped at `max_beta` so the last step does not destroy the signal in one go."""
+
     def alpha_bar(t: float) -> float:
         return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
@@ -52,8 +53,16 @@ def ddim_timesteps(num_train_timesteps: int, num_steps: int) -> np.ndarray:
     return (np.arange(num_steps, dtype=np.int64) * stride)[::-1].copy()
 
 
-def ddim_step(x: np.ndarray, eps: np.ndarray, t: int, t_prev: int, alpha_bar: np.ndarray, eta: float = 0.0,
-              noise: np.ndarray | None = None, clip_sample: float | None = None) -> np.ndarray:
+def ddim_step(
+    x: np.ndarray,
+    eps: np.ndarray,
+    t: int,
+    t_prev: int,
+    alpha_bar: np.ndarray,
+    eta: float = 0.0,
+    noise: np.ndarray | None = None,
+    clip_sample: float | None = None,
+) -> np.ndarray:
     """One DDIM update x_t -> x_{t_prev} from the predicted noise (t_prev < 0: to the clean sample).
 
     eta = 0 is deterministic; eta > 0 adds `noise` (standard normal, shape of x) scaled by
@@ -73,8 +82,15 @@ def ddim_step(x: np.ndarray, eps: np.ndarray, t: int, t_prev: int, alpha_bar: np
     return out.astype(np.float32)
 
 
-def ddim_sample(net: StepFn, x_init: np.ndarray, alpha_bar: np.ndarray, num_steps: int = 10, eta: float = 0.0,
-                step_noise: np.ndarray | None = None, clip_sample: float | None = None) -> np.ndarray:
+def ddim_sample(
+    net: StepFn,
+    x_init: np.ndarray,
+    alpha_bar: np.ndarray,
+    num_steps: int = 10,
+    eta: float = 0.0,
+    step_noise: np.ndarray | None = None,
+    clip_sample: float | None = None,
+) -> np.ndarray:
     """Run DDIM from pure noise `x_init` (B, T, A) with an eps-prediction network
     `net(x, t)`; `step_noise` (num_steps, B, T, A) is used when eta > 0 (drawn if None)."""
     timesteps = ddim_timesteps(len(alpha_bar), num_steps)
@@ -100,7 +116,7 @@ def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 8
         raise ValueError(f"EDM steps must be >= 1, got {num_steps}")
     ramp = np.linspace(0.0, 1.0, num_steps) if num_steps > 1 else np.zeros(1)
     inv = sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))
-    return np.append(inv ** rho, 0.0)
+    return np.append(inv**rho, 0.0)
 
 
 def edm_preconditioning(sigma: float, sigma_data: float = 0.5) -> tuple[float, float, float, float]:
@@ -117,9 +133,16 @@ def edm_denoise(net: StepFn, x: np.ndarray, sigma: float, sigma_data: float = 0.
     return c_skip * x + c_out * f
 
 
-def edm_sample(net: StepFn, noise: np.ndarray, num_steps: int = 3, sigma_min: float = 0.002,
-               sigma_max: float = 80.0, rho: float = 7.0, sigma_data: float = 0.5,
-               method: str = "euler") -> np.ndarray:
+def edm_sample(
+    net: StepFn,
+    noise: np.ndarray,
+    num_steps: int = 3,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    rho: float = 7.0,
+    sigma_data: float = 0.5,
+    method: str = "euler",
+) -> np.ndarray:
     """Deterministic EDM sampling from x = sigma_max * noise (noise: standard normal (B, T, A)).
 
     "euler": one network call per step; "heun": adds a corrector call on every step but the last

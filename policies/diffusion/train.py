@@ -77,16 +77,23 @@ def load_windows(dataset: Any, config: DiffusionConfig, features: list[np.ndarra
     shapes = {name: tuple(dataset.meta["features"].get(name, {}).get("shape", ())) for name in config.extra_cond_dims}
     for name, dim in config.extra_cond_dims.items():
         if shapes[name] != (dim,):
-            raise ValueError(f"extra condition {name!r}: the dataset's feature has shape {shapes[name] or 'none'}, "
-                             f"the config expects ({dim},)")
+            raise ValueError(
+                f"extra condition {name!r}: the dataset's feature has shape {shapes[name] or 'none'}, "
+                f"the config expects ({dim},)"
+            )
     cache = WindowCache(
-        joint_positions=np.empty((total, n_joints), np.float32), actions=np.empty((total, n_joints), np.float32),
-        images={c: np.empty((total, *dataset.meta["features"][contract.rgb_key(c)]["shape"]), np.uint8) for c in cameras},
+        joint_positions=np.empty((total, n_joints), np.float32),
+        actions=np.empty((total, n_joints), np.float32),
+        images={
+            c: np.empty((total, *dataset.meta["features"][contract.rgb_key(c)]["shape"]), np.uint8) for c in cameras
+        },
         obs_index=np.empty((total, config.n_obs_steps), np.int64),
         action_index=np.empty((total, config.horizon), np.int64),
-        episode_of_frame=np.empty(total, np.int64), episode_ids=[int(ep["index"]) for _, ep in episodes],
+        episode_of_frame=np.empty(total, np.int64),
+        episode_ids=[int(ep["index"]) for _, ep in episodes],
         features=None if features is None else np.empty((total, features[0].shape[1]), np.float32),
-        extra={name: np.empty((total, dim), np.float32) for name, dim in config.extra_cond_dims.items()})
+        extra={name: np.empty((total, dim), np.float32) for name, dim in config.extra_cond_dims.items()},
+    )
     start = 0
     for pos, ep in episodes:
         data = dataset.episode(pos)
@@ -110,8 +117,12 @@ def load_windows(dataset: Any, config: DiffusionConfig, features: list[np.ndarra
 def compute_stats(cache: WindowCache, frames: np.ndarray, config: DiffusionConfig) -> dict[str, list[float]]:
     """Per-joint mean/std (rad / m) of the joint positions and of the absolute action targets."""
     q, a = cache.joint_positions[frames].astype(np.float64), cache.actions[frames].astype(np.float64)
-    return {"joint_mean": q.mean(0).tolist(), "joint_std": np.maximum(q.std(0), config.std_floor).tolist(),
-            "action_mean": a.mean(0).tolist(), "action_std": np.maximum(a.std(0), config.std_floor).tolist()}
+    return {
+        "joint_mean": q.mean(0).tolist(),
+        "joint_std": np.maximum(q.std(0), config.std_floor).tolist(),
+        "action_mean": a.mean(0).tolist(),
+        "action_std": np.maximum(a.std(0), config.std_floor).tolist(),
+    }
 
 
 def relative_chunk_std(cache: WindowCache, frames: np.ndarray, config: DiffusionConfig) -> np.ndarray:
@@ -128,10 +139,19 @@ def make_batch(cache: WindowCache, frames: np.ndarray, cameras: tuple[str, ...],
     actions = torch.from_numpy(cache.actions[cache.action_index[frames]]).to(device)
     extra = {name: torch.from_numpy(values[obs[:, -1]]).to(device) for name, values in cache.extra.items()}
     if cache.features is not None:
-        return Batch(torch.from_numpy(cache.joint_positions[obs]).to(device), [], actions,
-                     torch.from_numpy(cache.features[obs]).to(device), extra)
-    return Batch(torch.from_numpy(cache.joint_positions[obs]).to(device),
-                 [torch.from_numpy(cache.images[cam][obs]).to(device) for cam in cameras], actions, extra=extra)
+        return Batch(
+            torch.from_numpy(cache.joint_positions[obs]).to(device),
+            [],
+            actions,
+            torch.from_numpy(cache.features[obs]).to(device),
+            extra,
+        )
+    return Batch(
+        torch.from_numpy(cache.joint_positions[obs]).to(device),
+        [torch.from_numpy(cache.images[cam][obs]).to(device) for cam in cameras],
+        actions,
+        extra=extra,
+    )
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -191,8 +211,14 @@ def setup_distributed(device_name: str) -> Distributed:
 
 
 @torch.no_grad()
-def evaluate(model: DiffusionPolicy, cache: WindowCache, frames: np.ndarray, config: DiffusionConfig,
-             device: torch.device, max_frames: int = 2048) -> float:
+def evaluate(
+    model: DiffusionPolicy,
+    cache: WindowCache,
+    frames: np.ndarray,
+    config: DiffusionConfig,
+    device: torch.device,
+    max_frames: int = 2048,
+) -> float:
     """Mean masked loss over `frames` (at most `max_frames`) with fixed noise and timesteps and no
     augmentation: comparable across epochs and runs."""
     frames = frames[:max_frames]
@@ -203,7 +229,7 @@ def evaluate(model: DiffusionPolicy, cache: WindowCache, frames: np.ndarray, con
     gen = torch.Generator().manual_seed(config.eval_noise_seed)
     total = 0.0
     for start in range(0, len(frames), config.batch_size):
-        chunk = frames[start:start + config.batch_size]
+        chunk = frames[start : start + config.batch_size]
         total += model(make_batch(cache, chunk, config.cameras, device), gen).item() * len(chunk)
     model.train(was_training)
     return total / len(frames)
@@ -230,16 +256,34 @@ def open_frozen_encoder(encoder_run: str | Path, embeddings: str | Path, dataset
     enc_hash = encoder_hash(policy)
     cache = load_embeddings(embeddings, dataset, encoder=enc_hash)
     if cache.feature_dim != policy.encoder.out_dim:
-        raise ValueError(f"{embeddings}: features are {cache.feature_dim} wide, the encoder of {encoder_run} "
-                         f"gives {policy.encoder.out_dim}")
-    return FrozenEncoder(policy, enc_config, enc_info, cache.episodes,
-                         {"encoder_run": str(Path(encoder_run).resolve()), "encoder_hash": enc_hash,
-                          "embeddings": str(Path(embeddings).resolve())})
+        raise ValueError(
+            f"{embeddings}: features are {cache.feature_dim} wide, the encoder of {encoder_run} "
+            f"gives {policy.encoder.out_dim}"
+        )
+    return FrozenEncoder(
+        policy,
+        enc_config,
+        enc_info,
+        cache.episodes,
+        {
+            "encoder_run": str(Path(encoder_run).resolve()),
+            "encoder_hash": enc_hash,
+            "embeddings": str(Path(embeddings).resolve()),
+        },
+    )
 
 
-def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig | None = None, *,
-          resume: bool = False, epochs: int | None = None, progress: bool = True,
-          encoder_run: str | Path | None = None, embeddings: str | Path | None = None) -> list[dict[str, float]]:
+def train(
+    dataset_root: str | Path,
+    run_dir: str | Path,
+    config: DiffusionConfig | None = None,
+    *,
+    resume: bool = False,
+    epochs: int | None = None,
+    progress: bool = True,
+    encoder_run: str | Path | None = None,
+    embeddings: str | Path | None = None,
+) -> list[dict[str, float]]:
     """Train (or, with `resume`, continue) a diffusion run; returns the per-epoch history.
 
     Epoch 0 is the untrained network's loss. Each later epoch records the mean training loss
@@ -251,7 +295,8 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
     encoder is that run's, frozen, and only the denoiser trains, on the cached features: no CNN
     runs in the loop. The run still holds the whole model, so export and serving are unchanged."""
     run_dir, dataset, dataset_hash, config, run_info, profile = runs.open_run(
-        run_dir, dataset_root, resume, config, DiffusionConfig, epochs)
+        run_dir, dataset_root, resume, config, DiffusionConfig, epochs
+    )
     checkpoint_path = run_dir / CHECKPOINT
     if resume and run_info.get("frozen_encoder"):
         encoder_run, embeddings = run_info["frozen_encoder"]["encoder_run"], run_info["frozen_encoder"]["embeddings"]
@@ -259,8 +304,10 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
         raise ValueError("cached-embedding training needs both encoder_run and embeddings")
     frozen = open_frozen_encoder(encoder_run, embeddings, dataset) if encoder_run is not None else None
     if frozen is not None and config.aux_regression_weight > 0:
-        raise ValueError("aux_regression_weight trains the encoder; a frozen encoder (cached embeddings) has "
-                         "nothing to learn from it: set it to 0 for stage 3")
+        raise ValueError(
+            "aux_regression_weight trains the encoder; a frozen encoder (cached embeddings) has "
+            "nothing to learn from it: set it to 0 for stage 3"
+        )
     if frozen is not None:
         # The encoder is the encoder run's: its architecture fields are that run's by definition.
         config = dataclasses.replace(config, **{f: getattr(frozen.config, f) for f in ENCODER_FIELDS})
@@ -283,18 +330,33 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
             stats.update(joint_mean=frozen.policy.joint_mean.tolist(), joint_std=frozen.policy.joint_std.tolist())
         if dist_info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            image_shapes = (frozen.run_info["image_shapes"] if frozen else
-                            {cam: list(cache.images[cam].shape[1:]) for cam in config.cameras})
-            run_info = new_run_info(FAMILY, dataset_root, dataset, dataset_hash, profile.name, image_shapes,
-                                    train_eps, val_eps, world_size=dist_info.world_size,
-                                    frozen_encoder=frozen.provenance if frozen else None)
+            image_shapes = (
+                frozen.run_info["image_shapes"]
+                if frozen
+                else {cam: list(cache.images[cam].shape[1:]) for cam in config.cameras}
+            )
+            run_info = new_run_info(
+                FAMILY,
+                dataset_root,
+                dataset,
+                dataset_hash,
+                profile.name,
+                image_shapes,
+                train_eps,
+                val_eps,
+                world_size=dist_info.world_size,
+                frozen_encoder=frozen.provenance if frozen else None,
+            )
             runs.write_json(run_dir / "run.json", run_info)
             runs.write_json(run_dir / "stats.json", stats)
     if dist_info.is_main:
         runs.write_json(run_dir / "config.json", config.to_dict())
 
-    image_hw = ({cam: tuple(frozen.run_info["image_shapes"][cam][:2]) for cam in config.cameras} if frozen else
-                {cam: tuple(cache.images[cam].shape[1:3]) for cam in config.cameras})
+    image_hw = (
+        {cam: tuple(frozen.run_info["image_shapes"][cam][:2]) for cam in config.cameras}
+        if frozen
+        else {cam: tuple(cache.images[cam].shape[1:3]) for cam in config.cameras}
+    )
     model = DiffusionPolicy(config, len(dataset.joint_names), image_hw, stats).to(device)
     if model.aux_head is not None:
         model.aux_delta_std.copy_(torch.from_numpy(relative_chunk_std(cache, train_frames, config)))
@@ -302,18 +364,21 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
         model.encoder.load_state_dict(frozen.policy.encoder.state_dict())
         model.encoder.requires_grad_(False)
     ema = EMA(model, config.ema_decay)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
     from torch.utils.data import DistributedSampler
 
     # Also with one process: a sampler seeded by (seed, epoch) makes --resume replay the same order.
-    sampler = DistributedSampler(train_frames, num_replicas=dist_info.world_size, rank=dist_info.rank,
-                                 shuffle=True, seed=config.seed)
+    sampler = DistributedSampler(
+        train_frames, num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=True, seed=config.seed
+    )
     steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
     total_steps = max(1, config.epochs * steps_per_epoch)
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, config.warmup_steps,
-                                                                                         total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, config.warmup_steps, total_steps)
+    )
     # Different noise and shifts per rank; CPU generators so runs on CPU and GPU draw the same numbers.
     noise_gen = torch.Generator().manual_seed(config.seed * 1000 + dist_info.rank)
     shift_gen = torch.Generator().manual_seed(config.seed * 1000 + dist_info.rank + 500)
@@ -331,8 +396,14 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
         history, start_epoch, training_time_s = ckpt["history"], ckpt["epoch"], ckpt["training_time_s"]
     else:
         # The untrained network's loss (fixed noise) is the reference a run has to beat.
-        history.append({"epoch": 0, "train_loss": evaluate(model, cache, train_frames, config, device),
-                        "val_loss": evaluate(model, cache, val_frames, config, device), "lr": 0.0})
+        history.append(
+            {
+                "epoch": 0,
+                "train_loss": evaluate(model, cache, train_frames, config, device),
+                "val_loss": evaluate(model, cache, val_frames, config, device),
+                "lr": 0.0,
+            }
+        )
 
     net: nn.Module = model
     if dist_info.world_size > 1:
@@ -340,8 +411,13 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("[bold]diffusion[/] epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]diffusion[/] epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+    )
     model.train()
     with Progress(*columns, disable=not (progress and dist_info.is_main)) as bar:
         for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -351,14 +427,18 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
             order = train_frames[np.fromiter(iter(sampler), np.int64)]
             running, seen = 0.0, 0
             for start in range(0, len(order), config.batch_size):
-                batch = make_batch(cache, order[start:start + config.batch_size], config.cameras, device)
+                batch = make_batch(cache, order[start : start + config.batch_size], config.cameras, device)
                 b, to = batch.joint_positions.shape[:2]
                 # One shift per window, the same for its To frames: the camera did not move between them.
                 # (Cached features have no images: a frozen encoder has nothing to learn from shifts.)
-                batch.images = [random_shift(img.permute(0, 2, 3, 1, 4).reshape(b, *img.shape[2:4], -1),
-                                             config.random_shift_px, shift_gen)
-                                .reshape(b, *img.shape[2:4], to, 3).permute(0, 3, 1, 2, 4)
-                                for img in batch.images]
+                batch.images = [
+                    random_shift(
+                        img.permute(0, 2, 3, 1, 4).reshape(b, *img.shape[2:4], -1), config.random_shift_px, shift_gen
+                    )
+                    .reshape(b, *img.shape[2:4], to, 3)
+                    .permute(0, 3, 1, 2, 4)
+                    for img in batch.images
+                ]
                 loss = net(batch, noise_gen)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -374,17 +454,35 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
             if not dist_info.is_main:
                 continue
             val_loss = evaluate(ema.model, cache, val_frames, config, device)
-            history.append({"epoch": epoch, "train_loss": running / seen, "val_loss": val_loss,
-                            "lr": scheduler.get_last_lr()[0], "time_s": training_time_s})
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": running / seen,
+                    "val_loss": val_loss,
+                    "lr": scheduler.get_last_lr()[0],
+                    "time_s": training_time_s,
+                }
+            )
             if progress:
-                bar.console.print(f"epoch {epoch}/{config.epochs}: train {running / seen:.4f}  val (EMA) {val_loss:.4f}")
-            runs.save_checkpoint(checkpoint_path, {
-                "model": model.state_dict(), "ema": ema.model.state_dict(), "ema_updates": ema.updates,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "noise_rng": noise_gen.get_state(), "shift_rng": shift_gen.get_state(), "epoch": epoch,
-                "history": history, "training_time_s": training_time_s,
-                "parameters": sum(p.numel() for p in model.parameters()),
-            })
+                bar.console.print(
+                    f"epoch {epoch}/{config.epochs}: train {running / seen:.4f}  val (EMA) {val_loss:.4f}"
+                )
+            runs.save_checkpoint(
+                checkpoint_path,
+                {
+                    "model": model.state_dict(),
+                    "ema": ema.model.state_dict(),
+                    "ema_updates": ema.updates,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "noise_rng": noise_gen.get_state(),
+                    "shift_rng": shift_gen.get_state(),
+                    "epoch": epoch,
+                    "history": history,
+                    "training_time_s": training_time_s,
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                },
+            )
             runs.write_json(run_dir / "history.json", history)
             plot_losses(history, run_dir / "loss.png")
     if dist_info.world_size > 1:
@@ -393,8 +491,14 @@ def train(dataset_root: str | Path, run_dir: str | Path, config: DiffusionConfig
 
 
 def plot_losses(history: list[dict[str, float]], path: Path) -> None:
-    runs.plot_losses(history, path, ylabel="masked denoising loss", title="diffusion training",
-                     val_label="validation (EMA, fixed noise)")
+    runs.plot_losses(
+        history,
+        path,
+        ylabel="masked denoising loss",
+        title="diffusion training",
+        val_label="validation (EMA, fixed noise)",
+    )
+
 
 def main() -> None:
     """Entry point for `torchrun ... -m dexstack.policies.diffusion.train` (the CLI calls `train`)."""

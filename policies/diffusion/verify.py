@@ -23,7 +23,9 @@ import numpy as np
 DEFAULT_CANDIDATES = 8
 
 
-def select_candidate(candidates: np.ndarray, executed_past: np.ndarray, first_past_index: int) -> tuple[int, np.ndarray]:
+def select_candidate(
+    candidates: np.ndarray, executed_past: np.ndarray, first_past_index: int
+) -> tuple[int, np.ndarray]:
     """The candidate whose predicted past best matches the executed actions.
 
     candidates (N, Tp, A) and executed_past (P, A) are normalised actions (the denoiser's space,
@@ -38,11 +40,13 @@ def select_candidate(candidates: np.ndarray, executed_past: np.ndarray, first_pa
         raise ValueError(f"executed_past must be (P >= 1, A={candidates.shape[2]}), got shape {executed_past.shape}")
     n_past = executed_past.shape[0]
     if not 0 <= first_past_index <= candidates.shape[1] - n_past:
-        raise ValueError(f"past tokens [{first_past_index}, {first_past_index + n_past}) do not fit in the "
-                         f"horizon of {candidates.shape[1]} tokens")
+        raise ValueError(
+            f"past tokens [{first_past_index}, {first_past_index + n_past}) do not fit in the "
+            f"horizon of {candidates.shape[1]} tokens"
+        )
     if not (np.all(np.isfinite(candidates)) and np.all(np.isfinite(executed_past))):
         raise ValueError("candidates and executed_past must be finite")
-    predicted = candidates[:, first_past_index:first_past_index + n_past].astype(np.float64)
+    predicted = candidates[:, first_past_index : first_past_index + n_past].astype(np.float64)
     errors = ((predicted - executed_past.astype(np.float64)[None]) ** 2).mean(axis=(1, 2))
     return int(np.argmin(errors)), errors
 
@@ -69,8 +73,10 @@ class SelfVerifier:
     def __init__(self, setting: Any, first_past_index: int, past_tokens: int) -> None:
         self.num_candidates = num_candidates(setting)
         if past_tokens < 1:
-            raise ValueError("runtime.self_verification needs a policy trained with past-token prediction "
-                             "(past_tokens_in_loss >= 1); this policy predicts no past actions to verify")
+            raise ValueError(
+                "runtime.self_verification needs a policy trained with past-token prediction "
+                "(past_tokens_in_loss >= 1); this policy predicts no past actions to verify"
+            )
         self.first_past_index = first_past_index
         self.past_tokens = past_tokens
         self._executed: deque[np.ndarray] = deque(maxlen=past_tokens)

@@ -35,7 +35,13 @@ from dexstack.hardware.hand_synergy import (
 from dexstack.hardware.kinematics import IKResult, RobotKinematics
 
 ACTION_NAMES: tuple[str, ...] = (
-    "palm_dx", "palm_dy", "palm_dz", "palm_rx", "palm_ry", "palm_rz", *(f"close_{pad}" for pad in FINGERS),
+    "palm_dx",
+    "palm_dy",
+    "palm_dz",
+    "palm_rx",
+    "palm_ry",
+    "palm_rz",
+    *(f"close_{pad}" for pad in FINGERS),
 )
 ACTION_SCALES: tuple[float, ...] = (MAX_TRANSLATION,) * 3 + (MAX_ROTATION,) * 3 + (MAX_FINGER_DELTA,) * FINGER_DIM
 
@@ -52,15 +58,22 @@ def check_action(action: Any, dim: int = ACTION_DIM) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"action must be a numeric array of {dim} values, got {type(action).__name__}") from exc
     if a.shape != (dim,):
-        raise ValueError(f"action must have shape ({dim},) (3 palm translation, 3 palm rotation, 5 fingers), "
-                         f"got {a.shape}")
+        raise ValueError(
+            f"action must have shape ({dim},) (3 palm translation, 3 palm rotation, 5 fingers), got {a.shape}"
+        )
     if not np.isfinite(a).all():
         raise ValueError(f"action must be finite, got {a}")
     return np.clip(a, -1.0, 1.0)
 
 
-def integrate_action(position: np.ndarray, quaternion: np.ndarray, fractions: np.ndarray, action: np.ndarray,
-                     scales: np.ndarray, step_fraction: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def integrate_action(
+    position: np.ndarray,
+    quaternion: np.ndarray,
+    fractions: np.ndarray,
+    action: np.ndarray,
+    scales: np.ndarray,
+    step_fraction: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The palm target (position m, quaternion wxyz, world) moved by action[0:3] x scale and turned
     by the world-frame rotation vector action[3:6] x scale, and the five closing fractions changed
     by action[6:11] x scale, clipped to [0, 1]; all steps times `step_fraction` (the part of one
@@ -87,17 +100,23 @@ class PalmTarget:
         return np.concatenate([self.arm_q, finger_targets(self.fractions)])
 
 
-def apply_action(kinematics: RobotKinematics, target: PalmTarget, action: Any, hand_q: np.ndarray,
-                 scales: np.ndarray | tuple[float, ...] = ACTION_SCALES,
-                 step_fraction: float = 1.0) -> tuple[PalmTarget, IKResult]:
+def apply_action(
+    kinematics: RobotKinematics,
+    target: PalmTarget,
+    action: Any,
+    hand_q: np.ndarray,
+    scales: np.ndarray | tuple[float, ...] = ACTION_SCALES,
+    step_fraction: float = 1.0,
+) -> tuple[PalmTarget, IKResult]:
     """The commanded state after `action` (checked, clipped) for `step_fraction` of its period,
     and IK's result for the new palm target, solved from the target's arm joints with the hand at
     `hand_q` (24,), its measured joints (the policy was trained on that). When IK fails, the palm
     target and arm joints stay where they were and only the fingers move: the caller decides
     whether to act on that (GraspEnv does and ends the episode; serving holds)."""
     a = check_action(action)
-    position, quaternion, fractions = integrate_action(target.position, target.quaternion, target.fractions, a,
-                                                       scales, step_fraction)
+    position, quaternion, fractions = integrate_action(
+        target.position, target.quaternion, target.fractions, a, scales, step_fraction
+    )
     ik = kinematics.solve(position, quaternion, target.arm_q, rest=np.concatenate([target.arm_q, hand_q]))
     if ik.success:
         return PalmTarget(position, quaternion, ik.arm_q.copy(), fractions), ik

@@ -60,9 +60,15 @@ class GPAYNConfig:
     # object's shape and size (image features, absolute palm and grasp positions, hand joint angles)
     # keeps the actor working on objects it never saw: it decides from touch and the grasp pose
     # relative to the palm (chosen on validation objects, not the held-out ones: docs/GPAYN.md).
-    sac: SACConfig = field(default_factory=lambda: SACConfig(initial_alpha=0.05, critic_layer_norm=True,
-                                                             bc_weight=10.0, bc_q_filter=False,
-                                                             feature_noise=SHAPE_DEPENDENT_NOISE))
+    sac: SACConfig = field(
+        default_factory=lambda: SACConfig(
+            initial_alpha=0.05,
+            critic_layer_norm=True,
+            bc_weight=10.0,
+            bc_q_filter=False,
+            feature_noise=SHAPE_DEPENDENT_NOISE,
+        )
+    )
     torch_threads: int = 1
     device: str = "auto"  # "auto" = cuda when available, else cpu
 
@@ -82,10 +88,26 @@ class GPAYNConfig:
                 raise ValueError(f"{key} must name catalogue objects; unknown: {unknown or 'none given'}")
             setattr(self, key, tuple(names))
         self.image_size = tuple(int(v) for v in self.image_size)
-        positive = ("n_envs", "total_steps", "batch_size", "buffer_capacity", "eval_interval", "eval_episodes",
-                    "checkpoint_interval", "max_episode_steps", "feature_dim", "torch_threads")
-        non_negative = ("demo_episodes", "random_steps", "normalizer_steps", "pretrain_frames", "pretrain_epochs",
-                        "seed")
+        positive = (
+            "n_envs",
+            "total_steps",
+            "batch_size",
+            "buffer_capacity",
+            "eval_interval",
+            "eval_episodes",
+            "checkpoint_interval",
+            "max_episode_steps",
+            "feature_dim",
+            "torch_threads",
+        )
+        non_negative = (
+            "demo_episodes",
+            "random_steps",
+            "normalizer_steps",
+            "pretrain_frames",
+            "pretrain_epochs",
+            "seed",
+        )
         for name in positive + non_negative:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -97,11 +119,15 @@ class GPAYNConfig:
         if not (isinstance(self.utd_ratio, int | float) and 0 < self.utd_ratio <= 64):
             raise ValueError(f"GPAYNConfig.utd_ratio must be in (0, 64], got {self.utd_ratio!r}")
         if len(self.image_size) != 2 or min(self.image_size) < 16 or any(v % 16 for v in self.image_size):
-            raise ValueError(f"image_size must be (width, height), multiples of 16 (the encoder's 4 stride-2 "
-                             f"layers), got {self.image_size}")
+            raise ValueError(
+                f"image_size must be (width, height), multiples of 16 (the encoder's 4 stride-2 "
+                f"layers), got {self.image_size}"
+            )
         if self.n_envs < len(self.objects):
-            raise ValueError(f"n_envs={self.n_envs} < {len(self.objects)} objects: env i grasps objects[i % "
-                             f"{len(self.objects)}], so {list(self.objects[self.n_envs:])} would never be trained on")
+            raise ValueError(
+                f"n_envs={self.n_envs} < {len(self.objects)} objects: env i grasps objects[i % "
+                f"{len(self.objects)}], so {list(self.objects[self.n_envs :])} would never be trained on"
+            )
         if self.n_envs > 1000:
             raise ValueError(f"n_envs must be <= 1000 (env seeds are spaced 1000 apart), got {self.n_envs}")
         if self.render and self.pretrain_frames < 2:

@@ -31,9 +31,19 @@ def collect_demos(env: GraspEnv, n_episodes: int, seed: int) -> list[dict[str, A
         while not done:
             action = controller.act()
             next_obs, reward, terminated, truncated, step_info = env.step(action)
-            transitions.append({"obs": obs, "action": action, "reward": float(reward), "next_obs": next_obs,
-                                "terminated": bool(terminated), "truncated": bool(truncated), "episode": episode,
-                                "success": bool(step_info["success"]), "reward_terms": step_info["reward_terms"]})
+            transitions.append(
+                {
+                    "obs": obs,
+                    "action": action,
+                    "reward": float(reward),
+                    "next_obs": next_obs,
+                    "terminated": bool(terminated),
+                    "truncated": bool(truncated),
+                    "episode": episode,
+                    "success": bool(step_info["success"]),
+                    "reward_terms": step_info["reward_terms"],
+                }
+            )
             obs, done = next_obs, terminated or truncated
     return transitions
 
@@ -57,5 +67,9 @@ def prefill(buffer, env: GraspEnv, n_episodes: int, seed: int) -> dict[str, floa
         buffer.add(t["obs"], t["action"], t["reward"], t["next_obs"], t["terminated"], t["truncated"])
     outcomes = episode_outcomes(transitions)
     successes = sum(o["success"] for o in outcomes)
-    return {"episodes": len(outcomes), "transitions": len(transitions), "successes": successes,
-            "success_rate": successes / len(outcomes)}
+    return {
+        "episodes": len(outcomes),
+        "transitions": len(transitions),
+        "successes": successes,
+        "success_rate": successes / len(outcomes),
+    }

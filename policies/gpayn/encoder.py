@@ -65,8 +65,13 @@ class ImageEncoder(nn.Module):
     """(B, H, W, 3) float in [0, 1] -> (B, feature_dim) in (-1, 1). Four stride-2 3x3 convolutions
     with GroupNorm (64x64 -> 4x4), a linear layer, LayerNorm, tanh."""
 
-    def __init__(self, feature_dim: int = 64, channels: tuple[int, ...] = (32, 64, 64, 128),
-                 image_hw: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE), groups: int = 8) -> None:
+    def __init__(
+        self,
+        feature_dim: int = 64,
+        channels: tuple[int, ...] = (32, 64, 64, 128),
+        image_hw: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE),
+        groups: int = 8,
+    ) -> None:
         super().__init__()
         if feature_dim <= 0 or not channels:
             raise ValueError(f"feature_dim must be > 0 and channels non-empty, got {feature_dim}, {channels}")
@@ -77,14 +82,20 @@ class ImageEncoder(nn.Module):
         layers: list[nn.Module] = []
         in_ch = 3
         for out_ch in self.channels:
-            layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1),
-                       PreciseGroupNorm(min(groups, out_ch), out_ch),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1),
+                PreciseGroupNorm(min(groups, out_ch), out_ch),
+                nn.ReLU(inplace=True),
+            ]
             in_ch = out_ch
         self.trunk = nn.Sequential(*layers)
         self.grid_hw = (image_hw[0] // stride, image_hw[1] // stride)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(in_ch * self.grid_hw[0] * self.grid_hw[1], feature_dim),
-                                  nn.LayerNorm(feature_dim), nn.Tanh())
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_ch * self.grid_hw[0] * self.grid_hw[1], feature_dim),
+            nn.LayerNorm(feature_dim),
+            nn.Tanh(),
+        )
 
     def forward(self, image_nhwc: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(image_nhwc.permute(0, 3, 1, 2)))
@@ -102,9 +113,15 @@ class Decoder(nn.Module):
         self.start = size // 8
         self.fc = nn.Linear(feature_dim, 128 * self.start * self.start)
         self.net = nn.Sequential(
-            nn.ReLU(), nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1), nn.GroupNorm(8, 64), nn.ReLU(),
-            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.GroupNorm(8, 32), nn.ReLU(),
-            nn.ConvTranspose2d(32, out_channels, 4, stride=2, padding=1))
+            nn.ReLU(),
+            nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1),
+            nn.GroupNorm(8, 64),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            nn.GroupNorm(8, 32),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, out_channels, 4, stride=2, padding=1),
+        )
 
     @torch.no_grad()
     def init_output_bias(self, channel_means: np.ndarray) -> None:
@@ -152,8 +169,9 @@ def _mean_targets(images: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
     return np.asarray(means, np.float64)
 
 
-def _losses(encoder: ImageEncoder, decoder: Decoder, images: torch.Tensor, masks: torch.Tensor | None,
-            mask_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _losses(
+    encoder: ImageEncoder, decoder: Decoder, images: torch.Tensor, masks: torch.Tensor | None, mask_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """On uint8 images (B, H, W, 3) and 0/1 masks (B, H, W) or None: (total loss, RGB reconstruction
     MSE, mask reconstruction MSE, squared centroid error of the reconstructed mask). The centroid
     error is a readout for the history only; it is not trained on directly (see the docstring)."""
@@ -174,10 +192,21 @@ def _losses(encoder: ImageEncoder, decoder: Decoder, images: torch.Tensor, masks
     return recon + mask_weight * mask_loss, recon, mask_loss, centroid
 
 
-def pretrain_encoder(images: np.ndarray, epochs: int = 20, seed: int = 0, out_path: str | Path | None = None, *,
-                     masks: np.ndarray | None = None, feature_dim: int = 64, batch_size: int = 64, lr: float = 1e-3,
-                     val_fraction: float = 0.1, max_shift: int = 4, mask_weight: float = 3.0,
-                     device: str | torch.device | None = None) -> list[dict[str, float]]:
+def pretrain_encoder(
+    images: np.ndarray,
+    epochs: int = 20,
+    seed: int = 0,
+    out_path: str | Path | None = None,
+    *,
+    masks: np.ndarray | None = None,
+    feature_dim: int = 64,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    val_fraction: float = 0.1,
+    max_shift: int = 4,
+    mask_weight: float = 3.0,
+    device: str | torch.device | None = None,
+) -> list[dict[str, float]]:
     """Pretrain an `ImageEncoder` on uint8 images (N, H, W, 3) (and optional object masks (N, H, W),
     nonzero = object, for the mask channel); writes {"encoder": weights, "architecture", "history"}
     to `out_path` (atomically) if given. Returns the history: one dict per epoch (epoch 0 =
@@ -194,7 +223,9 @@ def pretrain_encoder(images: np.ndarray, epochs: int = 20, seed: int = 0, out_pa
         masks = np.asarray(masks)
         if masks.shape != images.shape[:3]:
             raise ValueError(f"masks must have shape {images.shape[:3]} (one per image), got {masks.shape}")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     n = images.shape[0]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -221,7 +252,7 @@ def pretrain_encoder(images: np.ndarray, epochs: int = 20, seed: int = 0, out_pa
         modules.eval()
         sums, count = np.zeros(4), 0
         for start in range(0, len(idx), 256):
-            batch = pick(idx[start:start + 256])
+            batch = pick(idx[start : start + 256])
             values = _losses(encoder, decoder, *batch, mask_weight)
             sums += np.array([float(v) for v in values]) * len(batch[0])
             count += len(batch[0])
@@ -230,15 +261,21 @@ def pretrain_encoder(images: np.ndarray, epochs: int = 20, seed: int = 0, out_pa
 
     def record(epoch: int, train_loss: float) -> dict[str, float]:
         val_loss, val_recon, val_mask, val_centroid = evaluate(val_idx)
-        return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_recon": val_recon,
-                "val_mask": val_mask, "val_centroid": val_centroid}
+        return {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_recon": val_recon,
+            "val_mask": val_mask,
+            "val_centroid": val_centroid,
+        }
 
     history = [record(0, evaluate(train_idx)[0])]
     for epoch in range(1, epochs + 1):
         perm = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
         total, count = 0.0, 0
         for start in range(0, len(perm), batch_size):
-            batch_images, batch_masks = pick(perm[start:start + batch_size], max_shift)
+            batch_images, batch_masks = pick(perm[start : start + batch_size], max_shift)
             loss = _losses(encoder, decoder, batch_images, batch_masks, mask_weight)[0]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -250,8 +287,9 @@ def pretrain_encoder(images: np.ndarray, epochs: int = 20, seed: int = 0, out_pa
         encoder.cpu()
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(out_path, {"encoder": encoder.state_dict(), "architecture": encoder.architecture(),
-                                   "history": history})
+        save_checkpoint(
+            out_path, {"encoder": encoder.state_dict(), "architecture": encoder.architecture(), "history": history}
+        )
     return history
 
 
@@ -282,15 +320,17 @@ def encode_images(encoder: ImageEncoder, images: np.ndarray, batch_size: int = 2
     Runs in eval mode whatever mode the encoder is in (and restores it)."""
     images = _check_images(images)
     if tuple(images.shape[1:3]) != tuple(encoder.image_hw):
-        raise ValueError(f"images are {images.shape[1]}x{images.shape[2]}, the encoder takes "
-                         f"{encoder.image_hw[0]}x{encoder.image_hw[1]}")
+        raise ValueError(
+            f"images are {images.shape[1]}x{images.shape[2]}, the encoder takes "
+            f"{encoder.image_hw[0]}x{encoder.image_hw[1]}"
+        )
     device = next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
     out = np.empty((images.shape[0], encoder.feature_dim), np.float32)
     for start in range(0, images.shape[0], batch_size):
-        x = torch.as_tensor(images[start:start + batch_size], device=device).to(torch.float32) * IMAGE_SCALE
-        out[start:start + batch_size] = encoder(x).cpu().numpy()
+        x = torch.as_tensor(images[start : start + batch_size], device=device).to(torch.float32) * IMAGE_SCALE
+        out[start : start + batch_size] = encoder(x).cpu().numpy()
     encoder.train(was_training)
     return out
 

@@ -78,8 +78,14 @@ class GraspEnv:
     of the policy's image. max_episode_steps: time limit (steps of 1 / CONTROL_HZ s).
     """
 
-    def __init__(self, object_name: str = "potted_meat_can", seed: int | None = None, render: bool = True,
-                 image_size: tuple[int, int] = (64, 64), max_episode_steps: int = MAX_EPISODE_STEPS) -> None:
+    def __init__(
+        self,
+        object_name: str = "potted_meat_can",
+        seed: int | None = None,
+        render: bool = True,
+        image_size: tuple[int, int] = (64, 64),
+        max_episode_steps: int = MAX_EPISODE_STEPS,
+    ) -> None:
         if object_name not in objects_lib.CATALOG:
             raise ValueError(f"unknown object {object_name!r}; known: {sorted(objects_lib.CATALOG)}")
         if len(image_size) != 2 or min(image_size) < 8:
@@ -133,8 +139,9 @@ class GraspEnv:
         self._target_pos, self._target_quat = info["pregrasp_pose"]
         self._arm_q = info["ik"].arm_q.copy()
         self._fractions = np.zeros(FINGER_DIM)
-        self._executor = TrajectoryExecutor(ADROIT.joint_names,
-                                            np.concatenate([self._arm_q, finger_targets(self._fractions)]))
+        self._executor = TrajectoryExecutor(
+            ADROIT.joint_names, np.concatenate([self._arm_q, finger_targets(self._fractions)])
+        )
         self._time = 0.0
         self._steps = 0
         self._needs_reset = False
@@ -149,9 +156,12 @@ class GraspEnv:
             raise RuntimeError("call reset() before step() (the episode ended or never started)")
         # The action's meaning (action.py): integrate the palm target, IK with the hand at its
         # measured joints; an unreachable target keeps the arm where it was commanded.
-        command, ik = apply_action(self.sim.kinematics,
-                                   PalmTarget(self._target_pos, self._target_quat, self._arm_q, self._fractions),
-                                   action, self.sim.joint_positions()[ARM_DIM:])
+        command, ik = apply_action(
+            self.sim.kinematics,
+            PalmTarget(self._target_pos, self._target_quat, self._arm_q, self._fractions),
+            action,
+            self.sim.joint_positions()[ARM_DIM:],
+        )
         self._target_pos, self._target_quat = command.position, command.quaternion
         self._arm_q, self._fractions = command.arm_q, command.fractions
         targets = command.joint_targets()
@@ -168,11 +178,17 @@ class GraspEnv:
         self._steps += 1
 
         terms, reward, terminated, outcome = self.task.step_reward(
-            ik_failed=not ik.success, timed_out=self._steps >= self.max_episode_steps)
+            ik_failed=not ik.success, timed_out=self._steps >= self.max_episode_steps
+        )
         truncated = self._steps >= self.max_episode_steps and not terminated
         self._needs_reset = terminated or truncated
-        info = {"reward_terms": terms, "success": terms["success"] > 0, "ik_failed": not ik.success, "ik": ik,
-                "steps": self._steps} | outcome
+        info = {
+            "reward_terms": terms,
+            "success": terms["success"] > 0,
+            "ik_failed": not ik.success,
+            "ik": ik,
+            "steps": self._steps,
+        } | outcome
         return self._observation(), reward, terminated, truncated, info
 
     # --- state ----------------------------------------------------------------------------

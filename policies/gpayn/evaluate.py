@@ -44,11 +44,20 @@ class TorchPolicy:
     """A trained SAC actor (+ its frozen image encoder) acting deterministically on GraspEnv
     observations. `render` / `image_size` say which env it was trained in (evaluation uses the same)."""
 
-    def __init__(self, sac: Any, encoder: Any | None = None, *, render: bool = True,
-                 image_size: tuple[int, int] = (64, 64), visual_key: str = "visual") -> None:
+    def __init__(
+        self,
+        sac: Any,
+        encoder: Any | None = None,
+        *,
+        render: bool = True,
+        image_size: tuple[int, int] = (64, 64),
+        visual_key: str = "visual",
+    ) -> None:
         if (visual_key in sac.spec) != (encoder is not None):
-            raise ValueError(f"the SAC spec {'has' if visual_key in sac.spec else 'lacks'} {visual_key!r}: "
-                             f"{'pass' if visual_key in sac.spec else 'do not pass'} an image encoder")
+            raise ValueError(
+                f"the SAC spec {'has' if visual_key in sac.spec else 'lacks'} {visual_key!r}: "
+                f"{'pass' if visual_key in sac.spec else 'do not pass'} an image encoder"
+            )
         self.sac, self.encoder, self.visual_key = sac, encoder, visual_key
         self.render, self.image_size = render, (int(image_size[0]), int(image_size[1]))
 
@@ -76,8 +85,9 @@ def load_policy(run_dir: str | Path, device: str = "cpu") -> tuple[TorchPolicy, 
 
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).is_file():
-        raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT}; train first "
-                                f"(python -m dexstack.policies.gpayn.train --out {run_dir})")
+        raise FileNotFoundError(
+            f"{run_dir} has no {CHECKPOINT}; train first (python -m dexstack.policies.gpayn.train --out {run_dir})"
+        )
     config = GPAYNConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     checkpoint = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
     sac = SAC.from_state_dict(checkpoint["sac"], device=device)
@@ -92,8 +102,14 @@ class GraspEvalEnv:
     1 / CONTROL_HZ), and at the episode's end info["metrics"] is the task's `episode_metrics` and
     info["episode_return"] the summed reward."""
 
-    def __init__(self, *, render: bool = True, image_size: tuple[int, int] = (64, 64),
-                 max_episode_steps: int | None = None, envs: dict[str, GraspEnv] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        render: bool = True,
+        image_size: tuple[int, int] = (64, 64),
+        max_episode_steps: int | None = None,
+        envs: dict[str, GraspEnv] | None = None,
+    ) -> None:
         self.kwargs: dict[str, Any] = {"render": render, "image_size": tuple(image_size)}
         if max_episode_steps is not None:
             self.kwargs["max_episode_steps"] = max_episode_steps
@@ -142,8 +158,10 @@ class ActorController:
 
     def __init__(self, policy: Any) -> None:
         if not callable(getattr(policy, "act", None)):
-            raise TypeError(f"policy must have act(observation) (a TorchPolicy, a gpayn Runtime or a "
-                            f"ScriptedGraspDemo), got {type(policy).__name__}")
+            raise TypeError(
+                f"policy must have act(observation) (a TorchPolicy, a gpayn Runtime or a "
+                f"ScriptedGraspDemo), got {type(policy).__name__}"
+            )
         self.policy = policy
 
     def reset(self, info: dict[str, Any]) -> None:
@@ -167,17 +185,26 @@ class ScriptedController:
         return self.controller.act()
 
 
-def _setup(policy: Any, *, render: bool | None = None, image_size: tuple[int, int] | None = None,
-           max_episode_steps: int | None = None, envs: dict[str, GraspEnv] | None = None) -> InProcess:
+def _setup(
+    policy: Any,
+    *,
+    render: bool | None = None,
+    image_size: tuple[int, int] | None = None,
+    max_episode_steps: int | None = None,
+    envs: dict[str, GraspEnv] | None = None,
+) -> InProcess:
     """GraspEvalEnv (camera settings: by default what the policy was made for) and the policy's controller."""
     if isinstance(policy, ScriptedGraspDemo):
         controller: ScriptedController | ActorController = ScriptedController(policy)
     else:
         controller = ActorController(policy)
     default_render, default_size = policy_env_settings(policy)
-    env = GraspEvalEnv(render=default_render if render is None else bool(render),
-                       image_size=default_size if image_size is None else image_size,
-                       max_episode_steps=max_episode_steps, envs=envs)
+    env = GraspEvalEnv(
+        render=default_render if render is None else bool(render),
+        image_size=default_size if image_size is None else image_size,
+        max_episode_steps=max_episode_steps,
+        envs=envs,
+    )
     return InProcess(env, controller, timed=not isinstance(policy, ScriptedGraspDemo))
 
 
@@ -218,11 +245,18 @@ def _check_objects(objects: Any) -> tuple[str, ...]:
     return tuple(objects)
 
 
-def evaluate_policy(policy: Any, objects: tuple[str, ...] | list[str] = TRAIN_OBJECTS, episodes_per_object: int = 50,
-                    seed: int = DEFAULT_EVAL_SEED, *, render: bool | None = None,
-                    image_size: tuple[int, int] | None = None, max_episode_steps: int | None = None,
-                    envs: dict[str, GraspEnv] | None = None,
-                    on_episode: Callable[[str, int, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+def evaluate_policy(
+    policy: Any,
+    objects: tuple[str, ...] | list[str] = TRAIN_OBJECTS,
+    episodes_per_object: int = 50,
+    seed: int = DEFAULT_EVAL_SEED,
+    *,
+    render: bool | None = None,
+    image_size: tuple[int, int] | None = None,
+    max_episode_steps: int | None = None,
+    envs: dict[str, GraspEnv] | None = None,
+    on_episode: Callable[[str, int, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
     """The evaluator's loop (`sim/evaluate.run_episodes`) over `objects`, `episodes_per_object`
     each; episode k of every object starts from `reset(seed=seed + k)`. Returns {object:
     {"success_rate", "mean_time_to_lift_s" (None without a success), "mean_return", "mean_steps",
@@ -241,8 +275,12 @@ def evaluate_policy(policy: Any, objects: tuple[str, ...] | list[str] = TRAIN_OB
     episodes: dict[str, list[dict[str, Any]]] = {name: [] for name in objects}
 
     def record(outcome: EpisodeOutcome, info: dict[str, Any]) -> None:
-        row = {"success": outcome.success, "time_to_lift_s": outcome.metrics["time_to_lift_s"],
-               "steps": info["steps"], "return": info["episode_return"]}
+        row = {
+            "success": outcome.success,
+            "time_to_lift_s": outcome.metrics["time_to_lift_s"],
+            "steps": info["steps"],
+            "return": info["episode_return"],
+        }
         episodes[outcome.group].append(row)
         if on_episode is not None:
             on_episode(outcome.group, outcome.seed, row)
@@ -251,27 +289,38 @@ def evaluate_policy(policy: Any, objects: tuple[str, ...] | list[str] = TRAIN_OB
     results: dict[str, dict[str, Any]] = {}
     for name, rows in episodes.items():
         times = [r["time_to_lift_s"] for r in rows if r["success"]]
-        results[name] = {"success_rate": sum(r["success"] for r in rows) / episodes_per_object,
-                         "mean_time_to_lift_s": float(np.mean(times)) if times else None,
-                         "mean_return": float(np.mean([r["return"] for r in rows])),
-                         "mean_steps": float(np.mean([r["steps"] for r in rows])), "episodes": episodes_per_object}
+        results[name] = {
+            "success_rate": sum(r["success"] for r in rows) / episodes_per_object,
+            "mean_time_to_lift_s": float(np.mean(times)) if times else None,
+            "mean_return": float(np.mean([r["return"] for r in rows])),
+            "mean_steps": float(np.mean([r["steps"] for r in rows])),
+            "episodes": episodes_per_object,
+        }
     return results
 
 
-def evaluate_scripted(objects: tuple[str, ...] | list[str] = TRAIN_OBJECTS, episodes_per_object: int = 50,
-                      seed: int = DEFAULT_EVAL_SEED, *, render: bool = True,
-                      image_size: tuple[int, int] = (64, 64)) -> dict[str, dict[str, Any]]:
+def evaluate_scripted(
+    objects: tuple[str, ...] | list[str] = TRAIN_OBJECTS,
+    episodes_per_object: int = 50,
+    seed: int = DEFAULT_EVAL_SEED,
+    *,
+    render: bool = True,
+    image_size: tuple[int, int] = (64, 64),
+) -> dict[str, dict[str, Any]]:
     """`evaluate_policy` of the scripted controller (camera-planned grasps by default)."""
-    return evaluate_policy(ScriptedGraspDemo(), objects, episodes_per_object, seed, render=render,
-                           image_size=image_size)
+    return evaluate_policy(
+        ScriptedGraspDemo(), objects, episodes_per_object, seed, render=render, image_size=image_size
+    )
 
 
 def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Means over objects: success rate, return and time-to-lift (over objects with a success)."""
     times = [r["mean_time_to_lift_s"] for r in results.values() if r["mean_time_to_lift_s"] is not None]
-    return {"success_rate": float(np.mean([r["success_rate"] for r in results.values()])),
-            "mean_return": float(np.mean([r["mean_return"] for r in results.values()])),
-            "mean_time_to_lift_s": float(np.mean(times)) if times else None}
+    return {
+        "success_rate": float(np.mean([r["success_rate"] for r in results.values()])),
+        "mean_return": float(np.mean([r["mean_return"] for r in results.values()])),
+        "mean_time_to_lift_s": float(np.mean(times)) if times else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,8 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--onnx", type=Path, help="exported policy directory (actor.onnx + manifest.json)")
     what.add_argument("--scripted", action="store_true", help="the scripted approach-close-lift controller")
     parser.add_argument("--episodes", type=int, default=50, help="episodes per object (default 50)")
-    parser.add_argument("--objects", help="'train', 'held_out', 'validation' or comma-separated names "
-                                          "(default: the run's training objects, else train)")
+    parser.add_argument(
+        "--objects",
+        help="'train', 'held_out', 'validation' or comma-separated names "
+        "(default: the run's training objects, else train)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="seed of episode 0 of each object")
     args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -308,8 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     summary = summarize(results)
-    line = {"controller": label, "episodes_per_object": args.episodes, "seed": args.seed, **summary,
-            "objects": results, "wall_s": round(time.perf_counter() - t0, 1)}
+    line = {
+        "controller": label,
+        "episodes_per_object": args.episodes,
+        "seed": args.seed,
+        **summary,
+        "objects": results,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
     print(json.dumps(line))
     return 0
 

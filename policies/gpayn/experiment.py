@@ -43,8 +43,12 @@ ROWS: dict[str, dict[str, Any]] = {  # row -> GPAYNConfig overrides
     "paper": {"sac": {"bc_weight": 0.0}},
     "scratch": {"demo_episodes": 0},
 }
-ROW_TITLES = {"gpayn": "G-PAYN (demos + BC term)", "paper": "G-PAYN, paper recipe (demos, plain SAC)",
-              "scratch": "SAC from scratch", "scripted": "scripted demonstration controller"}
+ROW_TITLES = {
+    "gpayn": "G-PAYN (demos + BC term)",
+    "paper": "G-PAYN, paper recipe (demos, plain SAC)",
+    "scratch": "SAC from scratch",
+    "scripted": "scripted demonstration controller",
+}
 TRAINING = {"eval_interval": 2_000, "eval_episodes": 4, "checkpoint_interval": 2_000}
 # Not the trainer's evaluation seeds (evaluate.DEFAULT_EVAL_SEED + k, k < eval_episodes): the
 # table's placements played no part in choosing settings or budget.
@@ -91,9 +95,15 @@ def evaluate_cell(out: Path, controller: Any, label: str, episodes: int, extra: 
     t0 = time.perf_counter()
     train = evaluate_policy(controller, TRAIN_OBJECTS, episodes, EVAL_SEED)
     held_out = evaluate_policy(controller, HELD_OUT_OBJECTS, episodes, EVAL_SEED)
-    cell = {"controller": label, "episodes_per_object": episodes, "seed_of_episode_0": EVAL_SEED,
-            "train": {**summarize(train), "objects": train}, "held_out": {**summarize(held_out), "objects": held_out},
-            "eval_wall_s": round(time.perf_counter() - t0, 1), **extra}
+    cell = {
+        "controller": label,
+        "episodes_per_object": episodes,
+        "seed_of_episode_0": EVAL_SEED,
+        "train": {**summarize(train), "objects": train},
+        "held_out": {**summarize(held_out), "objects": held_out},
+        "eval_wall_s": round(time.perf_counter() - t0, 1),
+        **extra,
+    }
     out.write_text(json.dumps(cell, indent=1) + "\n")
     return cell
 
@@ -121,12 +131,23 @@ def run(root: Path, seeds: list[int], rows: list[str], steps: int, episodes: int
             policy = Runtime(export, json.loads((export / "manifest.json").read_text()))
             progress = json.loads((run_dir / "progress.json").read_text())
             _log(f"evaluating {row} seed {seed} on {episodes} episodes per object")
-            cell = evaluate_cell(out, policy, f"onnx:{export}", episodes,
-                                 {"row": row, "seed": seed, "env_steps": progress["step"],
-                                  "train_wall_s": round(progress["timing"]["wall_s"], 1),
-                                  "timing": progress["timing"]})
-            _log(f"{row} s{seed}: train {cell['train']['success_rate']:.2f}, "
-                 f"held out {cell['held_out']['success_rate']:.2f}")
+            cell = evaluate_cell(
+                out,
+                policy,
+                f"onnx:{export}",
+                episodes,
+                {
+                    "row": row,
+                    "seed": seed,
+                    "env_steps": progress["step"],
+                    "train_wall_s": round(progress["timing"]["wall_s"], 1),
+                    "timing": progress["timing"],
+                },
+            )
+            _log(
+                f"{row} s{seed}: train {cell['train']['success_rate']:.2f}, "
+                f"held out {cell['held_out']['success_rate']:.2f}"
+            )
 
 
 def collect(root: Path) -> dict[str, list[dict[str, Any]]]:
@@ -162,12 +183,18 @@ def report(root: Path) -> str:
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     seeds = {r: len(table[r]) for r in rows}
     episodes = sorted({c["episodes_per_object"] for r in rows for c in table[r]})
-    lines += ["", f"Seeds per row: {seeds}; episodes per object and seed: {episodes}. Cell: success % "
-              "(mean time-to-lift over successful episodes)."]
+    lines += [
+        "",
+        f"Seeds per row: {seeds}; episodes per object and seed: {episodes}. Cell: success % "
+        "(mean time-to-lift over successful episodes).",
+    ]
     walls = {r: [c["train_wall_s"] for c in table[r] if "train_wall_s" in c] for r in ROWS if r in table}
     steps = {r: sorted({c["env_steps"] for c in table[r]}) for r in ROWS if r in table}
-    lines += [f"Training: env steps {steps}; wall-clock per run (s, 1 torch thread): "
-              + ", ".join(f"{r} {np.mean(w):.0f}" for r, w in walls.items() if w) + "."]
+    lines += [
+        f"Training: env steps {steps}; wall-clock per run (s, 1 torch thread): "
+        + ", ".join(f"{r} {np.mean(w):.0f}" for r, w in walls.items() if w)
+        + "."
+    ]
     return "\n".join(lines)
 
 

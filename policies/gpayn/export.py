@@ -69,23 +69,59 @@ def robot_inputs(observation: list[dict[str, Any]], camera: str) -> list[dict[st
     """The raw inputs (schema 2) the actor observation `observation` reads: the joint states
     always (the commanded joints' measured state), the pads, the grasp target and the camera only
     when some key reads them. Pads go out with the joint states, so they share their age limit."""
-    used = {spec.get("input") for spec in observation} | {spec.get("joints_input") for spec in observation} | {
-        pad for spec in observation for pad in spec.get("inputs", [])}
-    inputs: list[dict[str, Any]] = [{
-        "name": JOINTS_INPUT, "kind": "joint_positions", "source": contract.JOINT_STATES, "shape": [ADROIT.n_joints],
-        "dtype": "float64", "names": list(ADROIT.joint_names), "max_age_s": contract.JOINT_STATE_MAX_AGE_S}]
-    inputs += [{"name": name, "kind": "wrench", "source": contract.tactile_topic(pad), "shape": [6], "dtype": "float64",
-                "max_age_s": contract.JOINT_STATE_MAX_AGE_S}
-               for name, pad in zip(PAD_INPUTS, ADROIT.tactile_pads, strict=True) if name in used]
+    used = (
+        {spec.get("input") for spec in observation}
+        | {spec.get("joints_input") for spec in observation}
+        | {pad for spec in observation for pad in spec.get("inputs", [])}
+    )
+    inputs: list[dict[str, Any]] = [
+        {
+            "name": JOINTS_INPUT,
+            "kind": "joint_positions",
+            "source": contract.JOINT_STATES,
+            "shape": [ADROIT.n_joints],
+            "dtype": "float64",
+            "names": list(ADROIT.joint_names),
+            "max_age_s": contract.JOINT_STATE_MAX_AGE_S,
+        }
+    ]
+    inputs += [
+        {
+            "name": name,
+            "kind": "wrench",
+            "source": contract.tactile_topic(pad),
+            "shape": [6],
+            "dtype": "float64",
+            "max_age_s": contract.JOINT_STATE_MAX_AGE_S,
+        }
+        for name, pad in zip(PAD_INPUTS, ADROIT.tactile_pads, strict=True)
+        if name in used
+    ]
     if GRASP_INPUT in used:
         # Published once per episode by the grasp planner: latched, never stale.
-        inputs.append({"name": GRASP_INPUT, "kind": "pose", "source": contract.GRASP_TARGET_POSE, "shape": [7],
-                       "dtype": "float64", "latched": True})
+        inputs.append(
+            {
+                "name": GRASP_INPUT,
+                "kind": "pose",
+                "source": contract.GRASP_TARGET_POSE,
+                "shape": [7],
+                "dtype": "float64",
+                "latched": True,
+            }
+        )
     for spec in observation:
         if spec["kind"] == "rgb":
-            inputs.append({"name": spec["input"], "kind": "rgb", "source": contract.camera_color_topic(camera),
-                           "shape": list(spec["shape"]), "dtype": "uint8", "preprocess": "center_crop_resize",
-                           "max_age_s": contract.CAMERA_MAX_AGE_S})
+            inputs.append(
+                {
+                    "name": spec["input"],
+                    "kind": "rgb",
+                    "source": contract.camera_color_topic(camera),
+                    "shape": list(spec["shape"]),
+                    "dtype": "uint8",
+                    "preprocess": "center_crop_resize",
+                    "max_age_s": contract.CAMERA_MAX_AGE_S,
+                }
+            )
     return inputs
 
 
@@ -101,8 +137,9 @@ class ActorGraph(nn.Module):
         return self.actor.deterministic(obs)
 
 
-def export_encoder_onnx(encoder: ImageEncoder, path: str | Path, atol: float = 1e-5,
-                        check_images: np.ndarray | None = None) -> float:
+def export_encoder_onnx(
+    encoder: ImageEncoder, path: str | Path, atol: float = 1e-5, check_images: np.ndarray | None = None
+) -> float:
     """Write the encoder to ONNX at `path` (input `image` float32 (B, H, W, 3) in [0, 1], output
     `features`); checks batch 1 and 3 of random-pixel images, and `check_images` (uint8
     (N, H, W, 3), e.g. rendered scenes: flat regions are the numerically hard case) if given,
@@ -120,11 +157,16 @@ def export_encoder_onnx(encoder: ImageEncoder, path: str | Path, atol: float = 1
 
     batches = [images(1), images(3)]
     if check_images is not None:
-        if not isinstance(check_images, np.ndarray) or check_images.dtype != np.uint8 or \
-                check_images.shape[1:] != (*model.image_hw, 3):
+        if (
+            not isinstance(check_images, np.ndarray)
+            or check_images.dtype != np.uint8
+            or check_images.shape[1:] != (*model.image_hw, 3)
+        ):
             raise ValueError(f"check_images must be uint8 (N, {model.image_hw[0]}, {model.image_hw[1]}, 3)")
         batches.append((torch.as_tensor(check_images).to(torch.float32) * IMAGE_SCALE,))
-    return export_checked(model, path, [IMAGE_INPUT], FEATURES_OUTPUT, list(images(1)), [list(b) for b in batches], atol)
+    return export_checked(
+        model, path, [IMAGE_INPUT], FEATURES_OUTPUT, list(images(1)), [list(b) for b in batches], atol
+    )
 
 
 def export_actor_onnx(sac: SAC, path: str | Path, atol: float = 1e-5) -> float:
@@ -149,10 +191,18 @@ def _mean_std(normalizer: ObservationNormalizer, key: str) -> dict[str, Any]:
     return normalization.mean_std(stats["mean"], stats["std"])
 
 
-def build_manifest(sac: SAC, encoder: ImageEncoder | None, *, visual_key: str = "visual", image_key: str = "image",
-                   camera: str = "scene", action_names: list[str] | None = None,
-                   action_scales: list[float] | None = None, dt: float = 1.0 / contract.POLICY_HZ,
-                   provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_manifest(
+    sac: SAC,
+    encoder: ImageEncoder | None,
+    *,
+    visual_key: str = "visual",
+    image_key: str = "image",
+    camera: str = "scene",
+    action_names: list[str] | None = None,
+    action_scales: list[float] | None = None,
+    dt: float = 1.0 / contract.POLICY_HZ,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The manifest (schema 2, see the module docstring) of an export directory (the store adds
     name, version and file checksums).
 
@@ -168,13 +218,17 @@ def build_manifest(sac: SAC, encoder: ImageEncoder | None, *, visual_key: str = 
     if encoder is not None and not has_visual:
         raise ValueError(f"an encoder was given but the SAC spec {spec} has no {visual_key!r} key")
     if has_visual and spec[visual_key] != encoder.feature_dim:
-        raise ValueError(f"spec[{visual_key!r}] = {spec[visual_key]} but the encoder makes {encoder.feature_dim} features")
+        raise ValueError(
+            f"spec[{visual_key!r}] = {spec[visual_key]} but the encoder makes {encoder.feature_dim} features"
+        )
     if has_visual and image_key in spec:
         raise ValueError(f"image_key {image_key!r} collides with a vector key of the spec")
     unknown = [key for key in spec if key != visual_key and key not in GRASP_ENV_READS]
     if unknown:
-        raise ValueError(f"spec keys {unknown} are not GraspEnv observation keys {sorted(GRASP_ENV_READS)}: "
-                         "the robot cannot compute them")
+        raise ValueError(
+            f"spec keys {unknown} are not GraspEnv observation keys {sorted(GRASP_ENV_READS)}: "
+            "the robot cannot compute them"
+        )
     if sac.action_dim == ACTION_DIM:
         action_names = list(ACTION_NAMES) if action_names is None else action_names
         action_scales = list(ACTION_SCALES) if action_scales is None else action_scales
@@ -190,36 +244,79 @@ def build_manifest(sac: SAC, encoder: ImageEncoder | None, *, visual_key: str = 
     for key, dim in spec.items():
         if key == visual_key:
             continue
-        observation.append({"name": key, "kind": VECTOR_KIND, "shape": [dim], "dtype": "float32",
-                            "normalization": _mean_std(sac.normalizer, key), **copy.deepcopy(GRASP_ENV_READS[key])})
+        observation.append(
+            {
+                "name": key,
+                "kind": VECTOR_KIND,
+                "shape": [dim],
+                "dtype": "float32",
+                "normalization": _mean_std(sac.normalizer, key),
+                **copy.deepcopy(GRASP_ENV_READS[key]),
+            }
+        )
     graphs = {"actor": ACTOR_FILE}
     runtime: dict[str, Any] = {"actor_inputs": list(spec), "obs_clip": sac.config.obs_clip}
     if has_visual:
         graphs["encoder"] = ENCODER_FILE
-        observation.append({"name": image_key, "kind": "rgb", "shape": [*encoder.image_hw, 3], "dtype": "uint8",
-                            "normalization": {"type": "scale", "scale": IMAGE_SCALE}, "read": "rgb",
-                            "input": image_key})
-        runtime["visual"] = {"key": visual_key, "image_input": image_key, "feature_dim": encoder.feature_dim,
-                             "normalization": _mean_std(sac.normalizer, visual_key),
-                             "encoder_hash": encoder_hash(encoder)}
+        observation.append(
+            {
+                "name": image_key,
+                "kind": "rgb",
+                "shape": [*encoder.image_hw, 3],
+                "dtype": "uint8",
+                "normalization": {"type": "scale", "scale": IMAGE_SCALE},
+                "read": "rgb",
+                "input": image_key,
+            }
+        )
+        runtime["visual"] = {
+            "key": visual_key,
+            "image_input": image_key,
+            "feature_dim": encoder.feature_dim,
+            "normalization": _mean_std(sac.normalizer, visual_key),
+            "encoder_hash": encoder_hash(encoder),
+        }
     runtime["observation"] = observation
-    runtime["action"] = {"dim": sac.action_dim, "range": [-1.0, 1.0], "dt": float(dt),
-                         "names": list(action_names) if action_names is not None else None,
-                         "scales": [float(s) for s in action_scales] if action_scales is not None else None}
-    outputs = {"kind": "joint_position_chunk", "joint_names": list(ADROIT.joint_names), "chunk_length": 1,
-               "dt": float(dt)}
+    runtime["action"] = {
+        "dim": sac.action_dim,
+        "range": [-1.0, 1.0],
+        "dt": float(dt),
+        "names": list(action_names) if action_names is not None else None,
+        "scales": [float(s) for s in action_scales] if action_scales is not None else None,
+    }
+    outputs = {
+        "kind": "joint_position_chunk",
+        "joint_names": list(ADROIT.joint_names),
+        "chunk_length": 1,
+        "dt": float(dt),
+    }
     return {
-        "schema_version": 2, "family": FAMILY, "robot_profile": ADROIT.name,
-        "graphs": graphs, "inputs": robot_inputs(observation, camera), "outputs": outputs,
-        "provenance": {"code_commit": "unknown", "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                       "sac_config": sac.config.to_dict(), "sac_updates": sac.updates, **(provenance or {})},
+        "schema_version": 2,
+        "family": FAMILY,
+        "robot_profile": ADROIT.name,
+        "graphs": graphs,
+        "inputs": robot_inputs(observation, camera),
+        "outputs": outputs,
+        "provenance": {
+            "code_commit": "unknown",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "sac_config": sac.config.to_dict(),
+            "sac_updates": sac.updates,
+            **(provenance or {}),
+        },
         "evaluation": {},
         "runtime": runtime,
     }
 
 
-def sample_observations(sac: SAC, encoder: ImageEncoder | None, manifest: dict[str, Any], count: int,
-                        seed: int = 0, images: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
+def sample_observations(
+    sac: SAC,
+    encoder: ImageEncoder | None,
+    manifest: dict[str, Any],
+    count: int,
+    seed: int = 0,
+    images: np.ndarray | None = None,
+) -> list[dict[str, np.ndarray]]:
     """Actor observations: each vector around its training mean (+- 1.5 std, float32) and a uint8
     image (random pixels, or drawn from `images`); keys are the manifest's `runtime.observation`
     names."""
@@ -230,8 +327,11 @@ def sample_observations(sac: SAC, encoder: ImageEncoder | None, manifest: dict[s
         obs: dict[str, np.ndarray] = {}
         for spec in manifest["runtime"]["observation"]:
             if spec["kind"] == "rgb":
-                obs[spec["name"]] = (images[rng.integers(len(images))] if images is not None
-                                     else rng.integers(0, 256, spec["shape"], dtype=np.uint8))
+                obs[spec["name"]] = (
+                    images[rng.integers(len(images))]
+                    if images is not None
+                    else rng.integers(0, 256, spec["shape"], dtype=np.uint8)
+                )
             else:
                 mean, std = np.asarray(stats[spec["name"]]["mean"]), np.asarray(stats[spec["name"]]["std"])
                 obs[spec["name"]] = (mean + 1.5 * std * rng.standard_normal(mean.shape)).astype(np.float32)
@@ -240,14 +340,16 @@ def sample_observations(sac: SAC, encoder: ImageEncoder | None, manifest: dict[s
 
 
 @torch.no_grad()
-def torch_policy_action(sac: SAC, encoder: ImageEncoder | None, manifest: dict[str, Any],
-                        observation: dict[str, np.ndarray]) -> np.ndarray:
+def torch_policy_action(
+    sac: SAC, encoder: ImageEncoder | None, manifest: dict[str, Any], observation: dict[str, np.ndarray]
+) -> np.ndarray:
     """The torch policy on one actor observation (the actor runtime's input dict), on CPU copies of the
     networks: encoder features for the visual key, normalisers, deterministic actor -> (A,) float32."""
     normalizer = copy.deepcopy(sac.normalizer).cpu()
     actor = copy.deepcopy(sac.actor).cpu().eval()
-    obs = {key: torch.as_tensor(np.asarray(observation[key], np.float32))[None]
-           for key in sac.spec if key in observation}
+    obs = {
+        key: torch.as_tensor(np.asarray(observation[key], np.float32))[None] for key in sac.spec if key in observation
+    }
     visual = (manifest.get("runtime") or {}).get("visual")
     if visual is not None:
         image = torch.as_tensor(observation[visual["image_input"]]).to(torch.float32)[None] * IMAGE_SCALE
@@ -255,9 +357,17 @@ def torch_policy_action(sac: SAC, encoder: ImageEncoder | None, manifest: dict[s
     return actor.deterministic(normalizer(obs))[0].numpy()
 
 
-def export_actor(sac: SAC, spec: dict[str, int], out_dir: str | Path, *, encoder: ImageEncoder | None = None,
-                 atol: float = 1e-5, checks: int = 8, check_images: np.ndarray | None = None,
-                 **manifest_options: Any) -> Path:
+def export_actor(
+    sac: SAC,
+    spec: dict[str, int],
+    out_dir: str | Path,
+    *,
+    encoder: ImageEncoder | None = None,
+    atol: float = 1e-5,
+    checks: int = 8,
+    check_images: np.ndarray | None = None,
+    **manifest_options: Any,
+) -> Path:
     """Export `sac`'s deterministic actor (and `encoder`, when the spec has the visual key) into the
     new directory `out_dir` (must not exist or be empty): the graphs + manifest.json. `spec` must be
     the SAC's own observation spec (a guard against exporting the wrong policy for an env).
@@ -277,15 +387,23 @@ def export_actor(sac: SAC, spec: dict[str, int], out_dir: str | Path, *, encoder
             diffs["encoder"] = export_encoder_onnx(encoder, tmp / ENCODER_FILE, atol, check_images)
         diffs["runtime"] = check_runtime_matches(sac, encoder, tmp, manifest, atol, checks)
         if check_images is not None:
-            diffs["runtime"] = max(diffs["runtime"], check_runtime_matches(sac, encoder, tmp, manifest, atol, checks,
-                                                                           check_images))
+            diffs["runtime"] = max(
+                diffs["runtime"], check_runtime_matches(sac, encoder, tmp, manifest, atol, checks, check_images)
+            )
         return diffs
 
     return write_policy_dir(out_dir, manifest, write_graphs)
 
 
-def check_runtime_matches(sac: SAC, encoder: ImageEncoder | None, policy_dir: Path, manifest: dict[str, Any],
-                          atol: float = 1e-5, count: int = 8, images: np.ndarray | None = None) -> float:
+def check_runtime_matches(
+    sac: SAC,
+    encoder: ImageEncoder | None,
+    policy_dir: Path,
+    manifest: dict[str, Any],
+    atol: float = 1e-5,
+    count: int = 8,
+    images: np.ndarray | None = None,
+) -> float:
     """The actor end to end: the actor runtime built from `policy_dir` against the torch policy on
     `count` sample observations (images from `images` if given). Returns the largest absolute
     difference; raises ExportError."""
@@ -296,8 +414,10 @@ def check_runtime_matches(sac: SAC, encoder: ImageEncoder | None, policy_dir: Pa
     for obs in sample_observations(sac, encoder, manifest, count, images=images):
         worst = max(worst, float(np.max(np.abs(runtime.act(obs) - torch_policy_action(sac, encoder, manifest, obs)))))
     if not worst <= atol:
-        raise ExportError(f"the gpayn actor runtime and the torch policy differ by {worst:.3g} (> {atol:g}) on sample "
-                          "observations; nothing written")
+        raise ExportError(
+            f"the gpayn actor runtime and the torch policy differ by {worst:.3g} (> {atol:g}) on sample "
+            "observations; nothing written"
+        )
     return worst
 
 
@@ -319,11 +439,22 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     run_info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else []
     # The run directory's name, not its path: no machine paths in a shipped manifest.
-    provenance = {"run": run_dir.name, "code_commit": run_info.get("code_commit", "unknown"),
-                  "config": config.to_dict(), "env_steps": history[-1]["step"] if history else None,
-                  "last_evaluation": ({k: history[-1][k] for k in ("step", "success_rate", "mean_return")}
-                                      if history else None)}
-    out = export_actor(policy.sac, policy.sac.spec, out_dir, encoder=policy.encoder, check_images=check_images,
-                       action_names=list(ACTION_NAMES), action_scales=list(ACTION_SCALES), dt=1.0 / CONTROL_HZ,
-                       provenance=provenance)
+    provenance = {
+        "run": run_dir.name,
+        "code_commit": run_info.get("code_commit", "unknown"),
+        "config": config.to_dict(),
+        "env_steps": history[-1]["step"] if history else None,
+        "last_evaluation": ({k: history[-1][k] for k in ("step", "success_rate", "mean_return")} if history else None),
+    }
+    out = export_actor(
+        policy.sac,
+        policy.sac.spec,
+        out_dir,
+        encoder=policy.encoder,
+        check_images=check_images,
+        action_names=list(ACTION_NAMES),
+        action_scales=list(ACTION_SCALES),
+        dt=1.0 / CONTROL_HZ,
+        provenance=provenance,
+    )
     return out

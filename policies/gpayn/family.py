@@ -10,5 +10,5 @@ FAMILY = Family(
     # In-process the grasp task's episodes are GraspEnv's (the training env), driven by the actor runtime.
     in_process="dexstack.policies.gpayn.evaluate:in_process",
     description="G-PAYN: SAC on the hand from a grasp pose, replay buffer pre-filled with scripted grasps "
-                "(vision + touch).",
+    "(vision + touch).",
 )

@@ -29,8 +29,9 @@ _FIELDS = ("action", "reward", "terminated", "truncated")
 class ReplayBuffer:
     """Ring buffer of (obs, action, reward, next_obs, terminated, truncated) transitions."""
 
-    def __init__(self, capacity: int, observation_spec: dict, action_dim: int,
-                 keys: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self, capacity: int, observation_spec: dict, action_dim: int, keys: tuple[str, ...] | None = None
+    ) -> None:
         """observation_spec: {key: (shape, dtype)}; keys: the subset to store (default all)."""
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity must be a positive int, got {capacity!r}")
@@ -41,8 +42,7 @@ class ReplayBuffer:
         if unknown or not keys:
             raise ValueError(f"keys {unknown or keys} not in the observation spec {sorted(observation_spec)}")
         self.capacity, self.action_dim = capacity, action_dim
-        self.spec = {k: (tuple(int(n) for n in observation_spec[k][0]), np.dtype(observation_spec[k][1]))
-                     for k in keys}
+        self.spec = {k: (tuple(int(n) for n in observation_spec[k][0]), np.dtype(observation_spec[k][1])) for k in keys}
         self.obs = {k: np.zeros((capacity,) + shape, dtype) for k, (shape, dtype) in self.spec.items()}
         self.next_obs = {k: np.zeros((capacity,) + shape, dtype) for k, (shape, dtype) in self.spec.items()}
         self.action = np.zeros((capacity, action_dim), np.float32)
@@ -63,8 +63,14 @@ class ReplayBuffer:
         action = np.asarray(action, dtype=np.float32)
         if action.shape != (self.action_dim,):
             raise ValueError(f"action must have shape ({self.action_dim},), got {action.shape}")
-        self.add_batch(self._as_batch(obs), action[None], np.asarray([reward]), self._as_batch(next_obs),
-                       np.asarray([terminated]), np.asarray([truncated]))
+        self.add_batch(
+            self._as_batch(obs),
+            action[None],
+            np.asarray([reward]),
+            self._as_batch(next_obs),
+            np.asarray([terminated]),
+            np.asarray([truncated]),
+        )
 
     @property
     def kept(self) -> int:
@@ -136,14 +142,23 @@ class ReplayBuffer:
         if kept_fraction > 0.0 and self._kept:
             newer = self._size - self._kept
             n_kept = batch_size if newer == 0 else int(round(batch_size * kept_fraction))
-            idx = np.concatenate([rng.integers(0, self._kept, size=n_kept),
-                                  rng.integers(self._kept, self._size, size=batch_size - n_kept)])
+            idx = np.concatenate(
+                [
+                    rng.integers(0, self._kept, size=n_kept),
+                    rng.integers(self._kept, self._size, size=batch_size - n_kept),
+                ]
+            )
         else:
             idx = rng.integers(0, self._size, size=batch_size)
-        return {"obs": {k: v[idx] for k, v in self.obs.items()},
-                "next_obs": {k: v[idx] for k, v in self.next_obs.items()},
-                "action": self.action[idx], "reward": self.reward[idx],
-                "terminated": self.terminated[idx], "truncated": self.truncated[idx], "demo": idx < self._kept}
+        return {
+            "obs": {k: v[idx] for k, v in self.obs.items()},
+            "next_obs": {k: v[idx] for k, v in self.next_obs.items()},
+            "action": self.action[idx],
+            "reward": self.reward[idx],
+            "terminated": self.terminated[idx],
+            "truncated": self.truncated[idx],
+            "demo": idx < self._kept,
+        }
 
     def save(self, path: str | Path) -> None:
         """Write the filled part to `path` (.npz), atomically."""
@@ -152,8 +167,12 @@ class ReplayBuffer:
         arrays = {f"obs/{k}": v[order] for k, v in self.obs.items()}
         arrays |= {f"next_obs/{k}": v[order] for k, v in self.next_obs.items()}
         arrays |= {name: getattr(self, name)[order] for name in _FIELDS}
-        meta = {"capacity": self.capacity, "action_dim": self.action_dim, "kept": self._kept,
-                "spec": {k: [list(shape), dtype.str] for k, (shape, dtype) in self.spec.items()}}
+        meta = {
+            "capacity": self.capacity,
+            "action_dim": self.action_dim,
+            "kept": self._kept,
+            "spec": {k: [list(shape), dtype.str] for k, (shape, dtype) in self.spec.items()},
+        }
         arrays["meta"] = np.array(json.dumps(meta))
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
@@ -174,9 +193,14 @@ class ReplayBuffer:
             kept = int(meta.get("kept", 0))
             for sl in (slice(0, kept), slice(kept, len(data["reward"]))):  # kept part first, then keep it
                 if sl.stop > sl.start:
-                    buffer.add_batch({k: data[f"obs/{k}"][sl] for k in spec}, data["action"][sl], data["reward"][sl],
-                                     {k: data[f"next_obs/{k}"][sl] for k in spec}, data["terminated"][sl],
-                                     data["truncated"][sl])
+                    buffer.add_batch(
+                        {k: data[f"obs/{k}"][sl] for k in spec},
+                        data["action"][sl],
+                        data["reward"][sl],
+                        {k: data[f"next_obs/{k}"][sl] for k in spec},
+                        data["terminated"][sl],
+                        data["truncated"][sl],
+                    )
                 if sl.start == 0 and kept:
                     buffer.keep_current()
         return buffer

@@ -55,8 +55,9 @@ class Runtime:
         self._actor = open_session(self.policy_dir / graphs["actor"], threads)
         got = sorted(i.name for i in self._actor.get_inputs())
         if got != sorted(self._actor_keys):
-            raise ValueError(f"{graphs['actor']} takes inputs {got}, manifest runtime.actor_inputs lists "
-                             f"{sorted(self._actor_keys)}")
+            raise ValueError(
+                f"{graphs['actor']} takes inputs {got}, manifest runtime.actor_inputs lists {sorted(self._actor_keys)}"
+            )
         self._inputs: list[dict[str, Any]] = list(rt["observation"])
         by_name = {spec["name"]: spec for spec in self._inputs}
 
@@ -68,7 +69,9 @@ class Runtime:
             self._visual_key, self._image_key = visual["key"], visual["image_input"]
             image_spec = by_name.get(self._image_key)
             if image_spec is None or image_spec["kind"] != "rgb":
-                raise ValueError(f"runtime.visual.image_input {self._image_key!r} is not an rgb key of runtime.observation")
+                raise ValueError(
+                    f"runtime.visual.image_input {self._image_key!r} is not an rgb key of runtime.observation"
+                )
             self._encoder = open_session(self.policy_dir / graphs["encoder"], threads)
             self._image_scale = np.float32(image_spec["normalization"]["scale"])
             self._visual_norm = _mean_std(visual["normalization"], int(visual["feature_dim"]), "runtime.visual")

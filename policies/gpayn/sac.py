@@ -56,13 +56,17 @@ def check_spec(spec: ObservationSpec) -> ObservationSpec:
     return {key: int(dim) for key, dim in spec.items()}
 
 
-def vector_spec(observation_spec: dict[str, tuple[tuple[int, ...], Any]], visual_dim: int | None = None,
-                visual_key: str = "visual") -> ObservationSpec:
+def vector_spec(
+    observation_spec: dict[str, tuple[tuple[int, ...], Any]], visual_dim: int | None = None, visual_key: str = "visual"
+) -> ObservationSpec:
     """The SAC spec of an env's `observation_spec()` ({key: (shape, dtype)}): every 1-D float key,
     in the env's order, then `visual_key` with `visual_dim` features if given. Images and depth
     (not 1-D) stay out: the frozen encoder turns the image into the visual features."""
-    spec = {key: int(shape[0]) for key, (shape, dtype) in observation_spec.items()
-            if len(shape) == 1 and np.dtype(dtype).kind == "f"}
+    spec = {
+        key: int(shape[0])
+        for key, (shape, dtype) in observation_spec.items()
+        if len(shape) == 1 and np.dtype(dtype).kind == "f"
+    }
     if visual_dim is not None:
         if visual_key in spec:
             raise ValueError(f"the env already has a key {visual_key!r}")
@@ -99,9 +103,16 @@ class SACConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
         if not self.hidden or any(h <= 0 for h in self.hidden):
             raise ValueError(f"hidden must be positive layer widths, got {self.hidden}")
-        checks = {"lr": self.lr > 0, "gamma": 0.0 <= self.gamma <= 1.0, "tau": 0.0 < self.tau <= 1.0,
-                  "batch_size": self.batch_size > 0, "initial_alpha": self.initial_alpha > 0,
-                  "obs_clip": self.obs_clip > 0, "min_std": self.min_std > 0, "bc_weight": self.bc_weight >= 0}
+        checks = {
+            "lr": self.lr > 0,
+            "gamma": 0.0 <= self.gamma <= 1.0,
+            "tau": 0.0 < self.tau <= 1.0,
+            "batch_size": self.batch_size > 0,
+            "initial_alpha": self.initial_alpha > 0,
+            "obs_clip": self.obs_clip > 0,
+            "min_std": self.min_std > 0,
+            "bc_weight": self.bc_weight >= 0,
+        }
         self.feature_noise = {str(k): float(v) for k, v in dict(self.feature_noise).items()}
         checks["feature_noise"] = all(np.isfinite(v) and v >= 0 for v in self.feature_noise.values())
         bad = [name for name, ok in checks.items() if not ok]
@@ -119,6 +130,7 @@ class SACConfig:
 
 
 # --- observation normalisation --------------------------------------------------------------
+
 
 class RunningNorm(nn.Module):
     """Running mean/variance of one vector key (Chan et al.'s parallel update, float64 buffers so
@@ -184,11 +196,14 @@ class ObservationNormalizer(nn.Module):
 
     def stats(self) -> dict[str, dict[str, list[float]]]:
         """{key: {"mean": [...], "std": [...]}} as plain floats (for the manifest)."""
-        return {key: {"mean": norm.mean.cpu().tolist(), "std": norm.std().cpu().tolist()}
-                for key, norm in self.norms.items()}
+        return {
+            key: {"mean": norm.mean.cpu().tolist(), "std": norm.std().cpu().tolist()}
+            for key, norm in self.norms.items()
+        }
 
 
 # --- networks --------------------------------------------------------------------------------
+
 
 def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, layer_norm: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -219,8 +234,7 @@ class Actor(nn.Module):
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(raw_log_std) + 1.0)
         return mean, log_std
 
-    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterised action (B, A) in (-1, 1) and its log-probability (B,) under the squashed
         distribution: log N(u) - sum log(1 - tanh(u)^2)."""
         mean, log_std = self.distribution_params(obs)
@@ -238,8 +252,9 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """Q(s, a) on the normalised observation vector and the action -> (B,)."""
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...] = (256, 256),
-                 layer_norm: bool = False) -> None:
+    def __init__(
+        self, obs_dim: int, action_dim: int, hidden: tuple[int, ...] = (256, 256), layer_norm: bool = False
+    ) -> None:
         super().__init__()
         self.net = mlp(obs_dim + action_dim, hidden, 1, layer_norm)
 
@@ -248,6 +263,7 @@ class Critic(nn.Module):
 
 
 # --- the algorithm ---------------------------------------------------------------------------
+
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -260,8 +276,14 @@ class SAC:
     `state_dict()` / `load_state_dict()` checkpoint everything needed to resume training.
     """
 
-    def __init__(self, spec: ObservationSpec, action_dim: int, config: SACConfig | None = None,
-                 seed: int = 0, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        spec: ObservationSpec,
+        action_dim: int,
+        config: SACConfig | None = None,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+    ) -> None:
         if isinstance(action_dim, bool) or not isinstance(action_dim, int | np.integer) or action_dim <= 0:
             raise ValueError(f"action_dim must be a positive int, got {action_dim!r}")
         self.spec = check_spec(spec)
@@ -271,16 +293,18 @@ class SAC:
         if unknown:
             raise ValueError(f"feature_noise names key(s) {unknown} that are not in the spec {list(self.spec)}")
         self.device = torch.device(device) if device is not None else default_device()
-        self.target_entropy = (float(self.config.target_entropy) if self.config.target_entropy is not None
-                               else -float(self.action_dim))
+        self.target_entropy = (
+            float(self.config.target_entropy) if self.config.target_entropy is not None else -float(self.action_dim)
+        )
         obs_dim = sum(self.spec.values())
         hidden = tuple(self.config.hidden)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
             torch.manual_seed(seed)
             self.normalizer = ObservationNormalizer(self.spec, self.config.obs_clip, self.config.min_std)
             self.actor = Actor(obs_dim, self.action_dim, hidden)
-            self.critics = nn.ModuleList([Critic(obs_dim, self.action_dim, hidden, self.config.critic_layer_norm)
-                                          for _ in range(2)])
+            self.critics = nn.ModuleList(
+                [Critic(obs_dim, self.action_dim, hidden, self.config.critic_layer_norm) for _ in range(2)]
+            )
         self.critics_target = copy.deepcopy(self.critics)
         self.critics_target.requires_grad_(False)
         for module in (self.normalizer, self.actor, self.critics, self.critics_target):
@@ -402,11 +426,15 @@ class SAC:
             for target_param, param in zip(self.critics_target.parameters(), self.critics.parameters(), strict=True):
                 target_param.lerp_(param, self.config.tau)
         self.updates += 1
-        return {"critic_loss": float(critic_loss.detach()), "actor_loss": float(actor_loss.detach()),
-                "bc_loss": float(bc_loss.detach()),
-                "alpha_loss": float(alpha_loss.detach()),
-                "alpha": self.alpha, "entropy": float(-log_prob.detach().mean()),
-                "q_mean": float(torch.stack(q_values).detach().mean())}
+        return {
+            "critic_loss": float(critic_loss.detach()),
+            "actor_loss": float(actor_loss.detach()),
+            "bc_loss": float(bc_loss.detach()),
+            "alpha_loss": float(alpha_loss.detach()),
+            "alpha": self.alpha,
+            "entropy": float(-log_prob.detach().mean()),
+            "q_mean": float(torch.stack(q_values).detach().mean()),
+        }
 
     def _with_feature_noise(self, normalized: torch.Tensor) -> torch.Tensor:
         """`config.feature_noise`: N(0, std^2) added to the named keys' columns (training only)."""
@@ -417,7 +445,7 @@ class SAC:
             std = self.config.feature_noise.get(key, 0.0)
             if std > 0:
                 noise = torch.randn((out.shape[0], dim), generator=self.generator, device=out.device, dtype=out.dtype)
-                out[:, start:start + dim] += std * noise
+                out[:, start : start + dim] += std * noise
             start += dim
         return out
 
@@ -448,21 +476,29 @@ class SAC:
         """Everything needed to resume: networks, targets, optimisers, log alpha, normalisers,
         config, spec, action_dim, update count, the sampling generator's state."""
         return {
-            "spec": dict(self.spec), "action_dim": self.action_dim, "config": self.config.to_dict(),
-            "actor": self.actor.state_dict(), "critics": self.critics.state_dict(),
-            "critics_target": self.critics_target.state_dict(), "normalizer": self.normalizer.state_dict(),
+            "spec": dict(self.spec),
+            "action_dim": self.action_dim,
+            "config": self.config.to_dict(),
+            "actor": self.actor.state_dict(),
+            "critics": self.critics.state_dict(),
+            "critics_target": self.critics_target.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
             "log_alpha": self.log_alpha.detach().cpu().clone(),
             "actor_optimizer": self.actor_optimizer.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "alpha_optimizer": self.alpha_optimizer.state_dict(),
-            "generator": self.generator.get_state(), "generator_device": self.device.type, "updates": self.updates,
+            "generator": self.generator.get_state(),
+            "generator_device": self.device.type,
+            "updates": self.updates,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict()`; refuses one from another spec or action size."""
         if dict(state.get("spec", {})) != self.spec or state.get("action_dim") != self.action_dim:
-            raise ValueError(f"checkpoint is for spec {state.get('spec')} with action_dim {state.get('action_dim')}, "
-                             f"this SAC has spec {self.spec} with action_dim {self.action_dim}")
+            raise ValueError(
+                f"checkpoint is for spec {state.get('spec')} with action_dim {state.get('action_dim')}, "
+                f"this SAC has spec {self.spec} with action_dim {self.action_dim}"
+            )
         self.actor.load_state_dict(state["actor"])
         self.critics.load_state_dict(state["critics"])
         self.critics_target.load_state_dict(state["critics_target"])
@@ -484,5 +520,16 @@ class SAC:
         return sac
 
 
-__all__ = ["Actor", "Critic", "ObservationNormalizer", "ObservationSpec", "RunningNorm", "SAC", "SACConfig",
-           "check_spec", "default_device", "tanh_log_det_jacobian", "vector_spec"]
+__all__ = [
+    "Actor",
+    "Critic",
+    "ObservationNormalizer",
+    "ObservationSpec",
+    "RunningNorm",
+    "SAC",
+    "SACConfig",
+    "check_spec",
+    "default_device",
+    "tanh_log_det_jacobian",
+    "vector_spec",
+]

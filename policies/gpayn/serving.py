@@ -49,8 +49,12 @@ FORCE_Z = 2  # a tactile wrench's normal force: wrench.force.z (contract: tactil
 # pose's position (m, world); grasp_position_in_palm: the same in the palm frame, R_palm^T
 # (grasp - palm), the palm by FK of `joints_input`; rgb: the image input as it is.
 READS: dict[str, str] = {
-    "joint_positions": "joint_positions", "tactile": "wrench", "palm_pose": "joint_positions",
-    "grasp_position": "pose", "grasp_position_in_palm": "pose", "rgb": "rgb",
+    "joint_positions": "joint_positions",
+    "tactile": "wrench",
+    "palm_pose": "joint_positions",
+    "grasp_position": "pose",
+    "grasp_position_in_palm": "pose",
+    "rgb": "rgb",
 }
 
 
@@ -67,8 +71,9 @@ class ObservationBuilder:
     """The actor's observation dict from the raw inputs, by `runtime.observation` (see READS).
     Raises ValueError at construction for a key it cannot serve."""
 
-    def __init__(self, observation: list[dict[str, Any]], inputs: list[dict[str, Any]],
-                 kinematics: RobotKinematics) -> None:
+    def __init__(
+        self, observation: list[dict[str, Any]], inputs: list[dict[str, Any]], kinematics: RobotKinematics
+    ) -> None:
         self.specs = list(observation)
         self.kinematics = kinematics
         by_name = {spec["name"]: spec for spec in inputs}
@@ -77,14 +82,19 @@ class ObservationBuilder:
             read = spec.get("read")
             if read not in READS:
                 raise ValueError(f"observation {spec.get('name')!r}: unknown read {read!r}; known: {sorted(READS)}")
-            wanted = [(name, READS[read]) for name in spec["inputs"]] if read == "tactile" else \
-                [(spec.get("input"), READS[read])]
+            wanted = (
+                [(name, READS[read]) for name in spec["inputs"]]
+                if read == "tactile"
+                else [(spec.get("input"), READS[read])]
+            )
             if read == "grasp_position_in_palm":
                 wanted.append((spec.get("joints_input"), "joint_positions"))
             for name, kind in wanted:
                 if name not in by_name or by_name[name]["kind"] != kind:
-                    raise ValueError(f"observation {spec['name']!r} reads {read} from {name!r}, which is not a "
-                                     f"{kind} input of the manifest")
+                    raise ValueError(
+                        f"observation {spec['name']!r} reads {read} from {name!r}, which is not a "
+                        f"{kind} input of the manifest"
+                    )
             if read == "joint_positions":
                 index = {n: i for i, n in enumerate(by_name[spec["input"]]["names"])}
                 missing = [n for n in spec["names"] if n not in index]
@@ -106,8 +116,11 @@ class ObservationBuilder:
                 value = np.asarray(raw[spec["input"]])
             elif read == "tactile":
                 forces = np.array([float(np.asarray(raw[pad])[FORCE_Z]) for pad in spec["inputs"]], dtype=float)
-                value = forces if spec["layout"] == "forces" else \
-                    np.concatenate([(forces > contract.TACTILE_CONTACT_N).astype(float), forces])
+                value = (
+                    forces
+                    if spec["layout"] == "forces"
+                    else np.concatenate([(forces > contract.TACTILE_CONTACT_N).astype(float), forces])
+                )
             elif read == "palm_pose":
                 value = np.concatenate(self._palm(palm, spec["input"], raw))
             else:
@@ -134,19 +147,26 @@ class GraspServing:
     (its kinematics and joint order). rate_hz: how often `act` is called; None: once per action.
     """
 
-    def __init__(self, policy_dir: str | Path, manifest: dict[str, Any], profile: RobotProfile,
-                 rate_hz: float | None = None) -> None:
+    def __init__(
+        self, policy_dir: str | Path, manifest: dict[str, Any], profile: RobotProfile, rate_hz: float | None = None
+    ) -> None:
         if manifest.get("family") != FAMILY:
             raise ValueError(f"gpayn serving serves family {FAMILY!r}, got {manifest.get('family')!r}")
         outputs, rt = manifest["outputs"], manifest.get("runtime") or {}
         action = rt.get("action") or {}
         if tuple(action.get("names") or ()) != ACTION_NAMES:
-            raise ValueError(f"runtime.action.names {action.get('names')} are not GraspEnv's action layout "
-                             f"{list(ACTION_NAMES)}")
-        if outputs.get("kind") != "joint_position_chunk" or tuple(outputs.get("joint_names", ())) != profile.joint_names \
-                or outputs.get("chunk_length") != 1:
-            raise ValueError(f"gpayn serving commands a one-point joint_position_chunk over {profile.name}'s joints "
-                             f"{list(profile.joint_names)}, the manifest's outputs are {outputs}")
+            raise ValueError(
+                f"runtime.action.names {action.get('names')} are not GraspEnv's action layout {list(ACTION_NAMES)}"
+            )
+        if (
+            outputs.get("kind") != "joint_position_chunk"
+            or tuple(outputs.get("joint_names", ())) != profile.joint_names
+            or outputs.get("chunk_length") != 1
+        ):
+            raise ValueError(
+                f"gpayn serving commands a one-point joint_position_chunk over {profile.name}'s joints "
+                f"{list(profile.joint_names)}, the manifest's outputs are {outputs}"
+            )
         self.dt = float(action["dt"])
         if float(outputs["dt"]) != self.dt:
             raise ValueError(f"outputs.dt {outputs['dt']} must be the action period runtime.action.dt {self.dt}")
@@ -155,8 +175,11 @@ class GraspServing:
         self.step_fraction = 1.0 if rate_hz is None else (1.0 / float(rate_hz)) / self.dt
         self.manifest = manifest
         self.profile = profile
-        self.joints_input = next(spec["name"] for spec in manifest["inputs"] if spec["kind"] == "joint_positions"
-                                 and tuple(spec.get("names", ())) == profile.joint_names)
+        self.joints_input = next(
+            spec["name"]
+            for spec in manifest["inputs"]
+            if spec["kind"] == "joint_positions" and tuple(spec.get("names", ())) == profile.joint_names
+        )
         self.actor = Runtime(policy_dir, manifest)
         if self.actor.action_dim != ACTION_DIM:
             raise ValueError(f"the actor makes {self.actor.action_dim} actions, GraspEnv's have {ACTION_DIM}")
@@ -184,7 +207,8 @@ class GraspServing:
         return targets[None]
 
 
-def make_runtime(policy_dir: Path, manifest: dict[str, Any], *, profile: RobotProfile,
-                 rate_hz: float | None) -> GraspServing:
+def make_runtime(
+    policy_dir: Path, manifest: dict[str, Any], *, profile: RobotProfile, rate_hz: float | None
+) -> GraspServing:
     """The gpayn family's runtime (`family.py`): see GraspServing."""
     return GraspServing(policy_dir, manifest, profile, rate_hz)

@@ -79,6 +79,7 @@ def derived_seed(*keys: int | str) -> int:
 
 # --- frames and the frozen encoder ---------------------------------------------------------------
 
+
 class ObjectMaskRenderer:
     """The object's segmentation mask from the scene camera at the env's image size (the env's own
     mask is at its 160x120 fitting size): the target of the encoder's mask channel."""
@@ -103,8 +104,14 @@ class ObjectMaskRenderer:
         self._renderer.close()
 
 
-def collect_frames(objects: tuple[str, ...], n_frames: int, seed: int, image_size: tuple[int, int] = (64, 64),
-                   max_episode_steps: int = MAX_EPISODE_STEPS, noise: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+def collect_frames(
+    objects: tuple[str, ...],
+    n_frames: int,
+    seed: int,
+    image_size: tuple[int, int] = (64, 64),
+    max_episode_steps: int = MAX_EPISODE_STEPS,
+    noise: float = 0.3,
+) -> tuple[np.ndarray, np.ndarray]:
     """`n_frames` images (N, H, W, 3) uint8 and object masks (N, H, W) bool from GraspEnv episodes,
     round robin over `objects`: even episodes run the scripted grasp with Gaussian action noise
     (`noise` std; frames of the hand closing on and lifting the object), odd ones random actions.
@@ -136,8 +143,11 @@ def collect_frames(objects: tuple[str, ...], n_frames: int, seed: int, image_siz
                 count += 1
                 if done:
                     break
-                action = (scripted.act() + noise * rng.standard_normal(ACTION_DIM) if scripted is not None
-                          else rng.uniform(-1.0, 1.0, ACTION_DIM))
+                action = (
+                    scripted.act() + noise * rng.standard_normal(ACTION_DIM)
+                    if scripted is not None
+                    else rng.uniform(-1.0, 1.0, ACTION_DIM)
+                )
                 obs, _, terminated, truncated, _ = env.step(np.clip(action, -1.0, 1.0))
                 done = terminated or truncated
             episode += 1
@@ -167,24 +177,46 @@ def _pretrain(run_dir: Path, config: GPAYNConfig, progress: bool) -> list[dict[s
     t0 = time.perf_counter()
     objects = config.pretrain_objects or config.objects
     if progress:
-        print(f"gpayn pretrain: collecting {config.pretrain_frames} frames on {len(objects)} object(s)",
-              file=sys.stderr)
-    images, masks = collect_frames(objects, config.pretrain_frames, derived_seed(config.seed, "frames"),
-                                   config.image_size, config.max_episode_steps)
+        print(
+            f"gpayn pretrain: collecting {config.pretrain_frames} frames on {len(objects)} object(s)", file=sys.stderr
+        )
+    images, masks = collect_frames(
+        objects,
+        config.pretrain_frames,
+        derived_seed(config.seed, "frames"),
+        config.image_size,
+        config.max_episode_steps,
+    )
     collect_s = time.perf_counter() - t0
     tmp = run_dir / (FRAMES_FILE + ".tmp")
     with open(tmp, "wb") as f:
         np.savez_compressed(f, images=images, masks=masks)
     tmp.replace(run_dir / FRAMES_FILE)
-    history = pretrain_encoder(images, config.pretrain_epochs, config.seed, run_dir / ENCODER_FILE, masks=masks,
-                               feature_dim=config.feature_dim, device=resolve_device(config.device))
-    runs.write_json(run_dir / "encoder_history.json",
-                    {"frames": len(images), "collect_s": collect_s, "train_s": time.perf_counter() - t0 - collect_s,
-                     "history": history})
+    history = pretrain_encoder(
+        images,
+        config.pretrain_epochs,
+        config.seed,
+        run_dir / ENCODER_FILE,
+        masks=masks,
+        feature_dim=config.feature_dim,
+        device=resolve_device(config.device),
+    )
+    runs.write_json(
+        run_dir / "encoder_history.json",
+        {
+            "frames": len(images),
+            "collect_s": collect_s,
+            "train_s": time.perf_counter() - t0 - collect_s,
+            "history": history,
+        },
+    )
     if progress:
         first, last = history[0], history[-1]
-        print(f"gpayn pretrain: val loss {first['val_loss']:.4f} -> {last['val_loss']:.4f} "
-              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        print(
+            f"gpayn pretrain: val loss {first['val_loss']:.4f} -> {last['val_loss']:.4f} "
+            f"({time.perf_counter() - t0:.0f} s)",
+            file=sys.stderr,
+        )
     return history
 
 
@@ -204,8 +236,12 @@ class EncodedEnv:
         return self.vectors(obs), reward, terminated, truncated, info
 
     def vectors(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {k: v[0] for k, v in observation_vectors({k: np.asarray(v)[None] for k, v in obs.items()},
-                                                         self.encoder, self.spec).items()}
+        return {
+            k: v[0]
+            for k, v in observation_vectors(
+                {k: np.asarray(v)[None] for k, v in obs.items()}, self.encoder, self.spec
+            ).items()
+        }
 
 
 def observation_vectors(obs: dict[str, np.ndarray], encoder: Any | None, spec: dict[str, int]) -> dict[str, np.ndarray]:
@@ -217,8 +253,9 @@ def observation_vectors(obs: dict[str, np.ndarray], encoder: Any | None, spec: d
     return out
 
 
-def prefill_demos(buffer: ReplayBuffer, config: GPAYNConfig, encoder: Any | None,
-                  spec: dict[str, int]) -> dict[str, Any]:
+def prefill_demos(
+    buffer: ReplayBuffer, config: GPAYNConfig, encoder: Any | None, spec: dict[str, int]
+) -> dict[str, Any]:
     """`config.demo_episodes` scripted episodes into `buffer`, round robin over the objects, every
     transition kept. Returns {"episodes", "transitions", "successes", "per_object": {...}}."""
     per_object: dict[str, dict[str, float]] = {}
@@ -227,19 +264,25 @@ def prefill_demos(buffer: ReplayBuffer, config: GPAYNConfig, encoder: Any | None
         count = config.demo_episodes // n_objects + (j < config.demo_episodes % n_objects)
         if count == 0:
             continue
-        env = GraspEnv(name, render=config.render, image_size=config.image_size,
-                       max_episode_steps=config.max_episode_steps)
+        env = GraspEnv(
+            name, render=config.render, image_size=config.image_size, max_episode_steps=config.max_episode_steps
+        )
         try:
-            per_object[name] = prefill(buffer, EncodedEnv(env, encoder, spec), count,
-                                       seed=derived_seed(config.seed, "demos", j))
+            per_object[name] = prefill(
+                buffer, EncodedEnv(env, encoder, spec), count, seed=derived_seed(config.seed, "demos", j)
+            )
         finally:
             env.close()
-    return {"episodes": sum(s["episodes"] for s in per_object.values()),
-            "transitions": sum(s["transitions"] for s in per_object.values()),
-            "successes": sum(s["successes"] for s in per_object.values()), "per_object": per_object}
+    return {
+        "episodes": sum(s["episodes"] for s in per_object.values()),
+        "transitions": sum(s["transitions"] for s in per_object.values()),
+        "successes": sum(s["successes"] for s in per_object.values()),
+        "per_object": per_object,
+    }
 
 
 # --- the loop ------------------------------------------------------------------------------------
+
 
 def _open_run(run_dir: Path, config: GPAYNConfig | None, resume: bool, total_steps: int | None) -> GPAYNConfig:
     checkpoint = run_dir / CHECKPOINT
@@ -251,7 +294,9 @@ def _open_run(run_dir: Path, config: GPAYNConfig | None, resume: bool, total_ste
         config = GPAYNConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     else:
         if checkpoint.exists():
-            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+            raise FileExistsError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
         config = config or GPAYNConfig()
         if not isinstance(config, GPAYNConfig):
             raise TypeError(f"config must be a GPAYNConfig, got {type(config).__name__}")
@@ -264,9 +309,15 @@ def _segment_seed(config: GPAYNConfig, segment: int) -> int:
     return derived_seed(config.seed, "train", segment)
 
 
-def train(run_dir: str | Path, config: GPAYNConfig | None = None, *, resume: bool = False,
-          total_steps: int | None = None, encoder_path: str | Path | None = None,
-          progress: bool = True) -> list[dict[str, Any]]:
+def train(
+    run_dir: str | Path,
+    config: GPAYNConfig | None = None,
+    *,
+    resume: bool = False,
+    total_steps: int | None = None,
+    encoder_path: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
     """Train (or with `resume` continue) a G-PAYN run in `run_dir`; returns the history (one entry
     per evaluation, the first at step 0 before any update). `total_steps` overrides the config's
     budget (with `resume`: train further). `encoder_path`: an `encoder.pt` to use instead of
@@ -282,8 +333,9 @@ def train(run_dir: str | Path, config: GPAYNConfig | None = None, *, resume: boo
         torch.set_num_threads(previous_threads)
 
 
-def _train(run_dir: Path, config: GPAYNConfig, resume: bool, encoder_path: str | Path | None,
-           progress: bool) -> list[dict[str, Any]]:
+def _train(
+    run_dir: Path, config: GPAYNConfig, resume: bool, encoder_path: str | Path | None, progress: bool
+) -> list[dict[str, Any]]:
     device = resolve_device(config.device)
     encoder = None
     if config.render:
@@ -295,12 +347,16 @@ def _train(run_dir: Path, config: GPAYNConfig, resume: bool, encoder_path: str |
             pretrain(run_dir, config, progress=progress)
         encoder = load_frozen_encoder(run_dir / ENCODER_FILE, device)
         if tuple(encoder.image_hw) != (config.image_size[1], config.image_size[0]):
-            raise ValueError(f"the encoder takes {encoder.image_hw} (H, W) images, the config renders "
-                             f"{config.image_size} (W, H)")
+            raise ValueError(
+                f"the encoder takes {encoder.image_hw} (H, W) images, the config renders {config.image_size} (W, H)"
+            )
     runs.write_json(run_dir / "config.json", config.to_dict())
 
-    env_kwargs = {"render": config.render, "image_size": config.image_size,
-                  "max_episode_steps": config.max_episode_steps}
+    env_kwargs = {
+        "render": config.render,
+        "image_size": config.image_size,
+        "max_episode_steps": config.max_episode_steps,
+    }
     venv = VectorGraspEnv(config.n_envs, config.objects, seed=0, **env_kwargs)
     eval_envs: dict[str, GraspEnv] = {}
     try:
@@ -313,30 +369,58 @@ def _train(run_dir: Path, config: GPAYNConfig, resume: bool, encoder_path: str |
             sac.load_state_dict(checkpoint["sac"])
             buffer = ReplayBuffer.load(run_dir / checkpoint["replay_file"])
             if len(buffer) != checkpoint["buffer_size"]:
-                raise ValueError(f"{checkpoint['replay_file']} holds {len(buffer)} transitions, the checkpoint "
-                                 f"expects {checkpoint['buffer_size']}")
+                raise ValueError(
+                    f"{checkpoint['replay_file']} holds {len(buffer)} transitions, the checkpoint "
+                    f"expects {checkpoint['buffer_size']}"
+                )
             state = checkpoint["trainer"]
             rng.bit_generator.state = state["rng"]
         else:
             buffer = ReplayBuffer(config.buffer_capacity, {k: ((d,), np.float32) for k, d in spec.items()}, ACTION_DIM)
             t0 = time.perf_counter()
-            demos = (prefill_demos(buffer, config, encoder, spec) if config.demo_episodes
-                     else {"episodes": 0, "transitions": 0, "successes": 0, "per_object": {}})
+            demos = (
+                prefill_demos(buffer, config, encoder, spec)
+                if config.demo_episodes
+                else {"episodes": 0, "transitions": 0, "successes": 0, "per_object": {}}
+            )
             if len(buffer):  # the normaliser starts from the demonstrations' statistics
-                sac.update_normalizer({k: buffer.obs[k][:len(buffer)] for k in spec})
+                sac.update_normalizer({k: buffer.obs[k][: len(buffer)] for k in spec})
                 if config.demo_batch_fraction > 0:
                     buffer.keep_current()
             from dexstack.policies.common.training import code_commit
 
-            runs.write_json(run_dir / "run.json", {
-                "family": FAMILY, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "code_commit": code_commit(), "device": str(device), "spec": spec, "action_dim": ACTION_DIM,
-                "action_names": ACTION_NAMES, "objects": list(config.objects), "demos": demos,
-                "encoder_hash": encoder_hash(encoder) if encoder is not None else None})
-            state = {"step": 0, "segment": 0, "update_credit": 0.0, "history": [], "episodes": [],
-                     "first_update": None, "demo_transitions": demos["transitions"],
-                     "timing": {"demos_s": time.perf_counter() - t0, "env_s": 0.0, "update_s": 0.0, "eval_s": 0.0,
-                                "checkpoint_s": 0.0, "wall_s": 0.0}}
+            runs.write_json(
+                run_dir / "run.json",
+                {
+                    "family": FAMILY,
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "code_commit": code_commit(),
+                    "device": str(device),
+                    "spec": spec,
+                    "action_dim": ACTION_DIM,
+                    "action_names": ACTION_NAMES,
+                    "objects": list(config.objects),
+                    "demos": demos,
+                    "encoder_hash": encoder_hash(encoder) if encoder is not None else None,
+                },
+            )
+            state = {
+                "step": 0,
+                "segment": 0,
+                "update_credit": 0.0,
+                "history": [],
+                "episodes": [],
+                "first_update": None,
+                "demo_transitions": demos["transitions"],
+                "timing": {
+                    "demos_s": time.perf_counter() - t0,
+                    "env_s": 0.0,
+                    "update_s": 0.0,
+                    "eval_s": 0.0,
+                    "checkpoint_s": 0.0,
+                    "wall_s": 0.0,
+                },
+            }
             state["history"].append(_evaluate(policy, config, state, eval_envs, {}))
         return _loop(run_dir, config, venv, encoder, spec, sac, policy, buffer, rng, state, eval_envs, progress)
     finally:
@@ -345,31 +429,54 @@ def _train(run_dir: Path, config: GPAYNConfig, resume: bool, encoder_path: str |
             env.close()
 
 
-def _evaluate(policy: TorchPolicy, config: GPAYNConfig, state: dict[str, Any], eval_envs: dict[str, GraspEnv],
-              losses: dict[str, list[float]]) -> dict[str, Any]:
+def _evaluate(
+    policy: TorchPolicy,
+    config: GPAYNConfig,
+    state: dict[str, Any],
+    eval_envs: dict[str, GraspEnv],
+    losses: dict[str, list[float]],
+) -> dict[str, Any]:
     """One history entry: the deterministic actor on every object, training episodes since the last
     entry, mean SAC losses since the last entry."""
     t0 = time.perf_counter()
     for name in config.objects:
         if name not in eval_envs:
-            eval_envs[name] = GraspEnv(name, render=config.render, image_size=config.image_size,
-                                       max_episode_steps=config.max_episode_steps)
+            eval_envs[name] = GraspEnv(
+                name, render=config.render, image_size=config.image_size, max_episode_steps=config.max_episode_steps
+            )
     results = evaluate_policy(policy, config.objects, config.eval_episodes, DEFAULT_EVAL_SEED, envs=eval_envs)
     state["timing"]["eval_s"] += time.perf_counter() - t0
     last_step = state["history"][-1]["step"] if state["history"] else -1
     recent = [e for e in state["episodes"] if e["step"] > last_step]
     sac = policy.sac
-    return {"step": state["step"], "updates": sac.updates, **summarize(results), "objects": results,
-            "train_episodes": len(recent),
-            "train_success_rate": float(np.mean([e["success"] for e in recent])) if recent else None,
-            "train_return": float(np.mean([e["return"] for e in recent])) if recent else None,
-            "alpha": sac.alpha, **{k: float(np.mean(v)) for k, v in losses.items() if v},
-            "wall_s": state["timing"]["wall_s"]}
+    return {
+        "step": state["step"],
+        "updates": sac.updates,
+        **summarize(results),
+        "objects": results,
+        "train_episodes": len(recent),
+        "train_success_rate": float(np.mean([e["success"] for e in recent])) if recent else None,
+        "train_return": float(np.mean([e["return"] for e in recent])) if recent else None,
+        "alpha": sac.alpha,
+        **{k: float(np.mean(v)) for k, v in losses.items() if v},
+        "wall_s": state["timing"]["wall_s"],
+    }
 
 
-def _loop(run_dir: Path, config: GPAYNConfig, venv: VectorGraspEnv, encoder: Any | None, spec: dict[str, int],
-          sac: SAC, policy: TorchPolicy, buffer: ReplayBuffer, rng: np.random.Generator, state: dict[str, Any],
-          eval_envs: dict[str, GraspEnv], progress: bool) -> list[dict[str, Any]]:
+def _loop(
+    run_dir: Path,
+    config: GPAYNConfig,
+    venv: VectorGraspEnv,
+    encoder: Any | None,
+    spec: dict[str, int],
+    sac: SAC,
+    policy: TorchPolicy,
+    buffer: ReplayBuffer,
+    rng: np.random.Generator,
+    state: dict[str, Any],
+    eval_envs: dict[str, GraspEnv],
+    progress: bool,
+) -> list[dict[str, Any]]:
     n = config.n_envs
     timing = state["timing"]
     learning_starts = 0 if config.demo_episodes else config.random_steps
@@ -384,14 +491,25 @@ def _loop(run_dir: Path, config: GPAYNConfig, venv: VectorGraspEnv, encoder: Any
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("[bold]gpayn[/] {task.fields[label]}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("eval success {task.fields[success]}  alpha {task.fields[alpha]:.3f}"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]gpayn[/] {task.fields[label]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("eval success {task.fields[success]}  alpha {task.fields[alpha]:.3f}"),
+        TimeRemainingColumn(),
+    )
     last_eval = state["history"][-1]["success_rate"] if state["history"] else float("nan")
     session_start = time.perf_counter()
     wall_at_start = timing["wall_s"]
     with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("train", total=config.total_steps, completed=state["step"], success=f"{last_eval:.2f}",
-                            alpha=sac.alpha, label="demos" if config.demo_episodes else "scratch")
+        task = bar.add_task(
+            "train",
+            total=config.total_steps,
+            completed=state["step"],
+            success=f"{last_eval:.2f}",
+            alpha=sac.alpha,
+            label="demos" if config.demo_episodes else "scratch",
+        )
         obs_vec = start_segment() if state["step"] < config.total_steps else None
         ep_return, ep_length = np.zeros(n), np.zeros(n, int)
         while state["step"] < config.total_steps:
@@ -414,9 +532,15 @@ def _loop(run_dir: Path, config: GPAYNConfig, venv: VectorGraspEnv, encoder: Any
             ep_return += rewards
             ep_length += 1
             for i in done:
-                state["episodes"].append({"step": state["step"] + n, "object": venv.envs[i].object_name,
-                                          "return": float(ep_return[i]), "length": int(ep_length[i]),
-                                          "success": bool(infos[i]["final_info"]["success"])})
+                state["episodes"].append(
+                    {
+                        "step": state["step"] + n,
+                        "object": venv.envs[i].object_name,
+                        "return": float(ep_return[i]),
+                        "length": int(ep_length[i]),
+                        "success": bool(infos[i]["final_info"]["success"]),
+                    }
+                )
                 ep_return[i], ep_length[i] = 0.0, 0
             before = state["step"]
             state["step"] += n
@@ -426,8 +550,11 @@ def _loop(run_dir: Path, config: GPAYNConfig, venv: VectorGraspEnv, encoder: Any
             timing["env_s"] += t1 - t0
             if state["step"] >= learning_starts and len(buffer) >= config.batch_size:
                 if state["first_update"] is None:
-                    state["first_update"] = {"step": state["step"], "buffer_size": len(buffer),
-                                             "demo_transitions": state["demo_transitions"]}
+                    state["first_update"] = {
+                        "step": state["step"],
+                        "buffer_size": len(buffer),
+                        "demo_transitions": state["demo_transitions"],
+                    }
                 state["update_credit"] += config.utd_ratio * n
                 while state["update_credit"] >= 1.0:
                     metrics = sac.update(buffer.sample(config.batch_size, rng, config.demo_batch_fraction))
@@ -444,9 +571,11 @@ def _loop(run_dir: Path, config: GPAYNConfig, venv: VectorGraspEnv, encoder: Any
                 losses = {}
                 last_eval = entry["success_rate"]
                 if progress:
-                    bar.console.print(f"step {state['step']}: eval success {entry['success_rate']:.2f} "
-                                      f"return {entry['mean_return']:.2f}, training episodes {entry['train_episodes']} "
-                                      f"(success {_fmt(entry['train_success_rate'])}), alpha {sac.alpha:.3f}")
+                    bar.console.print(
+                        f"step {state['step']}: eval success {entry['success_rate']:.2f} "
+                        f"return {entry['mean_return']:.2f}, training episodes {entry['train_episodes']} "
+                        f"(success {_fmt(entry['train_success_rate'])}), alpha {sac.alpha:.3f}"
+                    )
             if crossed(before, config.checkpoint_interval) or finished:
                 # A segment ends: save, then restart every env from the next segment's seeds.
                 state["segment"] += 1
@@ -464,30 +593,48 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def _save(run_dir: Path, config: GPAYNConfig, sac: SAC, buffer: ReplayBuffer, rng: np.random.Generator,
-          state: dict[str, Any]) -> None:
+def _save(
+    run_dir: Path, config: GPAYNConfig, sac: SAC, buffer: ReplayBuffer, rng: np.random.Generator, state: dict[str, Any]
+) -> None:
     """Checkpoint: the buffer under a step-stamped name first, then the checkpoint naming it (atomic),
     then older buffers go; history.json and the learning curve follow."""
     replay_file = f"replay-{state['step']:09d}.npz"
     buffer.save(run_dir / replay_file)
     state["rng"] = rng.bit_generator.state
-    runs.save_checkpoint(run_dir / CHECKPOINT, {"sac": sac.state_dict(), "replay_file": replay_file,
-                                                "buffer_size": len(buffer), "trainer": state,
-                                                "config": config.to_dict()})
+    runs.save_checkpoint(
+        run_dir / CHECKPOINT,
+        {
+            "sac": sac.state_dict(),
+            "replay_file": replay_file,
+            "buffer_size": len(buffer),
+            "trainer": state,
+            "config": config.to_dict(),
+        },
+    )
     for old in run_dir.glob("replay-*.npz"):
         if old.name != replay_file:
             old.unlink()
     runs.write_json(run_dir / "history.json", state["history"])
-    summary = {"step": state["step"], "updates": sac.updates, "buffer_size": len(buffer),
-               "first_update": state["first_update"], "training_episodes": len(state["episodes"]),
-               "timing": state["timing"]}
+    summary = {
+        "step": state["step"],
+        "updates": sac.updates,
+        "buffer_size": len(buffer),
+        "first_update": state["first_update"],
+        "training_episodes": len(state["episodes"]),
+        "timing": state["timing"],
+    }
     runs.write_json(run_dir / "progress.json", summary)
-    plot_learning_curve(state["history"], state["episodes"], run_dir / "learning_curve.png",
-                        title=f"G-PAYN ({'demos' if config.demo_episodes else 'SAC from scratch'}, seed {config.seed})")
+    plot_learning_curve(
+        state["history"],
+        state["episodes"],
+        run_dir / "learning_curve.png",
+        title=f"G-PAYN ({'demos' if config.demo_episodes else 'SAC from scratch'}, seed {config.seed})",
+    )
 
 
-def plot_learning_curve(history: list[dict[str, Any]], episodes: list[dict[str, Any]], path: Path,
-                        title: str = "G-PAYN") -> None:
+def plot_learning_curve(
+    history: list[dict[str, Any]], episodes: list[dict[str, Any]], path: Path, title: str = "G-PAYN"
+) -> None:
     """Success rate and return vs env steps: deterministic evaluations (mean over objects, and each
     object thin), and the training episodes (stochastic actions) between evaluations."""
     import matplotlib
@@ -502,10 +649,19 @@ def plot_learning_curve(history: list[dict[str, Any]], episodes: list[dict[str, 
     ax_success.plot(steps, [h["success_rate"] for h in history], **eval_style)
     names = list(history[0]["objects"]) if history else []
     for k, name in enumerate(names if len(names) > 1 else []):  # one object: its line is the mean
-        ax_success.plot(steps, [h["objects"][name]["success_rate"] for h in history], lw=0.8, alpha=0.6,
-                        color=f"C{k + 2}", label=name)
-    train_points = [(h["step"], h["train_success_rate"], h["train_return"]) for h in history
-                    if h.get("train_success_rate") is not None]
+        ax_success.plot(
+            steps,
+            [h["objects"][name]["success_rate"] for h in history],
+            lw=0.8,
+            alpha=0.6,
+            color=f"C{k + 2}",
+            label=name,
+        )
+    train_points = [
+        (h["step"], h["train_success_rate"], h["train_return"])
+        for h in history
+        if h.get("train_success_rate") is not None
+    ]
     if train_points:
         ax_success.plot([p[0] for p in train_points], [p[1] for p in train_points], **train_style)
         ax_return.plot([p[0] for p in train_points], [p[2] for p in train_points], **train_style)
@@ -522,6 +678,7 @@ def plot_learning_curve(history: list[dict[str, Any]], episodes: list[dict[str, 
 
 # --- CLI -------------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; prints a JSON summary line and returns the exit code."""
     import os
@@ -529,7 +686,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     parser = argparse.ArgumentParser(description="Train G-PAYN (SAC + scripted demonstrations) on GraspEnv.")
     parser.add_argument("--out", required=True, type=Path, help="run directory")
-    parser.add_argument("--steps", type=int, help="total env steps (default: the config's; with --resume: train further)")
+    parser.add_argument(
+        "--steps", type=int, help="total env steps (default: the config's; with --resume: train further)"
+    )
     parser.add_argument("--demos", type=int, help="demonstration episodes to pre-fill (0 = SAC from scratch)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--n-envs", type=int)
@@ -540,8 +699,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    overrides = {"demo_episodes": args.demos, "seed": args.seed, "n_envs": args.n_envs, "device": args.device,
-                 "objects": tuple(args.objects.split(",")) if args.objects else None}
+    overrides = {
+        "demo_episodes": args.demos,
+        "seed": args.seed,
+        "n_envs": args.n_envs,
+        "device": args.device,
+        "objects": tuple(args.objects.split(",")) if args.objects else None,
+    }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     try:
         if args.resume:
@@ -556,15 +720,30 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError(f"{args.config} must hold a JSON object of GPAYNConfig fields")
                 fields.update(extra)
             config = GPAYNConfig.from_dict({**fields, **overrides})
-        history = train(args.out, config, resume=args.resume, total_steps=args.steps, encoder_path=args.encoder,
-                        progress=not args.no_progress)
+        history = train(
+            args.out,
+            config,
+            resume=args.resume,
+            total_steps=args.steps,
+            encoder_path=args.encoder,
+            progress=not args.no_progress,
+        )
     except (FileNotFoundError, FileExistsError, ValueError, TypeError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     last = history[-1]
-    print(json.dumps({"run": str(args.out), "steps": last["step"], "updates": last["updates"],
-                      "eval_success_rate": last["success_rate"], "eval_return": last["mean_return"],
-                      "learning_curve": str(args.out / "learning_curve.png")}))
+    print(
+        json.dumps(
+            {
+                "run": str(args.out),
+                "steps": last["step"],
+                "updates": last["updates"],
+                "eval_success_rate": last["success_rate"],
+                "eval_return": last["mean_return"],
+                "learning_curve": str(args.out / "learning_curve.png"),
+            }
+        )
+    )
     return 0
 
 

@@ -27,8 +27,9 @@ class WaitThenPickExpert(PickLiftExpert):
         super().reset()
         self._hold_q: np.ndarray | None = None
 
-    def act(self, t: float, joint_positions: np.ndarray, object_position: np.ndarray,
-            object_quat: np.ndarray) -> ActionChunk:
+    def act(
+        self, t: float, joint_positions: np.ndarray, object_position: np.ndarray, object_quat: np.ndarray
+    ) -> ActionChunk:
         """Like PickLiftExpert.act; before `wait_s` every point is the held configuration."""
         if t >= self.wait_s:
             return super().act(t, joint_positions, object_position, object_quat)

@@ -48,8 +48,9 @@ def _top_down_rotation(closing_axis: np.ndarray) -> np.ndarray:
 class PickLiftExpert:
     """Joint-space action chunks that pick up the object and lift it."""
 
-    def __init__(self, profile: RobotProfile = PANDA, policy_hz: float = contract.POLICY_HZ,
-                 chunk_points: int = CHUNK_POINTS) -> None:
+    def __init__(
+        self, profile: RobotProfile = PANDA, policy_hz: float = contract.POLICY_HZ, chunk_points: int = CHUNK_POINTS
+    ) -> None:
         self.profile = profile
         self.dt = 1.0 / policy_hz
         self.chunk_points = chunk_points
@@ -96,8 +97,9 @@ class PickLiftExpert:
         elif self.phase == Phase.CLOSE and t - self._phase_start >= CLOSE_TIME_S:
             self.phase, self._phase_start = Phase.LIFT, t
 
-    def act(self, t: float, joint_positions: np.ndarray, object_position: np.ndarray,
-            object_quat: np.ndarray) -> ActionChunk:
+    def act(
+        self, t: float, joint_positions: np.ndarray, object_position: np.ndarray, object_quat: np.ndarray
+    ) -> ActionChunk:
         """A chunk stamped `t` (s): `chunk_points` joint targets spaced 1/policy_hz apart.
 
         joint_positions: measured joints in profile order (rad, finger opening m);

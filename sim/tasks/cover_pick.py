@@ -76,7 +76,9 @@ class CoverPickTask(StagedTask):
 
     @property
     def instruction(self) -> str:
-        return f"pick up the {objects_lib.CATALOG[self.object_name].display_name} from where it was before it was covered"
+        return (
+            f"pick up the {objects_lib.CATALOG[self.object_name].display_name} from where it was before it was covered"
+        )
 
     def cover_heights(self) -> np.ndarray:
         """Height (m) of each cover's bottom above the table, in place order."""

@@ -42,8 +42,9 @@ class CueChoiceTask(StagedTask):
         self._reshape_sphere(CUE_BODY, CUE_RADIUS_M)
         # The ball is out of view once its top passes below the table top (z = 0); 1 cm more
         # so it is gone by CUE_GONE_AT_S whatever the integrator's rounding.
-        self._cue_gravcomp = gravcomp_for_fall(CUE_START[2] + CUE_RADIUS_M + 0.01, CUE_GONE_AT_S + SETTLE_S,
-                                               -float(model.opt.gravity[2]))
+        self._cue_gravcomp = gravcomp_for_fall(
+            CUE_START[2] + CUE_RADIUS_M + 0.01, CUE_GONE_AT_S + SETTLE_S, -float(model.opt.gravity[2])
+        )
         self.distractor_name = OBJECTS[1]
         self.forced_target: int | None = None  # tests: same scene, the other object is the target
 
@@ -62,8 +63,9 @@ class CueChoiceTask(StagedTask):
             target = int(self.forced_target)
         names = [OBJECTS[int(i)] for i in pair]
         self.object_name, self.distractor_name = names[target], names[1 - target]
-        self._stage({n: (np.array([xs[i], ys[i], objects_lib.CATALOG[n].grasp_height]), yaws[i])
-                     for i, n in enumerate(names)})
+        self._stage(
+            {n: (np.array([xs[i], ys[i], objects_lib.CATALOG[n].grasp_height]), yaws[i]) for i, n in enumerate(names)}
+        )
         cue_colour = tuple(self.original_rgba(self.object_name))
         self._set_physics(CUE_BODY, collides="none", gravcomp=self._cue_gravcomp, rgba=cue_colour)
         self._set_pose(CUE_BODY, np.array(CUE_START), 0.0)
@@ -88,8 +90,12 @@ class CueChoiceTask(StagedTask):
         return float(self.distractor_lift_height() >= WRONG_LIFT_M)
 
     def reward_terms(self) -> dict[str, float]:
-        return {"reach": self._reward_reach(), "grasp": self._reward_grasp(), "lift": self._reward_lift(),
-                "wrong_lift": self._reward_wrong_lift()}
+        return {
+            "reach": self._reward_reach(),
+            "grasp": self._reward_grasp(),
+            "lift": self._reward_lift(),
+            "wrong_lift": self._reward_wrong_lift(),
+        }
 
     def reward(self) -> float:
         return float(sum(REWARD_WEIGHTS[k] * v for k, v in self.reward_terms().items()))

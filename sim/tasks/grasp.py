@@ -80,8 +80,11 @@ HELD_OUT_OBJECTS: tuple[str, ...] = ("chips_can", "rubiks_cube", "pear", "tomato
 # Objects for choosing training settings: neither trained on nor held out, so the held-out numbers
 # stay untouched by tuning.
 VALIDATION_OBJECTS: tuple[str, ...] = ("pudding_box", "apple", "wood_block", "tuna_fish_can")
-OBJECT_SETS: dict[str, tuple[str, ...]] = {"train": TRAIN_OBJECTS, "held_out": HELD_OUT_OBJECTS,
-                                           "validation": VALIDATION_OBJECTS}
+OBJECT_SETS: dict[str, tuple[str, ...]] = {
+    "train": TRAIN_OBJECTS,
+    "held_out": HELD_OUT_OBJECTS,
+    "validation": VALIDATION_OBJECTS,
+}
 DEFAULT_EVAL_SEED = 2_000_000_000  # first evaluation seed: far from the trainer's training and demo seeds
 
 
@@ -136,8 +139,14 @@ class RewardState:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 5:
                 raise ValueError(f"{name} must be an int in [0, 5] (fingertips), got {value!r}")
-        for name in ("object_height", "prev_object_height", "rest_height", "palm_distance",
-                     "prev_palm_distance", "object_tilt"):
+        for name in (
+            "object_height",
+            "prev_object_height",
+            "rest_height",
+            "palm_distance",
+            "prev_palm_distance",
+            "object_tilt",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -209,8 +218,10 @@ class GraspTask:
     success_hold_s = 0.0  # the lift itself ends the episode (G-PAYN's reward terminates on it)
     # Evaluation (`dexstack eval --option object=...`, sim/evaluate.py): one group of episodes per
     # object; through ROS the option is the sim's `object:=` launch argument (one graph per object).
-    options = {"object": f"an object of the sim's catalogue, a comma list of them, or a set: "
-                         f"{', '.join(OBJECT_SETS)} (default train)"}
+    options = {
+        "object": f"an object of the sim's catalogue, a comma list of them, or a set: "
+        f"{', '.join(OBJECT_SETS)} (default train)"
+    }
     default_seed = DEFAULT_EVAL_SEED
     # In-process the grasp task's episodes are GraspEnv's (the G-PAYN training env, which the
     # scripted controller sim/experts/grasp.py acts in): "module:callable" giving env and controller.
@@ -265,22 +276,34 @@ class GraspTask:
                 break
             failures.append(f"attempt {attempt}: pre-grasp IK failed: {ik.message}")
         else:
-            raise RuntimeError(f"{self.object_name}: no reachable grasp after {MAX_RESET_TRIES} placements: "
-                               + "; ".join(failures))
+            raise RuntimeError(
+                f"{self.object_name}: no reachable grasp after {MAX_RESET_TRIES} placements: " + "; ".join(failures)
+            )
         sim.set_arm_pose(ik.arm_q, settle_steps=SETTLE_STEPS)
         self.grasp = (np.asarray(grasp[0], dtype=float), np.asarray(grasp[1], dtype=float))
         self.begin()
-        return {"grasp_pose": self.grasp, "pregrasp_pose": (np.asarray(pre[0], dtype=float),
-                                                           np.asarray(pre[1], dtype=float)),
-                "fit": fit, "ik": ik, "object": self.object_name, "object_xy": xy, "object_yaw": float(yaw),
-                "reset_attempts": attempt, "failed_attempts": failures}
+        return {
+            "grasp_pose": self.grasp,
+            "pregrasp_pose": (np.asarray(pre[0], dtype=float), np.asarray(pre[1], dtype=float)),
+            "fit": fit,
+            "ik": ik,
+            "object": self.object_name,
+            "object_xy": xy,
+            "object_yaw": float(yaw),
+            "reset_attempts": attempt,
+            "failed_attempts": failures,
+        }
 
     def begin(self) -> None:
         """Start the episode's bookkeeping from the current state (the object at rest)."""
         self.rest_height = float(self.sim.object_center()[2])
         contacts = self.object_contacts()
-        self._prev = {"height": self.rest_height, "contacts": contacts, "distance": self.palm_distance(),
-                      "touched": contacts > 0}
+        self._prev = {
+            "height": self.rest_height,
+            "contacts": contacts,
+            "distance": self.palm_distance(),
+            "touched": contacts > 0,
+        }
 
     def perceive(self) -> Superquadric:
         """Superquadric of the object: fitted to the camera's masked depth, or (no rendering) the
@@ -332,11 +355,23 @@ class GraspTask:
         contacts, height, distance = self.object_contacts(), float(self.sim.object_center()[2]), self.palm_distance()
         prev = self._prev
         state = RewardState(
-            contacts=contacts, prev_contacts=prev["contacts"], object_height=height,
-            prev_object_height=prev["height"], rest_height=self.rest_height, palm_distance=distance,
-            prev_palm_distance=prev["distance"], touched_before=prev["touched"],
-            object_tilt=self.sim.object_tilt(), ik_failed=ik_failed, timed_out=timed_out)
+            contacts=contacts,
+            prev_contacts=prev["contacts"],
+            object_height=height,
+            prev_object_height=prev["height"],
+            rest_height=self.rest_height,
+            palm_distance=distance,
+            prev_palm_distance=prev["distance"],
+            touched_before=prev["touched"],
+            object_tilt=self.sim.object_tilt(),
+            ik_failed=ik_failed,
+            timed_out=timed_out,
+        )
         terms, reward, terminal = compute_reward(state)
-        self._prev = {"height": height, "contacts": contacts, "distance": distance,
-                      "touched": prev["touched"] or contacts > 0}
+        self._prev = {
+            "height": height,
+            "contacts": contacts,
+            "distance": distance,
+            "touched": prev["touched"] or contacts > 0,
+        }
         return terms, reward, terminal, {"contacts": contacts, "lift": height - self.rest_height}

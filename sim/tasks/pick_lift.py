@@ -46,8 +46,13 @@ class PickLiftTask:
         beyond the success and the episode's sim time every task reports."""
         return {}
 
-    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, names: SceneNames,
-                 objects: tuple[str, ...] = objects_lib.GRASPABLE) -> None:
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        data: mujoco.MjData,
+        names: SceneNames,
+        objects: tuple[str, ...] = objects_lib.GRASPABLE,
+    ) -> None:
         self.model, self.data, self.names = model, data, names
         self.candidates = tuple(objects)
         self._body = {n.rstrip("/"): model.body(n).id for n in names.objects}
@@ -88,9 +93,9 @@ class PickLiftTask:
                 quat = np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
             else:
                 pos, quat = PARK_POSITION + np.array([0.0, 0.3 * k, 0.0]), np.array([1.0, 0.0, 0.0, 0.0])
-            self.data.qpos[qa:qa + 3] = pos
-            self.data.qpos[qa + 3:qa + 7] = quat
-            self.data.qvel[da:da + 6] = 0.0
+            self.data.qpos[qa : qa + 3] = pos
+            self.data.qpos[qa + 3 : qa + 7] = quat
+            self.data.qvel[da : da + 6] = 0.0
         self.rest_height = float(objects_lib.CATALOG[self.object_name].grasp_height)
 
     @property
@@ -101,7 +106,7 @@ class PickLiftTask:
     def object_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Object grasp-frame position (3,) m and quaternion wxyz (4,), world frame."""
         qa = self._qpos_adr[self.object_name]
-        return self.data.qpos[qa:qa + 3].copy(), self.data.qpos[qa + 3:qa + 7].copy()
+        return self.data.qpos[qa : qa + 3].copy(), self.data.qpos[qa + 3 : qa + 7].copy()
 
     def tcp_position(self) -> np.ndarray:
         """Tool centre point (middle of the finger pads), world frame, metres."""

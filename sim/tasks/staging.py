@@ -48,8 +48,7 @@ class StagedTask(PickLiftTask):
     """PickLiftTask (target object, TCP, finger contacts, reach/grasp/lift terms) plus helpers
     to stage several bodies at once. `object_name` is the body the robot must lift."""
 
-    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, names: SceneNames,
-                 objects: tuple[str, ...]) -> None:
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, names: SceneNames, objects: tuple[str, ...]) -> None:
         super().__init__(model, data, names, objects=objects)
         self._table = model.geom(names.table_geom).id
         # The table also stops ghost props; every other pairing is unchanged (they use bit 1).
@@ -59,12 +58,19 @@ class StagedTask(PickLiftTask):
     def _set_pose(self, name: str, position: np.ndarray, yaw: float) -> None:
         """Body origin at `position` (m), turned `yaw` (rad) about z, at rest."""
         qa, da = self._qpos_adr[name], self._dof_adr[name]
-        self.data.qpos[qa:qa + 3] = position
-        self.data.qpos[qa + 3:qa + 7] = yaw_quat(yaw)
-        self.data.qvel[da:da + 6] = 0.0
+        self.data.qpos[qa : qa + 3] = position
+        self.data.qpos[qa + 3 : qa + 7] = yaw_quat(yaw)
+        self.data.qvel[da : da + 6] = 0.0
 
-    def _set_physics(self, name: str, *, visible: bool = True, collides: str = "all", gravcomp: float = 0.0,
-                     rgba: tuple[float, float, float, float] | None = None) -> None:
+    def _set_physics(
+        self,
+        name: str,
+        *,
+        visible: bool = True,
+        collides: str = "all",
+        gravcomp: float = 0.0,
+        rgba: tuple[float, float, float, float] | None = None,
+    ) -> None:
         """collides: "all" (its scene defaults), "table" (a ghost prop) or "none"."""
         body, geoms = self._body[name], self._geoms[name]
         self.model.body_gravcomp[body] = gravcomp
@@ -100,8 +106,9 @@ class StagedTask(PickLiftTask):
         return self._rgba[self._geoms[name][0]].copy()
 
     # --- props made from catalogue bodies ---------------------------------------------------
-    def _reshape_box(self, name: str, half_size: tuple[float, float, float],
-                     rgba: tuple[float, float, float, float]) -> None:
+    def _reshape_box(
+        self, name: str, half_size: tuple[float, float, float], rgba: tuple[float, float, float, float]
+    ) -> None:
         """Turn a one-box catalogue object into a box of `half_size` (m) centred on its body
         origin, coloured `rgba`. Collision size, bounds, centre of mass and inertia follow."""
         geoms = self._geoms[name]
@@ -115,8 +122,11 @@ class StagedTask(PickLiftTask):
         self.model.geom_aabb[g] = np.concatenate([np.zeros(3), half])
         mass = float(self.model.body_mass[body])
         self.model.body_ipos[body] = 0.0
-        self.model.body_inertia[body] = mass / 3.0 * np.array([half[1]**2 + half[2]**2, half[0]**2 + half[2]**2,
-                                                               half[0]**2 + half[1]**2])
+        self.model.body_inertia[body] = (
+            mass
+            / 3.0
+            * np.array([half[1] ** 2 + half[2] ** 2, half[0] ** 2 + half[2] ** 2, half[0] ** 2 + half[1] ** 2])
+        )
         self._rgba[g] = rgba
 
     def _reshape_sphere(self, name: str, radius: float) -> None:
