@@ -46,7 +46,7 @@ DIAGNOSTICS = "/diagnostics"
 # Ground truth that only the simulator can know (like Gazebo's model states); used by
 # scripted experts and evaluation, never by learned policies.
 SIM_OBJECT_POSE = "/sim/object_pose"
-SIM_EPISODE = "/sim/episode"  # std_msgs/String JSON: seed, task, success, step count
+SIM_EPISODE = "/sim/episode"  # std_msgs/String JSON: episode, seed, task, status, stamp; when done also success, sim_time and the task's metrics
 
 
 def trajectory_topic(controller: str) -> str:
