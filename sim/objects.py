@@ -266,15 +266,3 @@ def check_catalog() -> None:
     if bad:
         raise ValueError(f"GRASPABLE names unknown objects: {bad}")
 
-
-def footprint_radius(spec: ObjectSpec) -> float:
-    """Radius (m) of a circle around the object's footprint, for placement clearance."""
-    r = 0.0
-    for s in spec.shapes:
-        if s.kind == "box":
-            r = max(r, float(np.hypot(s.pos[0] + s.size[0], s.pos[1] + s.size[1])))
-        elif s.kind == "capsule":
-            r = max(r, abs(s.pos[0]) + s.size[1] + s.size[0])
-        else:
-            r = max(r, abs(s.pos[0]) + s.size[0])
-    return r
