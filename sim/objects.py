@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 from dm_control import mjcf
 
 
@@ -265,4 +264,3 @@ def check_catalog() -> None:
     bad = [n for n in GRASPABLE if n not in CATALOG]
     if bad:
         raise ValueError(f"GRASPABLE names unknown objects: {bad}")
-
