@@ -1,4 +1,5 @@
-"""Durable file-system steps shared by the store, the dataset writer and the recorder."""
+"""Where dexstack keeps its files, and durable file-system steps shared by the store, the
+dataset writer and the recorder."""
 
 from __future__ import annotations
 
@@ -13,3 +14,10 @@ def fsync_dir(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def dexstack_home() -> Path:
+    """`$DEXSTACK_HOME`, else `~/.dexstack`: the writable store lives in `policies/` below it,
+    recordings in `recordings/`."""
+    home = os.environ.get("DEXSTACK_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".dexstack"

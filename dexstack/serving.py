@@ -37,6 +37,18 @@ class ActivePolicy:
         return list(self.manifest["outputs"]["joint_names"])
 
 
+def policy_identity(active: ActivePolicy | None) -> dict[str, str]:
+    """The diagnostics keys that name the served policy (empty strings while none is loaded)."""
+    if active is None:
+        return dict.fromkeys(("policy", "version", "manifest_sha256", "family"), "")
+    return {
+        "policy": active.name,
+        "version": active.version,
+        "manifest_sha256": active.manifest_sha256,
+        "family": str(active.manifest.get("family", "")),
+    }
+
+
 def load_policy(ref: str, profile: RobotProfile, rate_hz: float | None = None) -> ActivePolicy:
     """Resolve `ref` ("NAME" or "NAME@VERSION") in the store (DEXSTACK_HOME), verify it
     against `profile`, and build its runtime for `rate_hz` (how often it will act; None: once

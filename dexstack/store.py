@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import dexstack
 from dexstack.families import get_family
-from dexstack.files import fsync_dir
+from dexstack.files import dexstack_home, fsync_dir
 from dexstack.manifest import (
     MANIFEST_FILE,
     NAME_RE,
@@ -79,9 +79,7 @@ class LoadedPolicy:
 
 def default_root() -> Path:
     """The writable store: `$DEXSTACK_HOME/policies`, else `~/.dexstack/policies`."""
-    home = os.environ.get("DEXSTACK_HOME")
-    base = Path(home).expanduser() if home else Path.home() / ".dexstack"
-    return base / "policies"
+    return dexstack_home() / "policies"
 
 
 def find_bundled_store() -> Path | None:

@@ -131,6 +131,19 @@ class RobotProfile:
     def topics(self) -> list[contract.TopicSpec]:
         return contract.robot_topics(self.controller, self.camera_names) + contract.tactile_topics(self.tactile_pads)
 
+    def recorded_topics(self) -> dict[str, str]:
+        """Topic -> ROS type a recording of this robot holds by default: its topics, the policy's
+        output, the operator's instruction and e-stop, and (in sim) the object pose and episodes."""
+        specs = [
+            *self.topics(),
+            contract.TopicSpec(
+                self.policy_output_topic, "trajectory_msgs/msg/JointTrajectory", contract.QoSKind.COMMAND
+            ),
+        ]
+        specs += [s for s in contract.OPERATOR_TOPICS if s.name in (contract.TASK_INSTRUCTION, contract.ESTOP)]
+        specs += [s for s in contract.SIM_ONLY_TOPICS if s.name in (contract.SIM_OBJECT_POSE, contract.SIM_EPISODE)]
+        return {s.name: s.msg_type for s in specs}
+
     def camera(self, name: str) -> CameraSpec:
         for cam in self.cameras:
             if cam.name == name:

@@ -12,16 +12,15 @@ Triggers: `timer` acts at `rate` Hz on the node's clock (sim time with use_sim_t
 latest message of each input; `observation` (lockstep sim) acts once per stamp as soon as every
 streamed input with that same stamp has arrived.
 
-Hot-swap: setting the `policy` parameter or calling `~/reload` loads and verifies the new
-version through the store and builds its runtime (family registry) before swapping; latched
-inputs carry over; any failure is refused with the reason and the previous policy keeps
-running. `~/enable` (SetBool) gates acting. `/sim/episode` resets the runtime and drops latched
-inputs stamped before the new episode. Diagnostics at contract.DIAGNOSTICS_HZ on the steady
-clock, so they keep coming while a lockstep sim's clock stands still.
+Hot-swap (`policy` parameter or `~/reload`): the new version is loaded, verified and built
+(family registry) before the swap; latched inputs carry over; a failure keeps the old policy.
+`~/enable` (SetBool) gates acting. `/sim/episode` resets the runtime and drops latched inputs
+stamped before it. Diagnostics run on the steady clock (a lockstep sim's clock may stand still).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Any
@@ -41,7 +40,7 @@ from dexstack.hardware.profiles import get_profile
 from dexstack.observation import NS, Assembly, HoldReason, check_action
 from dexstack.ros_nodes import common, inputs
 from dexstack.runtime import ObservationError
-from dexstack.serving import ActivePolicy, ServingStats, load_policy
+from dexstack.serving import ActivePolicy, ServingStats, load_policy, policy_identity
 from dexstack.trajectory import ActionChunk
 
 K = contract.QoSKind
@@ -111,10 +110,8 @@ class PolicyNode(Node):
         self.active = new
         self.load_error = ""
         self._rewire()
-        self.get_logger().info(
-            f"serving {new.ref} (sha256 {new.manifest_sha256[:12]}, "
-            f"inputs {list(new.assembler.sources())}) replacing {previous}"
-        )
+        sha, sources = new.manifest_sha256[:12], list(new.assembler.sources())
+        self.get_logger().info(f"serving {new.ref} (sha256 {sha}, inputs {sources}) replacing {previous}")
         return True, f"serving {new.ref}"
 
     def _rewire(self) -> None:
@@ -127,9 +124,7 @@ class PolicyNode(Node):
             self.destroy_subscription(self.subs.pop(source)[0])
         for source, (msg_type, qos) in wiring.items():
             if source not in self.subs:
-                sub = self.create_subscription(
-                    msg_type, source, lambda msg, source=source: self._on_input(source, msg), qos
-                )
+                sub = self.create_subscription(msg_type, source, functools.partial(self._on_input, source), qos)
                 self.subs[source] = (sub, (msg_type, qos))
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -276,10 +271,7 @@ class PolicyNode(Node):
     def _publish_diagnostics(self) -> None:
         active = self.active
         values: dict[str, object] = {
-            "policy": active.name if active else "",
-            "version": active.version if active else "",
-            "manifest_sha256": active.manifest_sha256 if active else "",
-            "family": active.manifest.get("family", "") if active else "",
+            **policy_identity(active),
             "enabled": self.enabled,
             "trigger": self.trigger,
             "rate_hz": self.rate,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from dexstack import contract
+from dexstack.files import dexstack_home
 from dexstack.hardware.profiles import get_profile
 from dexstack.mcap_io import EpisodeWriter, header_stamp_ns
 from dexstack.ros_nodes.common import diagnostic_status, message_class
@@ -37,25 +37,6 @@ from dexstack.ros_nodes.common import diagnostic_status, message_class
 RELIABLE_DEPTH = 1000  # deep enough for a burst of camera frames while the disk catches up
 BEST_EFFORT_DEPTH = 100
 DISCOVERY_PERIOD_S = 0.5
-
-
-def default_output_dir() -> str:
-    home = os.environ.get("DEXSTACK_HOME") or os.path.join(os.path.expanduser("~"), ".dexstack")
-    return os.path.join(home, "recordings")
-
-
-def recorded_topics(profile_name: str) -> dict[str, str]:
-    """Topic -> ROS type the recorder records by default for a robot profile."""
-    profile = get_profile(profile_name)
-    specs = [
-        *profile.topics(),
-        contract.TopicSpec(
-            profile.policy_output_topic, "trajectory_msgs/msg/JointTrajectory", contract.QoSKind.COMMAND
-        ),
-    ]
-    specs += [s for s in contract.OPERATOR_TOPICS if s.name in (contract.TASK_INSTRUCTION, contract.ESTOP)]
-    specs += [s for s in contract.SIM_ONLY_TOPICS if s.name in (contract.SIM_OBJECT_POSE, contract.SIM_EPISODE)]
-    return {s.name: s.msg_type for s in specs}
 
 
 def _qos_dict(qos: QoSProfile) -> dict:
@@ -72,7 +53,7 @@ class RecorderNode(Node):
         super().__init__("recorder")
         self.declare_parameter("profile", "panda")
         self.declare_parameter("task", "pick_lift")
-        self.declare_parameter("output_dir", default_output_dir())
+        self.declare_parameter("output_dir", str(dexstack_home() / "recordings"))
         self.declare_parameter("topics", Parameter.Type.STRING_ARRAY)
         self.profile_name = self.get_parameter("profile").value
         self.task = self.get_parameter("task").value
@@ -81,7 +62,7 @@ class RecorderNode(Node):
             override = list(self.get_parameter("topics").value)
         except ParameterUninitializedException:  # not given: record the profile's topics
             override = []
-        known = recorded_topics(self.profile_name)
+        known = get_profile(self.profile_name).recorded_topics()
         # Topics outside the contract get their type from their publishers when they appear.
         self.wanted: dict[str, str | None] = {t: known.get(t) for t in override} if override else known
 

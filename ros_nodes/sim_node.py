@@ -30,7 +30,7 @@ from dexstack.ros_nodes import common
 from dexstack.ros_nodes.sim_perception import PerceptionPhase
 from dexstack.ros_nodes.sim_topics import SimTopics
 from dexstack.sim.cores import make_core
-from dexstack.sim.episodes import SIM_TIME_START_S, EpisodeClock, start_core_thread, steps_per
+from dexstack.sim.episodes import SIM_TIME_START_S, EpisodeClock, SimSettings, start_core_thread, steps_per
 from dexstack.trajectory import ActionChunk
 
 # Wall-clock wait before a lockstep observation is published again (a best-effort
@@ -42,61 +42,40 @@ EPISODE_ANNOUNCE_S = 0.1
 class SimNode(PerceptionPhase, Node):
     def __init__(self) -> None:
         super().__init__("sim")
-        p = self.declare_parameters(
-            "",
-            [
-                ("profile", ""),
-                ("task", "pick_lift"),
-                ("object", ""),
-                ("rtf", 1.0),
-                ("pacing", "realtime"),
-                ("seed", 0),
-                ("cameras", True),
-                ("policy_rate", contract.POLICY_HZ),
-                ("camera_hz", contract.CAMERA_HZ),
-                ("joint_state_hz", contract.JOINT_STATE_HZ),
-                ("camera_width", 0),
-                ("camera_height", 0),
-                ("auto_reset", True),
-                ("start_paused", False),
-                ("max_episode_s", 0.0),
-                ("success_hold_s", -1.0),
-                ("grasp_pose_timeout_s", 0.0),
-            ],
-        )
-        params = {x.name: x.value for x in p}
+        declared = self.declare_parameters("", SimSettings.defaults())
+        settings = SimSettings(**{x.name: x.value for x in declared})
         if self.get_parameter("use_sim_time").value:
             # The sim is the clock: it must not wait for a /clock that only it publishes.
             self.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, False)])
-        self.task_name = params["task"]
-        self.lockstep = params["pacing"] == "lockstep"
-        if params["pacing"] not in ("realtime", "lockstep"):
-            raise ValueError(f"pacing must be realtime or lockstep, got {params['pacing']!r}")
-        self.rtf = float(params["rtf"])
-        self.auto_reset = bool(params["auto_reset"])
+        self.task_name = settings.task
+        self.lockstep = settings.pacing == "lockstep"
+        self.rtf = float(settings.rtf)
+        self.auto_reset = bool(settings.auto_reset)
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.running = True
-        size = (params["camera_width"], params["camera_height"]) if params["camera_width"] > 0 else None
-        options = {"object": params["object"]} if params["object"] else {}
         self.started = self.set_up = False
         self.core, self.thread = start_core_thread(
-            lambda: make_core(params["task"], params["profile"] or None, bool(params["cameras"]), size, options),
+            lambda: make_core(
+                settings.task,
+                settings.profile or None,
+                bool(settings.cameras),
+                settings.camera_size,
+                settings.task_options,
+            ),
             self._loop,
         )
         self.profile = self.core.profile
         self.set_parameters([Parameter("profile", Parameter.Type.STRING, self.profile.name)])
         self.clock = EpisodeClock(
-            self.core, params["seed"], params["policy_rate"], params["max_episode_s"], params["success_hold_s"]
+            self.core, settings.seed, settings.policy_rate, settings.max_episode_s, settings.success_hold_s
         )
-        self.grasp_pose_timeout_s = float(params["grasp_pose_timeout_s"])
-        if not self.grasp_pose_timeout_s >= 0:
-            raise ValueError(f"grasp_pose_timeout_s must be a number of seconds >= 0, got {self.grasp_pose_timeout_s}")
-        self.cameras = self.core.camera_names if params["cameras"] else ()
+        self.grasp_pose_timeout_s = float(settings.grasp_pose_timeout_s)
+        self.cameras = self.core.camera_names if settings.cameras else ()
         self.perceives = bool(self.core.task.perception and self.cameras)
         self.steps_per_tick = self.clock.steps_per_tick
-        self.steps_per_joint_state = steps_per(params["joint_state_hz"], self.core.dt)
-        self.steps_per_camera = steps_per(params["camera_hz"], self.core.dt)
+        self.steps_per_joint_state = steps_per(settings.joint_state_hz, self.core.dt)
+        self.steps_per_camera = steps_per(settings.camera_hz, self.core.dt)
 
         self.topics = SimTopics(self, self.core, self.cameras, self.perceives, SIM_TIME_START_S)
         qos, K = common.QOS, contract.QoSKind
@@ -106,7 +85,7 @@ class SimNode(PerceptionPhase, Node):
         self.create_service(Trigger, "~/step", self._srv_step)
         self.create_service(SetBool, "~/set_pause", self._srv_pause)
 
-        self.paused = bool(params["start_paused"])
+        self.paused = bool(settings.start_paused)
         self.pending_steps = 0  # physics steps requested by ~/step while paused
         self.reset_requested = False
         self.awaiting: float | None = None  # lockstep: stamp of the observation awaiting an answer

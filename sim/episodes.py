@@ -10,15 +10,62 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from dexstack import contract
 from dexstack.sim.protocol import SimCoreProtocol
 
 # Sim time starts here, not at 0: a zero stamp on a trajectory means "now", so no observation
 # may carry it.
 SIM_TIME_START_S = 1.0
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """What the sim node is started with (each field is a ROS parameter of the same name and
+    default). profile: empty = the task's robot; object: the grasp task's object; rtf: real-time
+    factor, 0 = as fast as possible; camera_width/height: 0 = the profile's; max_episode_s: 0 = the
+    task's limit; success_hold_s: < 0 = the task's; grasp_pose_timeout_s: lockstep perception wait."""
+
+    profile: str = ""
+    task: str = "pick_lift"
+    object: str = ""
+    rtf: float = 1.0
+    pacing: str = "realtime"
+    seed: int = 0
+    cameras: bool = True
+    policy_rate: float = contract.POLICY_HZ
+    camera_hz: float = contract.CAMERA_HZ
+    joint_state_hz: float = contract.JOINT_STATE_HZ
+    camera_width: int = 0
+    camera_height: int = 0
+    auto_reset: bool = True
+    start_paused: bool = False
+    max_episode_s: float = 0.0
+    success_hold_s: float = -1.0
+    grasp_pose_timeout_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.pacing not in ("realtime", "lockstep"):
+            raise ValueError(f"pacing must be realtime or lockstep, got {self.pacing!r}")
+        if not self.grasp_pose_timeout_s >= 0:
+            raise ValueError(f"grasp_pose_timeout_s must be a number of seconds >= 0, got {self.grasp_pose_timeout_s}")
+
+    @classmethod
+    def defaults(cls) -> list[tuple[str, Any]]:
+        """(name, default) of every setting, for declaring them as ROS parameters."""
+        return [(f.name, f.default) for f in fields(cls)]
+
+    @property
+    def camera_size(self) -> tuple[int, int] | None:
+        return (self.camera_width, self.camera_height) if self.camera_width > 0 else None
+
+    @property
+    def task_options(self) -> dict[str, str]:
+        return {"object": self.object} if self.object else {}
 
 
 def steps_per(rate_hz: float, dt: float) -> int:
