@@ -26,6 +26,19 @@ train_app = typer.Typer(no_args_is_help=True, help="Train a policy family on a d
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
+# The options every supervised family's train command takes (policies/<family>/cli.py).
+DatasetOption = Annotated[Path, typer.Option(help="dataset directory (meta.json + episode_*.npz)")]
+OutOption = Annotated[Path, typer.Option(help="run directory: checkpoints, loss curve, config")]
+EpochsOption = Annotated[int | None, typer.Option(help="total epochs (default: the config's)")]
+SeedOption = Annotated[int | None, typer.Option(help="random seed (default: the config's)")]
+ResumeOption = Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")]
+
+
+def run_family_command(app: typer.Typer, argv: list[str], family: str) -> int:
+    """Run a family's typer `app` on `argv` as `dexstack train <family>`; returns the exit code."""
+    return app(args=argv, prog_name=f"dexstack train {family}", standalone_mode=False) or 0
+
+
 def fail(message: str) -> NoReturn:
     """Print `error: message` in red on stderr and exit 1 (for family train entries too)."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)

@@ -7,25 +7,29 @@ Torch is imported only when the command runs, so `--help` stays fast.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
 import typer
 
-from dexstack.cli.train import fail, train_and_report
+from dexstack.cli.train import (
+    DatasetOption,
+    EpochsOption,
+    OutOption,
+    ResumeOption,
+    SeedOption,
+    fail,
+    run_family_command,
+    train_and_report,
+)
 
 app = typer.Typer(add_completion=False)
 
 
 @app.command()
 def train_bc(
-    dataset: Annotated[Path, typer.Option(help="dataset directory (meta.json + episode_*.npz)")],
-    out: Annotated[Path, typer.Option(help="run directory: checkpoints, loss curve, config")],
-    epochs: Annotated[int | None, typer.Option(help="total epochs (default: the config's)")] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed (default: the config's)")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")
-    ] = False,
+    dataset: DatasetOption,
+    out: OutOption,
+    epochs: EpochsOption = None,
+    seed: SeedOption = None,
+    resume: ResumeOption = False,
 ) -> None:
     """Behaviour cloning: CNN keypoint encoders + MLP predicting a chunk of joint targets."""
     from dexstack.policies.bc.config import BCConfig
@@ -41,4 +45,4 @@ def train_bc(
 
 def main(argv: list[str]) -> int:
     """Run the command on `argv`; returns the exit code."""
-    return app(args=argv, prog_name="dexstack train bc", standalone_mode=False) or 0
+    return run_family_command(app, argv, "bc")

@@ -14,20 +14,27 @@ from typing import Annotated
 
 import typer
 
-from dexstack.cli.train import fail, train_and_report
+from dexstack.cli.train import (
+    DatasetOption,
+    EpochsOption,
+    OutOption,
+    ResumeOption,
+    SeedOption,
+    fail,
+    run_family_command,
+    train_and_report,
+)
 
 app = typer.Typer(add_completion=False)
 
 
 @app.command()
 def train_diffusion(
-    dataset: Annotated[Path, typer.Option(help="dataset directory (meta.json + episode_*.npz)")],
-    out: Annotated[Path, typer.Option(help="run directory: checkpoints, loss curve, config")],
-    epochs: Annotated[int | None, typer.Option(help="total epochs (default: the config's)")] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed (default: the config's)")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")
-    ] = False,
+    dataset: DatasetOption,
+    out: OutOption,
+    epochs: EpochsOption = None,
+    seed: SeedOption = None,
+    resume: ResumeOption = False,
     past_tokens: Annotated[
         int | None,
         typer.Option("--past-tokens", help="PTP: past action tokens in the loss (0 = off; at most n_obs_steps - 1)"),
@@ -86,4 +93,4 @@ def train_diffusion(
 
 def main(argv: list[str]) -> int:
     """Run the command on `argv`; returns the exit code."""
-    return app(args=argv, prog_name="dexstack train diffusion", standalone_mode=False) or 0
+    return run_family_command(app, argv, "diffusion")
