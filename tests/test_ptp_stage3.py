@@ -56,6 +56,7 @@ def stages(tmp_path_factory):
         app,
         [
             "train",
+            "diffusion",
             "embed",
             "--run",
             str(root / "encoder"),

@@ -1,7 +1,6 @@
 """dexstack train / export commands; families come from the registry (dexstack/families.py).
 
     dexstack train FAMILY ARGS...      # the family's `train` entry parses ARGS (`dexstack train FAMILY --help`)
-    dexstack train embed --run RUN --dataset DIR --out CACHE.npz    # PTP stage 2 (diffusion runs)
     dexstack export --run RUN_DIR --out EXPORT_DIR [--self-verification N]
 
 Torch is imported only inside the commands, so `dexstack --help` stays fast and works on a
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -73,35 +71,6 @@ def _train_command(name: str) -> Any:
         raise typer.Exit(resolve(get_family(name).train)(list(ctx.args)) or 0)
 
     return command
-
-
-@train_app.command("embed")
-def train_embed(
-    run: Annotated[Path, typer.Option(help="trained diffusion run whose (EMA) encoder embeds the frames")],
-    dataset: Annotated[Path, typer.Option(help="dataset directory to embed, every frame of every episode")],
-    out: Annotated[Path, typer.Option(help="cache file to write (.npz)")],
-) -> None:
-    """PTP stage 2: embed every frame of a dataset with a run's frozen encoder and cache the features."""
-    from dexstack.policies.diffusion.embeddings import embed_dataset, load_embeddings
-
-    t0 = time.perf_counter()
-    try:
-        path = embed_dataset(run, dataset, out)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-    cache = load_embeddings(path, dataset)
-    typer.echo(
-        json.dumps(
-            {
-                "embeddings": str(path),
-                "episodes": len(cache.episodes),
-                "frames": int(sum(len(e) for e in cache.episodes)),
-                "feature_dim": cache.feature_dim,
-                "encoder_hash": cache.encoder_hash,
-                "wall_s": round(time.perf_counter() - t0, 2),
-            }
-        )
-    )
 
 
 def export_cmd(

@@ -2,6 +2,7 @@
 
     dexstack train diffusion --dataset DIR --out RUN_DIR [--epochs N] [--seed S] [--resume] [--past-tokens K]
                              [--config JSON] [--encoder-run RUN --embeddings CACHE]
+    dexstack train diffusion embed --run RUN --dataset DIR --out CACHE.npz   # PTP stage 2: cache frozen features
 
 Torch is imported only when the command runs, so `--help` stays fast.
 """
@@ -9,6 +10,7 @@ Torch is imported only when the command runs, so `--help` stays fast.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +28,7 @@ from dexstack.cli.train import (
 )
 
 app = typer.Typer(add_completion=False)
+embed_app = typer.Typer(add_completion=False)
 
 
 @app.command()
@@ -51,7 +54,9 @@ def train_diffusion(
     ] = None,
     embeddings: Annotated[
         Path | None,
-        typer.Option(help="PTP stage 3: the encoder run's feature cache of --dataset (`dexstack train embed`)"),
+        typer.Option(
+            help="PTP stage 3: the encoder run's feature cache of --dataset (`dexstack train diffusion embed`)"
+        ),
     ] = None,
 ) -> None:
     """Diffusion policy: CNN keypoint encoders + 1-D UNet or causal transformer denoiser (DDPM or EDM)."""
@@ -91,6 +96,37 @@ def train_diffusion(
     train_and_report(train, dataset, out, config, resume, epochs, encoder_run=encoder_run, embeddings=embeddings)
 
 
+@embed_app.command()
+def embed(
+    run: Annotated[Path, typer.Option(help="trained diffusion run whose (EMA) encoder embeds the frames")],
+    dataset: Annotated[Path, typer.Option(help="dataset directory to embed, every frame of every episode")],
+    out: Annotated[Path, typer.Option(help="cache file to write (.npz)")],
+) -> None:
+    """PTP stage 2: embed every frame of a dataset with a run's frozen encoder and cache the features."""
+    from dexstack.policies.diffusion.embeddings import embed_dataset, load_embeddings
+
+    t0 = time.perf_counter()
+    try:
+        path = embed_dataset(run, dataset, out)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    cache = load_embeddings(path, dataset)
+    typer.echo(
+        json.dumps(
+            {
+                "embeddings": str(path),
+                "episodes": len(cache.episodes),
+                "frames": int(sum(len(e) for e in cache.episodes)),
+                "feature_dim": cache.feature_dim,
+                "encoder_hash": cache.encoder_hash,
+                "wall_s": round(time.perf_counter() - t0, 2),
+            }
+        )
+    )
+
+
 def main(argv: list[str]) -> int:
-    """Run the command on `argv`; returns the exit code."""
+    """Run the command on `argv` (`embed ...` for PTP stage 2, else training); returns the exit code."""
+    if argv[:1] == ["embed"]:
+        return run_family_command(embed_app, argv[1:], "diffusion embed")
     return run_family_command(app, argv, "diffusion")
