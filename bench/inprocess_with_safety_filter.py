@@ -11,15 +11,35 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import numpy as np
 
 from dexstack.hardware.profiles import PANDA
 from dexstack.hardware.safety import SafetyFilter
-from dexstack.runtime import load_runtime
-from dexstack.sim.env import ManipulationEnv
+from dexstack.sim.evaluate import manipulation_in_process, run_episodes
 from dexstack.store import PolicyStore
 from dexstack.trajectory import ActionChunk
+
+
+class FilteredController:
+    """The evaluator's controller with a fresh safety filter per episode (the sim graph's filter
+    starts enabled) between its chunk and the env; a hold is a chunk with no points."""
+
+    def __init__(self, controller: Any) -> None:
+        self.controller, self.holds = controller, 0
+
+    def reset(self, info: dict[str, Any]) -> None:
+        self.controller.reset(info)
+        self.safety = SafetyFilter(PANDA, start_enabled=True)
+
+    def act(self, obs: dict[str, Any]) -> ActionChunk:
+        chunk = self.controller.act(obs)
+        safe, _ = self.safety.filter(chunk, obs["joint_positions"], obs["time"], measured_time=obs["time"])
+        if safe is None:
+            self.holds += 1
+            safe = ActionChunk(chunk.joint_names, np.zeros((0, len(chunk.joint_names))), np.zeros(0), obs["time"])
+        return safe
 
 
 def main() -> None:
@@ -30,25 +50,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000)
     args = parser.parse_args()
     loaded = PolicyStore().load(args.policy, PANDA)
-    runtime = load_runtime(loaded.path, loaded.manifest, profile=PANDA, rate_hz=None)
-    names, dt = tuple(loaded.manifest["outputs"]["joint_names"]), float(loaded.manifest["outputs"]["dt"])
-    env = ManipulationEnv(task=args.task)
-    outcomes, holds = [], 0
-    for i in range(args.episodes):
-        obs, info = env.reset(args.seed + i)
-        runtime.reset()
-        safety = SafetyFilter(PANDA, start_enabled=True)  # the sim graph's filter starts enabled too
-        while True:
-            chunk = ActionChunk.uniform(names, runtime.act(obs), dt, stamp=obs["time"])
-            safe, _ = safety.filter(chunk, obs["joint_positions"], obs["time"], measured_time=obs["time"])
-            if safe is None:  # a hold: no points, the sim keeps its current command
-                holds += 1
-                safe = ActionChunk(names, np.zeros((0, len(names))), np.zeros(0), obs["time"])
-            obs, _, terminated, truncated, info = env.step(safe)
-            if terminated or truncated:
-                break
-        outcomes.append(bool(info["success"]))
-    seeds = [args.seed + i for i in range(args.episodes)]
+    setup = manipulation_in_process(loaded.path, loaded.manifest, task=args.task, profile=PANDA)
+    setup.controller = filtered = FilteredController(setup.controller)
+    result = run_episodes(setup, [(None, {})], args.episodes, args.seed)
+    outcomes = [o.success for o in result.outcomes]
     print(
         json.dumps(
             {
@@ -57,8 +62,8 @@ def main() -> None:
                 "mode": "in_process_with_safety_filter",
                 "successes": sum(outcomes),
                 "episodes": args.episodes,
-                "holds": holds,
-                "seeds": seeds,
+                "holds": filtered.holds,
+                "seeds": [o.seed for o in result.outcomes],
                 "outcomes": outcomes,
             }
         )

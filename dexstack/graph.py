@@ -179,6 +179,9 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
         nodes.append(NodeSpec("grasp_planner_node", "grasp_planner", {"use_sim_time": sim}))
     # On a real robot nothing moves until an operator enables it; the gate then ramps in.
     nodes.append(NodeSpec("safety_filter", "safety_filter", common | {"start_enabled": hardware != "real"}))
+    # What answers the observations (the expert or the policy) acts at the policy rate, once per
+    # observation in lockstep.
+    acting = common | {"rate": float(values["policy_rate"]), "trigger": "observation" if lockstep else "timer"}
     if values["policy"] == "expert":
         if hand:
             raise ValueError(
@@ -187,30 +190,11 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
             )
         if not sim:
             raise ValueError("policy:=expert needs hardware:=mujoco (the expert reads the sim's ground truth)")
-        nodes.append(
-            NodeSpec(
-                "expert_node",
-                "expert",
-                common
-                | {
-                    "task": values["task"],
-                    "rate": float(values["policy_rate"]),
-                    "trigger": "observation" if lockstep else "timer",
-                },
-            )
-        )
+        nodes.append(NodeSpec("expert_node", "expert", acting | {"task": values["task"]}))
     elif values["policy"] != "none":
         nodes.append(
             NodeSpec(
-                "policy_node",
-                "policy",
-                common
-                | {
-                    "policy": values["policy"],
-                    "rate": float(values["policy_rate"]),
-                    "trigger": "observation" if lockstep else "timer",
-                    "start_enabled": hardware != "real",
-                },
+                "policy_node", "policy", acting | {"policy": values["policy"], "start_enabled": hardware != "real"}
             )
         )
     if values["record"] == "true":

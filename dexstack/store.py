@@ -377,16 +377,24 @@ class PolicyStore:
                 "the version directory was copied or renamed by hand"
             )
         self._check_files(path, manifest["files"], label)
-        if profile is not None:
-            try:
-                check_against_profile(manifest, profile)
-            except ManifestError as exc:
-                raise PolicyRejected(f"{label} does not fit robot profile {profile.name!r}: {exc}") from None
-        if deep:
-            self._open_graphs(path, manifest, label)
-        return LoadedPolicy(
+        loaded = LoadedPolicy(
             name=name, version=version, path=path, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest()
         )
+        if profile is not None:
+            self.check_fit(loaded, profile)
+        if deep:
+            self._open_graphs(path, manifest, label)
+        return loaded
+
+    @staticmethod
+    def check_fit(loaded: LoadedPolicy, profile: RobotProfile) -> None:
+        """PolicyRejected unless an already verified policy fits `profile` (no file is read again)."""
+        try:
+            check_against_profile(loaded.manifest, profile)
+        except ManifestError as exc:
+            raise PolicyRejected(
+                f"policy {loaded.name}@{loaded.version} does not fit robot profile {profile.name!r}: {exc}"
+            ) from None
 
     @staticmethod
     def _check_files(path: Path, listed: dict[str, str], label: str) -> None:

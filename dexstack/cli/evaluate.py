@@ -25,6 +25,7 @@ from dexstack.cli import report
 if TYPE_CHECKING:  # imported where used: the sim and rclpy load only when needed
     from dexstack.ros_nodes.eval_client import RosEvalResult
     from dexstack.sim.evaluate import EpisodeOutcome, InProcess
+    from dexstack.store import LoadedPolicy
 
 console = Console(stderr=True)
 
@@ -51,18 +52,19 @@ def parse_options(items: list[str] | None) -> dict[str, str]:
     return options
 
 
-def check_policy_for_task(policy: str, task: str) -> None:
-    """ValueError when the policy cannot run the task: its manifest's robot is not the robot
-    whose scene the task runs on (the scripted expert runs every task, in-process)."""
+def check_policy_for_task(policy: str, task: str) -> LoadedPolicy | None:
+    """The verified store policy (None for the scripted expert, which runs every task); ValueError
+    when it cannot run the task: its manifest's robot is not the robot whose scene the task runs on."""
     from dexstack.graph import TASK_ROBOTS
 
     if task not in TASK_ROBOTS:
         raise ValueError(f"unknown task {task!r}; known tasks: {sorted(TASK_ROBOTS)}")
     if policy in SCRIPTED:
-        return
+        return None
     from dexstack.store import PolicyStore
 
-    manifest = PolicyStore().verify(policy).manifest
+    loaded = PolicyStore().verify(policy)
+    manifest = loaded.manifest
     robot = manifest.get("robot_profile")
     if robot != TASK_ROBOTS[task]:
         tasks = ", ".join(sorted(t for t, r in TASK_ROBOTS.items() if r == robot)) or "none"
@@ -70,6 +72,7 @@ def check_policy_for_task(policy: str, task: str) -> None:
             f"policy {policy!r} is a {manifest.get('family')!r} policy for the {robot!r} robot; it runs "
             f"on --task {tasks}, not --task {task} (a {TASK_ROBOTS[task]!r} task)"
         )
+    return loaded
 
 
 def run_eval(
@@ -90,7 +93,7 @@ def run_eval(
     episodes per group. seed None: the task's `default_seed`."""
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
-    check_policy_for_task(policy, task)
+    loaded = check_policy_for_task(policy, task)
     from dexstack.sim.evaluate import task_class, task_groups
 
     groups = task_groups(task, dict(options or {}))
@@ -148,7 +151,7 @@ def run_eval(
         else:
             from dexstack.sim.evaluate import run_episodes
 
-            setup = _in_process(policy, task)
+            setup = _in_process(loaded, task)
             res = run_episodes(setup, groups, episodes, seed, keep_frames=video is not None, progress=tick)
             latency = res.inference_ms if setup.timed else None
             summary = report.summary(policy, task, res.outcomes, latency, mode="in_process")
@@ -194,18 +197,18 @@ def _positions(positions: list) -> list:
     return [None if g is None else [round(v, 5) for v in g] for g in positions]
 
 
-def _in_process(policy: str, task: str) -> InProcess:
-    """The env and controller for `policy` on `task`: the task's `expert` entry for the scripted
-    expert, else the policy family's `in_process` entry (default: ManipulationEnv + load_runtime)."""
+def _in_process(loaded: LoadedPolicy | None, task: str) -> InProcess:
+    """The env and controller for a verified store policy on `task` (None: the task's `expert`
+    entry), else the policy family's `in_process` entry (default: ManipulationEnv + load_runtime).
+    The version checked for the task is the one run: `NAME` is not resolved a second time."""
     from dexstack.families import get_family, resolve
     from dexstack.sim.evaluate import manipulation_in_process, task_class, task_profile
-
-    profile = task_profile(task)
-    if policy in SCRIPTED:
-        return resolve(task_class(task).expert)(task, profile)
     from dexstack.store import PolicyStore
 
-    loaded = PolicyStore().load(policy, profile)
+    profile = task_profile(task)
+    if loaded is None:
+        return resolve(task_class(task).expert)(task, profile)
+    PolicyStore.check_fit(loaded, profile)
     entry = get_family(loaded.manifest["family"]).in_process
     make = resolve(entry) if entry else manipulation_in_process
     return make(loaded.path, loaded.manifest, task=task, profile=profile)
