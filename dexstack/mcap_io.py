@@ -286,12 +286,15 @@ class EpisodeWriter:
         step failed, now or earlier."""
         meta = {k: str(v) for k, v in (metadata or {}).items()} | {"complete": str(complete).lower()}
         final = self.path if complete else self.incomplete_path
-        self._guarded(self._writer.add_metadata, EPISODE_METADATA, meta)
-        self._guarded(self._writer.finish)
-        self._guarded(self._file.flush)
-        self._guarded(os.fsync, self._file.fileno())
-        self._guarded(self._file.close)
-        self._guarded(os.replace, self.partial_path, final)
+        for step in (
+            lambda: self._writer.add_metadata(EPISODE_METADATA, meta),
+            self._writer.finish,
+            self._file.flush,
+            lambda: os.fsync(self._file.fileno()),
+            self._file.close,
+            lambda: os.replace(self.partial_path, final),
+        ):
+            self._guarded(step)  # each step only runs while none has failed
         if self.error is not None:
             raise EpisodeWriteError(f"episode not saved: {self.error}")
         try:
