@@ -269,8 +269,6 @@ def test_episodes_that_do_not_end_normally_are_marked_incomplete(ros_client, lau
     ]
 
     skipped: list[str] = []
-    ds = build_from_mcap(
-        out_dir, tmp_path / "ds", PANDA, cameras=[], on_skip=lambda line: skipped.append(line) or print(line)
-    )
+    ds = build_from_mcap(out_dir, tmp_path / "ds", PANDA, cameras=[], on_skip=skipped.append)
     assert len(ds) == 1 and ds.meta["episodes"][0]["success"] is False
     assert len(skipped) == 2 and all("incomplete episode" in line for line in skipped), skipped
