@@ -434,22 +434,19 @@ class _Streams:
     """What one pass over an episode file collected (see `_read_streams`)."""
 
     series: dict[str, tuple[list[float], list]]  # observation topic -> (log times s, values)
+    stamps: dict[str, list[int]]  # observation topic -> header stamps (ns), parallel to series
     trajectories: list[tuple[float, ActionChunk | None]]  # (arrival = log time s, chunk; None = hold)
     last_task: str | None
-    sim_episodes: list[dict]  # /sim/episode announcements received during the episode
+    sim: list[tuple[dict, bool]]  # /sim/episode announcements, each with "came after observations"
 
 
-def _read_streams(path: Path, meta: dict[str, str], obs_topics: dict[str, str], profile: RobotProfile) -> _Streams:
+def _read_streams(path: Path, obs_topics: dict[str, str], profile: RobotProfile) -> _Streams:
     """Decode the topics the converter needs, in the order they were written, checking on the way
     that log times and each observation topic's header stamps never go back (two graphs on one
     domain, or a sim clock reset, would make them). Raises InvalidEpisode / EpisodeFileError."""
     traj_topic = profile.trajectory_topic
     wanted = [*obs_topics, traj_topic, contract.TASK_INSTRUCTION, contract.SIM_EPISODE]
-    out = _Streams({t: ([], []) for t in obs_topics}, [], None, [])
-    # Messages the recorder copied in from latched state at the start (sequence < carried_in) belong
-    # to whatever came before; files from older recorders: those logged at the start time.
-    carried = int(meta.get("carried_in", -1))
-    start_ns = int(meta.get("start_time_ns") or -1)
+    out = _Streams({t: ([], []) for t in obs_topics}, {t: [] for t in obs_topics}, [], None, [])
     last_log, last_stamp = -1, dict.fromkeys(obs_topics, -1)
     with _reading(path), open(path, "rb") as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
@@ -490,28 +487,42 @@ def _read_streams(path: Path, meta: dict[str, str], obs_topics: dict[str, str], 
                 out.last_task = msg.data
                 continue
             else:
-                fresh = message.sequence >= carried if carried >= 0 else message.log_time > start_ns
-                if fresh:
-                    try:
-                        out.sim_episodes.append(json.loads(msg.data))
-                    except json.JSONDecodeError:
-                        raise InvalidEpisode(f"{path}: a {topic} message is not JSON") from None
+                try:
+                    announcement = json.loads(msg.data)
+                except json.JSONDecodeError:
+                    raise InvalidEpisode(f"{path}: a {topic} message is not JSON") from None
+                out.sim.append((announcement, any(times for times, _ in out.series.values())))
                 continue
             out.series[topic][0].append(t)
             out.series[topic][1].append(value)
+            out.stamps[topic].append(stamp)
     return out
 
 
-def _sim_outcome(path: Path, sim_episodes: list[dict]) -> dict:
-    """The one sim episode a file's announcements describe ({} if there are none, as on a robot);
-    its `done` announcement when there is one. Announcements of two episodes mean the file mixes
-    episodes (a recording left running, or another graph's sim on the same domain)."""
-    ids = sorted({(e.get("episode"), e.get("seed")) for e in sim_episodes}, key=str)
-    if len(ids) > 1:
-        shown = ", ".join(f"episode {e} seed {s}" for e, s in ids[:4])
-        raise InvalidEpisode(f"{path}: holds {len(ids)} sim episodes ({shown}), not exactly one")
-    done = [e for e in sim_episodes if e.get("status") == "done"]
-    return done[-1] if done else (sim_episodes[-1] if sim_episodes else {})
+def _sim_outcome(path: Path, streams: _Streams) -> tuple[dict, int | None]:
+    """The sim episode a file holds and its start stamp (ns): (its last announcement, the stamp
+    of its "running" one), or ({}, None) without announcements (a robot). The file's episode is
+    the one announced last. Announcements of earlier episodes are prior state (the recorder's copy
+    of the latched topic, or a latched message delivered late) unless another episode is announced
+    after this one began to be (two sims on one domain), or another episode ends after observations
+    began (the recording spans an episode end). Either raises InvalidEpisode."""
+
+    def key(e: dict) -> tuple:
+        return e.get("episode"), e.get("seed")
+
+    if not streams.sim:
+        return {}, None
+    episode = key(streams.sim[-1][0])
+    first = next(i for i, (e, _) in enumerate(streams.sim) if key(e) == episode)
+    others = {key(e) for e, _ in streams.sim[first:] if key(e) != episode}
+    others |= {key(e) for e, after in streams.sim if after and key(e) != episode and e.get("status") == "done"}
+    if others:
+        shown = ", ".join(f"episode {e} seed {s}" for e, s in sorted({episode, *others}, key=str)[:4])
+        raise InvalidEpisode(f"{path}: holds {len(others) + 1} sim episodes ({shown}), not exactly one")
+    mine = [e for e, _ in streams.sim if key(e) == episode]
+    start = [e["stamp"] for e in mine if e.get("status") == "running" and isinstance(e.get("stamp"), int | float)]
+    outcome = ([e for e in mine if e.get("status") == "done"] or mine)[-1]
+    return outcome, (round(start[0] * 1e9) if start else None)
 
 
 def convert_episode(
@@ -543,9 +554,15 @@ def convert_episode(
         obs_topics[contract.camera_color_topic(cam)] = contract.rgb_key(cam)
         if depth:
             obs_topics[contract.camera_depth_topic(cam)] = contract.depth_key(cam)
-    streams = _read_streams(path, meta, obs_topics, profile)
+    streams = _read_streams(path, obs_topics, profile)
     series, trajectories = streams.series, streams.trajectories
-    sim_episode = _sim_outcome(path, streams.sim_episodes)
+    sim_episode, start_ns = _sim_outcome(path, streams)
+    if start_ns is not None:
+        # Observations stamped before the episode began belong to what came before it: the
+        # recorder's queue backlog from the last episode, a paused sim's state before the reset.
+        for topic, (times, values) in list(series.items()):
+            keep = [i for i, stamp in enumerate(streams.stamps[topic]) if stamp >= start_ns]
+            series[topic] = ([times[i] for i in keep], [values[i] for i in keep])
     success: bool | None = None
     if meta.get("success") in ("true", "false"):
         success = meta["success"] == "true"

@@ -77,7 +77,6 @@ class RecorderNode(Node):
         self._episode_start_wall = ""
         self._counts: dict[str, int] = {}
         self._episodes_done = 0
-        self._carried_in = 0  # messages copied in from latched state at the episode's start
         self._label: bool | None = None  # success given by ~/end_episode
         self._error: str | None = None  # why the current (or, when idle, the last) episode was lost
 
@@ -189,7 +188,6 @@ class RecorderNode(Node):
         # so each file is self-contained.
         for topic, data in self._latched.items():
             self._write(topic, data, self._episode_start_ns)
-        self._carried_in = self._writer.message_count
         if self._writer.error is not None:
             self._writer = None
             response.success, response.message = False, self._error
@@ -213,7 +211,6 @@ class RecorderNode(Node):
             start_wall=self._episode_start_wall,
             use_sim_time=str(self.get_parameter("use_sim_time").value).lower(),
             message_count=sum(self._counts.values()),
-            carried_in=self._carried_in,
             end_reason=end_reason,
         )
 

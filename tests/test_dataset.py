@@ -309,8 +309,9 @@ def test_cli_build_and_info(tmp_path):
 
 
 # --- validation: what `dataset build` leaves out, and why ---------------------------------
-def _sim(episode: int, seed: int, status: str, success: bool = False) -> String:
-    return String(data=json.dumps({"episode": episode, "seed": seed, "status": status, "success": success}))
+def _sim(episode: int, seed: int, status: str, stamp: float, success: bool = False) -> String:
+    announcement = {"episode": episode, "seed": seed, "status": status, "success": success, "stamp": stamp}
+    return String(data=json.dumps(announcement))
 
 
 def _announce(*msgs: tuple[float, String]):
@@ -345,13 +346,19 @@ def _clock_jumps_back(events, ch):
 BAD_EPISODES = {
     "incomplete": (dict(complete=False, meta={"end_reason": "shutdown"}), "incomplete episode (ended by shutdown"),
     "two_sim_episodes": (
-        dict(edit=_announce((T0 + 0.01, _sim(3, 3, "running")), (T0 + 1.5, _sim(9, 40, "running")))),
+        dict(
+            edit=_announce(
+                (T0 + 0.01, _sim(3, 3, "running", T0)),
+                (T0 + 1.0, _sim(9, 40, "running", 700.0)),  # another sim, its own clock
+                (T0 + 2.9, _sim(3, 3, "done", T0 + 2.9, True)),
+            )
+        ),
         "holds 2 sim episodes",
     ),
     "two_joint_state_publishers": (dict(edit=_second_publisher), "header stamps go back"),
     "log_time_back": (dict(edit=_clock_jumps_back), "log time goes back"),
     "no_commands": (dict(edit=_drop_commands), f"no commands on {PANDA.trajectory_topic}"),
-    "success_unknown": (dict(success=None, edit=_announce((T0 + 0.01, _sim(3, 3, "running")))), "success not"),
+    "success_unknown": (dict(success=None, edit=_announce((T0 + 0.01, _sim(3, 3, "running", T0)))), "success not"),
     "other_robot": (dict(meta={"profile": "ur5e"}), "recorded with robot profile 'ur5e'"),
 }
 
@@ -420,24 +427,38 @@ def test_build_skips_an_invalid_episode_naming_file_and_reason(tmp_path, kind):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "rec"]
 
 
-def test_one_sim_episode_with_carried_in_state_is_valid(tmp_path):
-    """The recorder copies the latched /sim/episode of the previous episode into the file first
-    (sequence 0, metadata carried_in=1): it does not count as a second episode."""
+def test_announcements_of_earlier_episodes_are_prior_state_and_their_data_is_dropped(tmp_path):
+    """What record-demos files hold: the previous episode's latched "done" copied in first, the
+    recorder's queue backlog of that episode's joint states, then the new episode announced and
+    run. The backlog (stamped before the new episode's start) is not part of the episode."""
+    start = T0 + 1.0
 
     def edit(events, ch):
-        events.insert(0, (T0, ch["sim"], _sim(6, 6, "done", True)))
-        events.extend(
-            [(T0 + 0.01, ch["sim"], _sim(7, 17, "running")), (T0 + 2.9, ch["sim"], _sim(7, 17, "done", True))]
-        )
+        events.insert(0, (T0, ch["sim"], _sim(6, 6, "done", T0 - 0.1, True)))
+        events.append((T0 + 0.01, ch["sim"], _sim(0, 7, "running", T0 - 5.0)))  # a paused sim's, delivered late
+        events.append((start, ch["sim"], _sim(7, 17, "running", start)))
+        events.append((T0 + 2.9, ch["sim"], _sim(7, 17, "done", T0 + 2.9, True)))
         events.sort(key=lambda e: e[0])
 
-    write_synthetic_episode(tmp_path / "ep.mcap", success=None, meta={"carried_in": "1"}, edit=edit)
+    write_synthetic_episode(tmp_path / "ep.mcap", success=None, edit=edit)
     ds = build_from_mcap(tmp_path / "ep.mcap", tmp_path / "ds", PANDA, cameras=["wrist"])
-    assert ds.meta["episodes"][0]["success"] is True  # from the sim's "done" announcement
-    # Without carried_in the previous episode's announcement is one more episode: skipped.
-    write_synthetic_episode(tmp_path / "old.mcap", success=None, meta={"carried_in": "0"}, edit=edit)
-    with pytest.raises(DatasetError, match="holds 2 sim episodes"):
-        build_from_mcap(tmp_path / "old.mcap", tmp_path / "ds2", PANDA, cameras=["wrist"])
+    entry, ep = ds.meta["episodes"][0], ds.episode(0)
+    assert entry["success"] is True  # from the sim's "done" announcement
+    # Frames start once every topic has a message stamped at or after the episode's start: the
+    # wrist frame of T0+1.05; its joint state is the one of T0+1.045, not a backlog one.
+    t_first, t_last = T0 + 0.05 + 15 / 15, T0 + 0.05 + 44 / 15
+    assert len(ep["timestamp"]) == int(np.floor((t_last - t_first) / 0.1 + 1e-9))
+    np.testing.assert_allclose(ep["joint_positions"][0], _joint_positions_at(T0 + 1.045), atol=1e-6)
+
+    def spanning(events, ch):  # a recording left running across the end of an episode
+        events.append((T0 + 0.01, ch["sim"], _sim(6, 6, "running", T0)))
+        events.append((T0 + 0.9, ch["sim"], _sim(6, 6, "done", T0 + 0.9, True)))
+        events.append((start, ch["sim"], _sim(7, 17, "running", start)))
+        events.sort(key=lambda e: e[0])
+
+    write_synthetic_episode(tmp_path / "span.mcap", edit=spanning)
+    with pytest.raises(DatasetError, match="holds 2 sim episodes \\(episode 6 seed 6, episode 7 seed 17\\)"):
+        build_from_mcap(tmp_path / "span.mcap", tmp_path / "ds2", PANDA, cameras=["wrist"])
 
 
 def test_never_finalised_part_file_is_reported(tmp_path):

@@ -92,7 +92,6 @@ def collect(
     keep_failures: bool = typer.Option(False, "--keep-failures", help="also keep episodes the expert failed"),
 ) -> None:
     """Scripted-expert rollouts in-process (no ROS), written in the same dataset format."""
-    from dexstack.dataset import DatasetError
     from dexstack.sim.collect import collect_dataset
 
     with Progress(
@@ -103,7 +102,7 @@ def collect(
             dataset = collect_dataset(
                 out, episodes, seed, task, keep_failures, progress=lambda done, _: progress.update(bar, completed=done)
             )
-        except DatasetError as exc:
+        except ValueError as exc:  # a DatasetError, or an unknown task
             _fail(exc, 1)
     console.print(f"wrote {len(dataset)} episodes, {dataset.num_frames} frames at {dataset.fps:g} Hz to {out}")
 
