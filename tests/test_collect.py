@@ -86,3 +86,28 @@ def test_record_demos_cli_refuses_before_starting_anything(tmp_path):
     result = CliRunner().invoke(app, ["record-demos", "--episodes", "1", "--out", str(rec)])
     assert result.exit_code == 2 and "pass --append" in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in rec.iterdir()) == ["a_0.mcap"]  # no logs folder: nothing was started
+
+
+@pytest.mark.ros
+def test_record_demos_append_continues_seeds_and_every_episode_builds(tmp_path):
+    """Through the real ROS graph (sim lockstep + expert + recorder): a first run, a refused
+    second run, an --append run on fresh seeds; `dataset build` accepts every episode."""
+    from typer.testing import CliRunner
+
+    from dexstack.cli import _register, app
+    from dexstack.mcap_io import build_from_mcap, episode_metadata
+
+    _register()
+    rec = tmp_path / "rec"
+    runner = CliRunner()
+    first = runner.invoke(app, ["record-demos", "--episodes", "1", "--out", str(rec), "--seed", "5"])
+    assert first.exit_code == 0, first.output
+    refused = runner.invoke(app, ["record-demos", "--episodes", "1", "--out", str(rec)])
+    assert refused.exit_code == 2 and "pass --append" in refused.output
+    again = runner.invoke(app, ["record-demos", "--episodes", "1", "--out", str(rec), "--append"])
+    assert again.exit_code == 0, again.output
+    files = sorted(rec.glob("*.mcap"))
+    assert sorted(episode_metadata(f)["seed"] for f in files) == ["5", "6"]
+    skipped: list[str] = []
+    ds = build_from_mcap(rec, tmp_path / "ds", PANDA, on_skip=skipped.append)
+    assert skipped == [] and len(ds) == 2 and all(e["success"] for e in ds.meta["episodes"])
