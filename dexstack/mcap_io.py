@@ -476,7 +476,10 @@ def _read_streams(path: Path, obs_topics: dict[str, str], profile: RobotProfile)
                     raise InvalidEpisode(f"{path}: /joint_states lacks joints {missing}")
                 value = np.array([msg.position[index[n]] for n in profile.joint_names], dtype=np.float64)
             elif topic in obs_topics:
-                value = _image_array(msg, path, topic)
+                try:
+                    value = _image_array(msg, path, topic)
+                except ValueError as exc:  # a size that does not match height, width and step
+                    raise InvalidEpisode(f"{path}: bad {topic} image at log time {t:.3f} s: {exc}") from None
             elif topic == traj_topic:
                 try:
                     out.trajectories.append((t, _chunk_or_none(msg)))

@@ -91,7 +91,7 @@ class RecorderNode(Node):
         self.create_timer(DISCOVERY_PERIOD_S, self._discover, clock=steady)
         self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self._publish_diagnostics, clock=steady)
         self._discover()
-        self.get_logger().info(f"recording {len(self.wanted)} topics into {self.output_dir}")
+        self.get_logger().info(f"idle: call ~/start_episode to record {len(self.wanted)} topics into {self.output_dir}")
 
     # --- subscriptions --------------------------------------------------------------------
     def _discover(self) -> None:
@@ -148,19 +148,22 @@ class RecorderNode(Node):
         if self._writer is not None:
             self._write(topic, data, self.get_clock().now().nanoseconds)
 
-    def _write(self, topic: str, data: bytes, log_ns: int) -> None:
-        if self._writer.error is not None:
-            return
+    def _write(self, topic: str, data: bytes, log_ns: int) -> None:  # a no-op once the file failed
         try:
             publish_ns = header_stamp_ns(data) if self._has_header[topic] else log_ns
         except ValueError:  # a message too short for its header: keep it, stamped on arrival
             publish_ns = log_ns
         channel = self._writer.add_channel(topic, self._types[topic], self._offered[topic])
         self._writer.write(channel, data, log_ns, publish_ns)
-        if self._writer.error is None:
+        if self._writer_ok():
             self._counts[topic] = self._counts.get(topic, 0) + 1
-        else:  # the writer deleted the file; the rest of this episode is dropped
+
+    def _writer_ok(self) -> bool:
+        """False (and an ERROR, once) when the episode's file failed: the writer deleted it and
+        drops the rest of the episode."""
+        if self._writer.error is not None and self._error is None:
             self._lost(f"writing failed, episode lost: {self._writer.error}")
+        return self._writer.error is None
 
     def _lost(self, text: str) -> None:
         self._error = text
@@ -188,7 +191,7 @@ class RecorderNode(Node):
         # so each file is self-contained.
         for topic, data in self._latched.items():
             self._write(topic, data, self._episode_start_ns)
-        if self._writer.error is not None:
+        if not self._writer_ok():
             self._writer = None
             response.success, response.message = False, self._error
             return response
@@ -231,7 +234,7 @@ class RecorderNode(Node):
         if self._writer is None:
             response.success, response.message = False, "not recording; call ~/start_episode first"
             return response
-        if self._writer.error is not None:
+        if not self._writer_ok():
             self._writer = None
             response.success, response.message = False, self._error
             return response
