@@ -493,7 +493,9 @@ def _read_streams(path: Path, obs_topics: dict[str, str], profile: RobotProfile)
                 try:
                     announcement = json.loads(msg.data)
                 except json.JSONDecodeError:
-                    raise InvalidEpisode(f"{path}: a {topic} message is not JSON") from None
+                    announcement = None
+                if not isinstance(announcement, dict):
+                    raise InvalidEpisode(f"{path}: a {topic} message is not a JSON object")
                 out.sim.append((announcement, any(times for times, _ in out.series.values())))
                 continue
             out.series[topic][0].append(t)

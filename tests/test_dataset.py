@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -534,3 +537,35 @@ def test_cli_reports_skips_and_bad_files_in_one_line_without_traceback(tmp_path)
     assert not (tmp_path / "x").exists()
     info = runner.invoke(app, ["info", str(rec / "a.mcap"), str(rec / "c.incomplete.mcap")])
     assert info.exit_code == 0 and "a.mcap" in info.output and "shutdown" in info.output, info.output
+
+
+# --- any bytes in a .mcap: a one-line error naming the file, never a traceback ------------
+@pytest.fixture(scope="module")
+def good_episode(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("good") / "ep.mcap"
+    write_synthetic_episode(path)
+    return path
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_damaged_files_give_one_line_errors_naming_the_file(tmp_path, good_episode, data):
+    """Truncations and flipped bytes anywhere in a real episode file: `dataset build` and
+    `episode_metadata` either work or raise DatasetError in one line that names the file."""
+    from dexstack.mcap_io import episode_metadata
+
+    raw = bytearray(good_episode.read_bytes())
+    cut = data.draw(st.one_of(st.just(len(raw)), st.integers(0, len(raw))), label="keep bytes")
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(1, 255)), max_size=8))
+    for at, mask in flips:
+        raw[at] ^= mask
+    here = Path(tempfile.mkdtemp(dir=tmp_path))  # one folder per example
+    path = here / "damaged.mcap"
+    path.write_bytes(bytes(raw[:cut]))
+    out = here / "ds"
+    for read in (lambda: episode_metadata(path), lambda: build_from_mcap(path, out, PANDA, cameras=["wrist"])):
+        try:
+            read()
+        except DatasetError as exc:
+            assert str(path) in str(exc) and "\n" not in str(exc), str(exc)
+    assert not any(p.name.startswith(".ds.") for p in here.iterdir())  # no temp dirs left

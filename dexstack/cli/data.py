@@ -67,7 +67,7 @@ def build(
                 depth=depth,
                 overwrite=overwrite,
                 on_episode=lambda done, _total, path: progress.update(bar, completed=done, current=path.name),
-                on_skip=skip,
+                on_skip=skip if len(files) > 1 else None,  # one file: the error line says why
             )
         except (DatasetError, ValueError, OSError) as exc:
             _fail(exc, 1)
