@@ -49,7 +49,7 @@ def _userns_tmpfs_works(tmp_path: Path) -> bool:
 
 
 def _call(client, name: str) -> Trigger.Response:
-    return client.call(Trigger, f"/recorder/{name}", Trigger.Request(), timeout_s=20.0)
+    return client.call(Trigger, f"/recorder/{name}", Trigger.Request(), timeout_s=30.0)
 
 
 def _image(i: int) -> Image:
