@@ -113,7 +113,13 @@ def staged_dataset(root: str | Path, overwrite: bool = False) -> Iterator[Path]:
             os.replace(root, old / root.name)
         else:
             root.rmdir()  # empty (checked above)
-    os.replace(stage, root)
+    try:
+        os.replace(stage, root)
+    except OSError:
+        if old is not None:  # put the old dataset back before reporting
+            os.replace(old / root.name, root)
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     fsync_dir(root.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
