@@ -238,12 +238,10 @@ def test_episodes_that_do_not_end_normally_are_marked_incomplete(ros_client, lau
     # A robot episode labelled by the operator: complete, success recorded.
     assert _call(ros_client, "start_episode").success
     record_some()
-    cli = node.create_client(SetBool, "/recorder/end_episode")
     ended = ros_client.call(SetBool, "/recorder/end_episode", SetBool.Request(data=False))
     assert ended.success and ended.message.endswith("_0.mcap"), ended.message
     meta = episode_metadata(ended.message)
     assert meta["complete"] == "true" and meta["success"] == "false" and meta["end_reason"] == "stop"
-    node.destroy_client(cli)
 
     # The sim says its episode is still running: stopping now cuts it short.
     sim.publish(String(data=json.dumps({"episode": 4, "seed": 4, "status": "running", "success": False})))
