@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,49 @@ def _check_features(features: dict[str, dict]) -> dict[str, dict]:
             )
         clean[name] = {"shape": shape, "dtype": dtype}
     return clean
+
+
+@contextmanager
+def staged_dataset(root: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary directory next to `root` to write a whole dataset into; when the
+    block ends normally it becomes `root` in one rename, when it raises it is deleted. So a build
+    never leaves a partial dataset, and with `overwrite` the old one stays until the new one is
+    complete. Refuses (DatasetError) a `root` that holds a dataset (unless `overwrite`) or anything
+    else: LeRobot likewise creates a dataset only in a directory that does not exist yet
+    (`LeRobotDatasetMetadata.create`: `root.mkdir(exist_ok=False)`)."""
+    root = Path(root)
+    if root.exists():
+        if not root.is_dir():
+            raise DatasetError(f"{root} exists and is not a directory")
+        if (root / META_FILE).is_file():
+            if not overwrite:
+                raise DatasetError(f"{root} already holds a dataset; pass --overwrite to replace it")
+        elif any(root.iterdir()):
+            raise DatasetError(f"{root} is not empty and is not a dataset; choose a new directory")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if root.exists():
+        if (root / META_FILE).is_file():  # overwrite: move the old dataset aside, delete it after
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.replaced-", dir=root.parent))
+            os.replace(root, old / root.name)
+        else:
+            root.rmdir()  # empty (checked above)
+    try:
+        os.replace(stage, root)
+    except OSError:
+        if old is not None:  # put the old dataset back before reporting
+            os.replace(old / root.name, root)
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    fsync_dir(root.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class DatasetWriter:

@@ -3,7 +3,9 @@
 Brings up sim (lockstep, paused between episodes) + expert + safety filter + recorder, and
 for each episode: recorder ~/start_episode, set the sim's seed, sim ~/reset, wait for the
 episode to end on /sim/episode, recorder ~/stop_episode (or ~/cancel_episode for failed
-demonstrations when asked). One MCAP file per episode lands in the recorder's output dir.
+demonstrations when asked). One MCAP file per episode lands in the recorder's output dir, and
+one line per attempted seed in its ledger (`record_demos.jsonl`), so an --append run never
+repeats a seed, even one whose episode was discarded or never ended.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
@@ -23,7 +26,57 @@ from std_srvs.srv import Trigger
 from dexstack import contract
 from dexstack.graph import node_list
 from dexstack.launcher import node_environment, start_nodes, stop_nodes
+from dexstack.mcap_io import EpisodeFileError, episode_metadata
 from dexstack.ros_nodes.client import RosClient
+
+LEDGER = "record_demos.jsonl"
+
+
+def episode_files(out_dir: str | Path) -> list[Path]:
+    """Episode files in a recordings folder: complete, incomplete and never finalised."""
+    return sorted(Path(out_dir).glob("*.mcap*"))
+
+
+def plan_seeds(out_dir: str | Path, episodes: int, seed: int | None, task: str, append: bool) -> list[int]:
+    """The seeds a run records into `out_dir`. A folder that holds episodes is refused unless
+    `append` (as LeRobot's recorder refuses an existing dataset unless told `resume`,
+    lerobot_record.py `RecordConfig.resume`); on append, seeds already attempted there (ledger
+    or file metadata) are never reused: `seed` None continues after the highest, an explicit
+    range that overlaps them is refused, and so is a folder of another task. ValueError says why."""
+    if seed is not None and seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
+    files = episode_files(out_dir)
+    ledger = Path(out_dir) / LEDGER
+    if (files or ledger.exists()) and not append:
+        raise ValueError(
+            f"{out_dir} already holds {len(files)} episode file(s); pass --append to add to them, or choose a new folder"
+        )
+    used: set[int] = set()
+    if ledger.exists():
+        used |= {int(json.loads(line)["seed"]) for line in ledger.read_text().splitlines() if line.strip()}
+    for path in files:
+        try:
+            meta = episode_metadata(path)
+        except EpisodeFileError:
+            continue  # unreadable (e.g. never finalised): its seed is in the ledger if we recorded it
+        if meta.get("task_name") not in (None, "", task):
+            raise ValueError(f"{path} records task {meta['task_name']!r}, not {task!r}: use another folder")
+        if meta.get("seed", "").lstrip("-").isdigit():
+            used.add(int(meta["seed"]))
+    start = (max(used) + 1 if used else 0) if seed is None else seed
+    seeds = list(range(start, start + episodes))
+    clash = sorted(used.intersection(seeds))
+    if clash:
+        raise ValueError(
+            f"seeds {clash[:5]}{' ...' if len(clash) > 5 else ''} were already recorded in {out_dir}; "
+            f"leave --seed out to continue from {max(used) + 1}"
+        )
+    return seeds
+
+
+def _log_seed(out_dir: str, record: dict) -> None:
+    with open(Path(out_dir) / LEDGER, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def collect_demonstrations(
@@ -71,6 +124,7 @@ def collect_demonstrations(
     try:
         for i in range(episodes):
             episode_seed = seed + i
+            _log_seed(output_dir, {"seed": episode_seed, "status": "started"})
             _ok(client.call(Trigger, "/recorder/start_episode", Trigger.Request()), "start recording")
             param = ParameterMsg(
                 name="seed", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=episode_seed)
@@ -93,6 +147,7 @@ def collect_demonstrations(
                 _ok(client.call(Trigger, "/recorder/cancel_episode", Trigger.Request()), "cancel recording")
                 path = None
             records.append({"seed": episode_seed, "success": success, "mcap": path})
+            _log_seed(output_dir, records[-1] | {"status": "done"})
             if progress:
                 progress(i + 1, success, path)
     finally:

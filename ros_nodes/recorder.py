@@ -1,21 +1,19 @@
 """Recorder node: writes the robot's contract topics into one MCAP file per episode.
 
-Messages are taken as serialized CDR bytes (`raw=True`) and written unchanged with ROS 2
-schemas, so `ros2 bag info`, Foxglove and `mcap_ros2` read the files (see dexstack.mcap_io).
-Like rosbag2, each topic is subscribed once a publisher appears, with QoS matching the
-publishers: reliable publishers get a reliable subscription with a deep queue (nothing is
-dropped), best-effort (sensor-data) publishers a best-effort one, latched topics a
-transient-local one.
-
-Parameters: profile, task, output_dir, topics (override list), use_sim_time.
-Services: ~/start_episode, ~/stop_episode (response message = file path), ~/cancel_episode.
+CDR bytes are written unchanged with ROS 2 schemas (dexstack.mcap_io), so `ros2 bag info`,
+Foxglove and `mcap_ros2` read the files. Like rosbag2, a topic is subscribed once a publisher
+appears, with QoS matching its publishers (reliable with a deep queue, best-effort, latched).
+Services: ~/start_episode, ~/stop_episode (message = file path), ~/end_episode (SetBool: stop
+and label success, for a robot without a sim), ~/cancel_episode. An episode not ended by a stop
+(shutdown, or stopped while the sim episode runs) is saved as `<name>.incomplete.mcap`, metadata
+`complete: false`. A disk error (ENOSPC) loses that episode only: its file is deleted, diagnostics
+say ERROR, the node lives on. docs/DATASET.md has the details.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import re
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -26,12 +24,12 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from std_msgs.msg import String
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 
 from dexstack import contract
 from dexstack.files import dexstack_home
 from dexstack.hardware.profiles import get_profile
-from dexstack.mcap_io import EpisodeWriter, header_stamp_ns
+from dexstack.mcap_io import EpisodeWriteError, EpisodeWriter, episode_record, header_stamp_ns, new_episode_path
 from dexstack.ros_nodes.common import diagnostic_status, message_class
 
 RELIABLE_DEPTH = 1000  # deep enough for a burst of camera frames while the disk catches up
@@ -79,10 +77,12 @@ class RecorderNode(Node):
         self._episode_start_wall = ""
         self._counts: dict[str, int] = {}
         self._episodes_done = 0
-        self._write_error: str | None = None
+        self._label: bool | None = None  # success given by ~/end_episode
+        self._error: str | None = None  # why the current (or, when idle, the last) episode was lost
 
         self.create_service(Trigger, "~/start_episode", self._start)
         self.create_service(Trigger, "~/stop_episode", self._stop)
+        self.create_service(SetBool, "~/end_episode", self._end)
         self.create_service(Trigger, "~/cancel_episode", self._cancel)
         self._diag_pub = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, 10)
         # Discovery and diagnostics run on the steady clock: under use_sim_time they must
@@ -91,7 +91,7 @@ class RecorderNode(Node):
         self.create_timer(DISCOVERY_PERIOD_S, self._discover, clock=steady)
         self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self._publish_diagnostics, clock=steady)
         self._discover()
-        self.get_logger().info(f"recording {len(self.wanted)} topics into {self.output_dir}")
+        self.get_logger().info(f"idle: call ~/start_episode to record {len(self.wanted)} topics into {self.output_dir}")
 
     # --- subscriptions --------------------------------------------------------------------
     def _discover(self) -> None:
@@ -102,16 +102,11 @@ class RecorderNode(Node):
             if not infos:
                 continue
             offered = {i.topic_type for i in infos}
-            if type_name is None:
-                if len(offered) != 1:
-                    self._warn_once(topic, f"{topic}: publishers disagree on the type {sorted(offered)}; not recorded")
-                    continue
-                type_name = offered.pop()
-            elif offered != {type_name}:
-                self._warn_once(
-                    topic, f"{topic}: publishers offer {sorted(offered)}, expected {type_name}; not recorded"
-                )
+            if offered != {type_name or next(iter(offered))}:
+                expected = f", expected {type_name}" if type_name else ""
+                self._warn_once(topic, f"{topic}: publishers offer {sorted(offered)}{expected}; not recorded")
                 continue
+            type_name = type_name or offered.pop()
             reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
             latched = all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
             qos = QoSProfile(
@@ -153,28 +148,28 @@ class RecorderNode(Node):
         if self._writer is not None:
             self._write(topic, data, self.get_clock().now().nanoseconds)
 
-    def _write(self, topic: str, data: bytes, log_ns: int) -> None:
+    def _write(self, topic: str, data: bytes, log_ns: int) -> None:  # a no-op once the file failed
         try:
-            channel = self._writer.add_channel(topic, self._types[topic], self._offered[topic])
             publish_ns = header_stamp_ns(data) if self._has_header[topic] else log_ns
-            self._writer.write(channel, data, log_ns, publish_ns)
+        except ValueError:  # a message too short for its header: keep it, stamped on arrival
+            publish_ns = log_ns
+        channel = self._writer.add_channel(topic, self._types[topic], self._offered[topic])
+        self._writer.write(channel, data, log_ns, publish_ns)
+        if self._writer_ok():
             self._counts[topic] = self._counts.get(topic, 0) + 1
-        except Exception as exc:  # noqa: BLE001 - a disk error must not kill the node mid-episode
-            if self._write_error is None:
-                self._write_error = f"{topic}: {exc}"
-                self.get_logger().error(f"write failed, episode will not be finalised: {self._write_error}")
+
+    def _writer_ok(self) -> bool:
+        """False (and an ERROR, once) when the episode's file failed: the writer deleted it and
+        drops the rest of the episode."""
+        if self._writer.error is not None and self._error is None:
+            self._lost(f"writing failed, episode lost: {self._writer.error}")
+        return self._writer.error is None
+
+    def _lost(self, text: str) -> None:
+        self._error = text
+        self.get_logger().error(text)
 
     # --- episode services -----------------------------------------------------------------
-    def _episode_path(self) -> Path:
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.task) or "episode"
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        n = self._episodes_done
-        while True:
-            path = self.output_dir / f"{stem}_{stamp}_{n}.mcap"
-            if not path.exists() and not path.with_name(path.name + ".part").exists():
-                return path
-            n += 1
-
     def _start(self, _request, response):
         if self._writer is not None:
             response.success = False
@@ -182,12 +177,12 @@ class RecorderNode(Node):
             return response
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            self._writer = EpisodeWriter(self._episode_path())
+            self._writer = EpisodeWriter(new_episode_path(self.output_dir, self.task, self._episodes_done))
         except OSError as exc:
-            response.success = False
-            response.message = f"cannot open an episode file in {self.output_dir}: {exc}"
+            self._lost(f"cannot open an episode file in {self.output_dir}: {exc}")
+            response.success, response.message = False, self._error
             return response
-        self._counts, self._write_error = {}, None
+        self._counts, self._error, self._label = {}, None, None
         self._episode_start_ns = self.get_clock().now().nanoseconds
         self._episode_start_wall = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         for topic, type_name in self._types.items():
@@ -196,6 +191,10 @@ class RecorderNode(Node):
         # so each file is self-contained.
         for topic, data in self._latched.items():
             self._write(topic, data, self._episode_start_ns)
+        if not self._writer_ok():
+            self._writer = None
+            response.success, response.message = False, self._error
+            return response
         response.success = True
         response.message = f"recording {self._writer.path}"
         self.get_logger().info(response.message)
@@ -203,51 +202,58 @@ class RecorderNode(Node):
 
     def _metadata(self, end_reason: str) -> dict[str, str]:
         sim = self._sim_episode or {}
-        # Success is only known once the sim says the episode is done; "running" means unknown.
-        success = sim.get("success") if sim.get("status", "done") == "done" else None
-        return {
+        return episode_record(
+            sim,
+            self._label,
             # Operator's text first, then the sim task's own instruction, then the task name.
-            "task": self._task_text or sim.get("instruction") or self.task,
-            "task_name": self.task,
-            "profile": self.profile_name,
-            "start_time_ns": str(self._episode_start_ns),
-            "stop_time_ns": str(self.get_clock().now().nanoseconds),
-            "start_wall": self._episode_start_wall,
-            "use_sim_time": str(self.get_parameter("use_sim_time").value).lower(),
-            "seed": str(sim.get("seed", "")),
-            "success": "" if not isinstance(success, bool) else str(success).lower(),
-            "sim_episode": json.dumps(sim) if sim else "",
-            "message_count": str(sum(self._counts.values())),
-            "end_reason": end_reason,
-        }
+            task=self._task_text or sim.get("instruction") or self.task,
+            task_name=self.task,
+            profile=self.profile_name,
+            start_time_ns=self._episode_start_ns,
+            stop_time_ns=self.get_clock().now().nanoseconds,
+            start_wall=self._episode_start_wall,
+            use_sim_time=str(self.get_parameter("use_sim_time").value).lower(),
+            message_count=sum(self._counts.values()),
+            end_reason=end_reason,
+        )
 
-    def _finalise(self, end_reason: str) -> Path:
+    def _finalise(self, end_reason: str, complete: bool) -> Path | None:
+        """Close the episode file; None (and ERROR) if it could not be saved."""
         writer, self._writer = self._writer, None
-        path = writer.close(self._metadata(end_reason))
+        try:
+            path = writer.close(self._metadata(end_reason), complete=complete)
+        except EpisodeWriteError as exc:
+            self._lost(str(exc))
+            return None
         self._episodes_done += 1
+        self._error = None
+        self.get_logger().info(f"episode saved: {path} ({sum(self._counts.values())} messages)")
         return path
 
     def _stop(self, _request, response):
         if self._writer is None:
             response.success, response.message = False, "not recording; call ~/start_episode first"
             return response
-        if self._write_error is not None:
-            partial = self._writer.abandon()
+        if not self._writer_ok():
             self._writer = None
-            response.success = False
-            response.message = f"episode not finalised, writing failed ({self._write_error}); partial file {partial}"
+            response.success, response.message = False, self._error
             return response
-        path = self._finalise("stop")
-        response.success, response.message = True, str(path)
-        self.get_logger().info(f"episode saved: {path} ({sum(self._counts.values())} messages)")
+        # Stopped while the sim still runs the episode: cut short, so not a normal episode file.
+        running = (self._sim_episode or {}).get("status") == "running" and self._label is None
+        path = self._finalise("stop before the sim episode ended" if running else "stop", complete=not running)
+        response.success, response.message = path is not None, str(path or self._error)
         return response
+
+    def _end(self, request, response):  # SetBool's response has Trigger's fields
+        self._label = bool(request.data)  # the operator's verdict; ~/start_episode clears it
+        return self._stop(request, response)
 
     def _cancel(self, _request, response):
         if self._writer is None:
             response.success, response.message = False, "not recording; nothing to cancel"
             return response
         path = self._writer.path
-        self._writer.discard()
+        self._writer.discard()  # never raises, even on a full disk
         self._writer = None
         response.success, response.message = True, f"cancelled {path}"
         self.get_logger().info(response.message)
@@ -263,26 +269,24 @@ class RecorderNode(Node):
             "output_dir": self.output_dir,
         }
         if self._writer is not None:
-            level = "ERROR" if self._write_error else "OK"
             message = f"recording {self._writer.path.name}"
             values |= {"messages": sum(self._counts.values())} | {
                 f"count {t}": c for t, c in sorted(self._counts.items())
             }
         else:
-            level, message = "OK", "idle"
+            message = "idle"
+        level, message = ("ERROR", f"{message}; {self._error}") if self._error else ("OK", message)
         array = DiagnosticArray(status=[diagnostic_status(self, level, message, values)])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
 
     def destroy_node(self) -> None:
-        # Shut down mid-episode (Ctrl-C on `dexstack up`): keep what was recorded, like rosbag2.
+        # Shut down mid-episode (Ctrl-C on `dexstack up`): keep what was recorded, like rosbag2,
+        # but as an incomplete episode that `dataset build` skips.
         if getattr(self, "_writer", None) is not None:
-            if self._write_error is None:
-                path = self._finalise("shutdown")
-                self.get_logger().info(f"episode saved on shutdown: {path}")
-            else:
-                self._writer.abandon()
-                self._writer = None
+            if self._writer.error is None:
+                self._finalise("shutdown", complete=False)
+            self._writer = None
         super().destroy_node()
 
 

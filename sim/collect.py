@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dexstack import contract
-from dexstack.dataset import ACTION, Dataset, DatasetWriter
+from dexstack.dataset import ACTION, Dataset, DatasetWriter, staged_dataset
 from dexstack.sim.env import ManipulationEnv, rollout_expert
 
 
@@ -26,8 +26,27 @@ def collect_dataset(
     keep_failures: bool = False,
     progress: Callable[[int, bool], None] | None = None,
 ) -> Dataset:
-    """Roll out the expert for seeds seed..seed+episodes-1 and write every (kept) episode."""
-    env = ManipulationEnv(task, cameras=True)
+    """Roll out the expert for seeds seed..seed+episodes-1 and write every (kept) episode.
+    The dataset is written in a temporary directory and appears at `out` only when complete
+    (`staged_dataset`); `out` must not exist yet, or be empty."""
+    with staged_dataset(out) as stage:
+        env = ManipulationEnv(task, cameras=True)
+        try:
+            _write_rollouts(env, stage, episodes, seed, task, keep_failures, progress)
+        finally:
+            env.close()
+    return Dataset(out)
+
+
+def _write_rollouts(
+    env: ManipulationEnv,
+    root: Path,
+    episodes: int,
+    seed: int,
+    task: str,
+    keep_failures: bool,
+    progress: Callable[[int, bool], None] | None,
+) -> None:
     profile, cams = env.profile, env.profile.camera_names
     features = {
         contract.JOINT_POSITIONS: {"shape": [profile.n_joints], "dtype": "float32"},
@@ -36,7 +55,7 @@ def collect_dataset(
     for cam in cams:
         spec = profile.camera(cam)
         features[contract.rgb_key(cam)] = {"shape": [spec.height, spec.width, 3], "dtype": "uint8"}
-    with DatasetWriter(out, env.policy_hz, profile.joint_names, features, robot_profile=profile.name) as writer:
+    with DatasetWriter(root, env.policy_hz, profile.joint_names, features, robot_profile=profile.name) as writer:
         for i in range(episodes):
             ep = rollout_expert(env, seed + i, record=True)
             if ep["success"] or keep_failures:
@@ -53,5 +72,3 @@ def collect_dataset(
                 )
             if progress:
                 progress(i + 1, bool(ep["success"]))
-    env.close()
-    return Dataset(out)

@@ -36,8 +36,11 @@ def _call(client, name: str) -> Trigger.Response:
     return future.result()
 
 
-def _start_recorder(launch_nodes, out_dir, **params) -> None:
-    launch_nodes([NodeSpec("recorder", "recorder", {"output_dir": str(out_dir), "task": "pick_lift", **params})])
+def _start_recorder(launch_nodes, out_dir, **params):
+    (proc,) = launch_nodes(
+        [NodeSpec("recorder", "recorder", {"output_dir": str(out_dir), "task": "pick_lift", **params})]
+    )
+    return proc
 
 
 def _joint_state(i: int) -> JointState:
@@ -203,3 +206,67 @@ def test_start_twice_fails_and_cancel_deletes(ros_client, launch_nodes, tmp_path
     with open(stopped.message, "rb") as f:
         meta = {m.name: dict(m.metadata) for m in make_reader(f).iter_metadata()}["dexstack.episode"]
     assert meta["seed"] == "42" and meta["success"] == "true" and meta["task"] == "stack the cubes"
+
+
+def test_episodes_that_do_not_end_normally_are_marked_incomplete(ros_client, launch_nodes, tmp_path):
+    """Stopped while the sim episode still runs, or shut down mid-episode: saved as
+    `.incomplete.mcap` with `complete: false`, and `dataset build` skips them saying why. An
+    operator's ~/end_episode (SetBool) ends a robot episode with its success label."""
+    from std_srvs.srv import SetBool
+
+    from dexstack.launcher import stop_nodes
+    from dexstack.mcap_io import build_from_mcap, episode_metadata
+
+    out_dir = tmp_path / "recordings"
+    proc = _start_recorder(launch_nodes, out_dir)
+    node = ros_client.node
+    joints = node.create_publisher(JointState, contract.JOINT_STATES, RELIABLE)
+    commands = node.create_publisher(JointTrajectory, PANDA.trajectory_topic, RELIABLE)
+    sim = node.create_publisher(String, contract.SIM_EPISODE, LATCHED)
+    assert ros_client.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in (joints, commands)), 30.0), (
+        "recorder never subscribed"
+    )
+
+    def record_some() -> None:
+        for i in range(N):
+            joints.publish(_joint_state(i))
+            if i % 5 == 0:
+                commands.publish(_trajectory(i))
+            ros_client.spin_for(0.02)  # half a second: a few frames at 10 Hz
+        assert joints.wait_for_all_acked(Duration(seconds=10)) and commands.wait_for_all_acked(Duration(seconds=10))
+
+    # A robot episode labelled by the operator: complete, success recorded.
+    assert _call(ros_client, "start_episode").success
+    record_some()
+    ended = ros_client.call(SetBool, "/recorder/end_episode", SetBool.Request(data=False))
+    assert ended.success and ended.message.endswith("_0.mcap"), ended.message
+    meta = episode_metadata(ended.message)
+    assert meta["complete"] == "true" and meta["success"] == "false" and meta["end_reason"] == "stop"
+
+    # The sim says its episode is still running: stopping now cuts it short.
+    sim.publish(String(data=json.dumps({"episode": 4, "seed": 4, "status": "running", "success": False})))
+    assert ros_client.spin_until(lambda: sim.get_subscription_count() >= 1, 20.0)
+    assert sim.wait_for_all_acked(Duration(seconds=10))
+    assert _call(ros_client, "start_episode").success
+    record_some()
+    cut = _call(ros_client, "stop_episode")
+    assert cut.success and cut.message.endswith("_1.incomplete.mcap"), cut.message
+    meta = episode_metadata(cut.message)
+    assert meta["complete"] == "false" and meta["end_reason"] == "stop before the sim episode ended"
+
+    # Shut down mid-episode (Ctrl-C): kept, but as incomplete.
+    assert _call(ros_client, "start_episode").success
+    record_some()
+    assert stop_nodes([proc]) == [0]
+    (left,) = [p for p in out_dir.iterdir() if p.name.endswith("_2.incomplete.mcap")]
+    assert episode_metadata(left)["end_reason"] == "shutdown"
+    assert sorted(p.name.split("_", 3)[-1] for p in out_dir.iterdir()) == [
+        "0.mcap",
+        "1.incomplete.mcap",
+        "2.incomplete.mcap",
+    ]
+
+    skipped: list[str] = []
+    ds = build_from_mcap(out_dir, tmp_path / "ds", PANDA, cameras=[], on_skip=skipped.append)
+    assert len(ds) == 1 and ds.meta["episodes"][0]["success"] is False
+    assert len(skipped) == 2 and all("incomplete episode" in line for line in skipped), skipped

@@ -58,18 +58,28 @@ def up(
 
 def record_demos(
     episodes: int = typer.Option(150, "--episodes", min=1),
-    seed: int = typer.Option(0, "--seed", help="first episode's seed; episode i uses seed + i"),
+    seed: int = typer.Option(
+        None, "--seed", help="first episode's seed; episode i uses seed + i (default: 0, or after the last on --append)"
+    ),
     out: str = typer.Option("data/recordings", "--out", help="directory for the MCAP episode files"),
     task: str = typer.Option("pick_lift", "--task"),
     keep_failures: bool = typer.Option(False, "--keep-failures", help="also keep episodes the expert failed"),
+    append: bool = typer.Option(
+        False, "--append", help="add to a folder that already holds episodes (never reusing their seeds)"
+    ),
 ) -> None:
     """Record scripted-expert demonstrations through the ROS graph (sim lockstep + recorder)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dexstack.cli.evaluate import private_domain_id
-    from dexstack.ros_nodes.demo_collector import collect_demonstrations
+    from dexstack.ros_nodes.demo_collector import collect_demonstrations, plan_seeds
 
     out_dir = os.path.abspath(out)
+    try:
+        seeds = plan_seeds(out_dir, episodes, seed, task, append)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     os.makedirs(out_dir, exist_ok=True)
     with Progress(
         TextColumn("[bold]recording"),
@@ -88,7 +98,7 @@ def record_demos(
 
         records = collect_demonstrations(
             episodes,
-            seed,
+            seeds[0],
             out_dir,
             task=task,
             keep_failures=keep_failures,
