@@ -185,7 +185,9 @@ def _set_parameter(
         client, SetParameters, f"{node}/set_parameters", SetParameters.Request(parameters=[param]), timeout, domain
     )
     result = answer.results[0]
-    return result.successful, result.reason or f"{name} := {value}"
+    # rclpy drops the reason of a successful set; the node swaps inside the callback (policy_node
+    # `_on_set_parameters`), so success means it now serves `value`.
+    return result.successful, result.reason or (f"serving {value}" if name == "policy" else f"{name} := {value}")
 
 
 @app.command()
