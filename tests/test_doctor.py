@@ -1,6 +1,7 @@
 """`dexstack doctor` against real graphs over DDS: the sim graph passes; a wrong joint order, a
 missing topic, a camera of another resolution and an e-stop publisher that a subscriber cannot
-hear each fail with exit status 1 and a check that names the problem.
+hear each fail with exit status 1 and a check that names the problem, and so does a second publisher
+on the controller's topic (it bypasses the safety filter).
 
 The sim graph (sim + safety filter + policy node serving bc_pick_lift, real time) is shared by the
 tests of this module; each fault is a real publisher of the test client, gone after its test.
@@ -30,7 +31,7 @@ POLICY = "bc_pick_lift"
 def run_doctor(client, *args: str, domain: int | None = None) -> tuple[int, dict | None, str]:
     """Run `dexstack doctor --json ARGS` while `client` keeps spinning (its publishers stay alive);
     returns (exit status, the JSON report or None, stderr)."""
-    command = [sys.executable, "-m", "dexstack.cli", "doctor", "--json", "--window", "2", *args]
+    command = [sys.executable, "-m", "dexstack.cli", "doctor", "--json", "--window", "1.5", *args]
     if domain is not None:
         command += ["--domain", str(domain)]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -130,28 +131,36 @@ def test_doctor_fails_on_a_camera_resolution_other_than_the_profiles(client_with
     assert bad and "64x48 (WxH), profile panda says 96x96" in bad[0]["detail"]
 
 
-@pytest.mark.parametrize("reliability", ["best_effort", "reliable"])
-def test_doctor_fails_on_an_estop_publisher_a_subscriber_cannot_hear(client_with_sim, reliability):
-    """A relay monitor subscribes with the contract's e-stop QoS (reliable, transient-local); a
-    relay publishing best-effort or volatile never reaches it. What the running safety filter
-    accepts is read from the graph, so the check holds whichever QoS the filter subscribes with."""
+def test_doctor_fails_on_publishers_that_break_the_safety_path(client_with_sim):
+    """A relay monitor subscribes to the e-stop with the contract's QoS (reliable, transient-local);
+    relays publishing best-effort or volatile never reach it. What the running safety filter
+    accepts is read from the graph, so this holds whichever QoS the filter subscribes with. A
+    second publisher on the controller's topic bypasses the filter."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Bool
+    from trajectory_msgs.msg import JointTrajectory
 
     from dexstack.ros_nodes.common import QOS
 
     node = client_with_sim.node
     monitor = node.create_subscription(Bool, contract.ESTOP, lambda m: None, QOS[contract.QoSKind.LATCHED])
-    relay_qos = QoSProfile(depth=1, reliability=getattr(ReliabilityPolicy, reliability.upper()))  # volatile
-    relay = node.create_publisher(Bool, contract.ESTOP, relay_qos)
+    relays = [
+        node.create_publisher(Bool, contract.ESTOP, QoSProfile(depth=1, reliability=reliability))  # volatile
+        for reliability in (ReliabilityPolicy.BEST_EFFORT, ReliabilityPolicy.RELIABLE)
+    ]
+    bypass = node.create_publisher(JointTrajectory, PANDA.trajectory_topic, QOS[contract.QoSKind.COMMAND])
     try:
         code, report, _ = run_doctor(client_with_sim, "--policy", POLICY)
     finally:
-        node.destroy_publisher(relay)
+        for pub in [*relays, bypass]:
+            node.destroy_publisher(pub)
         node.destroy_subscription(monitor)
     assert code == 1
     bad = [c["detail"] for c in failures(report, "qos") if c["subject"] == contract.ESTOP]
-    assert any(f"({reliability}/volatile) reaches no subscription of /test_client" in d for d in bad), bad
+    for qos in ("best_effort/volatile", "reliable/volatile"):
+        assert any(f"({qos}) reaches no subscription of /test_client" in d for d in bad), bad
+    (bypassed,) = [c["detail"] for c in failures(report, "safety") if c["subject"] == PANDA.trajectory_topic]
+    assert bypassed == "/test_client also publish(es) here, bypassing the safety filter"
 
 
 def test_doctor_accepts_an_estop_publisher_with_the_contracts_qos(client_with_sim):
@@ -192,3 +201,12 @@ def test_doctor_refuses_an_unknown_policy_in_one_line(ros_client):
     code, report, errors = run_doctor(ros_client, "--policy", "no_such_policy", "--timeout", "1")
     assert code == 2 and report is None
     assert errors.strip().startswith("error: no policy named 'no_such_policy'") and "Traceback" not in errors
+
+
+def test_rate_is_the_median_period_of_the_stamps():
+    from dexstack.cli.doctor import Samples
+
+    stamps = [i * 0.01 for i in range(50) if i != 20]  # 100 Hz with one message lost
+    stamps[30] += 0.004  # and one late
+    assert Samples(stamps=stamps).rate_hz() == pytest.approx(100.0)
+    assert Samples(stamps=[0.0, 0.01]).rate_hz() is None  # too few to say

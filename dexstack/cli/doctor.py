@@ -15,17 +15,23 @@ Checks (area: what fails):
   are judged by `rclpy.qos.qos_check_compatible`; unlike it, a node that subscribes to one topic
   several times (to accept several QoS) is compatible when ONE of its subscriptions matches. A
   publisher weaker than the contract's QoS for its topic is a warning;
-- safety: a publisher other than the safety filter on the controller's topic;
-- joints: /joint_states names missing, duplicated or in another order than the profile's;
-- cameras: a resolution other than the profile's, an encoding the policy node cannot convert,
-  camera_info disagreeing with its image;
+- safety: a publisher other than the safety filter on the controller's topic, or a filter that
+  does not subscribe to the e-stop; the QoS the filter's e-stop subscriptions accept is read from
+  the graph and shown (a robot with no e-stop relay publishing warns);
+- joints: /joint_states names missing, duplicated or in another order than the profile's (our
+  nodes map by name, but another order means the profile does not describe this robot);
+- cameras: a resolution other than the profile's (the profile is the one source of robot facts,
+  which every manifest is checked against: fix it rather than the camera), an encoding the policy
+  node cannot convert, camera_info disagreeing with its image. Whether a policy can use the
+  camera's resolution (cropped and resized to what its manifest asks) is the inputs check;
 - inputs (with a policy): a message on an input's topic that the policy node would refuse;
 - rates: measured from header stamps (so sim time under a real-time factor counts right) below
   half the nominal rate of the contract/profile, or so slow that a policy input goes stale;
 - clock: nodes on use_sim_time with no /clock publisher, nodes on wall time while /clock is
   published, or two clocks;
 - diagnostics: a node reporting ERROR.
-Exit status 1 when any check fails; warnings alone exit 0.
+Exit status 1 when any check fails (warnings alone exit 0); 2 when the doctor cannot start (an
+unknown policy or profile, or no --profile and no safety filter to ask).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ AREAS = ("nodes", "topics", "qos", "safety", "joints", "cameras", "inputs", "rat
 SLOW_FAIL = 0.5  # a topic slower than this fraction of its nominal rate fails...
 SLOW_WARN = 0.8  # ... and slower than this one warns (faster is fine: the contract allows 100-500 Hz states)
 MIN_SAMPLES = 3
+LIMIT_SLACK = 0.05  # rad or m: a measured position this far past a limit is overshoot or noise, not a fault
 PARAM_TIMEOUT_S = 3.0
 NODE_NAME = "dexstack_doctor"
 
@@ -371,9 +378,26 @@ def check_safety_path(report: Report, probe: GraphProbe, profile: RobotProfile, 
         report.add("safety", topic, FAIL, f"{', '.join(others)} also publish(es) here, bypassing the safety filter")
     elif probe.publishers(topic):
         report.add("safety", topic, OK, f"only {filter_node} commands the controller")
-    listeners = {_who(s) for s in probe.subscriptions(contract.ESTOP)}
-    if filter_node not in listeners:
+    # What the filter accepts is read from its subscriptions in the graph, not assumed: a relay
+    # must offer a QoS that one of them matches (the qos rows check the relays present).
+    accepts = sorted({_qos_text(s.qos_profile) for s in probe.subscriptions(contract.ESTOP) if _who(s) == filter_node})
+    relays = sorted({_who(p) for p in probe.publishers(contract.ESTOP)})
+    if not accepts:
         report.add("safety", contract.ESTOP, FAIL, f"{filter_node} does not subscribe to the e-stop")
+    elif relays:
+        report.add(
+            "safety", contract.ESTOP, OK, f"{filter_node} accepts {', '.join(accepts)}; relays: {', '.join(relays)}"
+        )
+    elif probe.publishers(contract.CLOCK):
+        report.add("safety", contract.ESTOP, OK, f"{filter_node} accepts {', '.join(accepts)}; no relay (sim)")
+    else:  # a robot: its (mandatory) hardware e-stop does not reach the stack
+        report.add(
+            "safety",
+            contract.ESTOP,
+            WARN,
+            f"no e-stop relay publishes (the filter accepts {', '.join(accepts)}): the stack does not hear the "
+            "robot's e-stop",
+        )
 
 
 def check_joints(report: Report, probe: GraphProbe, profile: RobotProfile) -> None:
@@ -411,7 +435,7 @@ def check_joints(report: Report, probe: GraphProbe, profile: RobotProfile) -> No
             outside = [
                 n
                 for n, v, lo, hi in zip(want, q, profile.lower, profile.upper, strict=True)
-                if not lo - 0.05 <= v <= hi + 0.05
+                if not lo - LIMIT_SLACK <= v <= hi + LIMIT_SLACK
             ]
             if not np.all(np.isfinite(q)):
                 report.add("joints", contract.JOINT_STATES, FAIL, "non-finite joint positions")
@@ -724,7 +748,7 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object")] = False,
 ) -> None:
     """Check a running graph (robot or sim) against the contract, the robot profile and a policy's
-    manifest; exit 1 on any failed check. Takes at most about TIMEOUT + WINDOW + 3 s."""
+    manifest; exit 1 on any failed check. Takes at most about TIMEOUT + WINDOW + 6 s."""
     from dexstack.graph import node_list
 
     filter_node = filter_node or next(s.name for s in node_list({}) if s.executable == "safety_filter")
