@@ -57,8 +57,10 @@ AREAS = ("nodes", "topics", "qos", "safety", "joints", "cameras", "inputs", "rat
 SLOW_FAIL = 0.5  # a topic slower than this fraction of its nominal rate fails...
 SLOW_WARN = 0.8  # ... and slower than this one warns (faster is fine: the contract allows 100-500 Hz states)
 MIN_SAMPLES = 3
+SAMPLE_DEPTH = 500  # messages a sampling subscription queues (5 s of joint states at 100 Hz)
 LIMIT_SLACK = 0.05  # rad or m: a measured position this far past a limit is overshoot or noise, not a fault
 PARAM_TIMEOUT_S = 3.0
+SERVED_GRACE_S = 3.0  # how long after the safety filter a policy node may still show up in discovery
 NODE_NAME = "dexstack_doctor"
 
 
@@ -610,6 +612,17 @@ def check_diagnostics(report: Report, probe: GraphProbe) -> None:
 # --- the command --------------------------------------------------------------------------------
 
 
+def _verified_manifest(ref: str) -> dict[str, Any]:
+    """The store's verified manifest of `ref` (checksums and schema); ValueError saying why not."""
+    from dexstack.manifest import ManifestError
+    from dexstack.store import PolicyRejected, PolicyStore
+
+    try:
+        return PolicyStore().verify(ref).manifest
+    except (ManifestError, PolicyRejected) as exc:
+        raise ValueError(str(exc)) from None
+
+
 def run_doctor(
     profile_name: str | None,
     policy: str | None,
@@ -617,43 +630,51 @@ def run_doctor(
     timeout_s: float,
     window_s: float,
     filter_node: str,
+    policy_node: str,
 ) -> Report:
     """Discover the graph (up to `timeout_s` for the expected topics to appear), sample it for
-    `window_s`, read the nodes' use_sim_time, and judge. ValueError for a bad policy or profile."""
+    `window_s`, read the nodes' use_sim_time, and judge. Without `policy`, the one `policy_node`
+    serves is checked (if it runs and the store here has it); without `profile_name`, the policy's
+    robot, else the safety filter's. ValueError for a bad policy or profile."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
     from dexstack import contract
     from dexstack.hardware.profiles import get_profile
+    from dexstack.manifest import ManifestError, check_against_profile
     from dexstack.ros_nodes import inputs
-    from dexstack.ros_nodes.common import QOS, message_class
+    from dexstack.ros_nodes.common import message_class
 
-    manifest = None
-    if policy is not None:
-        from dexstack.manifest import ManifestError
-        from dexstack.store import PolicyRejected, PolicyStore
-
-        try:
-            manifest = PolicyStore().verify(policy).manifest
-        except (ManifestError, PolicyRejected) as exc:
-            raise ValueError(str(exc)) from None
+    manifest = _verified_manifest(policy) if policy is not None else None
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     from dexstack.ros_nodes.client import RosClient
 
     client = RosClient(NODE_NAME, domain_id=domain)
     try:
         probe = GraphProbe(client)
+        served_problem = None
+        if policy is None or (profile_name is None and manifest is None):
+            # The running nodes know which policy is served and which robot is guarded.
+            client.spin_until(lambda: filter_node in probe.nodes(), timeout_s)
+        if policy is None:  # nodes started together are discovered one by one: give it a moment
+            client.spin_until(lambda: policy_node in probe.nodes(), SERVED_GRACE_S)
+        if policy is None and policy_node in probe.nodes():
+            served = probe.parameter([policy_node], "policy", PARAM_TIMEOUT_S).get(policy_node)
+            if served:
+                try:
+                    manifest, policy = _verified_manifest(served), served
+                except ValueError as exc:  # e.g. another store: check the graph without it
+                    served_problem = f"{policy_node} serves {served!r}, which this store cannot check: {exc}"
         if profile_name is None and manifest is not None:
             profile_name = manifest["robot_profile"]
-        if profile_name is None:  # the running safety filter knows which robot it guards
-            client.spin_until(lambda: filter_node in probe.nodes(), timeout_s)
+        if profile_name is None and filter_node in probe.nodes():
             profile_name = probe.parameter([filter_node], "profile", PARAM_TIMEOUT_S).get(filter_node)
-            if profile_name is None:
-                raise ValueError(f"no --profile given and {filter_node} did not say its profile (is the graph up?)")
+        if profile_name is None:
+            raise ValueError(f"no --profile given and {filter_node} did not say its profile (is the graph up?)")
         try:
             profile = get_profile(profile_name)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
         if manifest is not None:
-            from dexstack.manifest import ManifestError, check_against_profile
-
             try:
                 check_against_profile(manifest, profile)
             except ManifestError as exc:
@@ -661,18 +682,23 @@ def run_doctor(
         report = Report(
             str(domain) if domain is not None else os.environ.get("ROS_DOMAIN_ID", "0"), profile.name, policy
         )
+        if served_problem is not None:
+            report.add("inputs", policy_node, WARN, served_problem)
         expected = expected_topics(profile, manifest)
 
         # Subscribe first, so messages accumulate while discovery completes. Best-effort volatile
-        # accepts every publisher; an input is read exactly as the policy node reads it.
-        K = contract.QoSKind
+        # accepts every publisher, and a deep queue keeps a busy doctor from dropping messages
+        # (which would read as a slow topic). A latched input is read as the policy node reads it
+        # (reliable, transient-local), so that the value published before we joined arrives.
+        sampling = QoSProfile(depth=SAMPLE_DEPTH, reliability=ReliabilityPolicy.BEST_EFFORT)
         wiring: dict[str, tuple[type, Any]] = {}
         for topic, exp in expected.items():
             if exp.nominal_hz is not None:
-                wiring[topic] = (message_class(exp.msg_type), QOS[K.SENSOR_DATA])
+                wiring[topic] = (message_class(exp.msg_type), sampling)
         for spec in (manifest or {}).get("inputs", []):
-            wiring[spec["source"]] = inputs.input_subscription(spec)
-        wiring[contract.CLOCK] = (message_class("rosgraph_msgs/msg/Clock"), QOS[K.SENSOR_DATA])
+            msg_class, qos = inputs.input_subscription(spec)
+            wiring[spec["source"]] = (msg_class, qos if spec.get("latched") is True else sampling)
+        wiring[contract.CLOCK] = (message_class("rosgraph_msgs/msg/Clock"), sampling)
         for topic, (msg_class, qos) in wiring.items():
             probe.sample(topic, msg_class, qos)
         probe.watch_diagnostics()
@@ -730,7 +756,10 @@ def print_report(report: Report) -> None:
 
 def doctor(
     policy: Annotated[
-        str | None, typer.Option("--policy", help="Also check the graph feeds this store policy (NAME[@VERSION])")
+        str | None,
+        typer.Option(
+            "--policy", help="Check the graph feeds this store policy, NAME[@VERSION] (default: the served one)"
+        ),
     ] = None,
     profile: Annotated[
         str | None,
@@ -745,16 +774,22 @@ def doctor(
     ] = 10.0,
     window: Annotated[float, typer.Option("--window", min=0.5, help="Seconds to measure rates after that")] = 3.0,
     filter_node: Annotated[str, typer.Option("--filter-node", help="Name of the safety filter node")] = "",
+    policy_node: Annotated[str, typer.Option("--policy-node", help="Name of the policy node")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object")] = False,
 ) -> None:
-    """Check a running graph (robot or sim) against the contract, the robot profile and a policy's
-    manifest; exit 1 on any failed check. Takes at most about TIMEOUT + WINDOW + 6 s."""
+    """Check a running graph (robot or sim) against the contract, its robot profile and a policy.
+
+    Exit status 1 on any failed check, 2 when it cannot start; takes at most about TIMEOUT + WINDOW + 6 s.
+    """
     from dexstack.graph import node_list
 
-    filter_node = filter_node or next(s.name for s in node_list({}) if s.executable == "safety_filter")
-    filter_node = filter_node if filter_node.startswith("/") else f"/{filter_node}"
+    names = {s.executable: s.name for s in node_list({})}  # the bringup's node names
+    filter_node, policy_node = (
+        name if name.startswith("/") else f"/{name}"
+        for name in (filter_node or names["safety_filter"], policy_node or names["policy_node"])
+    )
     try:
-        report = run_doctor(profile, policy, domain, timeout, window, filter_node)
+        report = run_doctor(profile, policy, domain, timeout, window, filter_node, policy_node)
     except ValueError as exc:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
