@@ -29,7 +29,7 @@ Checks (area: what fails):
   half the nominal rate of the contract/profile, or so slow that a policy input goes stale;
 - clock: nodes on use_sim_time with no /clock publisher, nodes on wall time while /clock is
   published, or two clocks;
-- diagnostics: a node reporting ERROR.
+- diagnostics: a node reporting ERROR all the time we listen (at times only: a warning).
 Exit status 1 when any check fails (warnings alone exit 0); 2 when the doctor cannot start (an
 unknown policy or profile, or no --profile and no safety filter to ask).
 """
@@ -220,7 +220,7 @@ class GraphProbe:
         self.client = client
         self.node = client.node
         self.samples: dict[str, Samples] = {}
-        self.statuses: dict[str, Any] = {}  # node -> its latest DiagnosticStatus
+        self.statuses: dict[str, list[Any]] = {}  # node -> every DiagnosticStatus it sent while we listened
 
     def watch_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
@@ -230,7 +230,7 @@ class GraphProbe:
 
         def on_diagnostics(msg: Any) -> None:
             for status in msg.status:
-                self.statuses[status.name] = status
+                self.statuses.setdefault(status.name, []).append(status)
 
         self.node.create_subscription(
             DiagnosticArray, contract.DIAGNOSTICS, on_diagnostics, QOS[contract.QoSKind.DEFAULT]
@@ -600,13 +600,23 @@ def check_clock(
 
 
 def check_diagnostics(report: Report, probe: GraphProbe) -> None:
+    """A node that reported ERROR in every status while we listened fails (no policy loaded, a
+    latched e-stop); one that reported it only at times (a hold now and then) warns."""
     from dexstack.ros_nodes.common import LEVEL
 
     names = {level: text for text, level in LEVEL.items()}
-    for name, status in sorted(probe.statuses.items()):
-        level = names.get(status.level, "?")
-        verdict = {"OK": OK, "WARN": WARN, "ERROR": FAIL}.get(level, WARN)
-        report.add("diagnostics", name, verdict, f"{level}: {status.message}")
+    for name, statuses in sorted(probe.statuses.items()):
+        levels = [names.get(s.level, "?") for s in statuses]
+        errors = [s for s, level in zip(statuses, levels, strict=True) if level == "ERROR"]
+        if errors and len(errors) == len(statuses):
+            report.add("diagnostics", name, FAIL, f"ERROR in all {len(statuses)} reports: {errors[-1].message}")
+        elif errors:
+            report.add(
+                "diagnostics", name, WARN, f"ERROR in {len(errors)} of {len(statuses)} reports: {errors[-1].message}"
+            )
+        else:
+            verdict = OK if levels[-1] == "OK" else WARN
+            report.add("diagnostics", name, verdict, f"{levels[-1]}: {statuses[-1].message}")
 
 
 # --- the command --------------------------------------------------------------------------------
