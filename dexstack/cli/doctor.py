@@ -10,11 +10,12 @@ so that a camera the runtime can resize passes here exactly when it passes in th
 Checks (area: what fails):
 - topics: a contract, profile or manifest-input topic with no publisher (or, for the controller
   topic and the e-stop, no subscriber), or with another message type;
-- qos: a publisher that reaches none of a subscribing node's subscriptions on that topic. Like
-  ros2doctor's QoSCompatibilityCheck (ros2cli `ros2doctor/api/qos_compatibility.py`) the pairs
-  are judged by `rclpy.qos.qos_check_compatible`; unlike it, a node that subscribes to one topic
-  several times (to accept several QoS) is compatible when ONE of its subscriptions matches. A
-  publisher weaker than the contract's QoS for its topic is a warning;
+- qos: on any topic of the graph, a publisher that reaches none of a subscribing node's
+  subscriptions on that topic. Like ros2doctor's QoSCompatibilityCheck (ros2cli
+  `ros2doctor/api/qos_compatibility.py`) the pairs are judged by `rclpy.qos.qos_check_compatible`;
+  unlike it, a node that subscribes to one topic several times (to accept several QoS) is
+  compatible when ONE of its subscriptions matches. A publisher weaker than the contract's QoS
+  for its topic is a warning;
 - safety: a publisher other than the safety filter on the controller's topic, or a filter that
   does not subscribe to the e-stop; the QoS the filter's e-stop subscriptions accept is read from
   the graph and shown (a robot with no e-stop relay publishing warns);
@@ -62,6 +63,7 @@ LIMIT_SLACK = 0.05  # rad or m: a measured position this far past a limit is ove
 PARAM_TIMEOUT_S = 3.0
 SERVED_GRACE_S = 3.0  # how long after the safety filter a policy node may still show up in discovery
 NODE_NAME = "dexstack_doctor"
+ROS_INTERNAL_TOPICS = ("/parameter_events", "/rosout")  # ros2doctor's TopicCheck skips these too
 
 
 @dataclass(frozen=True)
@@ -327,7 +329,11 @@ def check_qos(report: Report, probe: GraphProbe, expected: dict[str, Expected]) 
 
     from dexstack.ros_nodes.common import QOS
 
-    for topic, exp in expected.items():
+    # Every topic of the graph, as ros2doctor does (less its own logging topics); only the checked
+    # ones get a row when all is well.
+    topics = sorted((set(probe.types()) | set(expected)) - set(ROS_INTERNAL_TOPICS))
+    for topic in topics:
+        exp = expected.get(topic)
         subs_by_node: dict[str, list[Any]] = {}
         for sub in probe.subscriptions(topic):
             subs_by_node.setdefault(_who(sub), []).append(sub)
@@ -347,7 +353,7 @@ def check_qos(report: Report, probe: GraphProbe, expected: dict[str, Expected]) 
                         f"({', '.join(_qos_text(s.qos_profile) for s in subs)}): {reason}",
                     )
                 )
-            if exp.qos is not None and _weaker(pub.qos_profile, QOS[exp.qos]):
+            if exp is not None and exp.qos is not None and _weaker(pub.qos_profile, QOS[exp.qos]):
                 bad.append(
                     (
                         WARN,
@@ -356,7 +362,7 @@ def check_qos(report: Report, probe: GraphProbe, expected: dict[str, Expected]) 
                 )
         for level, detail in bad:
             report.add("qos", topic, level, detail)
-        if not bad and probe.publishers(topic) and subs_by_node:
+        if exp is not None and not bad and probe.publishers(topic) and subs_by_node:
             report.add("qos", topic, OK, "every publisher reaches every subscribing node")
 
 
