@@ -179,14 +179,28 @@ def test_doctor_accepts_an_estop_publisher_with_the_contracts_qos(client_with_si
     assert [c["status"] for c in estop] == ["ok"] and code == 0
 
 
-def test_doctor_names_the_missing_topics_of_a_graph_without_cameras(launch_nodes, ros_client):
+def test_doctor_names_the_missing_topics_of_a_graph_without_cameras(launch_nodes):
     """Mock hardware (joint states, no cameras) + the safety filter, on a domain of their own:
-    checked for a camera policy, the camera topics are missing and the inputs get no message."""
+    checked for a camera policy, the camera topics are missing and the inputs get no message; a
+    node reading the joint states on use_sim_time with no /clock in the graph has a stopped clock."""
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import JointState
+
+    from dexstack.ros_nodes.client import RosClient
+    from dexstack.ros_nodes.common import QOS
+
     base = int(os.environ["ROS_DOMAIN_ID"])  # conftest picks 20..99, eval 50..99; DDS takes 0..232
     domain = base + 100 if base + 100 <= 232 else base - 100
-    specs = node_list({"hardware": "mock", "policy": "none"})
-    launch_nodes(specs, extra_env={"ROS_DOMAIN_ID": str(domain)})
-    code, report, errors = run_doctor(ros_client, "--policy", POLICY, "--timeout", "6", domain=domain)
+    launch_nodes(node_list({"hardware": "mock", "policy": "none"}), extra_env={"ROS_DOMAIN_ID": str(domain)})
+    client = RosClient("sim_time_reader", domain_id=domain)
+    try:
+        client.node.set_parameters([Parameter("use_sim_time", value=True)])
+        client.node.create_subscription(
+            JointState, contract.JOINT_STATES, lambda m: None, QOS[contract.QoSKind.STATE_SUB]
+        )
+        code, report, errors = run_doctor(client, "--policy", POLICY, "--timeout", "6", domain=domain)
+    finally:
+        client.close()
     assert code == 1, errors
     assert report["domain"] == str(domain)
     missing = {c["subject"]: c["detail"] for c in failures(report, "topics")}
@@ -196,7 +210,8 @@ def test_doctor_names_the_missing_topics_of_a_graph_without_cameras(launch_nodes
     assert inputs == {contract.camera_color_topic(cam) for cam in PANDA.camera_names}
     checks = {(c["area"], c["subject"]): c for c in report["checks"]}
     assert checks[("joints", contract.JOINT_STATES)]["status"] == "ok"  # mock hardware has the profile's order
-    assert checks[("clock", contract.CLOCK)]["detail"].startswith("wall time")
+    (clock,) = failures(report, "clock")
+    assert clock["detail"] == "/sim_time_reader use(s) sim time but nothing publishes /clock"
 
 
 def test_doctor_refuses_an_unknown_policy_in_one_line(ros_client):
