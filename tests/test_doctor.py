@@ -90,6 +90,8 @@ def test_doctor_passes_on_the_healthy_sim_graph(client_with_sim):
         assert checks[("inputs", contract.camera_color_topic(cam))]["detail"].endswith("-> shape (96, 96, 3)")
     rate = checks[("rates", contract.JOINT_STATES)]["detail"]
     assert f"Hz (nominal {contract.JOINT_STATE_HZ:g} Hz)" in rate
+    # the enabled policy node's chunks, at the loop rate it reports
+    assert f"Hz (nominal {contract.POLICY_HZ:g} Hz)" in checks[("rates", PANDA.policy_output_topic)]["detail"]
 
 
 def test_doctor_fails_on_a_joint_order_other_than_the_profiles(client_with_sim):

@@ -27,7 +27,9 @@ Checks (area: what fails):
   camera's resolution (cropped and resized to what its manifest asks) is the inputs check;
 - inputs (with a policy): a message on an input's topic that the policy node would refuse;
 - rates: measured from header stamps (so sim time under a real-time factor counts right) below
-  half the nominal rate of the contract/profile, or so slow that a policy input goes stale;
+  half the nominal rate of the contract/profile (for the policy's chunks and the filter's
+  answers: the loop rate the enabled policy node reports), or so slow that a policy input goes
+  stale;
 - clock: nodes on use_sim_time with no /clock publisher, nodes on wall time while /clock is
   published, or two clocks;
 - diagnostics: a node reporting ERROR all the time we listen (at times only: a warning).
@@ -42,7 +44,7 @@ import statistics
 import sys
 import time
 from collections.abc import Hashable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -561,6 +563,21 @@ def check_rates(
         )
 
 
+def served_rate(probe: GraphProbe, policy_node: str) -> float | None:
+    """The policy node's loop rate (Hz) from its latest diagnostics while it acts on a timer;
+    None when it is disabled, acts per observation (lockstep), or did not report."""
+    statuses = probe.statuses.get(policy_node)
+    if not statuses:
+        return None
+    values = {kv.key: kv.value for kv in statuses[-1].values}
+    if values.get("enabled") != "True" or values.get("trigger") != "timer":
+        return None
+    try:
+        return float(values["rate_hz"])
+    except (KeyError, ValueError):
+        return None
+
+
 def check_clock(
     report: Report, probe: GraphProbe, expected: dict[str, Expected], use_sim_time: dict[str, Any], nodes: list[str]
 ) -> None:
@@ -709,7 +726,7 @@ def run_doctor(
         sampling = QoSProfile(depth=SAMPLE_DEPTH, reliability=ReliabilityPolicy.BEST_EFFORT)
         wiring: dict[str, tuple[type, Any]] = {}
         for topic, exp in expected.items():
-            if exp.nominal_hz is not None:
+            if exp.nominal_hz is not None or topic in (profile.policy_output_topic, profile.trajectory_topic):
                 wiring[topic] = (message_class(exp.msg_type), sampling)
         for spec in (manifest or {}).get("inputs", []):
             msg_class, qos = inputs.input_subscription(spec)
@@ -740,6 +757,10 @@ def run_doctor(
         check_cameras(report, probe, profile)
         if manifest is not None:
             check_inputs(report, probe, manifest)
+        loop_hz = served_rate(probe, policy_node)
+        if loop_hz is not None:  # chunks (and the filter's answers) come at the policy's loop rate
+            for topic in (profile.policy_output_topic, profile.trajectory_topic):
+                expected[topic] = replace(expected[topic], nominal_hz=loop_hz)
         check_rates(report, probe, expected, manifest, lockstep)
         check_clock(report, probe, expected, sim_time, nodes)
         check_diagnostics(report, probe)
