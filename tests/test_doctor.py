@@ -229,3 +229,21 @@ def test_rate_is_the_median_period_of_the_stamps():
     stamps[30] += 0.004  # and one late
     assert Samples(stamps=stamps).rate_hz() == pytest.approx(100.0)
     assert Samples(stamps=[0.0, 0.01]).rate_hz() is None  # too few to say
+
+
+@pytest.mark.parametrize(
+    ("period_s", "relays", "status", "detail"),
+    [
+        (0.1, ["/relay"], "ok", "heartbeat every 100 ms, timeout 0.5 s"),
+        (0.4, ["/relay"], "fail", "heartbeat every 400 ms leaves no margin"),
+        (0.1, [], "fail", "heartbeat mode (0.5 s) but no relay publishes"),
+    ],
+)
+def test_heartbeat_must_beat_twice_per_filter_timeout(period_s, relays, status, detail):
+    from dexstack.cli.doctor import Report, Samples, check_heartbeat
+
+    report = Report("0", "panda", None)
+    check_heartbeat(report, Samples(stamps=[i * period_s for i in range(10)]), 0.5, relays)
+    (check,) = report.checks
+    assert (check.area, check.subject, check.status) == ("safety", contract.ESTOP, status)
+    assert check.detail.startswith(detail)

@@ -18,7 +18,8 @@ Checks (area: what fails):
   for its topic is a warning;
 - safety: a publisher other than the safety filter on the controller's topic, or a filter that
   does not subscribe to the e-stop; the QoS the filter's e-stop subscriptions accept is read from
-  the graph and shown (a robot with no e-stop relay publishing warns);
+  the graph and shown (a robot with no e-stop relay publishing warns); in heartbeat mode (the
+  filter's `estop_heartbeat_timeout` > 0) a relay must beat at least twice per timeout;
 - joints: /joint_states names missing, duplicated or in another order than the profile's (our
   nodes map by name, but another order means the profile does not describe this robot);
 - cameras: a resolution other than the profile's (the profile is the one source of robot facts,
@@ -65,6 +66,8 @@ LIMIT_SLACK = 0.05  # rad or m: a measured position this far past a limit is ove
 PARAM_TIMEOUT_S = 3.0
 SERVED_GRACE_S = 3.0  # how long after the safety filter a policy node may still show up in discovery
 NODE_NAME = "dexstack_doctor"
+# The safety filter's heartbeat-mode parameter (issue 12 row 2); a filter without it is not checked.
+HEARTBEAT_PARAM = "estop_heartbeat_timeout"
 ROS_INTERNAL_TOPICS = ("/parameter_events", "/rosout")  # ros2doctor's TopicCheck skips these too
 
 
@@ -410,6 +413,31 @@ def check_safety_path(report: Report, probe: GraphProbe, profile: RobotProfile, 
         )
 
 
+def check_heartbeat(report: Report, samples: Samples, timeout_s: float, relays: list[str]) -> None:
+    """The safety filter latches the e-stop when no fresh `false` came for `timeout_s` (its
+    heartbeat mode, like an industrial e-stop relay): a relay must be there and beat at least twice
+    per timeout, so that one lost message does not stop the robot."""
+    from dexstack import contract
+
+    rate = samples.rate_hz()
+    if not relays:
+        report.add("safety", contract.ESTOP, FAIL, f"heartbeat mode ({timeout_s:g} s) but no relay publishes")
+    elif rate is None:
+        report.add(
+            "safety", contract.ESTOP, FAIL, f"heartbeat mode ({timeout_s:g} s): {len(samples.stamps)} beat(s) seen"
+        )
+    elif 1.0 / rate > timeout_s / 2:
+        report.add(
+            "safety",
+            contract.ESTOP,
+            FAIL,
+            f"heartbeat every {1e3 / rate:.0f} ms leaves no margin in the filter's {timeout_s:g} s timeout "
+            "(beat at least twice per timeout)",
+        )
+    else:
+        report.add("safety", contract.ESTOP, OK, f"heartbeat every {1e3 / rate:.0f} ms, timeout {timeout_s:g} s")
+
+
 def check_joints(report: Report, probe: GraphProbe, profile: RobotProfile) -> None:
     import numpy as np
 
@@ -732,6 +760,7 @@ def run_doctor(
             msg_class, qos = inputs.input_subscription(spec)
             wiring[spec["source"]] = (msg_class, qos if spec.get("latched") is True else sampling)
         wiring[contract.CLOCK] = (message_class("rosgraph_msgs/msg/Clock"), sampling)
+        wiring[contract.ESTOP] = (message_class(expected[contract.ESTOP].msg_type), sampling)  # heartbeats
         for topic, (msg_class, qos) in wiring.items():
             probe.sample(topic, msg_class, qos)
         probe.watch_diagnostics()
@@ -753,6 +782,10 @@ def run_doctor(
         check_topics(report, probe, expected)
         check_qos(report, probe, expected)
         check_safety_path(report, probe, profile, filter_node)
+        heartbeat = probe.parameter([filter_node], HEARTBEAT_PARAM, min(PARAM_TIMEOUT_S, timeout_s)).get(filter_node)
+        if isinstance(heartbeat, int | float) and heartbeat > 0:
+            relays = sorted({_who(p) for p in probe.publishers(contract.ESTOP)})
+            check_heartbeat(report, probe.samples.get(contract.ESTOP, Samples()), float(heartbeat), relays)
         check_joints(report, probe, profile)
         check_cameras(report, probe, profile)
         if manifest is not None:
