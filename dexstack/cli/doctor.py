@@ -271,10 +271,11 @@ class GraphProbe:
         names = [(ns.rstrip("/") + "/" + name) for name, ns in self.node.get_node_names_and_namespaces()]
         return sorted(n for n in set(names) if n != me)
 
-    def parameter(self, nodes: list[str], name: str, timeout_s: float) -> dict[str, Any]:
-        """{node: value of parameter `name`} for the nodes that answered within `timeout_s`; a node
-        without parameter services, or without that parameter, is absent. (One name per request:
-        rclpy answers a request naming any undeclared parameter with no values at all.)"""
+    def parameters(self, wanted: list[tuple[str, str]], timeout_s: float) -> dict[tuple[str, str], Any]:
+        """{(node, name): value} for the (node, parameter name) pairs answered within `timeout_s`,
+        all asked at once; a node without parameter services, or without that parameter, is
+        absent. (One name per request: rclpy answers a request naming any undeclared parameter
+        with no values at all.)"""
         from rcl_interfaces.msg import ParameterType
         from rcl_interfaces.srv import GetParameters
 
@@ -284,25 +285,25 @@ class GraphProbe:
             ParameterType.PARAMETER_INTEGER: "integer_value",
             ParameterType.PARAMETER_DOUBLE: "double_value",
         }
-        clients = {n: self.node.create_client(GetParameters, f"{n}/get_parameters") for n in nodes}
+        clients = {n: self.node.create_client(GetParameters, f"{n}/get_parameters") for n, _ in wanted}
         deadline = time.monotonic() + timeout_s
-        futures: dict[str, Any] = {}
+        futures: dict[tuple[str, str], Any] = {}
         try:
             while time.monotonic() < deadline:
-                for n, c in clients.items():
-                    if n not in futures and c.service_is_ready():
-                        futures[n] = c.call_async(GetParameters.Request(names=[name]))
-                if len(futures) == len(clients) and all(f.done() for f in futures.values()):
+                for n, name in wanted:
+                    if (n, name) not in futures and clients[n].service_is_ready():
+                        futures[n, name] = clients[n].call_async(GetParameters.Request(names=[name]))
+                if len(futures) == len(wanted) and all(f.done() for f in futures.values()):
                     break
                 self.client.executor.spin_once(timeout_sec=0.05)
         finally:
             for c in clients.values():
                 self.node.destroy_client(c)
-        out: dict[str, Any] = {}
-        for n, f in futures.items():
+        out: dict[tuple[str, str], Any] = {}
+        for key, f in futures.items():
             values = f.result().values if f.done() and f.result() is not None else []
             if values and values[0].type in field_of:
-                out[n] = getattr(values[0], field_of[values[0].type])
+                out[key] = getattr(values[0], field_of[values[0].type])
         return out
 
 
@@ -712,23 +713,29 @@ def run_doctor(
     client = RosClient(NODE_NAME, domain_id=domain)
     try:
         probe = GraphProbe(client)
+        deadline = time.monotonic() + timeout_s  # for discovery as a whole
         served_problem = None
         if policy is None or (profile_name is None and manifest is None):
-            # The running nodes know which policy is served and which robot is guarded.
-            client.spin_until(lambda: filter_node in probe.nodes(), timeout_s)
-        if policy is None:  # nodes started together are discovered one by one: give it a moment
-            client.spin_until(lambda: policy_node in probe.nodes(), SERVED_GRACE_S)
-        if policy is None and policy_node in probe.nodes():
-            served = probe.parameter([policy_node], "policy", PARAM_TIMEOUT_S).get(policy_node)
+            # The running nodes know which policy is served and which robot is guarded. Nodes
+            # started together are discovered one by one: give the policy node a moment more.
+            client.spin_until(lambda: filter_node in probe.nodes(), deadline - time.monotonic())
+            if policy is None:
+                client.spin_until(
+                    lambda: policy_node in probe.nodes(), min(SERVED_GRACE_S, deadline - time.monotonic())
+                )
+            present = probe.nodes()
+            asked = [(filter_node, "profile")] + ([(policy_node, "policy")] if policy is None else [])
+            known = probe.parameters([(n, name) for n, name in asked if n in present], PARAM_TIMEOUT_S)
+            served = known.get((policy_node, "policy")) if policy is None else None
             if served:
                 try:
                     manifest, policy = _verified_manifest(served), served
                 except ValueError as exc:  # e.g. another store: check the graph without it
                     served_problem = f"{policy_node} serves {served!r}, which this store cannot check: {exc}"
+            if profile_name is None and manifest is None:
+                profile_name = known.get((filter_node, "profile"))
         if profile_name is None and manifest is not None:
             profile_name = manifest["robot_profile"]
-        if profile_name is None and filter_node in probe.nodes():
-            profile_name = probe.parameter([filter_node], "profile", PARAM_TIMEOUT_S).get(filter_node)
         if profile_name is None:
             raise ValueError(f"no --profile given and {filter_node} did not say its profile (is the graph up?)")
         try:
@@ -771,18 +778,21 @@ def run_doctor(
                 for t, e in expected.items()
             )
 
-        client.spin_until(discovered, timeout_s)
+        client.spin_until(discovered, max(0.0, deadline - time.monotonic()))
         client.spin_for(window_s)
         nodes = probe.nodes()
-        sim_time = probe.parameter(nodes, "use_sim_time", min(PARAM_TIMEOUT_S, timeout_s))
         clocks = sorted({_who(p) for p in probe.publishers(contract.CLOCK)})
-        lockstep = "lockstep" in probe.parameter(clocks, "pacing", min(PARAM_TIMEOUT_S, timeout_s)).values()
+        asked = [(n, "use_sim_time") for n in nodes] + [(n, "pacing") for n in clocks if n in nodes]
+        asked += [(filter_node, HEARTBEAT_PARAM)] if filter_node in nodes else []
+        known = probe.parameters(asked, PARAM_TIMEOUT_S)
+        sim_time = {n: v for (n, name), v in known.items() if name == "use_sim_time"}
+        lockstep = any(v == "lockstep" for (_, name), v in known.items() if name == "pacing")
 
         report.add("nodes", "graph", OK if nodes else FAIL, ", ".join(nodes) or "no other node on this domain")
         check_topics(report, probe, expected)
         check_qos(report, probe, expected)
         check_safety_path(report, probe, profile, filter_node)
-        heartbeat = probe.parameter([filter_node], HEARTBEAT_PARAM, min(PARAM_TIMEOUT_S, timeout_s)).get(filter_node)
+        heartbeat = known.get((filter_node, HEARTBEAT_PARAM))
         if isinstance(heartbeat, int | float) and heartbeat > 0:
             relays = sorted({_who(p) for p in probe.publishers(contract.ESTOP)})
             check_heartbeat(report, probe.samples.get(contract.ESTOP, Samples()), float(heartbeat), relays)
