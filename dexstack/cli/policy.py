@@ -54,6 +54,19 @@ TimeoutOption = Annotated[
 PolicyNodeOption = Annotated[str, typer.Option("--policy-node", help="Name of the policy node")]
 FilterNodeOption = Annotated[str, typer.Option("--filter-node", help="Name of the safety filter node")]
 DEFAULT_POLICY_NODE = _NAMES["policy_node"]
+# What the table shows of the nodes' diagnostics values (--json gives them all).
+STATUS_KEYS = (
+    "policy",
+    "version",
+    "enabled",
+    "estop_latched",
+    "estop_pressed",
+    "ramp_scale",
+    "held",
+    "hold_count",
+    "last_hold_reason",
+    "load_error",
+)
 DEFAULT_FILTER_NODE = _NAMES["safety_filter"]
 
 
@@ -229,7 +242,8 @@ def status(
             if entry is None:
                 table.add_row(node, "-", f"no diagnostics in {timeout:g} s", "")
             else:
-                details = " ".join(f"{k}={v}" for k, v in entry["values"].items() if v != "")
+                values = entry["values"]
+                details = " ".join(f"{k}={values[k]}" for k in STATUS_KEYS if values.get(k, "") != "")
                 table.add_row(node, entry["level"], entry["message"], details)
         Console(soft_wrap=True).print(table)
     if silent:
