@@ -100,6 +100,8 @@ def test_enable_and_disable_flip_the_filter_and_the_policy_node(watcher):
     assert "/safety_filter: disabled; holding" in out and "/policy: disabled" in out
     assert watcher.wait_for("/safety_filter", "enabled", "False")
     assert watcher.wait_for("/policy", "enabled", "False")
+    code, out, err = dexstack(client, "policy", "status")  # the table an operator reads
+    assert code == 0 and "enabled=False" in out and f"policy={POLICY}" in out, out + err
     holds = [m for m in watcher.commands[before:] if list(m.joint_names) == list(PANDA.joint_names)]
     assert holds, "disabling sent the controller nothing"
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
@@ -245,7 +246,7 @@ def status(
                 values = entry["values"]
                 details = " ".join(f"{k}={values[k]}" for k in STATUS_KEYS if values.get(k, "") != "")
                 table.add_row(node, entry["level"], entry["message"], details)
-        Console(soft_wrap=True).print(table)
+        Console(width=None if sys.stdout.isatty() else 160).print(table)  # a pipe gets whole lines
     if silent:
         _fail(
             f"no diagnostics from {', '.join(silent)} in {timeout:g} s on ROS domain {_domain_text(domain)}: "
