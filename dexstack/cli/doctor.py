@@ -35,7 +35,8 @@ Checks (area: what fails):
   published, or two clocks;
 - diagnostics: a node reporting ERROR all the time we listen (at times only: a warning).
 Exit status 1 when any check fails (warnings alone exit 0); 2 when the doctor cannot start (an
-unknown policy or profile, or no --profile and no safety filter to ask).
+unknown policy or profile, or no --profile and no safety filter to ask). `--json` prints one
+object: {ok, domain, profile, policy, checks: [{area, subject, status (ok|warn|fail), detail}]}.
 """
 
 from __future__ import annotations
@@ -838,7 +839,7 @@ def doctor(
     policy: Annotated[
         str | None,
         typer.Option(
-            "--policy", help="Check the graph feeds this store policy, NAME[@VERSION] (default: the served one)"
+            "--policy", help="Check the graph feeds this store policy, NAME or NAME@VERSION (default: the served one)"
         ),
     ] = None,
     profile: Annotated[
