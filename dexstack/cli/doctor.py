@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 if TYPE_CHECKING:
@@ -825,7 +826,7 @@ def print_report(report: Report) -> None:
         title=f"dexstack doctor: domain {report.domain}, profile {report.profile}, policy {report.policy or '-'}",
     )
     for c in sorted(report.checks, key=lambda c: AREAS.index(c.area)):
-        table.add_row(c.area, c.subject, f"[{style[c.status]}]{c.status}[/]", c.detail)
+        table.add_row(c.area, escape(c.subject), f"[{style[c.status]}]{c.status}[/]", escape(c.detail))
     console.print(table)
     failed = [c for c in report.checks if c.status == FAIL]
     warned = sum(c.status == WARN for c in report.checks)
@@ -872,7 +873,7 @@ def doctor(
     try:
         report = run_doctor(profile, policy, domain, timeout, window, filter_node, policy_node)
     except ValueError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     if as_json:
         import json

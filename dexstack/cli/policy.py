@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def _domain_text(domain: int | None) -> str:
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     raise typer.Exit(1)
 
 
@@ -116,7 +117,8 @@ def _report(results: list[tuple[str, bool, str]]) -> None:
     """Print one line per node; exit 1 if any refused or was not reached."""
     console = Console(soft_wrap=True, highlight=False)
     for node, ok, message in results:
-        console.print(f"{node}: {message}" if ok else f"[bold red]{node}: {message}[/]")
+        line = escape(f"{node}: {message}")
+        console.print(line if ok else f"[bold red]{line}[/]")
     if not all(ok for _, ok, _ in results):
         raise typer.Exit(1)
 
@@ -245,7 +247,7 @@ def status(
             else:
                 values = entry["values"]
                 details = " ".join(f"{k}={values[k]}" for k in STATUS_KEYS if values.get(k, "") != "")
-                table.add_row(node, entry["level"], entry["message"], details)
+                table.add_row(node, entry["level"], escape(entry["message"]), escape(details))
         Console(width=None if sys.stdout.isatty() else 160).print(table)  # a pipe gets whole lines
     if silent:
         _fail(
