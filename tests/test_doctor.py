@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +58,8 @@ def sim_graph(tmp_path_factory):
     procs = start_nodes(specs, env=node_environment(), log_dir=log_dir)
     yield specs
     stop_nodes(procs)
+    for log in sorted(Path(log_dir).glob("*.log")):  # shown by pytest when a test failed
+        print(f"----- {log.name} -----\n{log.read_text(errors='replace')[-3000:]}")
 
 
 @pytest.fixture

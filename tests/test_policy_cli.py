@@ -75,9 +75,12 @@ def robot_graph(tmp_path_factory):
 
     specs = node_list({"hardware": "real", "policy": POLICY})  # the safety filter and the policy node
     assert sorted(s.name for s in specs) == ["policy", "safety_filter"]
-    procs = start_nodes(specs, env=node_environment(), log_dir=str(tmp_path_factory.mktemp("policy_cli_logs")))
+    log_dir = tmp_path_factory.mktemp("policy_cli_logs")
+    procs = start_nodes(specs, env=node_environment(), log_dir=str(log_dir))
     yield
     stop_nodes(procs)
+    for log in sorted(log_dir.glob("*.log")):  # shown by pytest when a test failed
+        print(f"----- {log.name} -----\n{log.read_text(errors='replace')[-3000:]}")
 
 
 @pytest.fixture
