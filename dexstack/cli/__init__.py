@@ -13,13 +13,15 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each area registers its own commands; importing here keeps module import cheap.
-    from dexstack.cli import bringup, data, evaluate, store, train
+    from dexstack.cli import bringup, data, doctor, evaluate, policy, store, train
 
     app.add_typer(store.app, name="store", help="List, inspect, verify, publish and promote policies.")
     app.add_typer(data.app, name="dataset", help="Build training datasets from MCAP recordings.")
+    app.add_typer(policy.app, name="policy", help="Enable, disable, reload or inspect the running policy over DDS.")
     train.register(app)
     evaluate.register(app)
     bringup.register(app)
+    app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:

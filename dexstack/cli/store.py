@@ -56,10 +56,16 @@ def _rejections() -> tuple[type[Exception], ...]:
 
 
 @app.command("list")
-def list_policies(root: RootOption = None) -> None:
+def list_policies(
+    root: RootOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as one JSON array (for scripts)")] = False,
+) -> None:
     """List every policy version (writable store first, then the bundled one)."""
     store = _store(root)
     rows = store.list()
+    if as_json:
+        typer.echo(json.dumps(rows))  # [] when empty: a script gets valid JSON either way
+        return
     console = Console(soft_wrap=True)
     if not rows:
         console.print(f"no policies in {', '.join(f'{b.label} {b.location}' for b in store.backends)}")
