@@ -51,8 +51,9 @@ def _joint_positions_at(t: float) -> np.ndarray:
 def write_synthetic_episode(path, success: bool = True) -> None:
     """3 s episode: joint states at 100 Hz (from T0+5 ms), wrist/scene rgb + depth at 15 Hz,
     and three commands: a 1-point chunk at T0+0.5 (1 s to Q1), an empty trajectory at T0+1.0
-    (hold), and a latency-compensated chunk arriving T0+2.0 stamped T0+1.8 whose first point
-    (due T0+1.9) is already past and whose second point Q3 is due at T0+2.5."""
+    (which a JointTrajectoryController refuses), and a latency-compensated chunk arriving T0+2.0
+    stamped T0+1.8 whose first point (HOME, due T0+1.9) is already past and whose second point Q3
+    is due at T0+2.5."""
     w = EpisodeWriter(path)
     js = w.add_channel(contract.JOINT_STATES, "sensor_msgs/msg/JointState")
     traj = w.add_channel(PANDA.trajectory_topic, "trajectory_msgs/msg/JointTrajectory")
@@ -89,19 +90,20 @@ def write_synthetic_episode(path, success: bool = True) -> None:
 
 
 def expected_action(t: float) -> np.ndarray:
-    """The command at time t, worked out by hand for the synthetic episode. Before the first
-    command the controller holds; the best record of what it held is the measured position
-    when that command arrived (latest joint state at T0+0.495)."""
+    """The command at time t, worked out by hand for the synthetic episode with JTC's rules. Before
+    the first command the controller holds; the best record of what it held is the measured
+    position when that command arrived (latest joint state at T0+0.495). The empty trajectory is
+    refused, so the first chunk runs on to Q1; the late chunk's first point is past, so the command
+    joins its HOME -> Q3 segment where it is at T0+2.0 (JTC's Trajectory::sample)."""
     start = _joint_positions_at(T0 + 0.495)
-    held = start + 0.5 * (Q1 - start)  # where the first chunk was when the empty trajectory came
     if t < T0 + 0.5:
         return start
-    if t < T0 + 1.0:
+    if t < T0 + 1.5:
         return start + (t - T0 - 0.5) / 1.0 * (Q1 - start)
     if t < T0 + 2.0:
-        return held
+        return Q1
     if t < T0 + 2.5:
-        return held + (t - T0 - 2.0) / 0.5 * (Q3 - held)
+        return HOME + (t - T0 - 1.9) / 0.6 * (Q3 - HOME)
     return Q3
 
 

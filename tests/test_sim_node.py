@@ -122,11 +122,12 @@ def test_past_points_are_skipped_and_consecutive_chunks_join(launch_nodes, ros_c
     assert ros_client.spin_until(lambda: pub.get_subscription_count() > 0 and len(log.positions) > 20, 30)
     q0, now = log.latest()
     # Stamped half a second ago: the first three points (a wild +1 rad) are already past and
-    # must be skipped; the remaining ones move joint 1 by only +0.1 rad.
+    # are never replayed; as in JTC the command joins the trajectory on the segment that holds
+    # "now" (mild -> mild), so joint 1 moves by only +0.1 rad.
     wild, mild = q0.copy(), q0.copy()
     wild[0] += 1.0
     mild[0] += 0.1
-    times = [0.1, 0.2, 0.3, 0.8, 0.9, 1.0]
+    times = [0.1, 0.2, 0.3, 0.4, 0.9, 1.0]
     pub.publish(trajectory([wild, wild, wild, mild, mild, mild], times, stamp_s=now - 0.5))
     start = len(log.positions)
     ros_client.spin_for(1.2)
