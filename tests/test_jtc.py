@@ -151,3 +151,27 @@ def test_validator_never_raises_and_the_executor_accepts_exactly_what_it_accepts
     ex = TrajectoryExecutor(J, np.asarray(HOME), interpolate_from_desired_state=True)
     ex.set_chunk(chunk, NOW)  # would raise TrajectoryRejected on a disagreement
     assert np.all(np.isfinite(ex.sample(NOW + 0.05)))
+
+
+@pytest.mark.parametrize("from_command", [True, False])
+def test_sim_core_starts_a_new_trajectory_where_the_profile_says_jtc_does(from_command):
+    """interpolate_from_desired_state: the last command; JTC's default: the measured position."""
+    import dataclasses
+
+    from dexstack.sim.core import SimCore
+    from dexstack.trajectory import ActionChunk
+
+    profile = dataclasses.replace(PANDA, jtc_interpolate_from_desired_state=from_command)
+    core = SimCore("pick_lift", profile, render=False)
+    try:
+        core.reset(0)
+        target = np.asarray(HOME)
+        target[0] += 0.5
+        core.submit(ActionChunk.uniform(J, target[None], 0.5, core.time))
+        core.step(100)  # 0.2 s into a 0.5 s move: the arm lags its command
+        commanded, measured = core.executor.sample(core.time), core.joint_state()[0]
+        assert abs(commanded[0] - measured[0]) > 1e-3
+        core.submit(ActionChunk.uniform(J, target[None], 0.5, core.time))
+        np.testing.assert_allclose(core.executor.sample(core.time), commanded if from_command else measured)
+    finally:
+        core.close()
