@@ -66,6 +66,23 @@ def test_sim_core_stops_on_divergence_and_reset_clears_it(core):
     assert core.time > 0 and core.divergence is None
 
 
+def test_hand_core_stops_on_divergence_too():
+    from dexstack.sim.cores import HandCore
+
+    hand = HandCore(object_name="sugar_box")
+    try:
+        assert hand.reset(1) is None
+        hand.step(10)
+        t = hand.time
+        hand.sim.data.qvel[:] = 1e30
+        hand.step(5)
+        assert "mjWARN_BADQ" in hand.divergence and hand.time == pytest.approx(t)
+        hand.reset(1)
+        assert hand.divergence is None
+    finally:
+        hand.close()
+
+
 def test_episode_clock_fails_the_episode_with_the_reason(core):
     clock = EpisodeClock(core, first_seed=5, policy_rate_hz=10.0)
     clock.start()
