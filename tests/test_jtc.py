@@ -175,3 +175,32 @@ def test_sim_core_starts_a_new_trajectory_where_the_profile_says_jtc_does(from_c
         np.testing.assert_allclose(core.executor.sample(core.time), commanded if from_command else measured)
     finally:
         core.close()
+
+
+@pytest.fixture(scope="module")
+def panda_core():
+    from dexstack.sim.core import SimCore
+
+    core = SimCore("pick_lift", PANDA, render=False)
+    yield core
+    core.close()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(msg=messages())
+def test_any_message_through_the_sim_core_leaves_a_finite_in_limit_command(panda_core, msg):
+    """What the sim node does with a message (`accept_trajectory_msg`, then `submit`), on the real
+    physics: nothing raises, and the controls MuJoCo receives are finite and within the limits."""
+    panda_core.reset(0)
+    panda_core.step(5)
+    chunk, _ = accept_trajectory_msg(msg, J, NOW, clock_offset_s=NOW - panda_core.time)
+    if chunk is not None:
+        panda_core.submit(chunk)
+    panda_core.step(25)
+    ctrl = panda_core.data.ctrl
+    assert np.all(np.isfinite(ctrl)) and panda_core.divergence is None
+    q = panda_core.executor.sample(panda_core.time - panda_core.dt)  # the last step's command
+    clipped = np.clip(q, PANDA.lower, PANDA.upper)
+    np.testing.assert_allclose(ctrl[panda_core._arm_act], clipped[:7])
