@@ -40,7 +40,7 @@ Remaining differences from JTC (by design, documented):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -63,7 +63,7 @@ class TrajectoryPoint:
     positions: Sequence[float]
     velocities: Sequence[float] = ()
     accelerations: Sequence[float] = ()
-    effort: Sequence[float] = field(default=())
+    effort: Sequence[float] = ()
 
 
 def trajectory_rejection(

@@ -185,7 +185,7 @@ class SimNode(PerceptionPhase, Node):
         last_wall, last_sim = self._diag_last
         self._diag_last = (wall_t, sim_t)
         values["rtf"] = f"{(sim_t - last_sim) / max(wall_t - last_wall, 1e-9):.2f}"
-        failure = self.clock.unreported_failure()  # a divergence: ERROR in the first report after it
+        failure = self.clock.unreported_failure() or self.clock.failure  # ERROR at least once, and while it stands
         status = failure or f"rtf {values['rtf']}"
         level = "ERROR" if failure else "WARN" if self.rejected else "OK"
         self.topics.publish_diagnostics(level, f"episode {values['episode']}, {status}", values)
