@@ -75,6 +75,7 @@ def trajectory_rejection(
     *,
     strict: bool = True,
     allow_nonzero_velocity_at_trajectory_end: bool = False,
+    time_tol: float = _TIME_TOL,
 ) -> str | None:
     """Why JTC refuses this trajectory, or None if it accepts it.
 
@@ -86,7 +87,8 @@ def trajectory_rejection(
     `allow_nonzero_velocity_at_trajectory_end: false`; humble defaults the latter to true,
     `allow_integration_in_goal_trajectories: false`, position command interface only).
     strict: also refuse non-finite values and duplicated joint names (dexstack's additions, see the
-    module docstring); strict=False is JTC's rule set alone.
+    module docstring); strict=False is JTC's rule set alone. time_tol: seconds by which "ends in
+    the past" may be missed (float clocks; JTC compares exact nanoseconds).
     """
     names = list(joint_names)
     dof = len(controller_joints)
@@ -114,7 +116,7 @@ def trajectory_rejection(
     # "CHECK: if trajectory end time is in the past (if start time defined)"
     if stamp is not None:
         end = stamp + float(points[-1].time_from_start)
-        if end < now - _TIME_TOL:
+        if end < now - time_tol:
             return f"Received trajectory with non-zero start time ({stamp:.6f}) that ends in the past ({end:.6f})"
     width = len(names)
     previous = 0.0
@@ -190,7 +192,9 @@ class TrajectoryExecutor:
     interpolate_from_desired_state: JTC's parameter; True starts each new trajectory from the last
     command, False (JTC's default) from the measured position passed to `set_chunk`."""
 
-    def __init__(self, joint_names, initial_position: np.ndarray, *, interpolate_from_desired_state: bool) -> None:
+    def __init__(
+        self, joint_names: Sequence[str], initial_position: np.ndarray, *, interpolate_from_desired_state: bool
+    ) -> None:
         self.joint_names = tuple(joint_names)
         self.interpolate_from_desired_state = bool(interpolate_from_desired_state)
         self._hold = np.asarray(initial_position, dtype=np.float64).copy()
@@ -220,7 +224,11 @@ class TrajectoryExecutor:
 
     def rejection(self, chunk: ActionChunk, now: float) -> str | None:
         """Why JTC would refuse `chunk` arriving at `now`, or None."""
-        return trajectory_rejection(chunk.joint_names, chunk.stamp, chunk.points(), self.joint_names, now)
+        # Twice the validator's slack: a message it accepted on the node's clock is never refused
+        # here for the float rounding of moving its stamp onto the executor's clock.
+        return trajectory_rejection(
+            chunk.joint_names, chunk.stamp, chunk.points(), self.joint_names, now, time_tol=2 * _TIME_TOL
+        )
 
     def set_chunk(self, chunk: ActionChunk, now: float, measured: np.ndarray | None = None) -> int:
         """Start executing `chunk` arriving at `now`; returns the points not yet due.
