@@ -143,6 +143,14 @@ def test_converter_frames_and_actions_follow_the_replayed_trajectories(tmp_path)
     assert ds.joint_names == list(PANDA.joint_names)
 
 
+def test_converter_counts_the_trajectories_the_controller_refused(tmp_path):
+    from dexstack.mcap_io import convert_episode
+
+    write_synthetic_episode(tmp_path / "ep.mcap")
+    _, info = convert_episode(tmp_path / "ep.mcap", 10.0, PANDA, ["wrist", "scene"])
+    assert info["refused_trajectories"] == 1  # the empty one
+
+
 def test_converter_rejects_an_episode_without_camera_frames(tmp_path):
     w = EpisodeWriter(tmp_path / "no_cam.mcap")
     ch = w.add_channel(contract.JOINT_STATES, "sensor_msgs/msg/JointState")
