@@ -6,6 +6,8 @@ Each measurement replays the same scripted-expert episode (approach, grasp, lift
 `--seconds` of simulated time:
 - `bare`: recorded controls + mj_step, nothing else (the ceiling for the sim node);
 - `bare_cameras`: the same plus both cameras' RGB + depth at 15 Hz of sim time;
+- `bare_checked`: `bare` with MuJoCo's divergence check after each step (`CheckedStepper`, what
+  the cores do), to show what the check costs;
 - `core` / `core_cameras`: chunks through SimCore.step (executor sampling, clipping), what the
   sim node calls, without and with the cameras.
 The sim node's real-time factor (bench elsewhere) is compared against these.
@@ -24,7 +26,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dexstack import contract  # noqa: E402
-from dexstack.sim.core import SimCore  # noqa: E402
+from dexstack.sim.core import CheckedStepper, SimCore  # noqa: E402
 from dexstack.sim.experts.pick_lift import PickLiftExpert  # noqa: E402
 
 
@@ -47,12 +49,16 @@ def _expert_episode(core: SimCore, seconds: float) -> tuple[list, np.ndarray]:
     return chunks, np.array(controls)
 
 
-def _timed(core: SimCore, chunks: list, controls: np.ndarray, through_core: bool, cameras: bool) -> dict:
-    """Replay the episode: raw controls + mj_step (bare) or chunks through SimCore.step."""
+def _timed(
+    core: SimCore, chunks: list, controls: np.ndarray, through_core: bool, cameras: bool, checked: bool = False
+) -> dict:
+    """Replay the episode: raw controls + mj_step (bare; `checked`: through CheckedStepper) or
+    chunks through SimCore.step."""
     core.reset(0)
     per_chunk = int(round(1.0 / (contract.POLICY_HZ * core.dt)))
     camera_every = int(round(1.0 / (contract.CAMERA_HZ * core.dt)))
     model, data = core.model, core.data
+    stepper = CheckedStepper(model, data)
     frames = 0
     start = time.perf_counter()
     for i in range(len(controls)):
@@ -62,7 +68,10 @@ def _timed(core: SimCore, chunks: list, controls: np.ndarray, through_core: bool
             core.step(1)
         else:
             data.ctrl[:] = controls[i]
-            mujoco.mj_step(model, data)
+            if checked:
+                stepper.step()
+            else:
+                mujoco.mj_step(model, data)
         if cameras and i % camera_every == 0:
             for cam in core.profile.camera_names:
                 core.render(cam)  # RGB + depth
@@ -90,6 +99,7 @@ def main() -> None:
     results = {
         "bare": _timed(core, chunks, controls, through_core=False, cameras=False),
         "bare_cameras": _timed(core, chunks, controls, through_core=False, cameras=True),
+        "bare_checked": _timed(core, chunks, controls, through_core=False, cameras=False, checked=True),
         "core": _timed(core, chunks, controls, through_core=True, cameras=False),
         "core_cameras": _timed(core, chunks, controls, through_core=True, cameras=True),
     }
@@ -103,6 +113,7 @@ def main() -> None:
                 "camera_size": [args.camera_size, args.camera_size],
                 "camera_hz": contract.CAMERA_HZ,
                 "cpu_count": os.cpu_count(),
+                "load_avg_1min": round(os.getloadavg()[0], 2),
                 "mujoco": mujoco.__version__,
                 **results,
             }

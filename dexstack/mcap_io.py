@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # core does not import hardware/ (BRIEF §1); the caller pass
 from dexstack import contract
 from dexstack.dataset import ACTION, Dataset, DatasetError, DatasetWriter, staged_dataset
 from dexstack.files import fsync_dir
-from dexstack.trajectory import ActionChunk, TrajectoryExecutor
+from dexstack.trajectory import ActionChunk, TrajectoryExecutor, TrajectoryPoint, trajectory_rejection
 
 EPISODE_METADATA = "dexstack.episode"
 PARTIAL_SUFFIX = ".part"  # an episode being written; renamed to .mcap only when complete
@@ -419,14 +419,20 @@ def _image_array(msg, path: Path, topic: str) -> np.ndarray:
     raise DatasetError(f"{path}: {topic} has unsupported image encoding {enc!r}")
 
 
-def _chunk_or_none(msg) -> ActionChunk | None:
-    """A recorded JointTrajectory as a chunk; None for an empty one (JTC: empty = hold)."""
-    if not msg.points:
-        return None
-    positions = np.array([list(p.positions) for p in msg.points], dtype=np.float64)
-    times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+def _recorded_trajectory(msg) -> tuple[tuple[str, ...], float | None, list[TrajectoryPoint]]:
+    """A recorded JointTrajectory as (joint names, start stamp or None for "now", points)."""
     stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-    return ActionChunk(tuple(msg.joint_names), positions, times, stamp)
+    points = [
+        TrajectoryPoint(
+            p.time_from_start.sec + p.time_from_start.nanosec * 1e-9,
+            list(p.positions),
+            list(p.velocities),
+            list(p.accelerations),
+            list(p.effort),
+        )
+        for p in msg.points
+    ]
+    return tuple(msg.joint_names), (stamp if stamp != 0.0 else None), points
 
 
 @dataclass
@@ -435,7 +441,8 @@ class _Streams:
 
     series: dict[str, tuple[list[float], list]]  # observation topic -> (log times s, values)
     stamps: dict[str, list[int]]  # observation topic -> header stamps (ns), parallel to series
-    trajectories: list[tuple[float, ActionChunk | None]]  # (arrival = log time s, chunk; None = hold)
+    # (arrival = log time s, joint names, start stamp or None for "now", points), replayed with JTC's rules
+    trajectories: list[tuple[float, tuple[str, ...], float | None, list[TrajectoryPoint]]]
     last_task: str | None
     sim: list[tuple[dict, bool]]  # /sim/episode announcements, each with "came after observations"
 
@@ -481,10 +488,7 @@ def _read_streams(path: Path, obs_topics: dict[str, str], profile: RobotProfile)
                 except ValueError as exc:  # a size that does not match height, width and step
                     raise InvalidEpisode(f"{path}: bad {topic} image at log time {t:.3f} s: {exc}") from None
             elif topic == traj_topic:
-                try:
-                    out.trajectories.append((t, _chunk_or_none(msg)))
-                except ValueError as exc:
-                    raise InvalidEpisode(f"{path}: bad trajectory at log time {t:.3f} s: {exc}") from exc
+                out.trajectories.append((t, *_recorded_trajectory(msg)))
                 continue
             elif topic == contract.TASK_INSTRUCTION:
                 out.last_task = msg.data
@@ -544,7 +548,9 @@ def convert_episode(
     camera's color, and depth when asked) has a message, and run while `t + 1/fps` is not
     after the last message of the first required topic to end. Observations are the latest message at or before the tick. `action[k]`
     is the command for `t_k + 1/fps`, from replaying the controller-topic trajectories
-    through `TrajectoryExecutor` with each message's log time as its arrival time.
+    through `TrajectoryExecutor` with each message's log time as its arrival time: exactly what
+    a JointTrajectoryController did with them, so one it refused (empty, ends in the past, ...)
+    changed nothing (info["refused_trajectories"] counts them).
     """
     path = Path(path)
     if path.name.endswith(PARTIAL_SUFFIX):
@@ -597,25 +603,31 @@ def convert_episode(
     # Replay commands in arrival order; the controller starts out holding the measured position.
     js_times, js_values = series[contract.JOINT_STATES]
     first_cmd = trajectories[0][0] if trajectories else t0
-    i0 = max(0, int(np.searchsorted(np.asarray(js_times), first_cmd, side="right")) - 1)
-    executor = TrajectoryExecutor(profile.joint_names, js_values[i0])
+    js_t = np.asarray(js_times)
+    i0 = max(0, int(np.searchsorted(js_t, first_cmd, side="right")) - 1)
+    executor = TrajectoryExecutor(
+        profile.joint_names, js_values[i0], interpolate_from_desired_state=profile.jtc_interpolate_from_desired_state
+    )
     actions = np.empty((n, profile.n_joints), dtype=np.float64)
-    j = 0
+    refused = j = 0
     for k, tk in enumerate(ticks + dt):
         while j < len(trajectories) and trajectories[j][0] <= tk + 1e-9:
-            arrival, chunk = trajectories[j]
-            if chunk is None:
-                executor.hold(arrival)
-            else:
-                executor.set_chunk(chunk, arrival)
+            arrival, names, start, points = trajectories[j]
             j += 1
+            if trajectory_rejection(names, start, points, profile.joint_names, arrival) is not None:
+                refused += 1  # the controller refused it: the previous trajectory went on
+                continue
+            positions = np.array([p.positions for p in points], dtype=np.float64)
+            chunk = ActionChunk(names, positions, np.array([p.time_from_start for p in points]), start)
+            latest = max(0, int(np.searchsorted(js_t, arrival, side="right")) - 1)
+            executor.set_chunk(chunk, arrival, measured=js_values[latest])
         actions[k] = executor.sample(tk)
     frames[ACTION] = actions
     frames[contract.JOINT_POSITIONS] = frames[contract.JOINT_POSITIONS].astype(np.float32)
     frames["timestamp"] = ticks - t0
 
     task = meta.get("task") or streams.last_task or sim_episode.get("instruction") or ""
-    return frames, {"task": task, "success": success, "source": str(path)}
+    return frames, {"task": task, "success": success, "source": str(path), "refused_trajectories": refused}
 
 
 def _features(frames: dict[str, np.ndarray]) -> dict[str, dict]:

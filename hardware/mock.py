@@ -1,8 +1,9 @@
 """Mock hardware, like ros2_control's `mock_components/GenericSystem`: state mirrors command.
 
 The reported position is exactly what a JointTrajectoryController would command at that
-instant (the same `TrajectoryExecutor` the sim uses), so anything upstream (safety filter,
-policy node, recorder) can be exercised end to end without physics or a robot.
+instant (the same `TrajectoryExecutor` the sim uses: JTC's validation and sampling), so anything
+upstream (safety filter, policy node, recorder) can be exercised end to end without physics or a
+robot. A trajectory JTC refuses raises `TrajectoryRejected` and changes nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ class MockHardware(HardwareInterface):
         q0 = np.asarray(profile.home if initial is None else initial, dtype=np.float64)
         if q0.shape != (profile.n_joints,) or not np.all(np.isfinite(q0)):
             raise ValueError(f"initial position must be {profile.n_joints} finite values, got {q0.tolist()}")
-        self.executor = TrajectoryExecutor(profile.joint_names, q0)
+        self.executor = TrajectoryExecutor(
+            profile.joint_names, q0, interpolate_from_desired_state=profile.jtc_interpolate_from_desired_state
+        )
         self.state = LifecycleState.UNCONFIGURED
         self._last_t: float | None = None
         self._last_q = q0.copy()
@@ -44,18 +47,25 @@ class MockHardware(HardwareInterface):
         return q.copy(), self._last_v.copy(), np.zeros_like(q)
 
     def write(self, command: ActionChunk | None, now: float) -> int:
-        """Execute a chunk (any joint order, profile joints only) or hold on `None`.
-        Raises RuntimeError when not active and ValueError on a chunk for other joints,
-        in which case the previous command keeps running."""
+        """Execute a chunk (any joint order, profile joints only) with JTC's rules, or hold the
+        current command on `None` (JTC's own hold, as on cancel). Raises RuntimeError when not
+        active and `TrajectoryRejected` (a ValueError) for a trajectory JTC refuses, in which case
+        the previous command keeps running."""
         if self.state is not LifecycleState.ACTIVE:
             raise RuntimeError(f"write() while {self.state}: activate the hardware first")
         if command is None:
             self.executor.hold(now)
             self.holds += 1
             return 0
-        kept = self.executor.set_chunk(command, now)
+        # State mirrors command, so the measured position is the command at `now`.
+        kept = self.executor.set_chunk(command, now, measured=self.executor.sample(now))
         self.chunks_accepted += 1
         return kept
+
+    @property
+    def rejected(self) -> int:
+        """Trajectories refused by JTC's rules since start."""
+        return self.executor.rejected
 
     def deactivate(self, now: float) -> None:
         """Stop accepting commands and hold where the command is now."""

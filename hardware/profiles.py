@@ -82,6 +82,11 @@ class RobotProfile:
     # the contact the object stops them at. () = 0 for every joint.
     tracking_lead: tuple[float, ...] = ()
     model: RobotModel | None = None  # the robot's model file and IK (None: no kinematics)
+    # The robot's JointTrajectoryController setting `interpolate_from_desired_state` (humble:
+    # `open_loop_control`): True starts each new chunk from the last command, which JTC's docs ask
+    # for when one reference is streamed as many messages (our chunks); JTC's default, False,
+    # starts from the measured position. The sim and mock hardware execute what this says.
+    jtc_interpolate_from_desired_state: bool = True
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)

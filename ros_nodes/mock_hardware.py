@@ -1,8 +1,9 @@
 """Mock hardware node: `/joint_states` mirror the trajectory commanded on the controller topic.
 
 Stands in for a ros2_control robot running mock_components + JointTrajectoryController +
-joint_state_broadcaster (`hardware:=mock`). An empty trajectory holds; a malformed one is
-rejected with a logged error and the robot holds where it is commanded now.
+joint_state_broadcaster (`hardware:=mock`). A trajectory JTC refuses (`hardware/jtc.py`: empty,
+mismatched joints, non-increasing times, ends in the past, NaN, ...) is logged, counted and
+reported as ERROR, and changes nothing: the previous trajectory keeps running, as in JTC.
 Parameters: profile.
 """
 
@@ -15,9 +16,10 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from dexstack import contract
+from dexstack.hardware.jtc import accept_trajectory_msg
 from dexstack.hardware.mock import MockHardware
 from dexstack.hardware.profiles import get_profile
-from dexstack.ros_nodes.common import QOS, diagnostic_status, joint_state_msg, msg_to_chunk, now_sec, run_node
+from dexstack.ros_nodes.common import QOS, diagnostic_status, joint_state_msg, now_sec, run_node
 
 
 class MockHardwareNode(Node):
@@ -47,17 +49,14 @@ class MockHardwareNode(Node):
 
     def on_trajectory(self, msg: JointTrajectory) -> None:
         now = now_sec(self)
-        if not msg.points:
-            self.hardware.write(None, now)
+        chunk, reason = accept_trajectory_msg(msg, self.profile.joint_names, now)
+        if chunk is not None:
+            self.hardware.write(chunk, now)
             return
-        try:
-            self.hardware.write(msg_to_chunk(msg), now)
-        except ValueError as exc:
-            self.rejected += 1
-            self.rejected_since_report += 1
-            self.last_error = str(exc)
-            self.get_logger().error(f"rejected trajectory, holding: {exc}")
-            self.hardware.write(None, now)
+        self.rejected += 1
+        self.rejected_since_report += 1
+        self.last_error = reason
+        self.get_logger().error(f"rejected trajectory, the previous one continues: {reason}")
 
     def publish_state(self) -> None:
         now = now_sec(self)

@@ -2,15 +2,16 @@
 
 `task` (a `sim.tasks.TASKS` name; `object` for grasp) picks the robot and its core
 (`sim.cores.make_core`); `profile` may name that robot or stay empty. Topics: `sim_topics.py`.
-Consumes the profile's JointTrajectory with JointTrajectoryController semantics. Services:
+Consumes the profile's JointTrajectory as JointTrajectoryController does (`hardware/jtc.py`). A
+physics divergence fails the episode at once (ERROR; the teleported state is never published). Services:
 ~/reset (next seed, or the `seed` parameter after it is set), ~/step (one control period while
 paused), ~/set_pause. Episodes, seeds and the monotonic clock: `sim.episodes`.
 
 Pacing: realtime (physics follows the wall clock times `rtf`, 0 = as fast as possible) or
 lockstep (at every control tick the node publishes the observation, then waits until a
-trajectory stamped with that observation's stamp arrives, the policy's answer relayed by the
-safety filter, a hold being an empty trajectory, before advancing physics). Tasks that plan
-from the camera get a perception phase at the start of each lockstep episode: `sim_perception.py`.
+trajectory stamped with that observation's stamp (or zero: "now") arrives, the policy's answer
+or a hold relayed by the safety filter, before advancing physics). Tasks that plan from the camera
+get a perception phase at the start of each lockstep episode: `sim_perception.py`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from dexstack import contract
+from dexstack.hardware.jtc import accept_trajectory_msg
 from dexstack.ros_nodes import common
 from dexstack.ros_nodes.sim_perception import PerceptionPhase
 from dexstack.ros_nodes.sim_topics import SimTopics
 from dexstack.sim.cores import make_core
 from dexstack.sim.episodes import SIM_TIME_START_S, EpisodeClock, SimSettings, start_core_thread, steps_per
-from dexstack.trajectory import ActionChunk
 
 # Wall-clock wait before a lockstep observation is published again (a best-effort
 # subscriber may have dropped it; re-publishing the same stamp is idempotent).
@@ -90,7 +91,7 @@ class SimNode(PerceptionPhase, Node):
         self.reset_requested = False
         self.awaiting: float | None = None  # lockstep: stamp of the observation awaiting an answer
         self.answer: JointTrajectory | None = None
-        self.rejected = 0
+        self.rejected, self.last_rejection = 0, ""
         self.ignored_answers = 0
         # Steady clock: diagnostics keep coming while the sim is paused or waiting in lockstep.
         self.create_timer(
@@ -122,9 +123,9 @@ class SimNode(PerceptionPhase, Node):
         with self.wake:
             stamp = common.to_sec(msg.header.stamp)
             if self.lockstep:
-                # Only the answer to the observation being awaited moves the robot; answers to
-                # older or intermediate observations would land at DDS-dependent times.
-                if self.awaiting is not None and abs(stamp - self.awaiting) <= 1e-6:
+                # Only the answer to the awaited observation (a zero stamp: "now") moves the robot;
+                # answers to older or intermediate ones would land at DDS-dependent times.
+                if self.awaiting is not None and (stamp == 0.0 or abs(stamp - self.awaiting) <= 1e-6):
                     self.answer = msg
                     self.wake.notify_all()
                 else:
@@ -133,19 +134,13 @@ class SimNode(PerceptionPhase, Node):
             self._apply(msg)
 
     def _apply(self, msg: JointTrajectory) -> None:
-        """Hand a trajectory to the executor (lock held). Empty = hold, like JTC."""
-        if not msg.points:
-            self.core.hold()
-            return
-        try:
-            chunk = common.msg_to_chunk(msg)
-            if chunk.stamp is not None:  # ROS time -> episode time; before this episode began is negative
-                chunk = ActionChunk(chunk.joint_names, chunk.positions, chunk.times, chunk.stamp - self.clock.offset)
+        """To the executor (lock held); one JTC refuses is counted, logged and changes nothing."""
+        chunk, reason = accept_trajectory_msg(msg, self.profile.joint_names, self.clock.now(), self.clock.offset)
+        if chunk is not None:
             self.core.submit(chunk)
-        except ValueError as exc:
-            self.rejected += 1
-            self.core.hold()
-            self.get_logger().error(f"rejected trajectory, holding: {exc}", throttle_duration_sec=2.0)
+            return
+        self.rejected, self.last_rejection = self.rejected + 1, reason
+        self.get_logger().error(f"rejected trajectory, the previous one continues: {reason}", throttle_duration_sec=2.0)
 
     def _srv_reset(self, request, response):
         with self.wake:
@@ -182,14 +177,18 @@ class SimNode(PerceptionPhase, Node):
                 "paused": self.paused,
                 "sim_time_s": f"{sim_t:.3f}",
                 "rejected_trajectories": self.rejected,
+                "last_rejection": self.last_rejection,
                 "ignored_answers": self.ignored_answers,
                 "skipped_points": self.core.executor.skipped_points,
+                "physics_divergences": self.clock.divergences,
             }
         last_wall, last_sim = self._diag_last
         self._diag_last = (wall_t, sim_t)
         values["rtf"] = f"{(sim_t - last_sim) / max(wall_t - last_wall, 1e-9):.2f}"
-        level = "WARN" if self.rejected else "OK"
-        self.topics.publish_diagnostics(level, f"episode {self.clock.episode}, rtf {values['rtf']}", values)
+        failure = self.clock.unreported_failure() or self.clock.failure  # ERROR at least once, and while it stands
+        status = failure or f"rtf {values['rtf']}"
+        level = "ERROR" if failure else "WARN" if self.rejected else "OK"
+        self.topics.publish_diagnostics(level, f"episode {values['episode']}, {status}", values)
 
     # --- physics thread -----------------------------------------------------------------
     def _reset_episode(self) -> None:
@@ -218,6 +217,8 @@ class SimNode(PerceptionPhase, Node):
     def _check_episode_end(self) -> bool:
         """Lock held. Ends the episode on held success or timeout; returns True if it ended."""
         succeeded = self.clock.check_end()
+        if self.clock.failure:
+            self.get_logger().error(f"episode {self.clock.episode} failed: {self.clock.failure}")
         if succeeded is not None:
             self._publish_episode("done", succeeded)
         return succeeded is not None
@@ -261,7 +262,7 @@ class SimNode(PerceptionPhase, Node):
                 step_index += 1
                 if self.paused and self.pending_steps > 0:
                     self.pending_steps -= 1
-                if step_index % self.steps_per_tick == 0:
+                if step_index % self.steps_per_tick == 0 or self.core.divergence is not None:
                     if self._check_episode_end():
                         continue
                 if not self.lockstep and self.rtf > 0:

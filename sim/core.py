@@ -1,8 +1,9 @@
 """The one physics core shared by the ROS sim node and the in-process env.
 
 `SimCore` owns the MuJoCo model and data, executes action chunks with
-JointTrajectoryController semantics (`dexstack.trajectory.TrajectoryExecutor`) and renders
-the profile's cameras. Time is simulation time in seconds since the last `reset`. Joint
+JointTrajectoryController semantics (`dexstack.trajectory.TrajectoryExecutor`: JTC's validation
+and sampling) and renders the profile's cameras. Every physics step is checked for divergence
+(`CheckedStepper`): the core then stops and reports why in `divergence` until the next `reset`. Time is simulation time in seconds since the last `reset`. Joint
 vectors are in the profile's joint order: 7 arm joints (rad) then the gripper as one joint,
 each finger's opening in metres (the sim drives both fingers from it).
 """
@@ -22,6 +23,47 @@ from dexstack.sim.tasks import get_task_class, task_robot
 from dexstack.trajectory import ActionChunk, TrajectoryExecutor
 
 SETTLE_STEPS = 50  # physics steps run at reset so the object rests on the table before t = 0
+
+# MuJoCo's warnings for a state it cannot integrate (mj_checkPos / mj_checkVel / mj_checkAcc in
+# engine_forward.c: a NaN, inf or > mjMAXVAL value, after which mj_step silently calls
+# mj_resetData, unless mjDSBL_AUTORESET, so time jumps back and every joint goes to qpos0), and
+# for a non-finite control (mj_fwdActuation: every control is then zero for that step).
+DIVERGENCE_WARNINGS = (
+    mujoco.mjtWarning.mjWARN_BADQPOS,
+    mujoco.mjtWarning.mjWARN_BADQVEL,
+    mujoco.mjtWarning.mjWARN_BADQACC,
+    mujoco.mjtWarning.mjWARN_BADCTRL,
+)
+
+
+_BAD = slice(min(map(int, DIVERGENCE_WARNINGS)), max(map(int, DIVERGENCE_WARNINGS)) + 1)
+assert len(DIVERGENCE_WARNINGS) == _BAD.stop - _BAD.start  # contiguous in mjtWarning
+
+
+class CheckedStepper:
+    """`mj_step` that reports divergence (`DIVERGENCE_WARNINGS` fired since the last
+    `mj_resetData`, which clears the counters, or time ran backwards, which the automatic reset does).
+
+    On divergence `data.time` is put back to its value before the step, so a clock read from it
+    never runs backwards; the state in `data` is then meaningless (often the model's qpos0)."""
+
+    def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
+        self.model, self.data = model, data
+        self._counts = data.warning.number  # a live view of the C counters: cheap to read each step
+
+    def step(self) -> str | None:
+        """One physics step; returns why the physics diverged, or None."""
+        d = self.data
+        t0 = float(d.time)
+        mujoco.mj_step(self.model, d)
+        if d.time >= t0 and not self._counts[_BAD].any():
+            return None
+        reset = d.time < t0
+        d.time = t0
+        fired = [w for w in DIVERGENCE_WARNINGS if d.warning[w].number > 0]
+        what = ", ".join(f"{w.name} (index {d.warning[w].lastinfo})" for w in fired) or "time ran backwards"
+        consequence = "MuJoCo reset the state" if reset else "the controls were zeroed"
+        return f"physics diverged at t={t0:.4f} s: {what}; {consequence}"
 
 
 def _close_renderers(*renderer_sets: dict) -> None:
@@ -63,7 +105,13 @@ class SimCore:
         self._arm_act = np.array([m.actuator(a).id for a in self.names.arm_actuators])
         self._finger_act = np.array([m.actuator(a).id for a in self.names.finger_actuators])
         self._lower, self._upper = profile.lower, profile.upper
-        self.executor = TrajectoryExecutor(profile.joint_names, np.asarray(profile.home))
+        self.executor = TrajectoryExecutor(
+            profile.joint_names,
+            np.asarray(profile.home),
+            interpolate_from_desired_state=profile.jtc_interpolate_from_desired_state,
+        )
+        self.divergence: str | None = None  # why the physics diverged this episode (it stopped), or None
+        self._stepper = CheckedStepper(self.model, self.data)
         self.task = task_cls(self.model, self.data, self.names)
 
         self._cam_size: dict[str, tuple[int, int]] = {}
@@ -89,6 +137,7 @@ class SimCore:
     def reset(self, seed: int) -> None:
         """Start an episode: the task places its object from `seed`, the arm is at home, t = 0."""
         mujoco.mj_resetData(self.model, self.data)
+        self.divergence = None
         home = np.asarray(self.profile.home, dtype=np.float64)
         self.data.qpos[self._arm_qpos] = home[:7]
         self.data.qpos[self._finger_qpos] = home[7]
@@ -104,11 +153,12 @@ class SimCore:
 
     # --- commands -------------------------------------------------------------------------
     def submit(self, chunk: ActionChunk) -> int:
-        """Execute `chunk` from now on (stamp = its start time); returns the points kept."""
-        return self.executor.set_chunk(chunk, now=self.time)
+        """Execute `chunk` from now on (stamp = its start time); returns the points not yet due.
+        Raises `TrajectoryRejected` for what JTC refuses (the previous trajectory continues)."""
+        return self.executor.set_chunk(chunk, now=self.time, measured=self.joint_state()[0])
 
     def hold(self) -> None:
-        """Stop the active trajectory and hold the current command."""
+        """JTC's own hold (as on cancel): stop the active trajectory and hold the current command."""
         self.executor.hold(self.time)
 
     def _apply_command(self, q: np.ndarray) -> None:
@@ -117,10 +167,13 @@ class SimCore:
         self.data.ctrl[self._finger_act] = q[7]
 
     def step(self, n: int = 1) -> None:
-        """Advance `n` physics steps, each tracking the executor's command at that time."""
+        """Advance `n` physics steps, each tracking the executor's command at that time. After a
+        divergence (`divergence`) nothing moves until `reset`."""
         for _ in range(n):
+            if self.divergence is not None:
+                return
             self._apply_command(self.executor.sample(self.data.time))
-            mujoco.mj_step(self.model, self.data)
+            self.divergence = self._stepper.step()
 
     # --- state ----------------------------------------------------------------------------
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

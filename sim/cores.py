@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from dexstack.hardware.profiles import ADROIT, RobotProfile, get_profile
-from dexstack.sim.core import SimCore
+from dexstack.sim.core import CheckedStepper, SimCore
 from dexstack.sim.hand_core import HandSim
 from dexstack.sim.protocol import SimCoreProtocol
 from dexstack.sim.tasks import task_robot
@@ -53,7 +53,13 @@ class HandCore:
         self.profile = ADROIT
         self.dt = self.sim.dt
         self._camera = spec.name
-        self.executor = TrajectoryExecutor(ADROIT.joint_names, np.asarray(ADROIT.home, dtype=float))
+        self.executor = TrajectoryExecutor(
+            ADROIT.joint_names,
+            np.asarray(ADROIT.home, dtype=float),
+            interpolate_from_desired_state=ADROIT.jtc_interpolate_from_desired_state,
+        )
+        self._stepper = CheckedStepper(self.sim.model, self.sim.data)
+        self.divergence: str | None = None  # why the physics diverged this episode (it stopped), or None
         self._t0 = 0.0
         self.plan: dict[str, Any] = {}  # the episode's planned grasp, or {"error": why there is none}
 
@@ -84,23 +90,27 @@ class HandCore:
             self.task.begin()
             self.plan = {"error": str(exc)}
         self._t0 = float(self.sim.data.time)
+        self.divergence = None  # every reset path went through mj_resetData, which clears MuJoCo's counters
         # Hold what the servos are commanded to now, so the first step does not move anything.
         self.executor.reset(self.sim.targets())
         return f"no planned pre-grasp, starting at the start pose: {self.plan['error']}" if self.plan["error"] else None
 
     # --- commands -------------------------------------------------------------------------
     def submit(self, chunk: ActionChunk) -> int:
-        """Execute `chunk` from now on (ValueError for joints other than the profile's)."""
-        return self.executor.set_chunk(chunk, now=self.time)
+        """Execute `chunk` from now on; `TrajectoryRejected` for what JTC refuses (nothing changes)."""
+        return self.executor.set_chunk(chunk, now=self.time, measured=self.sim.joint_state()[0])
 
     def hold(self) -> None:
         self.executor.hold(self.time)
 
     def step(self, n: int = 1) -> None:
-        """Advance `n` physics steps, each tracking the executor's command (clipped to limits)."""
+        """Advance `n` physics steps, each tracking the executor's command (clipped to limits);
+        after a divergence (`divergence`) nothing moves until `reset`."""
         for _ in range(n):
+            if self.divergence is not None:
+                return
             self.sim.set_targets(self.executor.sample(self.time))
-            self.sim.step(1)
+            self.divergence = self._stepper.step()
 
     # --- state ----------------------------------------------------------------------------
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

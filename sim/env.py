@@ -25,7 +25,8 @@ class ManipulationEnv:
     the evaluator's env protocol (sim/evaluate.py).
 
     terminated: success held for the task's `success_hold_s` (the sim node's rule);
-    truncated: the task's time limit reached. info["sim_s"]: sim time since reset; at the
+    truncated: the task's time limit reached, or the physics diverged (info["failure"] says how,
+    and the episode failed). info["sim_s"]: sim time since reset; at the
     episode's end info["metrics"]: the task's `episode_metrics`.
     """
 
@@ -101,6 +102,9 @@ class ManipulationEnv:
         info = self._info(success_now)
         terminated = info["success"]
         truncated = not terminated and self.core.time >= self.task.max_time_s - 1e-9
+        if self.core.divergence is not None:  # the physics blew up: the episode fails (the sim node's rule)
+            info["success"], info["failure"] = False, self.core.divergence
+            terminated, truncated = False, True
         if terminated or truncated:
             info["metrics"] = self.task.episode_metrics(info["success"], self.core.time)
         return self.observation(), self.task.reward(), terminated, truncated, info

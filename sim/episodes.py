@@ -1,7 +1,7 @@
 """Episodes of one sim core on one monotonic clock: what the sim node runs, without ROS.
 
 Seeds (each episode the next one), the episode count, the end rule (the task's success held
-`success_hold_s`, or the time limit) and the clock: ROS time stays monotonic across episodes,
+`success_hold_s`, the time limit, or a physics divergence, which fails the episode) and the clock: ROS time stays monotonic across episodes,
 each episode starting at the previous one's end plus one control period, so every node's
 timers and staleness checks keep working. Time in seconds.
 """
@@ -132,6 +132,10 @@ class EpisodeClock:
         self.episode = -1
         self.offset = 0.0  # clock time of the current episode's t = 0
         self.done = False
+        self.failure = ""  # why the episode failed other than by the time limit (physics divergence)
+        self.divergences = 0  # episodes ended by a physics divergence
+        self._reported_divergences = 0
+        self._last_divergence = ""
         self._success_since: float | None = None
 
     def now(self) -> float:
@@ -149,10 +153,17 @@ class EpisodeClock:
         self.offset = end + (self.steps_per_tick * self.core.dt if self.episode > 0 else 0.0)
         self._success_since = None
         self.done = False
+        self.failure = ""
         return problem
 
     def check_end(self) -> bool | None:
-        """At a control tick: None while the episode runs, else whether it succeeded (it is done)."""
+        """At a control tick, or after any step on which the core diverged: None while the episode
+        runs, else whether it succeeded (it is done). A divergence fails it (`failure` says why)."""
+        if self.core.divergence is not None:
+            self.done, self.failure = True, self.core.divergence
+            self.divergences += 1
+            self._last_divergence = self.failure
+            return False
         if self.core.task.success():
             if self._success_since is None:
                 self._success_since = self.core.time
@@ -163,6 +174,14 @@ class EpisodeClock:
             self.done = True
             return succeeded
         return None
+
+    def unreported_failure(self) -> str:
+        """The last divergence's reason if no call has returned it yet (episodes may have moved on:
+        a report at 1 Hz must not miss one), else ""."""
+        if self.divergences == self._reported_divergences:
+            return ""
+        self._reported_divergences = self.divergences
+        return self._last_divergence
 
     def info(self, task_name: str, status: str, success: bool) -> dict[str, Any]:
         """The /sim/episode announcement; a "done" one carries the task's `episode_metrics` (the
@@ -177,6 +196,8 @@ class EpisodeClock:
             "sim_time": round(self.core.time, 6),
             "stamp": round(self.now(), 6),
         }
+        if self.failure:
+            info["failure"] = self.failure
         if status == "done":
             info["metrics"] = self.core.task.episode_metrics(bool(success), info["sim_time"])
         return info

@@ -25,6 +25,7 @@ class SimCoreProtocol(Protocol):
     dt: float  # physics step, seconds
     executor: TrajectoryExecutor  # executes submitted chunks (JointTrajectoryController semantics)
     task: Any  # the task object: name, instruction, max_time_s, success_hold_s, success()
+    divergence: str | None  # why the physics diverged this episode (stepping then stops until reset), or None
 
     @property
     def time(self) -> float: ...

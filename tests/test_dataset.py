@@ -58,8 +58,9 @@ def write_synthetic_episode(
 ) -> None:
     """3 s episode: joint states at 100 Hz (from T0+5 ms), wrist/scene rgb + depth at 15 Hz,
     and three commands: a 1-point chunk at T0+0.5 (1 s to Q1), an empty trajectory at T0+1.0
-    (hold), and a latency-compensated chunk arriving T0+2.0 stamped T0+1.8 whose first point
-    (due T0+1.9) is already past and whose second point Q3 is due at T0+2.5.
+    (which a JointTrajectoryController refuses), and a latency-compensated chunk arriving T0+2.0
+    stamped T0+1.8 whose first point (HOME, due T0+1.9) is already past and whose second point Q3
+    is due at T0+2.5.
     `meta` overrides metadata; `edit(events, channels)` may change the (t, channel, msg) list
     (channels: name -> id, including "sim" for /sim/episode) before it is written."""
     w = EpisodeWriter(path)
@@ -103,19 +104,20 @@ def write_synthetic_episode(
 
 
 def expected_action(t: float) -> np.ndarray:
-    """The command at time t, worked out by hand for the synthetic episode. Before the first
-    command the controller holds; the best record of what it held is the measured position
-    when that command arrived (latest joint state at T0+0.495)."""
+    """The command at time t, worked out by hand for the synthetic episode with JTC's rules. Before
+    the first command the controller holds; the best record of what it held is the measured
+    position when that command arrived (latest joint state at T0+0.495). The empty trajectory is
+    refused, so the first chunk runs on to Q1; the late chunk's first point is past, so the command
+    joins its HOME -> Q3 segment where it is at T0+2.0 (JTC's Trajectory::sample)."""
     start = _joint_positions_at(T0 + 0.495)
-    held = start + 0.5 * (Q1 - start)  # where the first chunk was when the empty trajectory came
     if t < T0 + 0.5:
         return start
-    if t < T0 + 1.0:
+    if t < T0 + 1.5:
         return start + (t - T0 - 0.5) / 1.0 * (Q1 - start)
     if t < T0 + 2.0:
-        return held
+        return Q1
     if t < T0 + 2.5:
-        return held + (t - T0 - 2.0) / 0.5 * (Q3 - held)
+        return HOME + (t - T0 - 1.9) / 0.6 * (Q3 - HOME)
     return Q3
 
 
@@ -153,6 +155,14 @@ def test_converter_frames_and_actions_follow_the_replayed_trajectories(tmp_path)
     assert entry["source"].endswith("ep.mcap") and entry["length"] == n
     assert ds.meta["features"]["action"] == {"shape": [J], "dtype": "float32"}
     assert ds.joint_names == list(PANDA.joint_names)
+
+
+def test_converter_counts_the_trajectories_the_controller_refused(tmp_path):
+    from dexstack.mcap_io import convert_episode
+
+    write_synthetic_episode(tmp_path / "ep.mcap")
+    _, info = convert_episode(tmp_path / "ep.mcap", 10.0, PANDA, ["wrist", "scene"])
+    assert info["refused_trajectories"] == 1  # the empty one
 
 
 def test_converter_rejects_an_episode_without_camera_frames(tmp_path):

@@ -61,7 +61,7 @@ def test_step_advances_one_policy_period_and_tracks_the_chunk(env):
 def test_bad_chunk_raises_and_the_episode_continues(env):
     obs, _ = env.reset(2)
     wrong = ActionChunk.uniform(("a", "b"), np.zeros((2, 2)), 0.1, obs[TIME])
-    with pytest.raises(ValueError, match="do not match"):
+    with pytest.raises(ValueError, match="don't match the controller joints"):
         env.step(wrong)
     assert env.core.time == 0.0
     obs, *_ = env.step(_hold_chunk(obs[contract.JOINT_POSITIONS], obs[TIME]))

@@ -58,9 +58,21 @@ def test_hold_stops_where_commanded_and_bad_chunk_keeps_previous_command():
     hw.write(None, 0.25)
     np.testing.assert_allclose(hw.read(5.0)[0][0], 0.25)
     wrong = ActionChunk.uniform(("a", "b"), np.zeros((1, 2)), 0.1, 0.0)
-    with pytest.raises(ValueError, match="do not match"):
+    with pytest.raises(ValueError, match="don't match the controller joints"):
         hw.write(wrong, 5.0)
     np.testing.assert_allclose(hw.read(6.0)[0][0], 0.25)
+    assert hw.rejected == 1
+
+
+def test_refused_trajectory_leaves_the_previous_one_running():
+    hw = active_mock()
+    target = HOME.copy()
+    target[0] = 1.0
+    hw.write(ActionChunk.uniform(PANDA.joint_names, target[None], 1.0, stamp=1.0), now=1.0)
+    late = ActionChunk.uniform(PANDA.joint_names, HOME[None], 0.1, stamp=0.5)  # ended at 0.6
+    with pytest.raises(ValueError, match="ends in the past"):
+        hw.write(late, 1.5)
+    np.testing.assert_allclose(hw.read(2.0)[0], target)  # the first chunk ran to its end
 
 
 def test_initial_position_is_validated():
@@ -105,10 +117,18 @@ def test_mock_hardware_node_follows_trajectory_holds_and_rejects(launch_nodes, r
     assert ros_client.spin_until(lambda: abs(q()[0] - 1.0) < 1e-6, 10.0), f"joint1 stuck at {q()[0]}"
     np.testing.assert_allclose(q(), target, atol=1e-9)
 
-    # Start moving back, then an empty trajectory: the arm stops part-way and stays there.
-    pub.publish(chunk_to_msg(ActionChunk(PANDA.joint_names, HOME[None], np.array([2.0]), 0.0)))
-    assert ros_client.spin_until(lambda: q()[0] < 0.9, 5.0)
+    # Start moving back; an empty trajectory is refused as JTC refuses it (ERROR) and the arm
+    # keeps moving; JTC's own hold form (stamp 0, one point at time 0) stops it where it is.
+    pub.publish(chunk_to_msg(ActionChunk(PANDA.joint_names, HOME[None], np.array([3.0]), 0.0)))
+    assert ros_client.spin_until(lambda: q()[0] < 0.95, 5.0)
     pub.publish(JointTrajectory(joint_names=list(PANDA.joint_names)))
+    assert ros_client.spin_until(
+        lambda: any(d.level == DiagnosticStatus.ERROR and "Empty trajectory" in d.message for d in diagnostics), 5.0
+    )
+    moving = q()[0]
+    assert ros_client.spin_until(lambda: q()[0] < moving - 0.05, 5.0), "the refused empty trajectory stopped the arm"
+    here = q()
+    pub.publish(chunk_to_msg(ActionChunk(PANDA.joint_names, here[None], np.array([0.0]), None)))
     ros_client.spin_for(0.5)
     held = q()[0]
     assert 0.0 < held < 0.9

@@ -122,11 +122,12 @@ def test_past_points_are_skipped_and_consecutive_chunks_join(launch_nodes, ros_c
     assert ros_client.spin_until(lambda: pub.get_subscription_count() > 0 and len(log.positions) > 20, 30)
     q0, now = log.latest()
     # Stamped half a second ago: the first three points (a wild +1 rad) are already past and
-    # must be skipped; the remaining ones move joint 1 by only +0.1 rad.
+    # are never replayed; as in JTC the command joins the trajectory on the segment that holds
+    # "now" (mild -> mild), so joint 1 moves by only +0.1 rad.
     wild, mild = q0.copy(), q0.copy()
     wild[0] += 1.0
     mild[0] += 0.1
-    times = [0.1, 0.2, 0.3, 0.8, 0.9, 1.0]
+    times = [0.1, 0.2, 0.3, 0.4, 0.9, 1.0]
     pub.publish(trajectory([wild, wild, wild, mild, mild, mild], times, stamp_s=now - 0.5))
     start = len(log.positions)
     ros_client.spin_for(1.2)
@@ -226,3 +227,40 @@ def test_pause_step_and_reset_with_seed(launch_nodes, ros_client):
     assert episodes[-1]["status"] == "running"
     assert ros_client.spin_until(lambda: clock[-1] > before + 0.2, 10)  # reset resumes, time stays monotonic
     assert all(b >= a for a, b in zip(clock, clock[1:], strict=False))
+
+
+def test_lockstep_takes_a_zero_stamped_trajectory_as_the_answer_and_refuses_an_empty_one(launch_nodes, ros_client):
+    """A zero stamp means "now" (JTC), which in lockstep is the awaited observation's time: JTC's own
+    hold form answers it. An empty trajectory also answers (time moves on) but is refused: the arm
+    keeps following the trajectory it had."""
+    launch_nodes([sim_spec(cameras="false", pacing="lockstep")])
+    log = JointLog(ros_client)
+    pub = ros_client.node.create_publisher(JointTrajectory, PANDA.trajectory_topic, QoSProfile(depth=1))
+    assert ros_client.spin_until(lambda: pub.get_subscription_count() > 0 and log.positions, 30)
+
+    def answer(msg) -> float:
+        """Send `msg` for the observation awaited now; returns the next observation's stamp."""
+        awaited = log.stamps[-1]
+        pub.publish(msg)
+        # Joint states also come between ticks; the next observation is one control period on.
+        nxt = awaited + 1.0 / contract.POLICY_HZ - 1e-6
+        assert ros_client.spin_until(lambda: log.stamps[-1] >= nxt, 10), "the sim did not advance"
+        return log.stamps[-1]
+
+    q0 = log.latest()[0]
+    target = q0.copy()
+    target[0] += 0.4
+    t0 = log.stamps[-1]
+    t1 = answer(trajectory([target], [2.0]))  # zero stamp: 0.2 rad/s from now
+    assert t1 == pytest.approx(t0 + 1.0 / contract.POLICY_HZ)
+    for _ in range(3):
+        answer(JointTrajectory(joint_names=list(PANDA.joint_names)))  # refused: the move goes on
+    moving = log.latest()[0][0]
+    assert moving > q0[0] + 0.02
+    here = log.latest()[0]
+    for _ in range(5):
+        answer(trajectory([here], [0.0]))  # JTC's hold: one point at time 0, stamp 0
+    settled = log.latest()[0][0]
+    for _ in range(5):
+        answer(trajectory([here], [0.0]))
+    assert abs(log.latest()[0][0] - settled) < 5e-3 and settled < target[0] - 0.2

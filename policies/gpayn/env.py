@@ -140,7 +140,9 @@ class GraspEnv:
         self._arm_q = info["ik"].arm_q.copy()
         self._fractions = np.zeros(FINGER_DIM)
         self._executor = TrajectoryExecutor(
-            ADROIT.joint_names, np.concatenate([self._arm_q, finger_targets(self._fractions)])
+            ADROIT.joint_names,
+            np.concatenate([self._arm_q, finger_targets(self._fractions)]),
+            interpolate_from_desired_state=ADROIT.jtc_interpolate_from_desired_state,
         )
         self._time = 0.0
         self._steps = 0
@@ -170,7 +172,7 @@ class GraspEnv:
         # command (JTC semantics, the hand sim node's executor). Stepping the targets at once
         # instead trained policies that lifted the meat can 10/10 that way and 6/10 ramped.
         chunk = ActionChunk(ADROIT.joint_names, targets[None], np.array([1.0 / CONTROL_HZ]), self._time)
-        self._executor.set_chunk(chunk, now=self._time)
+        self._executor.set_chunk(chunk, now=self._time, measured=self.sim.joint_positions())
         for i in range(SUBSTEPS):
             self.sim.set_targets(self._executor.sample(self._time + i * hand_scene.TIMESTEP))
             self.sim.step(1)
