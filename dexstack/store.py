@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import dexstack
+from dexstack.errors import DexstackError
 from dexstack.families import get_family
 from dexstack.files import dexstack_home, fsync_dir
 from dexstack.manifest import (
@@ -60,7 +61,7 @@ TEMP_PREFIX = ".tmp-"
 _MAX_PUBLISH_ATTEMPTS = 10_000
 
 
-class PolicyRejected(Exception):
+class PolicyRejected(DexstackError):
     """A policy that must not be served; the message says exactly why. Whoever was serving
     a previous policy keeps serving it."""
 

@@ -24,6 +24,7 @@ from dexstack import contract
 from dexstack.graph import node_list
 from dexstack.launcher import node_environment, start_nodes, stop_nodes
 from dexstack.ros_nodes.client import RosClient
+from dexstack.ros_nodes.domains import GraphGuard
 
 
 def collect_demonstrations(
@@ -58,6 +59,7 @@ def collect_demonstrations(
     env = node_environment(domain_id)
     procs = start_nodes(specs, env=env, log_dir=log_dir)
     client = RosClient("dexstack_demo_collector", int(env.get("ROS_DOMAIN_ID", "0")))
+    guard = GraphGuard(client.node, [spec.name for spec in specs], domain_id)
     done: dict[int, dict] = {}
 
     def on_episode(msg: String) -> None:
@@ -82,6 +84,7 @@ def collect_demonstrations(
             deadline = time.monotonic() + 600.0
             while episode_seed not in done:
                 client.executor.spin_once(timeout_sec=0.1)
+                guard.check()
                 if any(p.poll() is not None for p in procs):
                     raise RuntimeError(f"a node exited during collection; see logs in {log_dir}")
                 if time.monotonic() > deadline:
