@@ -192,7 +192,10 @@ def _timing(pacing: str, diag: dict[str, str]) -> dict:
     in lockstep the node answers each observation (no timer, so no jitter) and sim time stands
     still while it computes (so every latency on the node's clock is 0.0)."""
     if pacing == "realtime":
-        return {"loop_jitter_ms_p99": _float(diag.get("loop_jitter_ms_p99")), "e2e_ms_p99": _float(diag.get("e2e_ms_p99"))}
+        return {
+            "loop_jitter_ms_p99": _float(diag.get("loop_jitter_ms_p99")),
+            "e2e_ms_p99": _float(diag.get("e2e_ms_p99")),
+        }
     return {
         "timing_note": "lockstep: loop jitter and end-to-end latency are not measured (sim time stands still "
         "while the policy computes); run --pacing realtime for them"

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -32,7 +33,7 @@ def _table(*headers: str, title: str | None = None) -> Table:
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     raise typer.Exit(1)
 
 
