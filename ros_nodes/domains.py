@@ -57,19 +57,23 @@ class DomainError(DexstackError):
     """The domain is not ours alone; the message is one line and says what to do."""
 
 
-def lock_dir() -> Path:
-    """Where the per-domain lock files live: one place per machine (not $TMPDIR, which differs
-    between users and shells, while the domains are shared by all)."""
-    path = LOCK_DIR
-    path.mkdir(mode=0o777, exist_ok=True)
-    return path
-
-
 def _try_lock(domain_id: int) -> bool:
-    """Take domain `domain_id`'s lock for the rest of this process; False if another process holds it."""
+    """Take domain `domain_id`'s lock for the rest of this process; False if another process
+    holds it. Lock files live in one place per machine (not $TMPDIR, which differs between users
+    and shells, while the domains are shared by all); where they cannot be made (another user's
+    folder) the DDS probe alone decides."""
     if domain_id in _held_locks:
         return True
-    fd = os.open(lock_dir() / f"{domain_id}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        LOCK_DIR.mkdir()
+        os.chmod(LOCK_DIR, 0o1777)  # like /tmp: every user may add lock files
+    except FileExistsError:
+        pass
+    try:
+        # Read-only is enough for flock, and opens another user's lock file too.
+        fd = os.open(LOCK_DIR / f"{domain_id}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    except PermissionError:
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
