@@ -58,6 +58,18 @@ def test_a_forced_busy_domain_is_refused_with_the_reason(robot):
         claim_domain(999, env={})
 
 
+def test_eval_on_a_forced_busy_domain_is_a_one_line_error_and_starts_nothing(robot, tmp_path):
+    env = node_environment() | {"DEXSTACK_HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
+    cmd = ["eval", "--policy", "expert", "--through-ros", "--episodes", "1", "--domain", str(BUSY)]
+    out = subprocess.run(
+        [sys.executable, "-m", "dexstack.cli", *cmd], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"ROS domain {BUSY} (--domain {BUSY}) is in use by robot_driver" in lines[0]
+    assert not list(tmp_path.glob("dexstack_eval_*"))  # no node was started
+
+
 def test_a_domain_locked_by_another_process_is_not_picked():
     holder = subprocess.Popen(
         [
