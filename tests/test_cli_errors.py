@@ -91,3 +91,14 @@ def test_store_publish_of_a_corrupted_or_unchecksummed_export_is_one_line(tmp_pa
     assert not (home / "policies" / "add_one").exists() or not any(
         p.name.isdigit() for p in (home / "policies" / "add_one").iterdir()
     )
+
+
+def test_dexstack_debug_shows_the_traceback(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "dexstack.cli", "up", "seed:=-5"],
+        env=node_environment(extra={"DEXSTACK_HOME": str(tmp_path), "DEXSTACK_DEBUG": "1"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0 and "Traceback" in out.stderr and "seed:=-5" in out.stderr
