@@ -84,9 +84,9 @@ def collect_demonstrations(
             deadline = time.monotonic() + 600.0
             while episode_seed not in done:
                 client.executor.spin_once(timeout_sec=0.1)
-                guard.check()
                 if any(p.poll() is not None for p in procs):
                     raise RuntimeError(f"a node exited during collection; see logs in {log_dir}")
+                guard.check()
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"episode with seed {episode_seed} did not end")
             success = bool(done[episode_seed]["success"])

@@ -20,8 +20,8 @@ endpoint but its own. Discovery stays on this host (`ROS_AUTOMATIC_DISCOVERY_RAN
 so the probe sees exactly the participants that could talk to the graph.
 
 While the graph runs, `GraphGuard.check()` compares the graph's node names with the nodes the
-tool started: a node it did not start (or a second node under one of its names) raises
-`DomainError`. That also forbids watching a private run with `ros2 topic echo`: use the node
+tool started: a node it did not start (or a second node under one of its names) that stays for
+a few seconds raises `DomainError`. That also forbids watching a private run with `ros2 topic echo`: use the node
 logs, or bring the graph up yourself with `dexstack up`.
 """
 
@@ -49,6 +49,7 @@ DISCOVERY_S = 4.0
 NAMES_S = 1.0  # once a probe sees endpoints, how long it waits for their nodes' names
 UNNAMED = " (endpoint of no known node)"  # a DDS endpoint whose node name is unknown (yet, or not ROS)
 GUARD_PERIOD_S = 1.0  # GraphGuard.check() looks at the graph at most this often
+GUARD_CONFIRM_S = 3.0  # and reports a stranger that has stayed this long
 LOCK_DIR = Path("/tmp/dexstack-ros-domains")
 _held_locks: dict[int, int] = {}  # domain -> fd of its lock file, kept open for the process's life
 
@@ -211,25 +212,26 @@ def wait_until_empty(domain_id: int, timeout_s: float = 30.0, wait_s: float = DI
 class GraphGuard:
     """Watches a running private graph from `node` (on the graph's domain): `check()` raises
     DomainError naming the stranger when a node other than `ours` (the started nodes' names) or
-    the watcher joins, or a second node under one of those names, and stays for two looks. Call it from the spin loop;
-    it looks at most every GUARD_PERIOD_S."""
+    the watcher, or a second node under one of those names, has been there for GUARD_CONFIRM_S.
+    Call it from the spin loop; it looks at most every GUARD_PERIOD_S."""
 
     def __init__(self, node: Node, ours: Iterable[str], domain_id: int | None = None) -> None:
         self.node = node
         self.ours = list(ours)
         self.domain_id = domain_id
         self._next = 0.0
-        self._last: set[str] = set()
+        self._since: dict[str, float] = {}  # stranger -> when it was first seen (still there since)
 
     def check(self) -> None:
         now = time.monotonic()
         if now < self._next:
             return
         self._next = now + GUARD_PERIOD_S
-        # Only what two looks in a row both see: a starting node's endpoints can show before its
-        # name does (rmw learns names from ros_discovery_info), and that must not look foreign.
-        seen = set(strangers(self.node, self.ours))
-        found, self._last = sorted(seen & self._last), seen
+        # Only what stays: a starting node's endpoints can show before its name does (rmw learns
+        # names from ros_discovery_info, late on a loaded machine), and that must not look foreign.
+        seen = strangers(self.node, self.ours)
+        self._since = {who: self._since.get(who, now) for who in seen}
+        found = [who for who, since in self._since.items() if now - since >= GUARD_CONFIRM_S]
         if found:
             domain = "" if self.domain_id is None else f" {self.domain_id}"
             raise DomainError(

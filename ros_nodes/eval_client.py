@@ -222,11 +222,11 @@ def _run_graph(
     try:
         while len(mine) < episodes:
             client.executor.spin_once(timeout_sec=0.1)
-            guard.check()
             dead = [(spec, p) for spec, p in zip(specs, procs, strict=True) if p.poll() is not None]
             if dead:
                 spec, p = dead[0]
                 raise GraphStopped(f"node {spec.name} exited early (code {p.returncode}); see its log in {log_dir}")
+            guard.check()  # after the deaths: a dead node's leftovers must not read as a stranger
             if time.monotonic() - start > timeout_s:
                 raise GraphStopped(f"only {len(mine)}/{episodes} episodes after {timeout_s:.0f} s; logs in {log_dir}")
         # One more diagnostics period so the figures cover the last episodes.
