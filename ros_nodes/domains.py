@@ -21,8 +21,8 @@ so the probe sees exactly the participants that could talk to the graph.
 
 While the graph runs, `GraphGuard.check()` compares the graph's node names with the nodes the
 tool started: a node it did not start (or a second node under one of its names) that stays for
-a few seconds raises `DomainError`. That also forbids watching a private run with `ros2 topic echo`: use the node
-logs, or bring the graph up yourself with `dexstack up`.
+a few seconds raises `DomainError`. That also forbids watching a private run with
+`ros2 topic echo`: read the node logs, or bring the graph up yourself with `dexstack up`.
 """
 
 from __future__ import annotations
@@ -104,13 +104,16 @@ def probe(domain_id: int, wait_s: float = DISCOVERY_S) -> list[str]:
     else is there). The probe runs in a process of its own: a participant re-created in one
     process can get its predecessor's DDS GUID, and a peer that still knows that GUID may then
     not answer it for seconds (seen here: one probe in eight missed a live node)."""
-    out = subprocess.run(
-        [sys.executable, "-m", __name__, str(domain_id), repr(wait_s)],
-        env={**os.environ, **contract.ros_environment()},
-        capture_output=True,
-        text=True,
-        timeout=wait_s + 60.0,
-    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", __name__, str(domain_id), repr(wait_s)],
+            env={**os.environ, **contract.ros_environment()},
+            capture_output=True,
+            text=True,
+            timeout=wait_s + 60.0,
+        )
+    except subprocess.TimeoutExpired:
+        raise DomainError(f"could not probe ROS domain {domain_id}: the probe did not finish") from None
     if out.returncode != 0:
         raise DomainError(f"could not probe ROS domain {domain_id}: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -167,10 +170,11 @@ def claim_domain(
         domain_id, how = chosen
         # The user's choice: a lock held by another dexstack tool does not refuse it (that tool's
         # nodes, if any are up, show in the probe), but the lock keeps automatic pickers away.
-        _try_lock(domain_id)
+        took = domain_id not in _held_locks and _try_lock(domain_id)
         found = probe(domain_id, wait_s)
         if found:
-            _release(domain_id)
+            if took:
+                _release(domain_id)
             raise DomainError(
                 f"ROS domain {domain_id} ({how}) is in use by {', '.join(found[:5])}: this tool runs a graph of "
                 "its own and must be alone on its domain; choose a free --domain or unset ROS_DOMAIN_ID"
@@ -180,13 +184,15 @@ def claim_domain(
     start = os.getpid() % len(pool) if candidates is None else 0
     busy: list[str] = []
     for domain_id in pool[start:] + pool[:start]:
+        held = domain_id in _held_locks  # by an earlier claim of this process: not ours to drop
         if not _try_lock(domain_id):
             continue
         found = probe(domain_id, wait_s)
         if not found:
             return domain_id
         busy.append(f"{domain_id} ({found[0]})")
-        _release(domain_id)
+        if not held:
+            _release(domain_id)
     raise DomainError(
         f"no free ROS domain among {pool[0]}..{pool[-1]} (locked by other dexstack tools, or in use: "
         f"{', '.join(busy[:5]) or 'none probed'}); pass a free one with --domain"
