@@ -147,6 +147,12 @@ OPERATOR_TOPICS = [
 ]
 
 
+# Domains a tool that runs a graph of its own may pick (`ros_nodes/domains.py` checks one is empty
+# first); robots and users usually sit on small ids. Fast DDS's port mapping allows 0..232.
+PRIVATE_DOMAIN_IDS = range(20, 100)
+MAX_DOMAIN_ID = 232
+
+
 def ros_environment(domain_id: int | None = None) -> dict[str, str]:
     """Environment every process that starts ROS must carry: discovery stays on this host."""
     env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}

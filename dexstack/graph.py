@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +97,63 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
 )
 
 
+def _number(text: str, minimum: float, exclusive: bool) -> str | None:
+    """Why `text` is not a finite number above (or from) `minimum`, or None when it is."""
+    try:
+        value = float(text)
+    except ValueError:
+        return "is not a number"
+    if not math.isfinite(value) or value < minimum or (exclusive and value == minimum):
+        return f"must be a finite number {'>' if exclusive else '>='} {minimum:g}"
+    return None
+
+
+def _seed(text: str) -> str | None:
+    try:
+        value = int(text)
+    except ValueError:
+        return "is not an integer"
+    return None if 0 <= value < 2**63 else "must be an integer in 0 .. 2**63-1 (a ROS int64 parameter)"
+
+
+def _params_file(text: str) -> str | None:
+    if not text:
+        return None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        return "is not a file" if path.exists() else "does not exist"
+    if not os.access(path, os.R_OK):
+        return "is not readable"
+    return None
+
+
+# How a launch argument's value is checked beyond its choices: name -> why the text is wrong, or None.
+VALUE_CHECKS: dict[str, Callable[[str], str | None]] = {
+    "rtf": lambda t: _number(t, 0.0, exclusive=False),
+    "policy_rate": lambda t: _number(t, 0.0, exclusive=True),
+    "seed": _seed,
+    "params_file": _params_file,
+}
+
+
+def check_launch_values(values: dict[str, str]) -> None:
+    """ValueError listing, in one line, every unknown name, value not among its choices and value
+    that fails its VALUE_CHECKS rule (e.g. `policy_rate:=abc`, `seed:=-5`, a missing `params_file`),
+    so a bringup never starts a node with a value it would die on."""
+    known = {a.name: a for a in LAUNCH_ARGS}
+    problems = []
+    for name, value in values.items():
+        arg = known.get(name)
+        if arg is None:
+            problems.append(f"unknown launch argument {name!r} (known: {', '.join(known)})")
+        elif arg.choices and value not in arg.choices:
+            problems.append(f"{name}:={value} is not one of {', '.join(arg.choices)}")
+        elif name in VALUE_CHECKS and (why := VALUE_CHECKS[name](str(value))) is not None:
+            problems.append(f"{name}:={value} {why}")
+    if problems:
+        raise ValueError("bad launch arguments: " + "; ".join(problems))
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     """One node: what `ros2 run PACKAGE EXECUTABLE --ros-args ...` would start."""
@@ -131,25 +191,21 @@ def _param_text(value: object) -> str:
 
 
 def parse_launch_args(tokens: list[str]) -> dict[str, str]:
-    """Parse `name:=value` tokens (the `ros2 launch` form), validating names and choices."""
-    known = {a.name: a for a in LAUNCH_ARGS}
+    """Parse `name:=value` tokens (the `ros2 launch` form), validating them (`check_launch_values`)."""
     values = {a.name: a.default for a in LAUNCH_ARGS}
     for token in tokens:
         name, sep, value = token.partition(":=")
         if not sep:
             raise ValueError(f"expected NAME:=VALUE, got {token!r}")
-        if name not in known:
-            raise ValueError(f"unknown launch argument {name!r}; known: {', '.join(known)}")
-        choices = known[name].choices
-        if choices and value not in choices:
-            raise ValueError(f"{name}:={value} is not one of {', '.join(choices)}")
         values[name] = value
+    check_launch_values(values)
     return values
 
 
 def node_list(args: dict[str, str]) -> list[NodeSpec]:
     """The nodes for one bringup, from launch-argument values (all strings, as launch gives them)."""
     values = {a.name: a.default for a in LAUNCH_ARGS} | dict(args)
+    check_launch_values(values)
     hand = _hand_bringup(values)
     hardware = values["hardware"]
     sim = hardware == "mujoco"

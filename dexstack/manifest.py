@@ -29,7 +29,7 @@ Schema version 2 (see docs/STORE.md for an example):
   (Float64MultiArray; float (n,), optional `names`).
 - `outputs`: {kind: "joint_position_chunk", joint_names, chunk_length, dt (s), [normalization]}:
   every family's runtime answers with absolute joint targets
-- `files` ({relative path: sha256 hex}): every file but manifest.json (set by the store)
+- `files` ({relative path: sha256 hex}): every file but manifest.json (recorded by `dexstack export`; `publish` refuses files that do not match)
 - `provenance`: {code_commit, created (ISO-8601), [dataset_hash], [config], [training_time_s], ...}
 - `evaluation` (dict): evaluation results, free-form
 - `runtime` (dict, optional): family-specific serving settings (e.g. sampler steps), free-form

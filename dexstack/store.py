@@ -32,12 +32,13 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import dexstack
+from dexstack.errors import DexstackError
 from dexstack.families import get_family
 from dexstack.files import dexstack_home, fsync_dir
 from dexstack.manifest import (
@@ -60,7 +61,7 @@ TEMP_PREFIX = ".tmp-"
 _MAX_PUBLISH_ATTEMPTS = 10_000
 
 
-class PolicyRejected(Exception):
+class PolicyRejected(DexstackError):
     """A policy that must not be served; the message says exactly why. Whoever was serving
     a previous policy keeps serving it."""
 
@@ -120,6 +121,12 @@ def _walk_files(root: Path) -> Iterator[tuple[str, Path]]:
             yield path.relative_to(root).as_posix(), path
 
 
+def file_checksums(directory: str | Path) -> dict[str, str]:
+    """{relative path: sha256 hex} of every file below `directory` but manifest.json: the
+    manifest's "files", as `dexstack export` records it and `publish` checks it."""
+    return {rel: sha256_file(path) for rel, path in _walk_files(Path(directory)) if rel != MANIFEST_FILE}
+
+
 def _copy_and_hash(src: Path, dst: Path) -> str:
     """Copy `src` to `dst`, fsync it, and return the sha256 of the bytes written."""
     digest = hashlib.sha256()
@@ -155,9 +162,17 @@ class StoreBackend(Protocol):
 
     def set_promoted(self, name: str, version: str) -> None: ...
 
-    def publish(self, name: str, files: dict[str, tuple[Path, str]], manifest_for: Any, min_version: int) -> str:
+    def publish(
+        self,
+        name: str,
+        files: dict[str, tuple[Path, str]],
+        manifest_for: Any,
+        min_version: int,
+        check: Callable[[Path], None] | None = None,
+    ) -> str:
         """Store `files` ({relative path: (source, sha256)}) plus the manifest bytes
-        `manifest_for(version)` as the next free version >= min_version; return it."""
+        `manifest_for(version)` as the next free version >= min_version; return it. `check(dir)`
+        runs on the complete copy before it becomes visible; raising there publishes nothing."""
 
 
 class LocalDirBackend:
@@ -211,7 +226,14 @@ class LocalDirBackend:
             raise
         fsync_dir(name_dir)
 
-    def publish(self, name: str, files: dict[str, tuple[Path, str]], manifest_for: Any, min_version: int = 1) -> str:
+    def publish(
+        self,
+        name: str,
+        files: dict[str, tuple[Path, str]],
+        manifest_for: Any,
+        min_version: int = 1,
+        check: Callable[[Path], None] | None = None,
+    ) -> str:
         self._require_writable()
         name_dir = self.root / name
         name_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +251,8 @@ class LocalDirBackend:
                         f"{src} changed while it was being published (sha256 {expected[:12]}... "
                         f"before, {actual[:12]}... when copied); nothing was published"
                     )
+            if check is not None:
+                check(tmp)  # what is checked is the copy that becomes the version
             for _ in range(_MAX_PUBLISH_ATTEMPTS):
                 version = str(max([min_version - 1] + [int(v) for v in self.versions(name)]) + 1)
                 manifest_path = tmp / MANIFEST_FILE
@@ -443,13 +467,21 @@ class PolicyStore:
     # --- writing --------------------------------------------------------------------------
 
     def publish(
-        self, src_dir: str | Path, name: str | None = None, profile: RobotProfile | None = None
+        self,
+        src_dir: str | Path,
+        name: str | None = None,
+        profile: RobotProfile | None = None,
+        record_checksums: bool = True,
     ) -> LoadedPolicy:
         """Publish an export directory (manifest.json + files) as the next version of `name`
-        (default: the manifest's "name"). The store sets name, version and the sha256 of
-        every file; "evaluation" defaults to {}. With `profile` (`dexstack store publish` passes
-        the manifest's robot profile), the manifest must also fit that robot. Raises
-        ManifestError on bad input, leaving the store unchanged."""
+        (default: the manifest's "name"); "evaluation" defaults to {}. Every file must match the
+        sha256 the export recorded in the manifest's "files" (`dexstack export` records them); an
+        export without "files" is refused unless `record_checksums`, which vouches for the bytes as
+        they are and records them (the CLI asks for `--record-checksums`). Every ONNX graph must
+        open in onnxruntime, checked on the copy before the version becomes visible. With
+        `profile` (`dexstack store publish` passes the manifest's robot profile), the manifest
+        must also fit that robot. Raises ManifestError (PolicyRejected for a graph that does not
+        open) on bad input, leaving the store unchanged."""
         src = Path(src_dir).expanduser()
         if not src.is_dir():
             raise ManifestError(f"{src}: not a directory (expected an export dir with {MANIFEST_FILE} and its files)")
@@ -466,18 +498,24 @@ class PolicyStore:
             raise ManifestError(f"{src}: no files besides {MANIFEST_FILE}")
         digests = {rel: sha256_file(p) for rel, p in files.items()}
         declared = manifest.get("files")
+        if declared is None and not record_checksums:
+            raise ManifestError(
+                f"{src}: {MANIFEST_FILE} records no sha256 of its files ('files'), so a corrupted file "
+                "could not be told apart; export with `dexstack export` (it records them), or pass "
+                "--record-checksums to vouch for the files as they are now"
+            )
         if declared is not None:
-            # Re-publishing a version copied from another store: its checksums must still hold.
+            # An export (or a version copied from another store): its checksums must still hold.
             if not isinstance(declared, dict) or set(declared) != set(digests):
                 raise ManifestError(
                     f"{src}: {MANIFEST_FILE} lists files {sorted(declared or {})} but the directory "
-                    f"holds {sorted(digests)}; drop 'files' to let the store compute it"
+                    f"holds {sorted(digests)}; nothing was published"
                 )
             bad = sorted(rel for rel in digests if declared[rel] != digests[rel])
             if bad:
                 raise ManifestError(
-                    f"{src}: checksum mismatch for {bad} against the sha256 in {MANIFEST_FILE}; "
-                    "the copy is corrupted (or drop 'files' to let the store compute it)"
+                    f"{src}: checksum mismatch for {bad} against the sha256 in {MANIFEST_FILE}: "
+                    "corrupted or modified since export; nothing was published"
                 )
 
         manifest = dict(manifest, name=name, version="1", files=digests)
@@ -503,6 +541,7 @@ class PolicyStore:
             {rel: (files[rel], digests[rel]) for rel in files},
             manifest_for,
             min_version=max(others, default=0) + 1,
+            check=lambda tmp: self._open_graphs(tmp, manifest, f"{src}: policy {name}"),
         )
         return self.verify(f"{name}@{version}", profile)
 

@@ -28,6 +28,7 @@ from dexstack.graph import node_list
 from dexstack.launcher import node_environment, start_nodes, stop_nodes
 from dexstack.mcap_io import EpisodeFileError, episode_metadata
 from dexstack.ros_nodes.client import RosClient
+from dexstack.ros_nodes.domains import GraphGuard
 
 LEDGER = "record_demos.jsonl"
 
@@ -111,6 +112,7 @@ def collect_demonstrations(
     env = node_environment(domain_id)
     procs = start_nodes(specs, env=env, log_dir=log_dir)
     client = RosClient("dexstack_demo_collector", int(env.get("ROS_DOMAIN_ID", "0")))
+    guard = GraphGuard(client.node, [spec.name for spec in specs], domain_id)
     done: dict[int, dict] = {}
 
     def on_episode(msg: String) -> None:
@@ -138,6 +140,7 @@ def collect_demonstrations(
                 client.executor.spin_once(timeout_sec=0.1)
                 if any(p.poll() is not None for p in procs):
                     raise RuntimeError(f"a node exited during collection; see logs in {log_dir}")
+                guard.check()
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"episode with seed {episode_seed} did not end")
             success = bool(done[episode_seed]["success"])

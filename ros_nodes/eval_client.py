@@ -25,11 +25,17 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from dexstack import contract
+from dexstack.errors import DexstackError
 from dexstack.graph import node_list
 from dexstack.launcher import node_environment, start_nodes, stop_nodes
 from dexstack.ros_nodes import common
 from dexstack.ros_nodes.client import RosClient
+from dexstack.ros_nodes.domains import GraphGuard, wait_until_empty
 from dexstack.sim.evaluate import EpisodeOutcome
+
+
+class GraphStopped(DexstackError):
+    """The evaluation's graph stopped short (a node died, or episodes stopped coming)."""
 
 
 @dataclass
@@ -100,7 +106,9 @@ def evaluate_through_ros(
     result = RosEvalResult()
     start = time.monotonic()
     try:
-        for group, options in groups:
+        for i, (group, options) in enumerate(groups):
+            if i and domain_id is not None:
+                wait_until_empty(domain_id)  # the previous group's graph has left
             sub_log = log_dir if log_dir is None or group is None else f"{log_dir}/{group}"
             _run_graph(
                 values | dict(options),
@@ -143,6 +151,7 @@ def _run_graph(
     # The client joins the same private domain as the nodes it started.
     client = RosClient("dexstack_eval", int(env.get("ROS_DOMAIN_ID", "0")))
     node = client.node
+    guard = GraphGuard(node, [spec.name for spec in specs], domain_id)
     K = contract.QoSKind
     start = time.monotonic()
     mine: list[EpisodeOutcome] = []
@@ -213,11 +222,13 @@ def _run_graph(
     try:
         while len(mine) < episodes:
             client.executor.spin_once(timeout_sec=0.1)
-            dead = [p for p in procs if p.poll() is not None]
+            dead = [(spec, p) for spec, p in zip(specs, procs, strict=True) if p.poll() is not None]
             if dead:
-                raise RuntimeError(f"a node exited early (code {dead[0].returncode}); see logs in {log_dir}")
+                spec, p = dead[0]
+                raise GraphStopped(f"node {spec.name} exited early (code {p.returncode}); see its log in {log_dir}")
+            guard.check()  # after the deaths: a dead node's leftovers must not read as a stranger
             if time.monotonic() - start > timeout_s:
-                raise TimeoutError(f"only {len(mine)}/{episodes} episodes after {timeout_s:.0f} s")
+                raise GraphStopped(f"only {len(mine)}/{episodes} episodes after {timeout_s:.0f} s; logs in {log_dir}")
         # One more diagnostics period so the figures cover the last episodes.
         client.spin_for(1.5 / contract.DIAGNOSTICS_HZ)
         # Poses are matched to episodes only now: a subscriber whose discovery of the planner ends

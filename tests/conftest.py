@@ -8,10 +8,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-# Set before anything imports rclpy: discovery stays on this host, and parallel test runs on
-# one machine use different domains so they never see each other's nodes.
+# Set before any ROS context starts: discovery stays on this host, and the session runs on a
+# domain verified empty (locked against other dexstack tools and test runs, probed over DDS:
+# ros_nodes/domains.py), so parallel runs on one machine never see each other's nodes.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", str(20 + os.getpid() % 80))
+if not os.environ.get("ROS_DOMAIN_ID"):
+    from dexstack.ros_nodes.domains import claim_domain
+
+    os.environ["ROS_DOMAIN_ID"] = str(claim_domain())
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 

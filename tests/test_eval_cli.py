@@ -75,12 +75,15 @@ def test_an_unknown_task_option_is_a_one_line_error():
 
 
 @pytest.mark.ros
-def test_eval_through_ros_reports_latency_and_jitter_of_the_shipped_policy():
+def test_eval_through_ros_reports_latency_of_the_shipped_policy_and_no_lockstep_zeros():
     summary = run_eval("--policy", DEFAULT_POLICY, "--episodes", "2", "--through-ros", "--seed", "5")
     assert summary["episodes"] == 2 and summary["mode"] == "ros_lockstep"
-    for key in ("success_rate", "inference_ms_p50", "inference_ms_p99", "loop_jitter_ms_p99"):
+    for key in ("success_rate", "inference_ms_p50", "inference_ms_p99"):
         assert key in summary
     assert 0 < summary["inference_ms_p50"] <= summary["inference_ms_p99"]
+    # Lockstep measures no loop jitter or end-to-end latency (sim time stands still): no 0.0 figures.
+    assert "loop_jitter_ms_p99" not in summary and "e2e_ms_p99" not in summary
+    assert summary["timing_note"].startswith("lockstep: loop jitter and end-to-end latency are not measured")
     assert summary["holds"] == 0  # lockstep through DDS: every observation answered by the policy
     assert summary["seeds"] == [5, 6] and "groups" not in summary
 
@@ -95,3 +98,11 @@ def test_unknown_policy_is_a_clear_error(dexstack_home):
     )
     assert out.returncode != 0
     assert "no_such_policy" in out.stderr + out.stdout
+
+
+def test_only_a_realtime_run_reports_loop_jitter_and_end_to_end_latency():
+    from dexstack.cli.evaluate import _timing
+
+    diag = {"loop_jitter_ms_p99": "3.25", "e2e_ms_p99": "8.0", "inference_ms_p50": "1.0"}
+    assert _timing("realtime", diag) == {"loop_jitter_ms_p99": 3.25, "e2e_ms_p99": 8.0}
+    assert list(_timing("lockstep", diag)) == ["timing_note"]

@@ -8,6 +8,7 @@ version gets its own offset, so a chunk tells which version computed it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -33,9 +34,7 @@ HW = (96, 96)  # the PANDA profile's camera size
 NS = 1_000_000_000
 
 
-def write_bc_export(
-    out: Path, offset: float, cameras: tuple[str, ...] = ("wrist", "scene"), garbage_graph: bool = False
-) -> Path:
+def write_bc_export(out: Path, offset: float, cameras: tuple[str, ...] = ("wrist", "scene")) -> Path:
     """A bc export dir (policy.onnx + manifest.json) whose chunk is joint_positions + offset."""
     import onnx
     from onnx import TensorProto, helper
@@ -64,7 +63,7 @@ def write_bc_export(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     data = model.SerializeToString()
-    (out / "policy.onnx").write_bytes(b"not an onnx graph" * 20 if garbage_graph else data)
+    (out / "policy.onnx").write_bytes(data)
     inputs = [
         {
             "name": contract.JOINT_POSITIONS,
@@ -124,6 +123,19 @@ def flip_bytes(path: Path) -> None:
     for i in range(len(data) // 2, len(data) // 2 + 4):
         data[i] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def garbage_graph_with_checksums(version: Path) -> None:
+    """Replace a stored version's graph with bytes onnxruntime cannot open and record their sha256
+    (publish refuses such a graph, so it is damaged after publishing)."""
+    garbage = b"not an onnx graph" * 20
+    graph, manifest_path = version / "policy.onnx", version / "manifest.json"
+    for path in (graph, manifest_path):
+        path.chmod(0o644)
+    graph.write_bytes(garbage)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["policy.onnx"] = hashlib.sha256(garbage).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
 
 
 def _ns(stamp) -> int:
@@ -257,7 +269,7 @@ def test_chunks_holds_hot_swap_and_enable(tmp_path, dexstack_home, ros_client, l
     v1 = publish(tmp_path, "v1", offset=0.01)
     v2 = publish(tmp_path, "v2", offset=0.02)
     flip_bytes(v2.path / "policy.onnx")  # corrupted after publishing: checksum mismatch
-    publish(tmp_path, "v3", offset=0.03, garbage_graph=True)  # checksums fine, onnxruntime cannot open it
+    garbage_graph_with_checksums(publish(tmp_path, "v3", offset=0.03).path)  # onnxruntime cannot open it
     publish(tmp_path, "v4", offset=0.04, cameras=("wrist",))  # good, and reads one camera less
     launch_nodes([policy_spec()], extra_env={"DEXSTACK_HOME": dexstack_home, "DEXSTACK_BUNDLED_STORE": ""})
     rig = Rig(ros_client)

@@ -20,7 +20,7 @@ from dexstack import contract
 from dexstack.cli.store import app as store_cli
 from dexstack.hardware.profiles import PANDA
 from dexstack.manifest import ManifestError
-from dexstack.store import PolicyRejected, PolicyStore
+from dexstack.store import PolicyRejected, PolicyStore, file_checksums
 
 
 @pytest.fixture(autouse=True)
@@ -52,8 +52,10 @@ def make_export(
     joint_names: list[str] | None = None,
     schema_version: int = 2,
     family: str = "bc",
+    checksums: bool = True,
 ) -> Path:
-    """An export dir as a trainer writes it: manifest.json (no version/files) + graph + stats."""
+    """An export dir as a trainer writes it: manifest.json (no version; with the sha256 of every
+    file unless `checksums` is False, as exports made before row 11 were) + graph + stats."""
     joints = list(PANDA.joint_names)
     directory.mkdir(parents=True, exist_ok=True)
     write_add_one_onnx(directory / "policy.onnx")
@@ -96,6 +98,8 @@ def make_export(
     if schema_version >= 2:
         for spec, age in zip(manifest["inputs"], (0.1, 0.25), strict=True):
             spec["max_age_s"] = age
+    if checksums:
+        manifest["files"] = file_checksums(directory)
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return directory
 
@@ -254,11 +258,15 @@ def test_damaged_version_is_refused_and_previous_still_loads(dexstack_home, tmp_
 
 
 def test_deep_verify_opens_graphs_with_onnxruntime(dexstack_home, tmp_path) -> None:
-    # Checksums hold (published as garbage), but the graph is not ONNX: only --deep notices.
-    src = make_export(tmp_path / "export")
-    (src / "policy.onnx").write_bytes(b"this is not an onnx protobuf" * 10)
+    # Checksums hold (the stored graph and its manifest checksum replaced by hand), but the graph
+    # is not ONNX: only --deep notices.
     store = PolicyStore()
-    store.publish(src)
+    version = store.publish(make_export(tmp_path / "export")).path
+    garbage = b"this is not an onnx protobuf" * 10
+    (version / "policy.onnx").write_bytes(garbage)
+    manifest = json.loads((version / "manifest.json").read_text())
+    manifest["files"]["policy.onnx"] = hashlib.sha256(garbage).hexdigest()
+    (version / "manifest.json").write_text(json.dumps(manifest))
     assert store.verify("add_one").version == "1"
     with pytest.raises(
         PolicyRejected, match=r"policy add_one@1: onnxruntime cannot open graph 'policy' \(policy.onnx\)"
@@ -299,6 +307,66 @@ def test_bad_publish_is_refused_and_leaves_nothing(dexstack_home, tmp_path) -> N
     assert store.verify(f"{unchecked.name}@{unchecked.version}").version == unchecked.version
     with pytest.raises(PolicyRejected, match="does not fit robot profile 'panda': output joint 'panda_jointX'"):
         store.load(f"{unchecked.name}@{unchecked.version}", PANDA)
+
+
+def corrupt_random_bytes(version_dir: Path) -> None:
+    path = version_dir / "policy.onnx"
+    path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+
+
+def nothing_published(store: PolicyStore) -> bool:
+    """No version and no temp dir left behind."""
+    leftovers = [p for p in store.root.rglob("*") if p.is_file() or p.name.startswith(".tmp")]
+    return store.list() == [] and (not store.root.exists() or leftovers == [])
+
+
+@pytest.mark.parametrize("damage", [corrupt_flip_bytes, corrupt_truncate, corrupt_random_bytes])
+def test_publish_refuses_a_file_that_does_not_match_its_exported_checksum(dexstack_home, tmp_path, damage) -> None:
+    src = make_export(tmp_path / "export")
+    damage(src)
+    store = PolicyStore()
+    with pytest.raises(ManifestError, match=r"checksum mismatch for \['policy.onnx'\] .*nothing was published"):
+        store.publish(src)
+    assert nothing_published(store)
+
+
+@pytest.mark.parametrize("damage", [corrupt_flip_bytes, corrupt_truncate, corrupt_random_bytes])
+def test_publish_opens_every_graph_before_the_version_is_visible(dexstack_home, tmp_path, damage) -> None:
+    # No exported checksums to catch it (the bytes are vouched for as they are): onnxruntime must.
+    src = make_export(tmp_path / "export", checksums=False)
+    damage(src)
+    store = PolicyStore()
+    with pytest.raises(PolicyRejected, match=r"policy add_one: onnxruntime cannot open graph 'policy' \(policy.onnx\)"):
+        store.publish(src, record_checksums=True)
+    assert nothing_published(store)
+
+
+def test_an_export_without_checksums_needs_record_checksums(dexstack_home, tmp_path) -> None:
+    src = make_export(tmp_path / "export", checksums=False)
+    store = PolicyStore()
+    with pytest.raises(ManifestError, match="records no sha256 of its files .*--record-checksums"):
+        store.publish(src, record_checksums=False)
+    assert nothing_published(store)
+    published = store.publish(src, record_checksums=True)
+    assert published.manifest["files"] == file_checksums(src)
+
+
+def test_export_records_the_checksum_of_every_file(tmp_path) -> None:
+    from dexstack.policies.common.export import write_policy_dir
+
+    manifest = json.loads((make_export(tmp_path / "template", checksums=False) / "manifest.json").read_text())
+
+    def write_graphs(tmp: Path) -> dict:
+        write_add_one_onnx(tmp / "policy.onnx")
+        (tmp / "stats").mkdir()
+        (tmp / "stats" / "norm.json").write_text("{}")
+        return {"policy": 0.0}
+
+    out = write_policy_dir(tmp_path / "export", manifest, write_graphs)
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert files == {
+        rel: hashlib.sha256((out / rel).read_bytes()).hexdigest() for rel in ("policy.onnx", "stats/norm.json")
+    }
 
 
 def test_schema_1_versions_load_upgraded_in_memory(dexstack_home, tmp_path) -> None:

@@ -1,8 +1,18 @@
-"""The `dexstack` command line: one typer app, one sub-command module per area."""
+"""The `dexstack` command line: one typer app, one sub-command module per area.
+
+A user's mistake ends as one line on stderr, `error: ...`, and exit code 1, never a traceback:
+commands raise `DexstackError` (or ValueError / OSError for bad values and paths) and `main`
+prints the message. `DEXSTACK_DEBUG=1` re-raises instead, for the traceback.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
+
+from dexstack.errors import DexstackError, one_line
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -26,4 +36,10 @@ def _register() -> None:
 
 def main() -> None:
     _register()
-    app()
+    try:
+        app()
+    except (DexstackError, ValueError, OSError) as exc:
+        if os.environ.get("DEXSTACK_DEBUG"):
+            raise
+        typer.secho(f"error: {one_line(exc)}", fg=typer.colors.RED, err=True)
+        sys.exit(1)

@@ -29,11 +29,7 @@ def up(
             choices = f" (choices: {', '.join(a.choices)})" if a.choices else ""
             typer.echo(f"    '{a.name}':\n        {a.description}{choices}\n        (default: '{a.default}')")
         raise typer.Exit()
-    try:
-        values = parse_launch_args(launch_args or [])
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    specs = node_list(values)
+    specs = node_list(parse_launch_args(launch_args or []))  # a bad value: one line (dexstack.cli.main)
     procs = start_nodes(specs, env=node_environment(domain_id), log_dir=log_dir)
     for spec, p in zip(specs, procs, strict=True):
         console.print(f"[green]started[/] {spec.name} (pid {p.pid}): {spec.executable}")

@@ -12,15 +12,17 @@ arguments. Both give `EpisodeOutcome` records, which `report.summary` turns into
 
 from __future__ import annotations
 
-import os
 import tempfile
 from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dexstack.cli import report
+from dexstack.errors import DexstackError, one_line
+from dexstack.graph import check_launch_values
 
 if TYPE_CHECKING:  # imported where used: the sim and rclpy load only when needed
     from dexstack.ros_nodes.eval_client import RosEvalResult
@@ -30,9 +32,12 @@ if TYPE_CHECKING:  # imported where used: the sim and rclpy load only when neede
 console = Console(stderr=True)
 
 
-def private_domain_id() -> int:
-    """A ROS domain of our own, so an evaluation never talks to a robot on the default domain."""
-    return 50 + os.getpid() % 50
+def private_domain_id(forced: int | None = None) -> int:
+    """A ROS domain with nobody else on it, for a graph of our own (`ros_nodes/domains.claim_domain`:
+    `forced`, else an explicit ROS_DOMAIN_ID, else a free one); DomainError if the chosen one is busy."""
+    from dexstack.ros_nodes.domains import claim_domain
+
+    return claim_domain(forced)
 
 
 SCRIPTED = ("expert", "scripted")  # the task's scripted expert ('scripted' reads better on the grasp task)
@@ -87,10 +92,12 @@ def run_eval(
     plot: str | None = None,
     log_dir: str | None = None,
     options: dict[str, str] | None = None,
+    domain: int | None = None,
 ) -> dict:
     """Evaluate and return the summary (`report.summary`); writes the MP4/PNG when paths are given.
     options: the task's options (`--option`), which choose its groups of episodes; `episodes`
-    episodes per group. seed None: the task's `default_seed`."""
+    episodes per group. seed None: the task's `default_seed`. domain: the ROS domain of a run
+    through ROS (`private_domain_id`)."""
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
     loaded = check_policy_for_task(policy, task)
@@ -98,6 +105,13 @@ def run_eval(
 
     groups = task_groups(task, dict(options or {}))
     seed = task_class(task).default_seed if seed is None else int(seed)
+    # Every mistake the run could only hit at its end is found before it starts.
+    for flag, path in (("--video", video), ("--plot", plot)):
+        if path:
+            report.check_writable(path, flag)
+    if through_ros:
+        check_launch_values({"pacing": pacing, "rtf": str(rtf), "seed": str(seed)})
+        domain_id = private_domain_id(domain)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -128,7 +142,7 @@ def run_eval(
                 seed,
                 pacing=pacing,
                 rtf=rtf,
-                domain_id=private_domain_id(),
+                domain_id=domain_id,
                 record_video=video is not None,
                 log_dir=log_dir or tempfile.mkdtemp(prefix="dexstack_eval_"),
                 progress=tick,
@@ -143,8 +157,7 @@ def run_eval(
                 mode=f"ros_{pacing}",
                 inference_ms_p50=_float(diag.get("inference_ms_p50")),
                 inference_ms_p99=_float(diag.get("inference_ms_p99")),
-                loop_jitter_ms_p99=_float(diag.get("loop_jitter_ms_p99")),
-                e2e_ms_p99=_float(diag.get("e2e_ms_p99")),
+                **_timing(pacing, diag),
                 holds=_float(diag.get("hold_count")),
             )
             _add_ros_details(summary, res, task)
@@ -172,6 +185,21 @@ def run_eval(
             )
         )
     return summary
+
+
+def _timing(pacing: str, diag: dict[str, str]) -> dict:
+    """The policy node's loop jitter and end-to-end latency, which only a realtime run measures:
+    in lockstep the node answers each observation (no timer, so no jitter) and sim time stands
+    still while it computes (so every latency on the node's clock is 0.0)."""
+    if pacing == "realtime":
+        return {
+            "loop_jitter_ms_p99": _float(diag.get("loop_jitter_ms_p99")),
+            "e2e_ms_p99": _float(diag.get("e2e_ms_p99")),
+        }
+    return {
+        "timing_note": "lockstep: loop jitter and end-to-end latency are not measured (sim time stands still "
+        "while the policy computes); run --pacing realtime for them"
+    }
 
 
 def _add_ros_details(summary: dict, res: RosEvalResult, task: str) -> None:
@@ -253,16 +281,32 @@ def eval_command(
         help="write an MP4 of one episode's camera (in-process: the first; through ROS: the first successful one)",
     ),
     plot: str = typer.Option(None, "--plot", help="write a PNG of success and latency"),
+    domain: int = typer.Option(
+        None,
+        "--domain",
+        help="ROS runs: the ROS domain to run on (it must be empty); default: ROS_DOMAIN_ID if set, "
+        "else a free private one",
+    ),
 ) -> None:
     """Evaluate a policy; the last line printed is a JSON summary."""
     try:
         summary = run_eval(
-            policy, task, episodes, seed, through_ros, pacing, rtf, video, plot, options=parse_options(option)
+            policy,
+            task,
+            episodes,
+            seed,
+            through_ros,
+            pacing,
+            rtf,
+            video,
+            plot,
+            options=parse_options(option),
+            domain=domain,
         )
         if compare is not None:
             summary["comparison"] = compare_with_file(summary, compare)
-    except (ValueError, TypeError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+    except (ValueError, TypeError, OSError, DexstackError) as exc:
+        console.print(f"[red]error:[/red] {escape(one_line(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from exc
     typer.echo(report.json_line(summary))
 

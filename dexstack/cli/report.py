@@ -138,8 +138,28 @@ def json_line(data: dict) -> str:
     return json.dumps(data, sort_keys=False)
 
 
+def check_writable(path: str | Path, what: str) -> Path:
+    """`path` as a Path, once a file can be created there (its folder is made if missing); OSError
+    naming `what` (e.g. "--video") otherwise. Checked before a run, so that a long evaluation
+    does not end in an error about where its results should go."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path}: is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with open(path, "ab"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise OSError(f"{what} {path}: cannot write there ({exc.strerror or exc})") from None
+    return path
+
+
 def write_video(frames: list[np.ndarray], path: str | Path, fps: float) -> Path:
-    """RGB frames -> MP4 (mp4v), upscaled so a 96-px camera is watchable."""
+    """RGB frames -> MP4 (mp4v), upscaled so a 96-px camera is watchable. OSError if the file
+    could not be written (OpenCV's writer fails silently: it is checked here)."""
     import cv2
 
     if not frames:
@@ -149,10 +169,14 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: float) -> Path:
     h, w = frames[0].shape[:2]
     scale = max(1, 384 // max(h, w))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w * scale, h * scale))
+    if not writer.isOpened():
+        raise OSError(f"cannot write video {path} (OpenCV could not open it for writing)")
     for frame in frames:
         big = cv2.resize(frame, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
         writer.write(cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
     writer.release()
+    if not path.is_file() or path.stat().st_size == 0:
+        raise OSError(f"video {path} was not written")
     return path
 
 

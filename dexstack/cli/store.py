@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -32,7 +33,7 @@ def _table(*headers: str, title: str | None = None) -> Table:
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     raise typer.Exit(1)
 
 
@@ -165,13 +166,22 @@ def publish(
     src_dir: Annotated[Path, typer.Argument(help="Export directory: manifest.json + files")],
     name: Annotated[str | None, typer.Option(help="Policy name (default: the manifest's 'name')")] = None,
     promote: Annotated[bool, typer.Option("--promote", help="Promote the new version")] = False,
+    record_checksums: Annotated[
+        bool,
+        typer.Option(
+            "--record-checksums",
+            help="For an export whose manifest records no sha256 'files' (not made by `dexstack export`): "
+            "vouch for the files as they are and record their checksums",
+        ),
+    ] = False,
     root: RootOption = None,
 ) -> None:
-    """Publish an export directory as the next version of a policy."""
+    """Publish an export directory as the next version of a policy: every file must match the sha256
+    the export recorded and every graph must open in onnxruntime, or nothing is published."""
     store = _store(root)
     try:
         robot = _manifest_profile(src_dir) if src_dir.is_dir() else None  # else publish says why
-        loaded = store.publish(src_dir, name=name, profile=robot)
+        loaded = store.publish(src_dir, name=name, profile=robot, record_checksums=record_checksums)
         if promote:
             store.promote(f"{loaded.name}@{loaded.version}", robot)
     except _rejections() as exc:

@@ -114,6 +114,7 @@ def export_cmd(
                 "family": family_name,
                 "graphs": manifest["graphs"],
                 "onnx_max_abs_diff": manifest["provenance"].get("onnx_max_abs_diff"),
+                "files": manifest.get("files"),  # the sha256 `dexstack store publish` will check
             }
         )
     )

@@ -26,6 +26,7 @@ from torch import nn
 from dexstack import contract
 from dexstack.policies.common import normalization
 from dexstack.policies.common.export_check import accept_graph
+from dexstack.store import file_checksums
 
 OPSET = 17
 
@@ -108,14 +109,19 @@ def refuse_existing(out_dir: str | Path) -> Path:
 def write_policy_dir(out_dir: str | Path, manifest: dict[str, Any], write_graphs: Callable[[Path], Any]) -> Path:
     """Create the policy directory `out_dir` (must not exist or be empty): `write_graphs(tmp)` writes
     and checks the graphs into a temporary sibling and returns their ONNX-vs-torch differences
-    (recorded as `provenance.onnx_max_abs_diff`), then `manifest.json` is written and the directory
-    renamed into place, so a failed export leaves nothing behind. Returns `out_dir`."""
+    (recorded as `provenance.onnx_max_abs_diff`), then `manifest.json` is written, with the sha256
+    of every file ("files", which `dexstack store publish` checks), and the directory renamed into
+    place, so a failed export leaves nothing behind. Returns `out_dir`."""
     out_dir = refuse_existing(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         diffs = write_graphs(tmp)
-        manifest = {**manifest, "provenance": {**manifest["provenance"], "onnx_max_abs_diff": diffs}}
+        manifest = {
+            **manifest,
+            "provenance": {**manifest["provenance"], "onnx_max_abs_diff": diffs},
+            "files": file_checksums(tmp),
+        }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
