@@ -34,6 +34,14 @@ GRASP_POSE_TIMEOUT_S = 30.0  # s of wall time a lockstep hand episode waits for 
 HAND_TASKS = tuple(sorted(t for t, robot in TASK_ROBOTS.items() if robot == HAND_PROFILE))
 DEFAULT_TASK = "pick_lift"
 DEFAULT_HAND_OBJECT = "potted_meat_can"
+# The nodes that keep the arm safe: when one exits, `dexstack up` and `ros2 launch` stop everything.
+# Any other node (policy, expert, recorder, grasp planner) may die alone: both launchers report it
+# and keep the rest running, so the safety filter's watchdog holds the arm.
+CRITICAL_EXECUTABLES = frozenset({"sim_node", "mock_hardware", "safety_filter"})
+RECORDER_NOTE = (
+    "recorder: records nothing until an episode is started: call the Trigger service "
+    "/recorder/start_episode (stop and save: /recorder/stop_episode; discard: /recorder/cancel_episode)"
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,12 @@ class NodeSpec:
     remappings: tuple[tuple[str, str], ...] = ()
     params_files: tuple[str, ...] = ()  # applied first: `parameters` override them
     package: str = PACKAGE
+    note: str = ""  # one line both launchers print at start-up (what the user must do)
+
+    @property
+    def critical(self) -> bool:
+        """Whether both launchers stop everything when this node exits (see CRITICAL_EXECUTABLES)."""
+        return self.executable in CRITICAL_EXECUTABLES
 
     @property
     def module(self) -> str:
@@ -140,16 +154,21 @@ def parse_launch_args(tokens: list[str]) -> dict[str, str]:
             raise ValueError(f"expected NAME:=VALUE, got {token!r}")
         if name not in known:
             raise ValueError(f"unknown launch argument {name!r}; known: {', '.join(known)}")
-        choices = known[name].choices
-        if choices and value not in choices:
-            raise ValueError(f"{name}:={value} is not one of {', '.join(choices)}")
         values[name] = value
+    _check_choices(values)
     return values
+
+
+def _check_choices(values: dict[str, str]) -> None:
+    for a in LAUNCH_ARGS:
+        if a.choices and values[a.name] not in a.choices:
+            raise ValueError(f"{a.name}:={values[a.name]} is not one of {', '.join(a.choices)}")
 
 
 def node_list(args: dict[str, str]) -> list[NodeSpec]:
     """The nodes for one bringup, from launch-argument values (all strings, as launch gives them)."""
     values = {a.name: a.default for a in LAUNCH_ARGS} | dict(args)
+    _check_choices(values)  # eval and demo pass values that parse_launch_args never saw
     hand = _hand_bringup(values)
     hardware = values["hardware"]
     sim = hardware == "mujoco"
@@ -198,7 +217,7 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
             )
         )
     if values["record"] == "true":
-        nodes.append(NodeSpec("recorder", "recorder", common | {"task": values["task"]}))
+        nodes.append(NodeSpec("recorder", "recorder", common | {"task": values["task"]}, note=RECORDER_NOTE))
     if values["params_file"]:
         nodes = [dataclasses.replace(n, params_files=(values["params_file"],)) for n in nodes]
     return nodes

@@ -4,12 +4,18 @@ The arguments and the node list come from `dexstack.graph` (the same function `d
 uses), so `ros2 launch` on a robot and `dexstack up` on a pip-only machine start the same
 nodes with the same parameters. `ros2 launch dexstack bringup.launch.py --show-args` lists
 the arguments with their choices.
+
+Supervision is `dexstack up`'s (`dexstack/launcher.py`), by `NodeSpec.critical`: a critical node
+(safety filter, sim/hardware) is "required" in launch's sense, its exit shuts the launch down
+(launch's `Shutdown` action as `on_exit`, which logs "process[...] was required"); any other
+node (policy, recorder) may die alone, launch logs "process has died [pid, exit code]" and the
+rest keeps running so the safety filter holds the arm.
 """
 
 import os
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -19,7 +25,9 @@ from dexstack.graph import LAUNCH_ARGS, node_list
 
 def _nodes(context, *args, **kwargs):
     values = {a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGS}
-    return [
+    specs = node_list(values)
+    notes = [LogInfo(msg=spec.note) for spec in specs if spec.note]
+    return notes + [
         Node(
             package=spec.package,
             executable=spec.executable,
@@ -29,9 +37,28 @@ def _nodes(context, *args, **kwargs):
             remappings=list(spec.remappings),
             output="screen",
             emulate_tty=True,
+            on_exit=_critical_exit(spec.name) if spec.critical else _noncritical_exit(spec.name),
         )
-        for spec in node_list(values)
+        for spec in specs
     ]
+
+
+def _critical_exit(name):
+    return [Shutdown(reason=f"critical node {name} exited")]
+
+
+def _noncritical_exit(name):
+    def on_exit(event, context):
+        if context.is_shutdown:  # stopping anyway (Ctrl-C, or a critical node exited)
+            return None
+        return [
+            LogInfo(
+                msg=f"{name} exited with code {event.returncode}; not critical: the other nodes keep "
+                "running and the safety filter holds the arm"
+            )
+        ]
+
+    return on_exit
 
 
 def generate_launch_description() -> LaunchDescription:

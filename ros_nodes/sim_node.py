@@ -37,6 +37,7 @@ from dexstack.trajectory import ActionChunk
 # subscriber may have dropped it; re-publishing the same stamp is idempotent).
 LOCKSTEP_REPUBLISH_S = 1.0
 EPISODE_ANNOUNCE_S = 0.1
+PHYSICS_JOIN_S = 10.0  # the loop checks `running` at least every 0.1 s
 
 
 class SimNode(PerceptionPhase, Node):
@@ -198,15 +199,12 @@ class SimNode(PerceptionPhase, Node):
         if problem:
             self.get_logger().error(f"episode {self.clock.episode}: {problem}")
         self.perceive_due = self.lockstep and self.grasp_pose_timeout_s > 0 and self.perceives
-        self._publish_episode("running", False)
+        self.topics.publish_episode(self.clock.info(self.task_name, "running", False))
         if self.lockstep and self.started:
             # Nodes reset episode state (expert plan, policy history) on /sim/episode; give the
             # announcement a head start over the first observation, which travels on other
             # topics. The wait is wall time only: sim time and determinism are unaffected.
             self.wake.wait(EPISODE_ANNOUNCE_S)
-
-    def _publish_episode(self, status: str, success: bool) -> None:
-        self.topics.publish_episode(self.clock.info(self.task_name, status, success))
 
     def _publish_state(self, cameras: bool, tick: bool = True) -> None:
         """One stamp's observation (`SimTopics.publish_state`); in lockstep an episode's first one
@@ -219,7 +217,7 @@ class SimNode(PerceptionPhase, Node):
         """Lock held. Ends the episode on held success or timeout; returns True if it ended."""
         succeeded = self.clock.check_end()
         if succeeded is not None:
-            self._publish_episode("done", succeeded)
+            self.topics.publish_episode(self.clock.info(self.task_name, "done", succeeded))
         return succeeded is not None
 
     def _loop(self) -> None:
@@ -284,10 +282,12 @@ class SimNode(PerceptionPhase, Node):
         return self.running
 
     def destroy_node(self) -> None:
-        with self.wake:
-            self.running = False
-            self.wake.notify_all()
-        self.thread.join(timeout=5.0)
+        # Also runs on a node whose constructor raised (rclpy's context clean-up).
+        if hasattr(self, "thread"):  # join the physics thread (it publishes, closes its GL contexts) first
+            with self.wake:
+                self.running = False
+                self.wake.notify_all()
+            self.thread.join(timeout=PHYSICS_JOIN_S)
         super().destroy_node()
 
 

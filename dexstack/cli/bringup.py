@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import sys
-import time
 
 import typer
 from rich.console import Console
 
 from dexstack.graph import DEFAULT_POLICY, LAUNCH_ARGS, node_list, parse_launch_args
-from dexstack.launcher import node_environment, start_nodes, stop_nodes
+from dexstack.launcher import exit_text, node_environment, start_nodes, stop_in_order, supervise
 
 console = Console(stderr=True)
 
@@ -30,30 +29,35 @@ def up(
             typer.echo(f"    '{a.name}':\n        {a.description}{choices}\n        (default: '{a.default}')")
         raise typer.Exit()
     try:
-        values = parse_launch_args(launch_args or [])
+        specs = node_list(parse_launch_args(launch_args or []))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    specs = node_list(values)
-    procs = start_nodes(specs, env=node_environment(domain_id), log_dir=log_dir)
-    for spec, p in zip(specs, procs, strict=True):
-        console.print(f"[green]started[/] {spec.name} (pid {p.pid}): {spec.executable}")
     stopping = False
 
     def _stop(signum, frame):  # noqa: ARG001 - signal handler signature
         nonlocal stopping
         stopping = True
 
+    # Before any node starts: a Ctrl-C during start-up must stop what started, not leave it orphaned.
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    died = None
-    while not stopping and died is None:
-        time.sleep(0.2)
-        died = next((s for s, p in zip(specs, procs, strict=True) if p.poll() is not None), None)
+    procs = start_nodes(specs, env=node_environment(domain_id), log_dir=log_dir)
+    for spec, p in zip(specs, procs, strict=True):
+        role = " (critical)" if spec.critical else ""
+        console.print(f"[green]started[/] {spec.name}{role} (pid {p.pid}): {spec.executable}", soft_wrap=True)
+    for spec in specs:
+        if spec.note:
+            console.print(spec.note, soft_wrap=True)
+    died = supervise(specs, procs, lambda: stopping, lambda line: console.print(f"[red]{line}[/]", soft_wrap=True))
     if died is not None:
-        console.print(f"[red]{died.name} exited with code {procs[specs.index(died)].returncode}; stopping all[/]")
-    codes = stop_nodes(procs)
-    console.print("stopped: " + ", ".join(f"{s.name}={c}" for s, c in zip(specs, codes, strict=True)))
-    sys.exit(1 if died is not None else 0)
+        code = procs[specs.index(died)].returncode
+        console.print(
+            f"[red]{died.name} (critical) exited with {exit_text(code)}; stopping all nodes[/]", soft_wrap=True
+        )
+    codes = stop_in_order(specs, procs)
+    console.print("stopped: " + ", ".join(f"{s.name}={c}" for s, c in zip(specs, codes, strict=True)), soft_wrap=True)
+    # 0 only if every node ended cleanly; a policy that died earlier makes a Ctrl-C'd run exit 1.
+    sys.exit(1 if died is not None or any(codes) else 0)
 
 
 def record_demos(
