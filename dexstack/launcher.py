@@ -77,6 +77,14 @@ def exit_text(code: int) -> str:
     return f"code {code}"
 
 
+def exit_line(spec: NodeSpec, code: int, pid: int | None = None) -> str:
+    """The one line both launchers print when a node exits on its own (not asked to stop)."""
+    who = spec.name if pid is None else f"{spec.name} (pid {pid})"
+    if spec.critical:
+        return f"{who} (critical) exited with {exit_text(code)}: stopping all nodes"
+    return f"{who} exited with {exit_text(code)}; not critical: the other nodes keep running and the safety filter holds the arm"
+
+
 def supervise(
     specs: list[NodeSpec],
     procs: list[subprocess.Popen],
@@ -96,10 +104,7 @@ def supervise(
             if spec.critical:
                 return spec
             reported.add(i)
-            report(
-                f"{spec.name} (pid {proc.pid}) exited with {exit_text(code)}; not critical: the other nodes "
-                "keep running and the safety filter holds the arm"
-            )
+            report(exit_line(spec, code, proc.pid))
         time.sleep(poll_s)
     return None
 

@@ -7,7 +7,7 @@ the arguments with their choices.
 
 Supervision is `dexstack up`'s (`dexstack/launcher.py`), by `NodeSpec.critical`: a critical node
 (safety filter, sim/hardware) is "required" in launch's sense, its exit shuts the launch down
-(launch's `Shutdown` action as `on_exit`, which logs "process[...] was required"); any other
+(launch's `Shutdown` action from the node's `on_exit`, launch's "required node" idiom); any other
 node (policy, recorder) may die alone, launch logs "process has died [pid, exit code]" and the
 rest keeps running so the safety filter holds the arm.
 """
@@ -21,6 +21,7 @@ from launch_ros.actions import Node
 
 from dexstack import contract
 from dexstack.graph import LAUNCH_ARGS, node_list
+from dexstack.launcher import exit_line
 
 
 def _nodes(context, *args, **kwargs):
@@ -37,26 +38,22 @@ def _nodes(context, *args, **kwargs):
             remappings=list(spec.remappings),
             output="screen",
             emulate_tty=True,
-            on_exit=_critical_exit(spec.name) if spec.critical else _noncritical_exit(spec.name),
+            on_exit=_on_exit(spec),
         )
         for spec in specs
     ]
 
 
-def _critical_exit(name):
-    return [Shutdown(reason=f"critical node {name} exited")]
+def _on_exit(spec):
+    """What launch does when a node exits outside a shutdown (Ctrl-C, or a critical node's exit)."""
 
-
-def _noncritical_exit(name):
     def on_exit(event, context):
-        if context.is_shutdown:  # stopping anyway (Ctrl-C, or a critical node exited)
+        if context.is_shutdown:
             return None
-        return [
-            LogInfo(
-                msg=f"{name} exited with code {event.returncode}; not critical: the other nodes keep "
-                "running and the safety filter holds the arm"
-            )
-        ]
+        actions = [LogInfo(msg=exit_line(spec, event.returncode, event.pid))]
+        if spec.critical:
+            actions.append(Shutdown(reason=f"critical node {spec.name} exited with code {event.returncode}"))
+        return actions
 
     return on_exit
 

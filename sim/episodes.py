@@ -9,6 +9,7 @@ timers and staleness checks keep working. Time in seconds.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -71,6 +72,28 @@ class SimSettings:
 def steps_per(rate_hz: float, dt: float) -> int:
     """Physics steps of `dt` seconds per period of `rate_hz` (at least 1)."""
     return max(1, round(1.0 / (rate_hz * dt)))
+
+
+class Pacer:
+    """Real-time pacing of a physics loop that holds a lock its callbacks need: `pause()` says how
+    long to wait, releasing the lock, after a physics step. Ahead of the wall clock times `rtf`:
+    until it catches up. Behind it, or with rtf 0 (as fast as possible): a short yield once per
+    control tick, or the loop would keep the lock forever and starve every callback (commands,
+    diagnostics, shutdown)."""
+
+    YIELD_S = 0.001
+
+    def __init__(self, rtf: float) -> None:
+        self.rtf = float(rtf)
+        self.restart(0.0)
+
+    def restart(self, sim_t: float) -> None:
+        """Pace from now on, from sim time `sim_t` (after a wait or a reset)."""
+        self._wall0, self._sim0 = time.monotonic(), sim_t
+
+    def pause(self, sim_t: float, tick: bool) -> float:
+        ahead = (sim_t - self._sim0) / self.rtf - (time.monotonic() - self._wall0) if self.rtf > 0 else 0.0
+        return ahead if ahead > 0 else (self.YIELD_S if tick else 0.0)
 
 
 def start_core_thread(

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from dexstack.graph import DEFAULT_POLICY, LAUNCH_ARGS, node_list, parse_launch_args
-from dexstack.launcher import exit_text, node_environment, start_nodes, stop_in_order, supervise
+from dexstack.launcher import exit_line, node_environment, start_nodes, stop_in_order, supervise
 
 console = Console(stderr=True)
 
@@ -50,10 +50,8 @@ def up(
             console.print(spec.note, soft_wrap=True)
     died = supervise(specs, procs, lambda: stopping, lambda line: console.print(f"[red]{line}[/]", soft_wrap=True))
     if died is not None:
-        code = procs[specs.index(died)].returncode
-        console.print(
-            f"[red]{died.name} (critical) exited with {exit_text(code)}; stopping all nodes[/]", soft_wrap=True
-        )
+        proc = procs[specs.index(died)]
+        console.print(f"[red]{exit_line(died, proc.returncode, proc.pid)}[/]", soft_wrap=True)
     codes = stop_in_order(specs, procs)
     console.print("stopped: " + ", ".join(f"{s.name}={c}" for s, c in zip(specs, codes, strict=True)), soft_wrap=True)
     # 0 only if every node ended cleanly; a policy that died earlier makes a Ctrl-C'd run exit 1.
