@@ -292,3 +292,38 @@ def test_ros2_launch_stops_everything_when_a_critical_node_dies(ros2_workspace, 
     text = out.read_text(errors="replace")
     assert "(critical) exited with code -9 (SIGKILL): stopping all nodes" in text, text[-3000:]
     assert "[mock_hardware-1]: process has finished cleanly" in text, text[-3000:]
+
+
+def test_a_renderer_is_rendered_and_closed_only_on_its_own_thread():
+    """An EGL context belongs to the thread that made it: another thread gets a clear error (not
+    EGL_BAD_ACCESS) and the renderer stays usable; the owner closes it."""
+    import threading
+
+    import mujoco
+
+    from dexstack.sim.render import RgbdRenderer
+
+    model = mujoco.MjModel.from_xml_string(
+        '<mujoco><worldbody><camera name="c" pos="0 0 1"/><geom type="box" size=".1 .1 .1"/></worldbody></mujoco>'
+    )
+    data = mujoco.MjData(model)
+    renderer = RgbdRenderer(model, 32, 24)
+    errors: list[Exception] = []
+
+    def other_thread() -> None:
+        for call in (lambda: renderer.render(data, 0), renderer.close):
+            try:
+                call()
+            except RuntimeError as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=other_thread, name="not-the-owner")
+    thread.start()
+    thread.join()
+    assert [str(e).split(" called")[0] for e in errors] == ["RgbdRenderer: render", "RgbdRenderer: close"]
+    assert "'not-the-owner'" in str(errors[0])
+    rgb, depth = renderer.render(data, 0)
+    assert rgb.shape == (24, 32, 3) and depth.shape == (24, 32)
+    renderer.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        renderer.render(data, 0)

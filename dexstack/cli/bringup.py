@@ -140,7 +140,8 @@ def demo(
         f"success {summary['success_rate']:.0%} over {summary['episodes']} episodes; "
         f"inference p50 {summary.get('inference_ms_p50')} ms, p99 {summary.get('inference_ms_p99')} ms"
     )
-    console.print(f"video: {summary.get('video')}\nplot:  {summary.get('plot')}\nnode logs: {out_dir}/logs")
+    video = summary.get("video") or "none: no camera frame arrived (see the sim's log)"
+    console.print(f"video: {video}\nplot:  {summary.get('plot')}\nnode logs: {out_dir}/logs")
     typer.echo(report.json_line(summary))
 
 
