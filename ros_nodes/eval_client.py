@@ -143,7 +143,8 @@ def _run_graph(
     keep that camera's frames of the first successful episode (else the first) unless `result`
     already holds a successful one's."""
     specs = node_list(values)
-    if camera is not None:  # the video's episode must be whole: the sim starts paused until the camera is matched
+    want_video = camera is not None and not (any(o.success for o in result.outcomes) and result.frames)
+    if want_video:  # the video's episode must be whole: the sim starts paused until the camera is matched
         specs = [
             dataclasses.replace(s, parameters=s.parameters | {"start_paused": True})
             if s.executable == "sim_node"
@@ -162,7 +163,6 @@ def _run_graph(
     # episode may be read after its "done" (another subscription), and the first frames of a run
     # depend on discovery.
     frames: dict[int, np.ndarray] = {}  # stamp (ns) -> frame, until the video's episode is known
-    video = {"wanted": camera is not None and not (any(o.success for o in result.outcomes) and result.frames)}
     state = {"episode": None}
     starts: dict[int, float] = {}  # episode -> ROS stamp of its start
     poses: list[tuple[float, list[float]]] = []  # (stamp, position) of every grasp pose
@@ -185,7 +185,7 @@ def _run_graph(
             mine.append(outcome)
             result.outcomes.append(outcome)
             windows.append((int(info["episode"]), float(info["stamp"])))
-            if video["wanted"]:
+            if want_video:
                 _prune_frames(frames, starts, mine, windows)
             if progress:
                 progress(outcome)
@@ -202,8 +202,7 @@ def _run_graph(
                     pass  # no inference yet
 
     def on_image(msg: Image) -> None:
-        if video["wanted"]:
-            frames[common.stamp_ns(msg.header.stamp)] = common.image_to_array(msg).copy()
+        frames[common.stamp_ns(msg.header.stamp)] = common.image_to_array(msg).copy()
 
     # Deep queue: a "done" followed at once by the next episode's "running" must not be lost.
     events = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -215,7 +214,7 @@ def _run_graph(
         on_pose,
         QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
     )
-    if camera is not None:
+    if want_video:
         images = node.create_subscription(
             Image,
             contract.camera_color_topic(camera),
@@ -223,9 +222,13 @@ def _run_graph(
             QoSProfile(depth=VIDEO_QUEUE, reliability=ReliabilityPolicy.BEST_EFFORT),
         )
     try:
-        if camera is not None:
-            if not client.spin_until(lambda: images.get_publisher_count() > 0, DISCOVERY_TIMEOUT_S):
-                raise TimeoutError(f"the sim's camera {camera!r} never appeared; see logs in {log_dir}")
+        if want_video:
+            matched = client.spin_until(
+                lambda: images.get_publisher_count() > 0 or any(p.poll() is not None for p in procs),
+                DISCOVERY_TIMEOUT_S,
+            )
+            if not matched or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"the sim's camera {camera!r} never appeared; see logs in {log_dir}")
             client.call(Trigger, "/sim/reset", Trigger.Request())  # unpauses; the first episode gets the first seed
         while len(mine) < episodes:
             client.executor.spin_once(timeout_sec=0.1)
@@ -242,7 +245,7 @@ def _run_graph(
             begin = starts.get(episode, float("inf"))
             found = [pos for stamp, pos in poses if begin - 1e-6 <= stamp <= end]
             result.grasp_positions.append(found[0] if found else None)
-        if video["wanted"]:
+        if want_video:
             episode, end = next((w for o, w in zip(mine, windows, strict=True) if o.success), windows[0])
             begin = starts.get(episode, float("inf"))
             chosen = [frames[t] for t in sorted(frames) if begin - 1e-6 <= t * 1e-9 <= end + 1e-6]
