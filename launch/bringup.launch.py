@@ -45,7 +45,10 @@ def _nodes(context, *args, **kwargs):
 
 
 def _on_exit(spec):
-    """What launch does when a node exits outside a shutdown (Ctrl-C, or a critical node's exit)."""
+    """What launch does when a node exits outside a shutdown (Ctrl-C, or a critical node's exit).
+    launch's `ExecuteLocal` (launch/actions/execute_local.py) runs `on_exit` on its ProcessExited
+    event, also during a shutdown, hence the `is_shutdown` check; `Shutdown`
+    (launch/actions/shutdown_action.py) then stops every process as Ctrl-C does."""
 
     def on_exit(event, context):
         if context.is_shutdown:

@@ -178,6 +178,16 @@ def test_every_node_exits_0_when_sigint_comes_twice(ros_client, tmp_path, dexsta
     assert not _log_problems(log_dir)
 
 
+def test_the_critical_nodes_are_the_filter_and_what_drives_the_arm():
+    def critical(*args: str) -> set[str]:
+        return {s.name for s in node_list(parse_launch_args(list(args))) if s.critical}
+
+    assert critical("hardware:=mujoco", "record:=true") == {"sim", "safety_filter"}
+    assert critical("hardware:=mock", "policy:=none") == {"mock_hardware", "safety_filter"}
+    assert critical("hardware:=real", "record:=true") == {"safety_filter"}
+    assert critical("task:=grasp") == {"sim", "safety_filter"}  # the grasp planner may die alone
+
+
 def test_a_sim_with_an_unknown_pacing_says_so_in_one_line():
     with pytest.raises(ValueError, match="pacing:=fast is not one of realtime, lockstep"):
         node_list({"pacing": "fast"})  # eval and demo pass launch values without parse_launch_args
