@@ -110,10 +110,12 @@ def supervise(
 
 
 def stop_in_order(specs: list[NodeSpec], procs: list[subprocess.Popen]) -> list[int]:
-    """Stop the non-critical nodes first (a policy stops commanding), then the critical ones (the
-    filter's last act is a hold while the sim/hardware still runs); exit codes in `specs` order."""
+    """Stop the non-critical nodes together (the policy stops commanding), then the critical ones
+    one by one in reverse start order (the safety filter, whose last act is a hold, before the
+    sim/hardware that executes it); exit codes in `specs` order."""
     codes: dict[int, int] = {}
-    for critical in (False, True):
-        chosen = [i for i, spec in enumerate(specs) if spec.critical == critical]
+    phases = [[i for i, spec in enumerate(specs) if not spec.critical]]
+    phases += [[i] for i in reversed(range(len(specs))) if specs[i].critical]
+    for chosen in phases:
         codes.update(zip(chosen, stop_nodes([procs[i] for i in chosen]), strict=True))
     return [codes[i] for i in range(len(specs))]
