@@ -99,9 +99,11 @@ class Pacer:
 def start_core_thread(
     build: Callable[[], SimCoreProtocol], loop: Callable[[], None]
 ) -> tuple[SimCoreProtocol, threading.Thread]:
-    """Build a core in a new (daemon) thread that then runs `loop` and closes the core: the
-    thread owns the core, since an EGL context is only valid in the thread that made it.
-    Returns once the core is built; the build's exception is raised here."""
+    """Build a core in a new thread that then runs `loop` and closes the core: the thread owns
+    the core, since an EGL context is only valid in the thread that made it. Returns once the
+    core is built; the build's exception is raised here. Not a daemon: the interpreter's exit
+    waits for it (`loop` must return when its owner stops it), so the core is closed on its thread
+    before atexit terminates the EGL display (else EGL_BAD_ACCESS / errors at exit)."""
     built: dict[str, Any] = {}
     ready = threading.Event()
 
@@ -117,7 +119,7 @@ def start_core_thread(
             finally:
                 built["core"].close()
 
-    thread = threading.Thread(target=run, name="physics", daemon=True)
+    thread = threading.Thread(target=run, name="physics")
     thread.start()
     ready.wait()
     if "error" in built:
