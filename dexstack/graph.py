@@ -37,6 +37,14 @@ GRASP_POSE_TIMEOUT_S = 30.0  # s of wall time a lockstep hand episode waits for 
 HAND_TASKS = tuple(sorted(t for t, robot in TASK_ROBOTS.items() if robot == HAND_PROFILE))
 DEFAULT_TASK = "pick_lift"
 DEFAULT_HAND_OBJECT = "potted_meat_can"
+# The nodes that keep the arm safe: when one exits, `dexstack up` and `ros2 launch` stop everything.
+# Any other node (policy, expert, recorder, grasp planner) may die alone: both launchers report it
+# and keep the rest running, so the safety filter's watchdog holds the arm.
+CRITICAL_EXECUTABLES = frozenset({"sim_node", "mock_hardware", "safety_filter"})
+RECORDER_NOTE = (
+    "recorder: records nothing until an episode is started: call the Trigger service "
+    "/recorder/start_episode (stop and save: /recorder/stop_episode; discard: /recorder/cancel_episode)"
+)
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,12 @@ class NodeSpec:
     remappings: tuple[tuple[str, str], ...] = ()
     params_files: tuple[str, ...] = ()  # applied first: `parameters` override them
     package: str = PACKAGE
+    note: str = ""  # one line both launchers print at start-up (what the user must do)
+
+    @property
+    def critical(self) -> bool:
+        """Whether both launchers stop everything when this node exits (see CRITICAL_EXECUTABLES)."""
+        return self.executable in CRITICAL_EXECUTABLES
 
     @property
     def module(self) -> str:
@@ -254,7 +268,7 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
             )
         )
     if values["record"] == "true":
-        nodes.append(NodeSpec("recorder", "recorder", common | {"task": values["task"]}))
+        nodes.append(NodeSpec("recorder", "recorder", common | {"task": values["task"]}, note=RECORDER_NOTE))
     if values["params_file"]:
         nodes = [dataclasses.replace(n, params_files=(values["params_file"],)) for n in nodes]
     return nodes

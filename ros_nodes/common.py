@@ -1,15 +1,10 @@
 """What every node shares: QoS profiles for the contract's kinds, message <-> numpy
-conversions, clock helpers and node start-up. Nodes stay thin by calling these. (How a manifest
-input is wired, per kind: `ros_nodes/inputs.py`.)"""
+conversions, clock helpers and node start-up (`run_node`, from `ros_nodes/lifecycle.py`). Nodes
+stay thin by calling these. (How a manifest input is wired, per kind: `ros_nodes/inputs.py`.)"""
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Callable
-
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
@@ -25,6 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dexstack import contract
+from dexstack.ros_nodes.lifecycle import run_node  # noqa: F401 - every node's main() calls common.run_node
 from dexstack.trajectory import ActionChunk
 
 QOS: dict[contract.QoSKind, QoSProfile] = {
@@ -182,31 +178,6 @@ def diagnostic_status(node: Node, level: str, message: str, values: dict[str, ob
         hardware_id="dexstack",
         values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
     )
-
-
-# --- start-up ---------------------------------------------------------------------------
-def run_node(make_node: Callable[[], Node], args: list[str] | None = None, multithreaded: bool = False) -> None:
-    """Standard `main()`: init, spin until Ctrl-C or shutdown, then destroy cleanly."""
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    rclpy.init(args=sys.argv if args is None else args)
-    node = None
-    try:
-        node = make_node()
-        if multithreaded:
-            from rclpy.executors import MultiThreadedExecutor
-
-            executor = MultiThreadedExecutor(num_threads=2)
-            executor.add_node(node)
-            executor.spin()
-        else:
-            rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
 
 
 def message_class(type_name: str):

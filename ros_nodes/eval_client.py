@@ -12,6 +12,7 @@ a task that plans from the camera (the grasp task) the grasp planner's pose of e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from dexstack import contract
 from dexstack.errors import DexstackError
@@ -32,6 +34,9 @@ from dexstack.ros_nodes import common
 from dexstack.ros_nodes.client import RosClient
 from dexstack.ros_nodes.domains import GraphGuard, wait_until_empty
 from dexstack.sim.evaluate import EpisodeOutcome
+
+VIDEO_QUEUE = 1000  # camera frames the client may lag behind the sim (a lockstep sim outruns real time)
+DISCOVERY_TIMEOUT_S = 120.0  # wall time for the sim's camera to match the client's subscription
 
 
 class GraphStopped(DexstackError):
@@ -146,6 +151,14 @@ def _run_graph(
     keep that camera's frames of the first successful episode (else the first) unless `result`
     already holds a successful one's."""
     specs = node_list(values)
+    want_video = camera is not None and not (any(o.success for o in result.outcomes) and result.frames)
+    if want_video:  # the video's episode must be whole: the sim starts paused until the camera is matched
+        specs = [
+            dataclasses.replace(s, parameters=s.parameters | {"start_paused": True})
+            if s.executable == "sim_node"
+            else s
+            for s in specs
+        ]
     env = node_environment(domain_id, extra_env)
     procs = start_nodes(specs, env=env, log_dir=log_dir)
     # The client joins the same private domain as the nodes it started.
@@ -155,8 +168,11 @@ def _run_graph(
     K = contract.QoSKind
     start = time.monotonic()
     mine: list[EpisodeOutcome] = []
-    kept_success = any(o.success for o in result.outcomes) and bool(result.frames)
-    state = {"episode": None, "current": [], "first": None, "kept_success": kept_success}
+    # Frames are matched to episodes by stamp at the end, not by arrival: the last frames of an
+    # episode may be read after its "done" (another subscription), and the first frames of a run
+    # depend on discovery.
+    frames: dict[int, np.ndarray] = {}  # stamp (ns) -> frame, until the video's episode is known
+    state = {"episode": None}
     starts: dict[int, float] = {}  # episode -> ROS stamp of its start
     poses: list[tuple[float, list[float]]] = []  # (stamp, position) of every grasp pose
     windows: list[tuple[int, float]] = []  # (episode, ROS stamp of its end) of every counted episode
@@ -178,12 +194,8 @@ def _run_graph(
             mine.append(outcome)
             result.outcomes.append(outcome)
             windows.append((int(info["episode"]), float(info["stamp"])))
-            if camera is not None:  # keep the first successful episode for the video, else the first one
-                if state["first"] is None:
-                    state["first"] = state["current"]
-                if info["success"] and not state["kept_success"]:
-                    result.frames, state["kept_success"] = state["current"], True
-                state["current"] = []
+            if want_video:
+                _prune_frames(frames, starts, mine, windows)
             if progress:
                 progress(outcome)
 
@@ -199,8 +211,7 @@ def _run_graph(
                     pass  # no inference yet
 
     def on_image(msg: Image) -> None:
-        if not state["kept_success"]:
-            state["current"].append(common.image_to_array(msg).copy())
+        frames[common.stamp_ns(msg.header.stamp)] = common.image_to_array(msg).copy()
 
     # Deep queue: a "done" followed at once by the next episode's "running" must not be lost.
     events = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -212,14 +223,22 @@ def _run_graph(
         on_pose,
         QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
     )
-    if camera is not None:
-        node.create_subscription(
+    if want_video:
+        images = node.create_subscription(
             Image,
             contract.camera_color_topic(camera),
             on_image,
-            QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT),
+            QoSProfile(depth=VIDEO_QUEUE, reliability=ReliabilityPolicy.BEST_EFFORT),
         )
     try:
+        if want_video:
+            matched = client.spin_until(
+                lambda: images.get_publisher_count() > 0 or any(p.poll() is not None for p in procs),
+                DISCOVERY_TIMEOUT_S,
+            )
+            if not matched or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"the sim's camera {camera!r} never appeared; see logs in {log_dir}")
+            client.call(Trigger, "/sim/reset", Trigger.Request())  # unpauses; the first episode gets the first seed
         while len(mine) < episodes:
             client.executor.spin_once(timeout_sec=0.1)
             dead = [(spec, p) for spec, p in zip(specs, procs, strict=True) if p.poll() is not None]
@@ -237,8 +256,30 @@ def _run_graph(
             begin = starts.get(episode, float("inf"))
             found = [pos for stamp, pos in poses if begin - 1e-6 <= stamp <= end]
             result.grasp_positions.append(found[0] if found else None)
-        if camera is not None and not result.frames:
-            result.frames = state["first"] or []
+        if want_video:
+            episode, end = next((w for o, w in zip(mine, windows, strict=True) if o.success), windows[0])
+            begin = starts.get(episode, float("inf"))
+            chosen = [frames[t] for t in sorted(frames) if begin - 1e-6 <= t * 1e-9 <= end + 1e-6]
+            if any(o.success for o in mine) or not result.frames:  # else an earlier group's first episode stays
+                result.frames = chosen
     finally:
         client.close()
         stop_nodes(procs)
+
+
+def _prune_frames(
+    frames: dict[int, np.ndarray], starts: dict[int, float], outcomes: list[EpisodeOutcome], windows: list
+) -> None:
+    """At an episode's end, drop the frames the video can no longer need: it shows the first
+    successful episode, else the first one."""
+    success = next((i for i, o in enumerate(outcomes) if o.success), None)
+    if success is not None and success < len(outcomes) - 1:  # episodes after the video's
+        drop = [t for t in frames if t * 1e-9 > windows[success][1] + 1e-6]
+    elif len(outcomes) > 1 and not outcomes[-1].success:  # a failed episode that is not the first
+        episode, end = windows[-1]
+        begin = starts.get(episode, float("inf"))
+        drop = [t for t in frames if begin - 1e-6 <= t * 1e-9 <= end + 1e-6]
+    else:
+        return
+    for t in drop:
+        del frames[t]

@@ -32,12 +32,13 @@ from dexstack.ros_nodes import common
 from dexstack.ros_nodes.sim_perception import PerceptionPhase
 from dexstack.ros_nodes.sim_topics import SimTopics
 from dexstack.sim.cores import make_core
-from dexstack.sim.episodes import SIM_TIME_START_S, EpisodeClock, SimSettings, start_core_thread, steps_per
+from dexstack.sim.episodes import SIM_TIME_START_S, EpisodeClock, Pacer, SimSettings, start_core_thread, steps_per
 
 # Wall-clock wait before a lockstep observation is published again (a best-effort
 # subscriber may have dropped it; re-publishing the same stamp is idempotent).
 LOCKSTEP_REPUBLISH_S = 1.0
 EPISODE_ANNOUNCE_S = 0.1
+PHYSICS_JOIN_S = 10.0  # the loop checks `running` at least every 0.1 s
 
 
 class SimNode(PerceptionPhase, Node):
@@ -50,7 +51,7 @@ class SimNode(PerceptionPhase, Node):
             self.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, False)])
         self.task_name = settings.task
         self.lockstep = settings.pacing == "lockstep"
-        self.rtf = float(settings.rtf)
+        self.pacer = Pacer(settings.rtf)  # realtime pacing
         self.auto_reset = bool(settings.auto_reset)
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
@@ -116,7 +117,7 @@ class SimNode(PerceptionPhase, Node):
                 if prm.name == "seed":
                     self.clock.next_seed = int(prm.value)  # the next ~/reset uses it
                 elif prm.name == "rtf":
-                    self.rtf = float(prm.value)
+                    self.pacer.rtf = float(prm.value)
         return SetParametersResult(successful=True)
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
@@ -197,15 +198,12 @@ class SimNode(PerceptionPhase, Node):
         if problem:
             self.get_logger().error(f"episode {self.clock.episode}: {problem}")
         self.perceive_due = self.lockstep and self.grasp_pose_timeout_s > 0 and self.perceives
-        self._publish_episode("running", False)
+        self.topics.publish_episode(self.clock.info(self.task_name, "running", False))
         if self.lockstep and self.started:
             # Nodes reset episode state (expert plan, policy history) on /sim/episode; give the
             # announcement a head start over the first observation, which travels on other
             # topics. The wait is wall time only: sim time and determinism are unaffected.
             self.wake.wait(EPISODE_ANNOUNCE_S)
-
-    def _publish_episode(self, status: str, success: bool) -> None:
-        self.topics.publish_episode(self.clock.info(self.task_name, status, success))
 
     def _publish_state(self, cameras: bool, tick: bool = True) -> None:
         """One stamp's observation (`SimTopics.publish_state`); in lockstep an episode's first one
@@ -220,12 +218,11 @@ class SimNode(PerceptionPhase, Node):
         if self.clock.failure:
             self.get_logger().error(f"episode {self.clock.episode} failed: {self.clock.failure}")
         if succeeded is not None:
-            self._publish_episode("done", succeeded)
+            self.topics.publish_episode(self.clock.info(self.task_name, "done", succeeded))
         return succeeded is not None
 
     def _loop(self) -> None:
         step_index = 0
-        wall0, sim0 = time.monotonic(), 0.0
         with self.wake:
             while self.running and not self.set_up:  # the node finishes setting up first
                 self.wake.wait(0.1)
@@ -240,10 +237,10 @@ class SimNode(PerceptionPhase, Node):
                     self.reset_requested = False
                     self._reset_episode()
                     step_index = 0
-                    wall0, sim0 = time.monotonic(), self.core.time
+                    self.pacer.restart(self.core.time)
                 if self.clock.done or (self.paused and self.pending_steps == 0):
                     self.wake.wait(0.1)
-                    wall0, sim0 = time.monotonic(), self.core.time
+                    self.pacer.restart(self.core.time)
                     continue
                 tick = step_index % self.steps_per_tick == 0
                 if self.lockstep and tick:
@@ -265,10 +262,11 @@ class SimNode(PerceptionPhase, Node):
                 if step_index % self.steps_per_tick == 0 or self.core.divergence is not None:
                     if self._check_episode_end():
                         continue
-                if not self.lockstep and self.rtf > 0:
-                    ahead = (self.core.time - sim0) / self.rtf - (time.monotonic() - wall0)
-                    if ahead > 0:
-                        self.wake.wait(ahead)  # releases the lock so callbacks run
+                pause = (
+                    0.0 if self.lockstep else self.pacer.pause(self.core.time, step_index % self.steps_per_tick == 0)
+                )
+                if pause > 0:
+                    self.wake.wait(pause)  # releases the lock so callbacks run
 
     def _await_answer(self) -> bool:
         """Lockstep (lock held): wait for the trajectory answering the observation just sent."""
@@ -285,10 +283,12 @@ class SimNode(PerceptionPhase, Node):
         return self.running
 
     def destroy_node(self) -> None:
-        with self.wake:
-            self.running = False
-            self.wake.notify_all()
-        self.thread.join(timeout=5.0)
+        # Also runs on a node whose constructor raised (rclpy's context clean-up).
+        if hasattr(self, "thread"):  # join the physics thread (it publishes, closes its GL contexts) first
+            self.running = False  # read every step, without the lock
+            with self.wake:
+                self.wake.notify_all()
+            self.thread.join(timeout=PHYSICS_JOIN_S)
         super().destroy_node()
 
 

@@ -9,6 +9,7 @@ timers and staleness checks keep working. Time in seconds.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -73,12 +74,36 @@ def steps_per(rate_hz: float, dt: float) -> int:
     return max(1, round(1.0 / (rate_hz * dt)))
 
 
+class Pacer:
+    """Real-time pacing of a physics loop that holds a lock its callbacks need: `pause()` says how
+    long to wait, releasing the lock, after a physics step. Ahead of the wall clock times `rtf`:
+    until it catches up. Behind it, or with rtf 0 (as fast as possible): a short yield once per
+    control tick, or the loop would keep the lock forever and starve every callback (commands,
+    diagnostics, shutdown)."""
+
+    YIELD_S = 0.001
+
+    def __init__(self, rtf: float) -> None:
+        self.rtf = float(rtf)
+        self.restart(0.0)
+
+    def restart(self, sim_t: float) -> None:
+        """Pace from now on, from sim time `sim_t` (after a wait or a reset)."""
+        self._wall0, self._sim0 = time.monotonic(), sim_t
+
+    def pause(self, sim_t: float, tick: bool) -> float:
+        ahead = (sim_t - self._sim0) / self.rtf - (time.monotonic() - self._wall0) if self.rtf > 0 else 0.0
+        return ahead if ahead > 0 else (self.YIELD_S if tick else 0.0)
+
+
 def start_core_thread(
     build: Callable[[], SimCoreProtocol], loop: Callable[[], None]
 ) -> tuple[SimCoreProtocol, threading.Thread]:
-    """Build a core in a new (daemon) thread that then runs `loop` and closes the core: the
-    thread owns the core, since an EGL context is only valid in the thread that made it.
-    Returns once the core is built; the build's exception is raised here."""
+    """Build a core in a new thread that then runs `loop` and closes the core: the thread owns
+    the core, since an EGL context is only valid in the thread that made it. Returns once the
+    core is built; the build's exception is raised here. Not a daemon: the interpreter's exit
+    waits for it (`loop` must return when its owner stops it), so the core is closed on its thread
+    before atexit terminates the EGL display (else EGL_BAD_ACCESS / errors at exit)."""
     built: dict[str, Any] = {}
     ready = threading.Event()
 
@@ -94,7 +119,7 @@ def start_core_thread(
             finally:
                 built["core"].close()
 
-    thread = threading.Thread(target=run, name="physics", daemon=True)
+    thread = threading.Thread(target=run, name="physics")
     thread.start()
     ready.wait()
     if "error" in built:

@@ -9,6 +9,7 @@ camera time. Built on MuJoCo's public GL API with the same reversed-Z depth conv
 from __future__ import annotations
 
 import os
+import threading
 
 import mujoco
 import numpy as np
@@ -29,6 +30,9 @@ class RgbdRenderer:
                 f"{model.vis.global_.offwidth}x{model.vis.global_.offheight}"
             )
         self.model, self.width, self.height = model, width, height
+        # An EGL context can be made current only in the thread that owns it (EGL_BAD_ACCESS
+        # elsewhere): render and close on the creating thread, as the sim node's physics thread does.
+        self._owner = threading.get_ident()
         from mujoco import gl_context
 
         try:
@@ -67,6 +71,7 @@ class RgbdRenderer:
         """Colour and depth of model camera `camera_id` for the state in `data` (new arrays)."""
         if self._con is None:
             raise RuntimeError("renderer is closed")
+        self._check_thread("render")
         self._gl.make_current()
         self._camera.fixedcamid = camera_id
         mujoco.mjv_updateScene(
@@ -81,8 +86,16 @@ class RgbdRenderer:
 
     def close(self) -> None:
         if self._con is not None:
+            self._check_thread("close")
             self._gl.make_current()
             self._con.free()
             self._con = None
             self._gl.free()
             self._gl = None
+
+    def _check_thread(self, what: str) -> None:
+        if threading.get_ident() != self._owner:
+            raise RuntimeError(
+                f"RgbdRenderer: {what} called from thread {threading.current_thread().name!r}; its GL context "
+                "belongs to the thread that created it"
+            )

@@ -93,3 +93,30 @@ def test_params_file_tunes_nodes_and_derived_values_win(ros_client, launch_nodes
     ramp, timeout, enabled = future.result().values
     assert ramp.double_value == 3.0 and timeout.double_value == 0.05
     assert enabled.bool_value is False  # hardware:=real derives start_enabled:=false, and that wins
+
+
+def test_demo_video_holds_the_whole_first_successful_episode_at_the_control_rate(tmp_path):
+    """`dexstack demo` through ROS (lockstep): the MP4 decodes to one frame per control tick of the
+    first successful episode (else of the first), however late the client's camera subscription
+    matched (the sim waits, paused, for it) and whatever order the last frames and "done" arrive in."""
+    import json
+
+    import cv2
+
+    out = subprocess.run(
+        [sys.executable, "-m", "dexstack.cli", "demo", "--episodes", "2", "--out", str(tmp_path)],
+        env=node_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    shown = summary["outcomes"].index(True) if True in summary["outcomes"] else 0
+    expected = round(summary["episode_sim_s"][shown] * contract.POLICY_HZ)
+    video = cv2.VideoCapture(summary["video"])
+    frames = 0
+    while video.read()[0]:
+        frames += 1
+    assert video.get(cv2.CAP_PROP_FPS) == contract.POLICY_HZ
+    assert 0.95 * expected <= frames <= expected, (frames, expected, summary)

@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import sys
-import time
 
 import typer
 from rich.console import Console
 
 from dexstack.graph import DEFAULT_POLICY, LAUNCH_ARGS, node_list, parse_launch_args
-from dexstack.launcher import node_environment, start_nodes, stop_nodes
+from dexstack.launcher import exit_line, node_environment, start_nodes, stop_in_order, supervise
 
 console = Console(stderr=True)
 
@@ -30,26 +29,30 @@ def up(
             typer.echo(f"    '{a.name}':\n        {a.description}{choices}\n        (default: '{a.default}')")
         raise typer.Exit()
     specs = node_list(parse_launch_args(launch_args or []))  # a bad value: one line (dexstack.cli.main)
-    procs = start_nodes(specs, env=node_environment(domain_id), log_dir=log_dir)
-    for spec, p in zip(specs, procs, strict=True):
-        console.print(f"[green]started[/] {spec.name} (pid {p.pid}): {spec.executable}")
     stopping = False
 
     def _stop(signum, frame):  # noqa: ARG001 - signal handler signature
         nonlocal stopping
         stopping = True
 
+    # Before any node starts: a Ctrl-C during start-up must stop what started, not leave it orphaned.
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    died = None
-    while not stopping and died is None:
-        time.sleep(0.2)
-        died = next((s for s, p in zip(specs, procs, strict=True) if p.poll() is not None), None)
+    procs = start_nodes(specs, env=node_environment(domain_id), log_dir=log_dir)
+    for spec, p in zip(specs, procs, strict=True):
+        role = " (critical)" if spec.critical else ""
+        console.print(f"[green]started[/] {spec.name}{role} (pid {p.pid}): {spec.executable}", soft_wrap=True)
+    for spec in specs:
+        if spec.note:
+            console.print(spec.note, soft_wrap=True)
+    died = supervise(specs, procs, lambda: stopping, lambda line: console.print(f"[red]{line}[/]", soft_wrap=True))
     if died is not None:
-        console.print(f"[red]{died.name} exited with code {procs[specs.index(died)].returncode}; stopping all[/]")
-    codes = stop_nodes(procs)
-    console.print("stopped: " + ", ".join(f"{s.name}={c}" for s, c in zip(specs, codes, strict=True)))
-    sys.exit(1 if died is not None else 0)
+        proc = procs[specs.index(died)]
+        console.print(f"[red]{exit_line(died, proc.returncode, proc.pid)}[/]", soft_wrap=True)
+    codes = stop_in_order(specs, procs)
+    console.print("stopped: " + ", ".join(f"{s.name}={c}" for s, c in zip(specs, codes, strict=True)), soft_wrap=True)
+    # 0 only if every node ended cleanly; a policy that died earlier makes a Ctrl-C'd run exit 1.
+    sys.exit(1 if died is not None or any(codes) else 0)
 
 
 def record_demos(
@@ -144,7 +147,8 @@ def demo(
         f"success {summary['success_rate']:.0%} over {summary['episodes']} episodes; "
         f"inference p50 {summary.get('inference_ms_p50')} ms, p99 {summary.get('inference_ms_p99')} ms"
     )
-    console.print(f"video: {summary.get('video')}\nplot:  {summary.get('plot')}\nnode logs: {out_dir}/logs")
+    video = summary.get("video") or "none: no camera frame arrived (see the sim's log)"
+    console.print(f"video: {video}\nplot:  {summary.get('plot')}\nnode logs: {out_dir}/logs")
     typer.echo(report.json_line(summary))
 
 
