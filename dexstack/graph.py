@@ -74,6 +74,13 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
         DEFAULT_HAND_OBJECT,
         "object of the hand's grasp task (a name of the sim's object catalogue; adroit only)",
     ),
+    LaunchArg(
+        "controller",
+        "",
+        "the robot's JointTrajectoryController: the safety filter commands /<controller>/joint_trajectory and "
+        "the policy publishes /policy/<controller>/joint_trajectory; empty: the profile's "
+        "(panda: arm_controller, adroit: hand_controller)",
+    ),
     LaunchArg("rtf", "1.0", "sim real-time factor in realtime pacing (0 = as fast as possible)"),
     LaunchArg(
         "pacing",
@@ -155,6 +162,8 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
     sim = hardware == "mujoco"
     lockstep = sim and values["pacing"] == "lockstep"
     common = {"use_sim_time": sim, "profile": values["profile"]}
+    if values["controller"]:  # every node that names a controller topic derives it from this one name
+        common["controller"] = contract.check_controller_name(values["controller"])
     nodes: list[NodeSpec] = []
     if sim:
         sim_params = common | {

@@ -13,6 +13,7 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -25,6 +26,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dexstack import contract
+from dexstack.hardware.profiles import RobotProfile
 from dexstack.trajectory import ActionChunk
 
 QOS: dict[contract.QoSKind, QoSProfile] = {
@@ -65,6 +67,16 @@ def time_msg(ns: int) -> Time:
 def now_sec(node: Node) -> float:
     """The node's clock (sim time when use_sim_time is set) in seconds."""
     return node.get_clock().now().nanoseconds * 1e-9
+
+
+# --- robot profile ----------------------------------------------------------------------
+def with_controller(node: Node, profile: RobotProfile) -> RobotProfile:
+    """`profile` driven through the controller named by the node's read-only `controller` parameter
+    (the launch argument `controller:=`, dexstack/graph.py; empty: the profile's own)."""
+    descriptor = ParameterDescriptor(
+        read_only=True, description="JointTrajectoryController name; empty: the profile's own"
+    )
+    return profile.with_controller(node.declare_parameter("controller", "", descriptor).value)
 
 
 # --- joint states / trajectories --------------------------------------------------------
