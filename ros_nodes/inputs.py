@@ -66,7 +66,7 @@ def _checked_image(msg: Image, encodings: dict[str, tuple[np.dtype, int]]) -> np
     """The image's pixels for one of `encodings` ({encoding: (dtype, channels)}). Raises ValueError
     on another encoding or a size mismatch."""
     if msg.encoding not in encodings:
-        raise _refuse(msg, "this", list(encodings), "publish one of those")
+        raise ValueError(f"image encoding {msg.encoding!r}, expected {' or '.join(repr(e) for e in encodings)}")
     return _pixels(msg, *encodings[msg.encoding])
 
 
