@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sensor_msgs.msg import Image
 
 from dexstack import contract
@@ -24,6 +26,14 @@ from dexstack.ros_nodes.inputs import convert_input
 RGB = {"name": "rgb", "kind": "rgb", "source": "/c", "shape": [96, 96, 3], "dtype": "uint8", "max_age_s": 1.0}
 DEPTH_M = {"name": "d", "kind": "depth", "source": "/d", "shape": [96, 96], "dtype": "float32", "max_age_s": 1.0}
 DEPTH_MM = dict(DEPTH_M, dtype="uint16", shape=[96, 96, 1])
+SEGMENTATION = {
+    "name": "m",
+    "kind": "segmentation",
+    "source": "/m",
+    "shape": [96, 96],
+    "dtype": "int32",
+    "max_age_s": 1.0,
+}
 
 
 def image_msg(pixels: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False) -> Image:
@@ -103,6 +113,51 @@ def test_a_message_whose_bytes_do_not_match_its_size_is_refused():
         convert_input(RGB, msg)
     with pytest.raises(ValueError, match="does not match its"):
         convert_input(RGB, Image(height=0, width=0, encoding="rgb8", step=0, data=b""))
+
+
+ENCODINGS = [
+    "rgb8",
+    "bgr8",
+    "rgba8",
+    "bgra8",
+    "yuv422_yuy2",
+    "yuv422",
+    "mono8",
+    "mono16",
+    "16UC1",
+    "32FC1",
+    "32SC1",
+    "x",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["rgb", "depth", "segmentation"]),
+    encoding=st.sampled_from(ENCODINGS),
+    height=st.integers(0, 6),
+    width=st.integers(0, 6),
+    pad=st.integers(-2, 3),
+    bigendian=st.booleans(),
+    data=st.data(),
+)
+def test_any_image_message_converts_to_a_finite_array_or_a_clear_refusal(
+    kind, encoding, height, width, pad, bigendian, data
+):
+    """Whatever a publisher puts in an Image (sizes, step, byte count, encoding, NaN depth), the
+    conversion returns finite pixels of the kind's dtype or raises ValueError; nothing else escapes."""
+    bpp = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "yuv422_yuy2": 2, "yuv422": 2, "mono16": 2}
+    step = max(0, width * bpp.get(encoding, 4) + pad)
+    size = data.draw(st.sampled_from([height * step, height * step + 1, max(0, height * step - 1)]))
+    msg = Image(height=height, width=width, encoding=encoding, is_bigendian=int(bigendian), step=step)
+    msg.data = data.draw(st.binary(min_size=size, max_size=size))
+    spec = {"rgb": RGB, "depth": DEPTH_M, "segmentation": SEGMENTATION}[kind]
+    try:
+        value = convert_input(spec, msg)
+    except ValueError:
+        return
+    assert value.shape[:2] == (height, width) and np.all(np.isfinite(value))
+    assert value.dtype == {"rgb": np.uint8, "depth": np.float32, "segmentation": np.int32}[kind]
 
 
 @pytest.mark.parametrize(("camera", "window"), [((480, 640), (0, 80, 480, 480)), ((720, 1280), (0, 280, 720, 720))])
