@@ -251,3 +251,80 @@ def test_safety_filter_drives_a_separate_gripper_controller(ros_client, launch_n
     for double in (arm, gripper):
         assert not [r for r, m in double.rejected if m.points], double.rejected
     assert default_topic == [] and node.count_publishers(PANDA.trajectory_topic) == 0
+
+
+class GripperServerDouble:
+    """A gripper action server on /<controller>/gripper_cmd as ros2_controllers' gripper controllers
+    serve it: a ParallelGripperCommand goal needs exactly one position (`goal_callback` rejects
+    others), a new goal preempts the running one (`accepted_callback`), and the gripper moves to the
+    goal (here at once), which the double mirrors into its joint position."""
+
+    def __init__(self, node, controller: str, action_type, interface: str, start: float) -> None:
+        from rclpy.action import ActionServer, GoalResponse
+
+        self.interface, self.q, self.goals = interface, start, []
+
+        def on_goal(goal) -> GoalResponse:
+            if interface == "parallel_gripper_command" and len(goal.command.position) != 1:
+                return GoalResponse.REJECT
+            return GoalResponse.ACCEPT
+
+        def execute(handle):
+            goal = handle.request
+            self.goals.append(goal)
+            self.q = goal.command.position[0] if interface == "parallel_gripper_command" else goal.command.position
+            handle.succeed()
+            result = action_type.Result()
+            result.reached_goal = True
+            return result
+
+        self.server = ActionServer(node, action_type, f"/{controller}/gripper_cmd", execute, goal_callback=on_goal)
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("interface", ["parallel_gripper_command", "gripper_command"])
+def test_safety_filter_drives_a_gripper_action_server(ros_client, launch_nodes, interface):
+    """Runs where control_msgs is importable (a robot PC with ROS 2); skipped on pip-only machines."""
+    pytest.importorskip("control_msgs.action")
+    from dexstack.ros_nodes.common import QOS, chunk_to_msg, joint_state_msg
+    from dexstack.trajectory import ActionChunk
+
+    node = ros_client.node
+    arm = JtcDouble(node, PANDA.controller, ARM, PANDA.home[:7])
+    gripper = GripperServerDouble(node, "fr3_gripper", load_action_type(interface), interface, PANDA.home[7])
+    js_pub = node.create_publisher(
+        type(joint_state_msg([], [])), contract.JOINT_STATES, QOS[contract.QoSKind.STATE_PUB]
+    )
+    stamps: list[float] = []
+
+    def publish_state() -> None:
+        stamps.append(node.get_clock().now().nanoseconds * 1e-9)
+        q = np.concatenate([arm.positions(), [gripper.q]])
+        js_pub.publish(joint_state_msg(PANDA.joint_names, q, stamp=stamps[-1]))
+
+    node.create_timer(0.02, publish_state)
+    params = {
+        "gripper_interface": interface,
+        "gripper_controller": "fr3_gripper",
+        "start_enabled": True,
+        "ramp_time_s": 0.01,
+        "use_sim_time": False,
+    }
+    launch_nodes([NodeSpec("safety_filter", "safety_filter", params)])
+    policy = node.create_publisher(JointTrajectory, PANDA.policy_output_topic, QOS[contract.QoSKind.COMMAND])
+    assert ros_client.spin_until(
+        lambda: policy.get_subscription_count() > 0 and node.count_publishers(PANDA.trajectory_topic) > 0, 30
+    )
+    ros_client.spin_for(1.0)  # the filter's action client finds the server
+
+    target = np.array(PANDA.home)
+    target[7] -= 0.01
+    times = np.arange(1, 9) * 0.1
+    rows = np.array(PANDA.home) + np.outer(times / times[-1], target - np.array(PANDA.home))
+    policy.publish(chunk_to_msg(ActionChunk(PANDA.joint_names, rows, times, stamps[-1])))
+    assert ros_client.spin_until(lambda: len(gripper.goals) > 0 and arm.accepted, 10), arm.rejected[-3:]
+    assert all(list(m.joint_names) == ARM for m in arm.accepted)
+    # The goal is the chunk's first point not yet in the past: between where it starts and ends.
+    assert PANDA.home[7] - 0.01 - 1e-9 <= gripper.q < PANDA.home[7]
+    if interface == "parallel_gripper_command":
+        assert list(gripper.goals[0].command.name) == [FINGER]
