@@ -6,7 +6,8 @@ large images (config/fastdds_large_images.xml).
 
 For each resolution and transport it runs tests/camera_driver.py (reliable, like realsense-ros) in
 its own process and counts, in this one, the frames of one camera received and their latency
-(arrival wall clock - header stamp). Prints absolute figures and the machine's load.
+(arrival wall clock - header stamp); then the policy node's conversion and crop + resize cost per
+frame. Prints absolute figures and the machine's load.
 """
 
 from __future__ import annotations
@@ -78,9 +79,37 @@ def main() -> None:
                     env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
                 count, lat = measure(client, contract.camera_color_topic("bench"), cmd, env, args.seconds)
                 p50, p99 = np.percentile(lat, [50, 99]) if lat else (float("nan"),) * 2
-                print(f"{f'{w}x{h}':>10} {name:>10} {count:>8} {int(args.rate * args.seconds):>5} {p50:>8.1f} {p99:>8.1f}")
+                print(
+                    f"{f'{w}x{h}':>10} {name:>10} {count:>8} {int(args.rate * args.seconds):>5} {p50:>8.1f} {p99:>8.1f}"
+                )
     print(f"load {os.getloadavg()[0]:.2f} (1 min) at end")
     client.close()
+    conversion_cost()
+
+
+def conversion_cost(repeats: int = 50) -> None:
+    """What the policy node spends per frame: message -> pixels (convert_input, on arrival) and
+    crop + resize to 96x96 (fit_image, when it acts), median of `repeats`."""
+    from sensor_msgs.msg import Image
+
+    from dexstack.images import fit_image
+    from dexstack.ros_nodes.inputs import convert_input
+
+    spec = {"name": "rgb", "kind": "rgb", "source": "/c", "shape": [96, 96, 3], "dtype": "uint8", "max_age_s": 1.0}
+    print(f"{'camera':>10} {'encoding':>9} {'convert ms':>11} {'fit ms':>8}")
+    for h, w in [(480, 640), (720, 1280)]:
+        for encoding in ("rgb8", "bgr8"):
+            data = np.random.default_rng(0).integers(0, 256, h * w * 3, dtype=np.uint8).tobytes()
+            msg = Image(height=h, width=w, encoding=encoding, step=w * 3, data=data)
+            convert, fit = [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                pixels = convert_input(spec, msg)
+                t1 = time.perf_counter()
+                fit_image(pixels, spec)
+                convert.append(t1 - t0)
+                fit.append(time.perf_counter() - t1)
+            print(f"{f'{w}x{h}':>10} {encoding:>9} {np.median(convert) * 1e3:>11.2f} {np.median(fit) * 1e3:>8.2f}")
 
 
 if __name__ == "__main__":
