@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class LaunchArg:
     default: str
     description: str
     choices: tuple[str, ...] | None = None
+    check: Callable[[str], object] | None = None  # raises ValueError for a bad value
 
 
 LAUNCH_ARGS: tuple[LaunchArg, ...] = (
@@ -80,6 +82,7 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
         "the robot's JointTrajectoryController: the safety filter commands /<controller>/joint_trajectory and "
         "the policy publishes /policy/<controller>/joint_trajectory; empty: the profile's "
         "(panda: arm_controller, adroit: hand_controller)",
+        check=lambda name: name and contract.check_controller_name(name),
     ),
     LaunchArg("rtf", "1.0", "sim real-time factor in realtime pacing (0 = as fast as possible)"),
     LaunchArg(
@@ -150,6 +153,8 @@ def parse_launch_args(tokens: list[str]) -> dict[str, str]:
         choices = known[name].choices
         if choices and value not in choices:
             raise ValueError(f"{name}:={value} is not one of {', '.join(choices)}")
+        if known[name].check is not None:
+            known[name].check(value)
         values[name] = value
     return values
 

@@ -15,7 +15,7 @@ from builtin_interfaces.msg import Duration, Time
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dexstack import contract
-from dexstack.graph import NodeSpec, node_list
+from dexstack.graph import NodeSpec, node_list, parse_launch_args
 from dexstack.hardware.profiles import ADROIT, PANDA, GripperSpec
 from dexstack.ros_nodes.gripper_bridge import gripper_target, load_action_type, make_goal, split_trajectory
 
@@ -49,6 +49,9 @@ def test_controller_launch_argument_reaches_every_node_that_names_a_controller_t
     assert {n.name for n in sim if "controller" in n.parameters} == {"sim", "safety_filter", "expert"}
     with pytest.raises(ValueError, match="controller name 'arm controller' is not a ROS name"):
         node_list({"controller": "arm controller"})
+    with pytest.raises(ValueError, match="controller name '9arm' is not a ROS name"):  # before anything starts
+        parse_launch_args(["controller:=9arm"])
+    assert parse_launch_args(["controller:=fr3/arm_controller"])["controller"] == "fr3/arm_controller"
 
 
 def test_every_controller_topic_derives_from_the_one_name():
