@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.qos import QoSProfile
@@ -23,22 +24,16 @@ from dexstack.ros_nodes.common import QOS, joint_positions, message_class
 # fed grey would act on an input it never saw, without any error.
 _RGB_SOURCES: dict[str, tuple[type, int, Callable[[np.ndarray], np.ndarray] | None]] = {
     "rgb8": (np.uint8, 3, None),
-    "bgr8": (np.uint8, 3, lambda px: _cv2().cvtColor(px, _cv2().COLOR_BGR2RGB)),  # 30x faster than px[..., ::-1]
-    "rgba8": (np.uint8, 4, lambda px: _cv2().cvtColor(px, _cv2().COLOR_RGBA2RGB)),
-    "bgra8": (np.uint8, 4, lambda px: _cv2().cvtColor(px, _cv2().COLOR_BGRA2RGB)),
-    "yuv422_yuy2": (np.uint8, 2, lambda px: _cv2().cvtColor(px, _cv2().COLOR_YUV2RGB_YUY2)),
-    "yuv422": (np.uint8, 2, lambda px: _cv2().cvtColor(px, _cv2().COLOR_YUV2RGB_UYVY)),
+    "bgr8": (np.uint8, 3, lambda px: cv2.cvtColor(px, cv2.COLOR_BGR2RGB)),  # 30x faster than px[..., ::-1]
+    "rgba8": (np.uint8, 4, lambda px: cv2.cvtColor(px, cv2.COLOR_RGBA2RGB)),
+    "bgra8": (np.uint8, 4, lambda px: cv2.cvtColor(px, cv2.COLOR_BGRA2RGB)),
+    "yuv422_yuy2": (np.uint8, 2, lambda px: cv2.cvtColor(px, cv2.COLOR_YUV2RGB_YUY2)),
+    "yuv422": (np.uint8, 2, lambda px: cv2.cvtColor(px, cv2.COLOR_YUV2RGB_UYVY)),
 }
 # Depth per REP 118: 16UC1 in millimetres (realsense-ros publishes Z16 as 16UC1 and rescales other
 # depth units to mm: base_realsense_node.cpp `fix_depth_scale`), 32FC1 in metres (depth_image_proc,
 # Gazebo). No reading is 0 in 16UC1 and NaN/inf in 32FC1; both become 0 here, as the sim publishes.
 _DEPTH_SOURCES = {"16UC1": (np.uint16, 1), "32FC1": (np.float32, 1)}
-
-
-def _cv2():
-    import cv2  # a robot requirement; only converted encodings need it
-
-    return cv2
 
 
 def _pixels(msg: Image, dtype: type, channels: int) -> np.ndarray:
