@@ -32,7 +32,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         # Policies shipped with the repo: the read-only bundled store.
         *[(f"share/{PACKAGE}/{d}", [os.path.join(d, f) for f in fs]) for d, _, fs in os.walk("policy_store") if fs],
     ],

@@ -9,6 +9,7 @@ Robot-specific names (controller, cameras, joints) live in `dexstack.hardware.pr
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 
@@ -47,6 +48,21 @@ DIAGNOSTICS = "/diagnostics"
 # scripted experts and evaluation, never by learned policies.
 SIM_OBJECT_POSE = "/sim/object_pose"
 SIM_EPISODE = "/sim/episode"  # std_msgs/String JSON: episode, seed, task, status, stamp; when done also success, sim_time and the task's metrics
+
+
+# A controller name as ros2_control's controller_manager takes it, optionally namespaced
+# ("fr3/arm_controller"): ROS name tokens joined by '/'.
+CONTROLLER_NAME_RE = r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*"
+
+
+def check_controller_name(name: str) -> str:
+    """`name` if it can name a controller (and so a topic), else ValueError saying why."""
+    if not re.fullmatch(CONTROLLER_NAME_RE, name):
+        raise ValueError(
+            f"controller name {name!r} is not a ROS name (letters, digits and '_', starting with a "
+            "letter; '/' between namespace parts)"
+        )
+    return name
 
 
 def trajectory_topic(controller: str) -> str:

@@ -85,6 +85,13 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
         DEFAULT_HAND_OBJECT,
         "object of the hand's grasp task (a name of the sim's object catalogue; adroit only)",
     ),
+    LaunchArg(
+        "controller",
+        "",
+        "the robot's JointTrajectoryController: the safety filter commands /<controller>/joint_trajectory and "
+        "the policy publishes /policy/<controller>/joint_trajectory; empty: the profile's "
+        "(panda: arm_controller, adroit: hand_controller)",
+    ),
     LaunchArg("rtf", "1.0", "sim real-time factor in realtime pacing (0 = as fast as possible)"),
     LaunchArg(
         "pacing",
@@ -135,12 +142,21 @@ def _params_file(text: str) -> str | None:
     return None
 
 
+def _controller_name(text: str) -> str | None:
+    try:
+        text and contract.check_controller_name(text)  # empty: the profile's controller
+    except ValueError as exc:
+        return f"is not usable: {exc}"
+    return None
+
+
 # How a launch argument's value is checked beyond its choices: name -> why the text is wrong, or None.
 VALUE_CHECKS: dict[str, Callable[[str], str | None]] = {
     "rtf": lambda t: _number(t, 0.0, exclusive=False),
     "policy_rate": lambda t: _number(t, 0.0, exclusive=True),
     "seed": _seed,
     "params_file": _params_file,
+    "controller": _controller_name,
 }
 
 
@@ -225,6 +241,8 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
     sim = hardware == "mujoco"
     lockstep = sim and values["pacing"] == "lockstep"
     common = {"use_sim_time": sim, "profile": values["profile"]}
+    if values["controller"]:  # every node that names a controller topic derives it from this one name
+        common["controller"] = contract.check_controller_name(values["controller"])
     nodes: list[NodeSpec] = []
     if sim:
         sim_params = common | {

@@ -19,14 +19,17 @@ Schema version 2 (see docs/STORE.md for an example):
   rule: `max_age_s` (> 0 s: an older sample is stale and the node holds at WARN) or
   `latched: true` (kept until replaced, never stale; a new episode drops values stamped before
   it). Kinds (`INPUT_KINDS`: message type; the value the runtime gets):
-  `joint_positions` (JointState; float (n,) in `names` order), `rgb` (Image rgb8; uint8 (H, W, 3);
-  `preprocess: "center_crop_resize"` crops the camera image about its centre to the shape's
-  aspect ratio and area-resizes it, "none" (default) wants the camera's own size), `depth`
-  (Image 16UC1 mm; float32 metres, or uint16 mm with dtype uint16; shape [H, W] or [H, W, 1]),
+  `joint_positions` (JointState; float (n,) in `names` order), `rgb` (Image rgb8, or bgr8 / rgba8 /
+  bgra8 / yuv422_yuy2 / yuv422, converted; uint8 (H, W, 3)), `depth` (Image 16UC1 mm or 32FC1 m;
+  float32 metres, or uint16 mm with dtype uint16; shape [H, W] or [H, W, 1]; no reading is 0),
   `segmentation` (Image mono8/mono16/16UC1/32SC1; int32 (H, W) ids), `wrench` (WrenchStamped;
   float (6,) force N then torque N m), `pose` (PoseStamped; float (7,) x y z m, then the unit
   quaternion qw qx qy qz), `text` (String; str, shape [] and dtype "str"), `vector`
   (Float64MultiArray; float (n,), optional `names`).
+  Image inputs (rgb, depth, segmentation): `shape` is the resolution the model takes; a camera of
+  any other (larger) resolution is centre-cropped to the shape's aspect ratio and resized to it
+  (`preprocess: "center_crop_resize"`, the default: colour area-averaged, depth and ids nearest;
+  `dexstack/images.py`); `preprocess: "none"` accepts only the exact size.
 - `outputs`: {kind: "joint_position_chunk", joint_names, chunk_length, dt (s), [normalization]}:
   every family's runtime answers with absolute joint targets
 - `files` ({relative path: sha256 hex}): every file but manifest.json (recorded by `dexstack export`; `publish` refuses files that do not match)
@@ -75,7 +78,9 @@ SCHEMA1_MAX_AGE_S: dict[str, float] = {
     "depth": contract.CAMERA_MAX_AGE_S,
 }
 OUTPUT_KINDS = ("joint_position_chunk",)
-RGB_PREPROCESS = ("none", "center_crop_resize")
+IMAGE_KINDS = ("rgb", "depth", "segmentation")
+# How an image input meets any camera resolution (dexstack/images.py); the first is the default.
+IMAGE_PREPROCESS = ("center_crop_resize", "none")
 DTYPES = ("float32", "float64", "uint8", "uint16", "int32", "int64")
 TEXT_DTYPE = "str"  # the one dtype of a text input (shape [])
 NORMALIZATION_TYPES = ("none", "mean_std", "min_max", "scale")
@@ -294,8 +299,9 @@ def _check_input(spec: Any, where: str, schema_version: int = SCHEMA_VERSION) ->
     if "preprocess" in spec:
         preprocess = spec["preprocess"]
         _require(
-            kind == "rgb" and preprocess in RGB_PREPROCESS,
-            f"{where}.preprocess is {preprocess!r}; only rgb inputs take one of {list(RGB_PREPROCESS)}",
+            kind in IMAGE_KINDS and preprocess in IMAGE_PREPROCESS,
+            f"{where}.preprocess is {preprocess!r}; only image inputs (rgb, depth, segmentation) take one "
+            f"of {list(IMAGE_PREPROCESS)}",
         )
     if "names" in spec and kind not in ("joint_positions", "vector"):
         _name_list(spec["names"], f"{where}.names")
@@ -491,7 +497,7 @@ def _check_input_against_profile(spec: dict[str, Any], profile: RobotProfile) ->
             )
         cam = profile.camera(cameras[source])
         height, width = spec["shape"][0], spec["shape"][1]
-        if spec.get("preprocess", "none") != "none":
+        if spec.get("preprocess", IMAGE_PREPROCESS[0]) != "none":
             if height > cam.height or width > cam.width:
                 raise ManifestError(
                     f"{where}: expects {height}x{width} (HxW) images cropped and resized from camera "

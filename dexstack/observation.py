@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dexstack.images import center_crop_resize
-from dexstack.manifest import INPUT_KINDS
+from dexstack.images import fit_image
+from dexstack.manifest import IMAGE_KINDS, INPUT_KINDS
 from dexstack.runtime import ObservationError
 
 NS = 1_000_000_000
@@ -73,8 +73,9 @@ class ObservationAssembler:
     """Keeps the last `history` samples of every input named by a (schema 2) manifest's `inputs`.
 
     Each input spec is a manifest dict with at least `name`, `kind`, `source`, `shape` and a
-    freshness rule (`max_age_s` or `latched: true`); `dtype` (numpy name) is applied when present
-    and `preprocess` to rgb images. Raises ValueError for an input this assembler cannot serve.
+    freshness rule (`max_age_s` or `latched: true`); `dtype` (numpy name) is applied when present;
+    camera images of any size are brought to `shape` by `dexstack.images.fit_image`. Raises
+    ValueError for an input this assembler cannot serve.
     """
 
     def __init__(self, inputs: list[dict[str, Any]], history: int = 8) -> None:
@@ -210,8 +211,8 @@ class ObservationAssembler:
             if not isinstance(value, str):
                 raise ObservationError(f"expected a string, got {type(value).__name__}")
             return value
-        if spec.get("preprocess", "none") == "center_crop_resize":
-            value = center_crop_resize(value, *spec["shape"][:2])
+        if spec["kind"] in IMAGE_KINDS:  # any camera resolution, one rule (dexstack/images.py)
+            value = fit_image(value, spec)
         if tuple(value.shape) != tuple(spec["shape"]):
             raise ObservationError(f"shape {tuple(value.shape)}, expected {tuple(spec['shape'])}")
         if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):

@@ -8,6 +8,7 @@ the IK settings), from which `hardware/kinematics.py` computes FK/IK and the sim
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,36 @@ class CameraSpec:
     width: int
     height: int
     hz: float = contract.CAMERA_HZ
+
+
+# How a profile's gripper joint reaches the robot (GripperSpec.interface; docs/HARDWARE.md, "Gripper").
+GRIPPER_INTERFACES = ("arm_controller", "trajectory", "parallel_gripper_command", "gripper_command")
+
+
+@dataclass(frozen=True)
+class GripperSpec:
+    """The gripper of a profile: one of its joints (`joint`), and how commands reach it.
+
+    `interface` (a deployment may override it and `controller` with the safety filter's
+    `gripper_interface` / `gripper_controller` parameters):
+    - "arm_controller": the gripper joint is one more joint of the arm's JointTrajectoryController
+      (the sim, mock hardware);
+    - "trajectory": a JointTrajectoryController of its own, `/<controller>/joint_trajectory`, gets
+      the gripper joint's part of every command and the arm controller the rest;
+    - "parallel_gripper_command": ros2_controllers' parallel_gripper_action_controller, action
+      `/<controller>/gripper_cmd` (control_msgs/action/ParallelGripperCommand);
+    - "gripper_command": control_msgs/action/GripperCommand on `/<controller>/gripper_cmd`
+      (ros2_controllers' gripper_action_controller, removed after Jazzy).
+    Action goals carry `action_position_scale` x the joint position and `max_effort` (N; 0: the
+    controller's own limit); a new goal (which preempts the running one) is sent only when the
+    target moves by more than `deadband` (joint units)."""
+
+    joint: str
+    interface: str = "arm_controller"
+    controller: str = "gripper_controller"
+    action_position_scale: float = 1.0
+    max_effort: float = 0.0
+    deadband: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -71,7 +102,7 @@ class RobotProfile:
     position_upper: tuple[float, ...]
     velocity_limit: tuple[float, ...]  # rad/s or m/s
     home: tuple[float, ...]  # a safe start configuration
-    controller: str
+    controller: str  # the default JointTrajectoryController name (launch argument `controller:=` overrides)
     cameras: tuple[CameraSpec, ...] = field(default_factory=tuple)
     # Tactile pads, each published on contract.tactile_topic(pad) as a WrenchStamped in the
     # frame of the link carrying it (`tactile_frames`, same order).
@@ -87,6 +118,7 @@ class RobotProfile:
     # for when one reference is streamed as many messages (our chunks); JTC's default, False,
     # starts from the measured position. The sim and mock hardware execute what this says.
     jtc_interpolate_from_desired_state: bool = True
+    gripper: GripperSpec | None = None  # a gripper joint that may have its own controller
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
@@ -95,6 +127,10 @@ class RobotProfile:
         ):
             if len(getattr(self, attr)) != n:
                 raise ValueError(f"profile {self.name}: {attr} has {len(getattr(self, attr))} entries, expected {n}")
+        if self.gripper is not None:
+            self.gripper_interface(self.gripper.interface)
+            if self.gripper.joint not in self.joint_names:
+                raise ValueError(f"profile {self.name}: gripper joint {self.gripper.joint!r} is not one of its joints")
         if len(self.tactile_frames) != len(self.tactile_pads):
             raise ValueError(
                 f"profile {self.name}: {len(self.tactile_pads)} tactile pads but "
@@ -132,6 +168,21 @@ class RobotProfile:
     @property
     def policy_output_topic(self) -> str:
         return contract.policy_output_topic(self.controller)
+
+    def with_controller(self, controller: str) -> RobotProfile:
+        """This robot driven through the JointTrajectoryController `controller` (the launch argument
+        `controller:=`; empty: this profile's own). Every topic derived from the controller follows."""
+        if not controller or controller == self.controller:
+            return self
+        return dataclasses.replace(self, controller=contract.check_controller_name(controller))
+
+    def gripper_interface(self, interface: str) -> str:
+        """`interface` if this profile's gripper can use it, else ValueError naming the choices."""
+        if self.gripper is None and interface != "arm_controller":
+            raise ValueError(f"profile {self.name} has no separate gripper: gripper_interface must be arm_controller")
+        if interface not in GRIPPER_INTERFACES:
+            raise ValueError(f"gripper_interface {interface!r} is not one of {', '.join(GRIPPER_INTERFACES)}")
+        return interface
 
     def topics(self) -> list[contract.TopicSpec]:
         return contract.robot_topics(self.controller, self.camera_names) + contract.tactile_topics(self.tactile_pads)
@@ -175,6 +226,9 @@ PANDA = RobotProfile(
     velocity_limit=(2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61, 0.1),
     home=(0.0, -0.5, 0.0, -2.4, 0.0, 1.9, 0.785, 0.04),
     controller="arm_controller",
+    # The sim and mock drive the fingers with the arm; franka_ros2 has a gripper of its own (a
+    # deployment sets the safety filter's gripper_interface, e.g. config/panda_real.yaml).
+    gripper=GripperSpec("panda_finger_joint1"),
     cameras=(CameraSpec("wrist", 96, 96), CameraSpec("scene", 96, 96)),
     # IK of the TCP (between the finger pads) over the 7 arm joints, as the scripted expert plans.
     model=RobotModel(

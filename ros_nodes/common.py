@@ -8,6 +8,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -20,6 +21,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from dexstack import contract
+from dexstack.hardware.profiles import RobotProfile
 from dexstack.ros_nodes.lifecycle import run_node  # noqa: F401 - every node's main() calls common.run_node
 from dexstack.trajectory import ActionChunk
 
@@ -61,6 +63,16 @@ def time_msg(ns: int) -> Time:
 def now_sec(node: Node) -> float:
     """The node's clock (sim time when use_sim_time is set) in seconds."""
     return node.get_clock().now().nanoseconds * 1e-9
+
+
+# --- robot profile ----------------------------------------------------------------------
+def with_controller(node: Node, profile: RobotProfile) -> RobotProfile:
+    """`profile` driven through the controller named by the node's read-only `controller` parameter
+    (the launch argument `controller:=`, dexstack/graph.py; empty: the profile's own)."""
+    descriptor = ParameterDescriptor(
+        read_only=True, description="JointTrajectoryController name; empty: the profile's own"
+    )
+    return profile.with_controller(node.declare_parameter("controller", "", descriptor).value)
 
 
 # --- joint states / trajectories --------------------------------------------------------

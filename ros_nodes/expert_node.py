@@ -29,7 +29,7 @@ class ExpertNode(Node):
             "", [("profile", "panda"), ("task", "pick_lift"), ("rate", contract.POLICY_HZ), ("trigger", "timer")]
         )
         params = {x.name: x.value for x in p}
-        self.profile = get_profile(params["profile"])
+        self.profile = common.with_controller(self, get_profile(params["profile"]))
         self.expert = EXPERTS[params["task"]](self.profile)
         self.joint_msg: JointState | None = None
         self.object_msg: PoseStamped | None = None

@@ -19,13 +19,13 @@ from dexstack import contract
 from dexstack.hardware.jtc import accept_trajectory_msg
 from dexstack.hardware.mock import MockHardware
 from dexstack.hardware.profiles import get_profile
-from dexstack.ros_nodes.common import QOS, diagnostic_status, joint_state_msg, now_sec, run_node
+from dexstack.ros_nodes.common import QOS, diagnostic_status, joint_state_msg, now_sec, run_node, with_controller
 
 
 class MockHardwareNode(Node):
     def __init__(self) -> None:
         super().__init__("mock_hardware")
-        self.profile = get_profile(self.declare_parameter("profile", "panda").value)
+        self.profile = with_controller(self, get_profile(self.declare_parameter("profile", "panda").value))
         self.hardware = MockHardware(self.profile)
         self.hardware.configure()
         self.hardware.activate(now_sec(self))

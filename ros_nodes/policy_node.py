@@ -58,7 +58,7 @@ class PolicyNode(Node):
         self.declare_parameter("rate", contract.POLICY_HZ, ParameterDescriptor(read_only=True, dynamic_typing=True))
         self.declare_parameter("trigger", "timer", fixed)
         self.declare_parameter("start_enabled", True, fixed)
-        self.profile = get_profile(self.get_parameter("profile").value)
+        self.profile = common.with_controller(self, get_profile(self.get_parameter("profile").value))
         self.rate = float(self.get_parameter("rate").value)
         self.trigger = self.get_parameter("trigger").value
         if self.trigger not in TRIGGERS:

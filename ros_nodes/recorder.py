@@ -30,7 +30,7 @@ from dexstack import contract
 from dexstack.files import dexstack_home
 from dexstack.hardware.profiles import get_profile
 from dexstack.mcap_io import EpisodeWriteError, EpisodeWriter, episode_record, header_stamp_ns, new_episode_path
-from dexstack.ros_nodes.common import diagnostic_status, message_class
+from dexstack.ros_nodes.common import diagnostic_status, message_class, with_controller
 
 RELIABLE_DEPTH = 1000  # deep enough for a burst of camera frames while the disk catches up
 BEST_EFFORT_DEPTH = 100
@@ -60,7 +60,7 @@ class RecorderNode(Node):
             override = list(self.get_parameter("topics").value)
         except ParameterUninitializedException:  # not given: record the profile's topics
             override = []
-        known = get_profile(self.profile_name).recorded_topics()
+        known = with_controller(self, get_profile(self.profile_name)).recorded_topics()
         # Topics outside the contract get their type from their publishers when they appear.
         self.wanted: dict[str, str | None] = {t: known.get(t) for t in override} if override else known
 

@@ -35,7 +35,9 @@ from dexstack.ros_nodes.common import (
     run_node,
     to_sec,
     to_stamp,
+    with_controller,
 )
+from dexstack.ros_nodes.gripper_bridge import CommandOutput
 
 STATE_BUFFER = 64  # joint states kept by stamp (0.64 s at 100 Hz)
 STATE_WAIT_S = 0.05  # how long a chunk waits for the state it was computed from (steady clock)
@@ -53,7 +55,7 @@ def hold_msg(joint_names, stamp) -> JointTrajectory:
 class SafetyFilterNode(Node):
     def __init__(self) -> None:
         super().__init__("safety_filter")
-        self.profile = get_profile(self.declare_parameter("profile", "panda").value)
+        self.profile = with_controller(self, get_profile(self.declare_parameter("profile", "panda").value))
         self.safety = SafetyFilter(
             self.profile,
             ramp_time_s=float(self.declare_parameter("ramp_time_s", 2.0).value),
@@ -76,7 +78,7 @@ class SafetyFilterNode(Node):
         self.bad_input_since_report = 0
         self.watchdog_trips_since_report = 0
 
-        self.pub = self.create_publisher(JointTrajectory, self.profile.trajectory_topic, QOS[contract.QoSKind.COMMAND])
+        self.pub = CommandOutput(self, self.profile, QOS[contract.QoSKind.COMMAND])  # arm (+ gripper: gripper_bridge)
         self.diag_pub = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, QOS[contract.QoSKind.DEFAULT])
         self.create_subscription(
             JointTrajectory, self.profile.policy_output_topic, self.on_chunk, QOS[contract.QoSKind.COMMAND]
@@ -96,7 +98,7 @@ class SafetyFilterNode(Node):
         )
         self.get_logger().info(
             f"safety filter for {self.profile.name}: {self.profile.policy_output_topic} -> "
-            f"{self.profile.trajectory_topic}, {'enabled' if self.safety.enabled else 'disabled until ~/enable'}"
+            f"{self.pub.describe()}, {'enabled' if self.safety.enabled else 'disabled until ~/enable'}"
         )
 
     # --- inputs -----------------------------------------------------------------------

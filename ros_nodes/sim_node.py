@@ -67,7 +67,7 @@ class SimNode(PerceptionPhase, Node):
             ),
             self._loop,
         )
-        self.profile = self.core.profile
+        self.profile = common.with_controller(self, self.core.profile)
         self.set_parameters([Parameter("profile", Parameter.Type.STRING, self.profile.name)])
         self.clock = EpisodeClock(
             self.core, settings.seed, settings.policy_rate, settings.max_episode_s, settings.success_hold_s

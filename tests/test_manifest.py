@@ -132,10 +132,11 @@ STRUCTURE_CASES = [
     ("inputs.0.max_age_s", 0.0, "inputs[0] ('joint_positions').max_age_s must be a number of seconds > 0"),
     ("inputs.0.latched", True, "inputs[0] ('joint_positions') must say exactly one of 'max_age_s'"),
     (
-        "inputs.2.preprocess",
+        "inputs.0.preprocess",
         "center_crop_resize",
-        "inputs[2] ('wrist_depth').preprocess is 'center_crop_resize'; only rgb inputs",
+        "inputs[0] ('joint_positions').preprocess is 'center_crop_resize'; only image inputs (rgb, depth, segmentation)",
     ),
+    ("inputs.2.preprocess", "nearest", "inputs[2] ('wrist_depth').preprocess is 'nearest'; only image inputs"),
     ("inputs.1.preprocess", "blur", "inputs[1] ('scene_rgb').preprocess is 'blur'"),
     ("outputs.chunk_length", 0, "outputs.chunk_length must be a positive integer"),
     ("outputs.dt", -0.1, "outputs.dt must be a positive number of seconds"),
@@ -221,6 +222,8 @@ def test_profile_mismatches_are_refused_with_clear_messages() -> None:
 
     m = valid_manifest()
     m["inputs"][1]["shape"] = [64, 64, 3]
+    check_against_profile(m, PANDA)  # cropped and resized from the 96x96 camera
+    m["inputs"][1]["preprocess"] = "none"
     with pytest.raises(ManifestError, match="expects 64x64 .* camera 'scene' of robot profile 'panda' publishes 96x96"):
         check_against_profile(m, PANDA)
 
@@ -391,7 +394,10 @@ def test_robot_inputs_must_be_topics_of_the_profile() -> None:
     m["inputs"][0]["source"] = "/tactile/palm"
     with pytest.raises(ManifestError, match="not a wrench topic of robot profile 'adroit'"):
         check_against_profile(m, ADROIT)
-    m = _with_input(dict(GOOD_KINDS[0], shape=[48, 48]))
+    # Image inputs take any camera at least their size (centre crop + resize, dexstack/images.py),
+    # or with preprocess "none" exactly their size.
+    check_against_profile(_with_input(dict(GOOD_KINDS[0], shape=[48, 48])), PANDA)
+    m = _with_input(dict(GOOD_KINDS[0], shape=[48, 48], preprocess="none"))
     with pytest.raises(ManifestError, match="expects 48x48 .* camera 'scene' of robot profile 'panda' publishes 96x96"):
         check_against_profile(m, PANDA)
     m = _with_input(dict(GOOD_KINDS[5], shape=[480, 480, 3]))

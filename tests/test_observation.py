@@ -132,9 +132,9 @@ def test_missing_input_holds_with_warn_and_clock_stamp():
 
 def test_wrong_shape_and_unconvertible_message_hold_with_error():
     asm = _fed(T0, T0)
-    asm.add(contract.rgb_key("wrist"), T0, np.zeros((8, 8, 3), dtype=np.uint8))
+    asm.add(contract.rgb_key("wrist"), T0, np.zeros((8, 8, 4), dtype=np.uint8))  # resized, still 4 channels
     result = asm.latest(T0)
-    assert result.hold.level == "ERROR" and "expected (4, 5, 3)" in result.hold.message
+    assert result.hold.level == "ERROR" and "shape (4, 5, 4), expected (4, 5, 3)" in result.hold.message
     asm.add_invalid(contract.JOINT_POSITIONS, T0 + 1, "joint_states lacks joints ['panda_joint7']")
     result = asm.latest(T0 + 1)
     assert result.hold.level == "ERROR" and "panda_joint7" in result.hold.message
@@ -289,6 +289,51 @@ def test_rgb_center_crop_resize_is_applied_to_the_camera_image():
     asm.add(contract.rgb_key("wrist"), T0 + 1, image[:1, :1])  # smaller than the policy's input
     hold = asm.latest(T0 + 1).hold
     assert hold.level == "ERROR" and "smaller than the policy's" in hold.message
+
+
+@pytest.mark.parametrize("camera", [(480, 640), (720, 1280), (96, 96), (120, 160)])
+def test_every_image_kind_meets_any_camera_resolution_by_one_rule(camera):
+    """rgb, depth and segmentation inputs without a `preprocess` (the shipped Panda policies' case)
+    take a camera of any larger resolution: centre crop to the model's aspect, then resize (rgb by
+    area, depth and ids by nearest pixel); the model's own size passes unchanged."""
+    from dexstack.images import center_crop_resize
+
+    h, w = camera
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    depth = rng.uniform(0.2, 2.0, (h, w)).astype(np.float32)
+    ids = rng.integers(0, 4, (h, w)).astype(np.int32)
+    specs = [
+        INPUTS[0],
+        dict(INPUTS[1], shape=[96, 96, 3]),
+        {"name": "d", "kind": "depth", "source": "/d", "shape": [96, 96, 1], "dtype": "float32", "max_age_s": 1.0},
+        {"name": "m", "kind": "segmentation", "source": "/m", "shape": [96, 96], "dtype": "int32", "max_age_s": 1.0},
+    ]
+    asm = ObservationAssembler(specs)
+    asm.add(contract.JOINT_POSITIONS, T0, _q())
+    asm.add(contract.rgb_key("wrist"), T0, rgb)
+    asm.add("d", T0, depth[..., None])
+    asm.add("m", T0, ids)
+    obs = asm.latest(T0).observation
+    assert obs[contract.rgb_key("wrist")].shape == (96, 96, 3) and obs["d"].shape == (96, 96, 1)
+    assert obs["m"].shape == (96, 96) and obs["m"].dtype == np.int32
+    np.testing.assert_array_equal(obs[contract.rgb_key("wrist")], center_crop_resize(rgb, 96, 96))
+    # Nearest: every served depth and id is one the camera measured (no blended edges).
+    assert set(np.unique(obs["d"])) <= set(np.unique(depth)) and set(np.unique(obs["m"])) <= set(np.unique(ids))
+    if camera == (96, 96):
+        np.testing.assert_array_equal(obs[contract.rgb_key("wrist")], rgb)
+        np.testing.assert_array_equal(obs["d"][..., 0], depth)
+
+
+def test_preprocess_none_accepts_only_the_models_size():
+    exact = dict(INPUTS[1], preprocess="none")
+    asm = ObservationAssembler([INPUTS[0], exact])
+    asm.add(contract.JOINT_POSITIONS, T0, _q())
+    asm.add(contract.rgb_key("wrist"), T0, np.zeros((8, 10, 3), dtype=np.uint8))
+    hold = asm.latest(T0).hold
+    assert hold.level == "ERROR" and "10x8 but this policy takes only 5x4" in hold.message
+    asm.add(contract.rgb_key("wrist"), T0 + 1, _rgb())
+    assert asm.latest(T0 + 1).hold is None
 
 
 # --- latched inputs ----------------------------------------------------------------------------
