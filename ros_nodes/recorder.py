@@ -145,9 +145,12 @@ class RecorderNode(Node):
             self._task_text = deserialize_message(data, String).data
         elif topic == contract.SIM_EPISODE:
             try:
-                self._sim_episode = json.loads(deserialize_message(data, String).data)
-            except json.JSONDecodeError:
-                self.get_logger().warning(f"{topic}: not JSON, ignored for episode metadata")
+                info = json.loads(deserialize_message(data, String).data)
+                if not isinstance(info, dict):  # a list or a number would break the metadata at ~/stop_episode
+                    raise ValueError(type(info).__name__)
+                self._sim_episode = info
+            except ValueError:  # JSONDecodeError is one
+                self.get_logger().warning(f"{topic}: not a JSON object, ignored for episode metadata")
         if latched:
             self._latched[topic] = data
         if self._writer is not None:
