@@ -159,7 +159,7 @@ class RecorderNode(Node):
     def _write(self, topic: str, data: bytes, log_ns: int) -> None:
         try:
             channel = self._writer.add_channel(topic, self._types[topic], self._offered[topic])
-            publish_ns = header_stamp_ns(data) if self._has_header[topic] else log_ns
+            publish_ns = max(header_stamp_ns(data), 0) if self._has_header[topic] else log_ns  # MCAP's is unsigned
             self._writer.write(channel, data, log_ns, publish_ns)
             self._counts[topic] = self._counts.get(topic, 0) + 1
         except Exception as exc:  # noqa: BLE001 - a disk error must not kill the node mid-episode
