@@ -5,9 +5,9 @@ filter, policy node serving a shipped policy at `--rate` Hz) on a private ROS do
 probed empty first, and watches from outside like a controller would:
 - resident memory (VmRSS from /proc) of each node process, sampled every `--sample-s`; growth is
   measured from the 1-minute sample (start-up allocation is not a leak) to the end;
-- every message on the controller topic, checked against the robot profile: joint names, finite
-  positions inside the position limits, increasing point times, and no segment between
-  consecutive points faster than the velocity limit;
+- every message on the controller topic, checked against the robot profile
+  (`hardware/command_check.py`: joint names, finite positions inside the position limits,
+  increasing point times, no segment between consecutive points faster than the velocity limit);
 - holds (the safety filter's and the policy node's cumulative counters, from /diagnostics) and
   episodes (/sim/episode);
 - any node from another graph appearing on the domain.
@@ -34,14 +34,13 @@ import numpy as np  # noqa: E402
 
 from dexstack import contract  # noqa: E402
 from dexstack.graph import DEFAULT_POLICY, DEFAULT_TASK, node_list, parse_launch_args  # noqa: E402
+from dexstack.hardware.command_check import command_violation  # noqa: E402
 from dexstack.hardware.profiles import RobotProfile, get_profile  # noqa: E402
 from dexstack.launcher import node_environment, start_nodes, stop_nodes  # noqa: E402
 
 GROWTH_FLOOR_MB = 5.0  # the issue's floor: growth per process after the first minute
 BASELINE_S = 60.0
 PROBE_S = 3.0  # how long a candidate domain is listened to before it counts as free
-LIMIT_TOL = 1e-6  # rad or m: float noise on a limit is not a violation
-VELOCITY_TOL = 1e-6  # relative
 MAX_RECORDED_BAD = 20
 
 
@@ -71,37 +70,6 @@ def free_domain(candidates: list[int]) -> int:
             return domain
         print(f"domain {domain} is in use by {sorted(others)}; trying another")
     raise RuntimeError(f"no free ROS domain among {candidates}")
-
-
-def check_command(msg, profile: RobotProfile) -> str | None:
-    """Why a controller-topic JointTrajectory is not a safe command for `profile`, or None.
-    A trajectory with no points (today's hold) carries no motion and passes."""
-    names = list(msg.joint_names)
-    if len(set(names)) != len(names) or set(names) != set(profile.joint_names):
-        return f"joint names {names} are not the profile's {list(profile.joint_names)}"
-    if not msg.points:
-        return None
-    order = [names.index(n) for n in profile.joint_names]
-    if any(len(p.positions) != len(names) for p in msg.points):
-        return "a point's positions do not match the joint names"
-    q = np.array([p.positions for p in msg.points], dtype=np.float64)[:, order]
-    t = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
-    if not np.all(np.isfinite(q)):
-        return "non-finite position"
-    low = q < profile.lower - LIMIT_TOL
-    high = q > profile.upper + LIMIT_TOL
-    if low.any() or high.any():
-        j = int(np.flatnonzero((low | high).any(axis=0))[0])
-        return f"{profile.joint_names[j]} outside [{profile.lower[j]}, {profile.upper[j]}]: {q[:, j].tolist()}"
-    if np.any(np.diff(t) <= 0):
-        return f"point times not increasing: {t.tolist()}"
-    if len(t) > 1:
-        speed = np.abs(np.diff(q, axis=0)) / np.diff(t)[:, None]
-        ratio = speed / profile.vmax
-        if ratio.max() > 1.0 + VELOCITY_TOL:
-            i, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-            return f"{profile.joint_names[j]} at {speed[i, j]:.4f}/s between points {i} and {i + 1} ({ratio.max():.3f}x limit)"
-    return None
 
 
 class Monitor:
@@ -136,7 +104,8 @@ class Monitor:
     def _on_command(self, msg) -> None:
         self.commands += 1
         self.empty += not msg.points
-        problem = check_command(msg, self.profile)
+        times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+        problem = command_violation(self.profile, msg.joint_names, [p.positions for p in msg.points], times)
         if problem is not None:
             self.bad_count += 1
             if len(self.bad) < MAX_RECORDED_BAD:
