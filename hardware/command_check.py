@@ -16,9 +16,10 @@ import numpy as np
 from dexstack.hardware.profiles import RobotProfile
 
 LIMIT_TOL = 1e-6  # rad or m: float noise on a limit is not a violation
-# Relative to the limit. Consumers compute segment durations from float64 epoch seconds (resolution
-# ~0.24 us at 1.8e9 s), which is ~1e-5 of a 20 ms segment: a speed within that of the limit is at it.
-VELOCITY_TOL = 1e-4
+# A segment may move what the velocity limit allows over its duration plus this much time: the
+# safety filter and the executors work in float64 epoch seconds, which resolve ~0.24 us at 1.8e9 s,
+# so a segment's duration is only known to that (a 54 ns segment may be treated as 240 ns).
+TIME_TOL_S = 1e-6
 
 
 def command_violation(
@@ -45,8 +46,10 @@ def command_violation(
     if np.any(np.diff(t) <= 0):
         return f"point times not strictly increasing: {t.tolist()}"
     if len(t) > 1:
-        ratio = np.abs(np.diff(q, axis=0)) / np.diff(t)[:, None] / profile.vmax
-        if ratio.max() > 1.0 + VELOCITY_TOL:
+        # Displacement over what the limit allows (with TIME_TOL_S of slack): > 1 is too fast.
+        ratio = np.abs(np.diff(q, axis=0)) / ((np.diff(t)[:, None] + TIME_TOL_S) * profile.vmax)
+        if ratio.max() > 1.0:
             i, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-            return f"{profile.joint_names[j]} at {ratio[i, j]:.3f}x its velocity limit between points {i} and {i + 1}"
+            speed = abs(q[i + 1, j] - q[i, j]) / (t[i + 1] - t[i]) / profile.vmax[j]
+            return f"{profile.joint_names[j]} at {speed:.3f}x its velocity limit between points {i} and {i + 1}"
     return None
