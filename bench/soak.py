@@ -77,11 +77,18 @@ class Monitor:
 
     def __init__(self, domain: int, profile: RobotProfile) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
         from std_msgs.msg import String
         from trajectory_msgs.msg import JointTrajectory
 
         from dexstack.ros_nodes.client import RosClient
         from dexstack.ros_nodes.common import QOS
+
+        # The command QoS (reliable, keep-last 1) with a deep reader queue, so a busy monitor does
+        # not overwrite commands it has not checked yet. The filter's writer keeps only its newest
+        # command, so a command superseded before delivery can still be missed: the report gives
+        # the share checked (commands received / the filter's passed + held).
+        watch_qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
         self.client = RosClient("soak_monitor", domain)
         self.profile = profile
@@ -95,9 +102,7 @@ class Monitor:
         self._episode_seen: set = set()
         self.foreign_nodes: set[str] = set()
         node = self.client.node
-        node.create_subscription(
-            JointTrajectory, profile.trajectory_topic, self._on_command, QOS[contract.QoSKind.COMMAND]
-        )
+        node.create_subscription(JointTrajectory, profile.trajectory_topic, self._on_command, watch_qos)
         node.create_subscription(DiagnosticArray, contract.DIAGNOSTICS, self._on_diag, QOS[contract.QoSKind.DEFAULT])
         node.create_subscription(String, contract.SIM_EPISODE, self._on_episode, QOS[contract.QoSKind.LATCHED])
 
@@ -172,8 +177,10 @@ def report(args, domain, specs, procs, samples, monitor: Monitor, started_utc, w
         "processes": per_process,
         "commands_checked": monitor.commands,
         "commands_without_points": monitor.empty,
+        "commands_checked_share": _share(monitor),
         "bad_commands": monitor.bad_count,
         "bad_command_examples": monitor.bad,
+        "safety_filter_passed": monitor.counter("safety_filter", "passed"),
         "safety_filter_held": monitor.counter("safety_filter", "held"),
         "safety_filter_bad_input": monitor.counter("safety_filter", "bad_input"),
         "safety_filter_last_hold_reason": monitor.diag.get("safety_filter", {}).get("last_hold_reason"),
@@ -198,6 +205,15 @@ def report(args, domain, specs, procs, samples, monitor: Monitor, started_utc, w
     }
 
 
+def _share(monitor: Monitor) -> float | None:
+    """Commands checked / commands the safety filter answered with (passed + held, from its last
+    diagnostics, up to 1 s old: approximate)."""
+    passed, held = monitor.counter("safety_filter", "passed"), monitor.counter("safety_filter", "held")
+    if passed is None or held is None or passed + held == 0:
+        return None
+    return round(monitor.commands / (passed + held), 4)
+
+
 def print_table(out: dict) -> None:
     print(f"{'process':<15}{'pid':>8}{'start MB':>10}{'1 min MB':>10}{'end MB':>10}{'peak MB':>10}{'growth MB':>11}")
     for name, p in out["processes"].items():
@@ -206,7 +222,8 @@ def print_table(out: dict) -> None:
         growth = p["growth_after_1min_mb"]
         print(f"{name:<15}{p['pid']:>8}{text}{'-' if growth is None else growth:>11}")
     print(
-        f"commands checked {out['commands_checked']} (without points {out['commands_without_points']}), "
+        f"commands checked {out['commands_checked']} (share {out['commands_checked_share']}, "
+        f"without points {out['commands_without_points']}), "
         f"bad {out['bad_commands']}; holds: safety filter {out['safety_filter_held']}, "
         f"policy {out['policy_hold_count']}; episodes {out['episodes_done']} ({out['episodes_succeeded']} succeeded); "
         f"foreign nodes {out['foreign_nodes_seen'] or 'none'}; 1-min load mean {out['load_avg_1m_during']['mean']}, "
