@@ -323,6 +323,8 @@ def test_every_input_kind_converts_or_refuses_with_a_reason(kind, data):
 
     shapes = {"rgb": [8, 8, 3], "depth": [8, 8], "segmentation": [8, 8], "wrench": [6], "pose": [7], "vector": [3]}
     spec = {"name": "x", "kind": kind, "source": "/x", "shape": shapes.get(kind, []), "max_age_s": 1.0}
+    if kind == "rgb" and data.draw(st.booleans()):
+        spec["preprocess"] = "center_crop_resize"  # any camera resolution, cropped and resized
     if kind in ("wrench", "pose"):
         values = data.draw(st.lists(S.any_float, min_size=7, max_size=7))
         msg = WrenchStamped() if kind == "wrench" else PoseStamped()
