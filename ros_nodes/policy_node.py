@@ -155,10 +155,11 @@ class PolicyNode(Node):
     def _on_episode(self, msg: String) -> None:
         try:
             info = json.loads(msg.data)
-            key = (info.get("episode"), info.get("seed"))
-        except (ValueError, AttributeError):
+            key, stamp = (info.get("episode"), info.get("seed")), info.get("stamp")
+            start_ns = round(float(stamp) * NS) if isinstance(stamp, int | float) else None  # NaN, inf raise
+        except (ValueError, AttributeError, OverflowError):
             self.get_logger().warning(
-                f"ignoring {contract.SIM_EPISODE} message that is not a JSON object: {msg.data!r}"
+                f"ignoring {contract.SIM_EPISODE}: not a JSON object with a finite stamp: {msg.data!r}"
             )
             return
         if key != self.episode_key:
@@ -167,8 +168,8 @@ class PolicyNode(Node):
                 self.stats.last_tick_ns = None  # the gap between two episodes is not loop jitter
             if self.active is not None:
                 self.active.runtime.reset()
-                if isinstance(info.get("stamp"), int | float):  # drops the last scene's latched inputs
-                    self.active.assembler.episode_started(int(round(float(info["stamp"]) * NS)))
+                if start_ns is not None:  # drops the last scene's latched inputs
+                    self.active.assembler.episode_started(start_ns)
 
     # --- acting -----------------------------------------------------------------------------
     def _on_input(self, source: str, msg: Any) -> None:

@@ -140,9 +140,12 @@ class RecorderNode(Node):
             self._task_text = deserialize_message(data, String).data
         elif topic == contract.SIM_EPISODE:
             try:
-                self._sim_episode = json.loads(deserialize_message(data, String).data)
-            except json.JSONDecodeError:
-                self.get_logger().warning(f"{topic}: not JSON, ignored for episode metadata")
+                info = json.loads(deserialize_message(data, String).data)
+                if not isinstance(info, dict):  # a list or a number would break the metadata at ~/stop_episode
+                    raise ValueError(type(info).__name__)
+                self._sim_episode = info
+            except ValueError:  # JSONDecodeError is one
+                self.get_logger().warning(f"{topic}: not a JSON object, ignored for episode metadata")
         if latched:
             self._latched[topic] = data
         if self._writer is not None:
@@ -150,7 +153,7 @@ class RecorderNode(Node):
 
     def _write(self, topic: str, data: bytes, log_ns: int) -> None:  # a no-op once the file failed
         try:
-            publish_ns = header_stamp_ns(data) if self._has_header[topic] else log_ns
+            publish_ns = max(header_stamp_ns(data), 0) if self._has_header[topic] else log_ns  # MCAP's is unsigned
         except ValueError:  # a message too short for its header: keep it, stamped on arrival
             publish_ns = log_ns
         channel = self._writer.add_channel(topic, self._types[topic], self._offered[topic])

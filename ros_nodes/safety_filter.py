@@ -171,6 +171,10 @@ class SafetyFilterNode(Node):
             self.get_logger().warning("; ".join(reasons), throttle_duration_sec=2.0)
         answer = chunk_to_msg(out)
         answer.header = msg.header  # the exact stamp (and frame) of the chunk we answer
+        # The times exactly as received: re-encoded from float seconds, a time near the int32 limit
+        # of Duration.sec would wrap to a negative one on the wire.
+        for point, received in zip(answer.points, msg.points, strict=True):
+            point.time_from_start = received.time_from_start
         self.pub.publish(answer)
 
     def on_estop(self, msg: Bool) -> None:
