@@ -226,3 +226,13 @@ def pose_msg(position, quaternion, frame_id: str, stamp: float) -> PoseStamped:
     o = msg.pose.orientation
     o.w, o.x, o.y, o.z = (float(v) for v in quaternion)
     return msg
+
+
+def qos_dict(qos: QoSProfile) -> dict:
+    """A QoS profile as the plain dict rosbag2 writes into its metadata (offered_qos_profiles)."""
+    return {
+        "history": qos.history.name.lower(),
+        "depth": qos.depth,
+        "reliability": qos.reliability.name.lower(),
+        "durability": qos.durability.name.lower(),
+    }

@@ -30,20 +30,11 @@ from dexstack import contract
 from dexstack.files import dexstack_home
 from dexstack.hardware.profiles import get_profile
 from dexstack.mcap_io import EpisodeWriteError, EpisodeWriter, episode_record, header_stamp_ns, new_episode_path
-from dexstack.ros_nodes.common import diagnostic_status, message_class, with_controller
+from dexstack.ros_nodes.common import diagnostic_status, message_class, qos_dict, with_controller
 
 RELIABLE_DEPTH = 1000  # deep enough for a burst of camera frames while the disk catches up
 BEST_EFFORT_DEPTH = 100
 DISCOVERY_PERIOD_S = 0.5
-
-
-def _qos_dict(qos: QoSProfile) -> dict:
-    return {
-        "history": qos.history.name.lower(),
-        "depth": qos.depth,
-        "reliability": qos.reliability.name.lower(),
-        "durability": qos.durability.name.lower(),
-    }
 
 
 class RecorderNode(Node):
@@ -115,7 +106,7 @@ class RecorderNode(Node):
                 reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
                 durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
             )
-            self._offered[topic] = [_qos_dict(i.qos_profile) for i in infos]
+            self._offered[topic] = [qos_dict(i.qos_profile) for i in infos]
             msg_class = message_class(type_name)
             fields = list(msg_class.get_fields_and_field_types().items())
             self._has_header[topic] = bool(fields) and fields[0][1] == "std_msgs/Header"
