@@ -81,8 +81,12 @@ def joint_state_msg(names, position, velocity=None, effort=None, stamp: float = 
 
 
 def joint_positions(msg: JointState, names) -> np.ndarray:
-    """Positions of `names` in that order; raises KeyError naming any missing joint."""
+    """Positions of `names` in that order; raises KeyError naming any missing joint and
+    ValueError on a duplicated name (which value is the joint's would be a guess)."""
     index = {n: i for i, n in enumerate(msg.name)}
+    if len(index) != len(msg.name):
+        dup = sorted({n for n in msg.name if list(msg.name).count(n) > 1})
+        raise ValueError(f"joint_states names joints {dup} more than once")
     missing = [n for n in names if n not in index]
     if missing:
         raise KeyError(f"joint_states lacks joints {missing}; it has {list(msg.name)}")

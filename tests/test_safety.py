@@ -22,12 +22,14 @@ def enabled_filter(**kwargs) -> SafetyFilter:
 
 
 def test_clamps_every_point_to_position_limits():
-    target = HOME.copy()
-    target[0] = 10.0  # above 2.8973
-    target[5] = -1.0  # below -0.0175
-    target[7] = 0.5  # finger above 0.04 m
-    # Slow enough (10 s per point) that only the clamp changes anything.
-    out, reasons = enabled_filter().filter(chunk_from([target, target], dt=10.0), HOME, now=10.0)
+    measured = HOME.copy()
+    measured[[0, 5, 7]] = [2.5, 0.3, 0.02]  # near the limits: a plausible first step reaches past them
+    target = measured.copy()
+    target[0] = 3.2  # above 2.8973
+    target[5] = -0.2  # below -0.0175
+    target[7] = 0.05  # finger above 0.04 m
+    # Slow enough (2 s per point) that only the clamp changes anything.
+    out, reasons = enabled_filter().filter(chunk_from([target, target], dt=2.0), measured, now=10.0)
     assert out is not None
     expected = target.copy()
     expected[[0, 5, 7]] = [PANDA.upper[0], PANDA.lower[5], PANDA.upper[7]]
@@ -121,7 +123,8 @@ def test_ramp_scale_after_enable():
     halfway, _ = f.filter(chunk_from([target], dt=0.1, stamp=6.0), HOME, now=6.0)
     np.testing.assert_allclose(halfway.positions[0, 0], HOME[0] + 0.5 * PANDA.vmax[0] * 0.1)
     full, _ = f.filter(chunk_from([target], dt=0.1, stamp=7.0), HOME, now=7.0)
-    np.testing.assert_allclose(full.positions[0, 0], HOME[0] + PANDA.vmax[0] * 0.1)
+    # From where the controller is commanding (the previous output), not the stale measurement.
+    np.testing.assert_allclose(full.positions[0, 0], halfway.positions[0, 0] + PANDA.vmax[0] * 0.1)
 
 
 def test_disabled_filter_holds_every_command():
@@ -138,7 +141,7 @@ def test_disabled_filter_holds_every_command():
 def test_estop_latches_until_reset_and_enable():
     f = enabled_filter()
     f.estop(1.0)
-    assert f.filter(chunk_from([HOME]), HOME, now=1.0) == (None, ["e-stop latched"])
+    assert f.filter(chunk_from([HOME]), HOME, now=1.0) == (None, ["stop latched: e-stop pressed"])
     f.estop(2.0, pressed=False)  # releasing the button alone does not unlatch
     assert f.filter(chunk_from([HOME]), HOME, now=2.0)[0] is None
     ok, message = f.enable(2.0)
