@@ -109,10 +109,15 @@ class SafetyFilter:
         velocity_margin: float = 1.5,
         velocity_sustain_s: float = 0.05,
         wall_state_timeout_s: float = 2.0,
+        arrival_margin_s: float = 0.05,
     ) -> None:
         """Times in seconds; see the module docstring and docs/SAFETY.md for each setting.
         `estop_heartbeat_timeout` 0 = no heartbeat required; `wall_state_timeout_s`: joint states
-        missing this long in wall-clock time count as stale even when the node clock stopped."""
+        missing this long in wall-clock time count as stale even when the node clock stopped.
+        `arrival_margin_s`: latency allowed between sending a chunk and the controller starting it;
+        the rate limit starts from where the controller commands that much later, so any arrival
+        within it keeps the seam under the velocity limit (with observations 30-80 ms old the
+        first point is due 20-70 ms after sending, and a few ms of latency would magnify its speed)."""
         if ramp_time_s < 0 or state_timeout_s <= 0 or command_timeout_s <= 0 or min_command_timeout_s <= 0:
             raise ValueError(
                 f"timeouts must be positive and ramp_time_s >= 0, got ramp={ramp_time_s}, "
@@ -131,6 +136,7 @@ class SafetyFilter:
         self.min_command_timeout_s = min(float(min_command_timeout_s), self.command_timeout_s)
         self.heartbeat_timeout_s = float(estop_heartbeat_timeout)
         self.wall_state_timeout_s = float(wall_state_timeout_s)
+        self.arrival_margin_s = max(float(arrival_margin_s), 0.0)
         self.velocity_margin = float(velocity_margin)
         self.velocity_sustain_s = float(velocity_sustain_s)
         self.enabled = bool(start_enabled)
@@ -344,8 +350,10 @@ class SafetyFilter:
 
         lower, upper = self.profile.lower, self.profile.upper
         arrival = now if chunk.stamp is None else max(now, chunk.stamp)
+        start = now if chunk.stamp is None else chunk.stamp
+        t0 = arrival + self.arrival_margin_s  # the latest the controller starts the chunk
         measured = np.clip(measured, lower, upper)
-        mirrored = self._commanded.sample(arrival) if self._commanded is not None else measured
+        mirrored = self._commanded.sample(t0) if self._commanded is not None else measured
         following = np.abs(mirrored - measured) <= self.profile.vmax * _TRACKING_S
         anchor = np.where(following, mirrored, measured)
         jump = np.abs(target[0] - anchor) > self.profile.first_step_bound
@@ -367,7 +375,12 @@ class SafetyFilter:
             reasons.append(f"clamped to position limits: {', '.join(joints)}")
 
         scale = self.ramp_scale(now)
-        limited, max_ratio, slowed = self._rate_limit(clamped, times, chunk.stamp, anchor, now, scale)
+        limited, max_ratio, slowed = self._rate_limit(clamped, times, start, anchor, t0, scale)
+        if self._commanded is not None and (early := start + times < t0).any():
+            # Points due before t0 keep what the controller commands then (not the t0 position,
+            # which would be a jump if the chunk arrives early).
+            now_cmd = np.array([self._commanded.sample(t) for t in start + times[early]])
+            limited[early] = np.where(following, now_cmd, limited[early])
         if slowed.any():
             self.stats.limited += 1
             joints = [self.profile.joint_names[j] for j in np.flatnonzero(slowed)]

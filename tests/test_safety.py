@@ -18,7 +18,8 @@ def chunk_from(points, dt: float = 0.1, stamp: float = 10.0, names=NAMES) -> Act
 
 
 def enabled_filter(**kwargs) -> SafetyFilter:
-    return SafetyFilter(PANDA, start_enabled=True, **kwargs)
+    """No arrival margin unless asked: the arithmetic below is that of the limit itself."""
+    return SafetyFilter(PANDA, start_enabled=True, **({"arrival_margin_s": 0.0} | kwargs))
 
 
 def test_clamps_every_point_to_position_limits():
@@ -57,7 +58,7 @@ def test_fingers_may_lead_by_their_tracking_lead_the_arm_may_not():
     only vmax * dt, and the lead is for the first point alone."""
     from dexstack.hardware.profiles import ADROIT
 
-    f = SafetyFilter(ADROIT, start_enabled=True)
+    f = SafetyFilter(ADROIT, start_enabled=True, arrival_margin_s=0.0)
     measured = np.zeros(ADROIT.n_joints)
     target = measured.copy()
     target[0] = 0.2  # arm slide: 0.2 m in 0.1 s, limit 0.5 m/s
@@ -108,7 +109,7 @@ def test_late_chunk_gets_no_motion_for_time_already_passed():
 
 
 def test_ramp_scale_after_enable():
-    f = SafetyFilter(PANDA, ramp_time_s=2.0)
+    f = SafetyFilter(PANDA, ramp_time_s=2.0, arrival_margin_s=0.0)
     assert f.ramp_scale(5.0) == 0.0  # disabled
     ok, _ = f.enable(5.0)
     assert ok
@@ -437,3 +438,24 @@ def test_manifest_chunk_horizon_is_bounded():
         _check_outputs(ok | {"chunk_length": 100, "dt": contract.MAX_CHUNK_HORIZON_S / 50})
     with pytest.raises(ManifestError, match="exceeds"):
         _check_outputs(ok | {"chunk_length": contract.MAX_CHUNK_POINTS + 1, "dt": 0.001})
+
+
+def test_arrival_margin_keeps_the_seam_under_the_limit_for_any_latency_within_it():
+    """The controller starts a chunk from its command at arrival; the filter starts the limit
+    from the command `arrival_margin_s` later, so every arrival up to then is within vmax."""
+    f = enabled_filter(arrival_margin_s=0.02)
+    v = PANDA.vmax[0]
+    moving = HOME.copy()
+    moving[0] += 0.5
+    f.filter(chunk_from([moving], dt=0.5 / v, stamp=10.0), HOME, now=10.0)  # at full speed for 0.23 s
+    back = f.commanded(10.1).copy()
+    back[0] -= 0.5  # reverse at once, from an observation 80 ms old: first point due 20 ms after now
+    latencies = np.linspace(0.0, 0.02, 9)
+    before = [f.commanded(10.1 + latency)[0] for latency in latencies]  # what the controller runs until then
+    out, _ = f.filter(chunk_from([back, back], dt=0.1, stamp=10.02), f.commanded(10.02), now=10.1)
+    due = 10.02 + out.times
+    for latency, q_arrival in zip(latencies, before, strict=True):
+        arrival = 10.1 + latency
+        knots = [(arrival, q_arrival)] + [(t, q) for t, q in zip(due, out.positions[:, 0], strict=True) if t > arrival]
+        speeds = [abs(qb - qa) / (tb - ta) for (ta, qa), (tb, qb) in zip(knots, knots[1:], strict=False)]
+        assert max(speeds) <= v * (1 + 1e-9), f"latency {latency}: {max(speeds) / v:.2f}x the limit"

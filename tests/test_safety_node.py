@@ -26,8 +26,12 @@ def duration_s(d) -> float:
     return d.sec + d.nanosec * 1e-9
 
 
-def is_hold(msg) -> bool:
-    return len(msg.points) == 1 and duration_s(msg.points[0].time_from_start) < HOLD_MAX_S
+def is_hold(msg, received: float) -> bool:
+    """One point due soon after it arrived (`received`, our clock); test chunks last >= 1 s."""
+    from dexstack.ros_nodes.common import to_sec
+
+    start = to_sec(msg.header.stamp) or received
+    return len(msg.points) == 1 and start + duration_s(msg.points[0].time_from_start) - received < HOLD_MAX_S
 
 
 def check_hold(msg, now: float, at=None) -> None:
@@ -97,9 +101,12 @@ class FilterHarness:
         self.outputs.append(msg)
         self.received.append(self.now())
 
+    def is_hold(self, msg) -> bool:
+        return is_hold(msg, self.received[self.outputs.index(msg)])
+
     def holds_after(self, index: int) -> list:
         """Holds published after `self.outputs[index]`, each checked as a JTC-executable stop."""
-        found = [(m, t) for m, t in zip(self.outputs[index:], self.received[index:], strict=True) if is_hold(m)]
+        found = [(m, t) for m, t in zip(self.outputs[index:], self.received[index:], strict=True) if is_hold(m, t)]
         for m, t in found:
             check_hold(m, t)
         return [m for m, _ in found]
@@ -147,7 +154,7 @@ class FilterHarness:
 
         assert self.client.spin_until(lambda: find() is not None, timeout_s), f"no answer to chunk stamped {stamp}"
         answer = find()
-        if is_hold(answer):
+        if self.is_hold(answer):
             check_hold(answer, self.received[self.outputs.index(answer)])
         return answer
 
@@ -218,7 +225,7 @@ def test_clamps_out_of_limit_chunk_and_holds_nan_with_error(launch_nodes, ros_cl
     # NaN: a hold answering that chunk's stamp, and a diagnostics ERROR; never a command.
     stamp = h.send_nan()
     answer = h.answer_to(stamp)
-    assert is_hold(answer) and list(answer.joint_names) == list(PANDA.joint_names)
+    assert h.is_hold(answer) and list(answer.joint_names) == list(PANDA.joint_names)
     status = h.wait_diagnostic(DiagnosticStatus.ERROR, "non-finite", timeout_s=4.0)
     values = {kv.key: kv.value for kv in status.values}
     assert values["bad_input"] == "1" and values["clamped"] == "1" and values["limited"] == "1"
@@ -230,26 +237,26 @@ def test_estop_latches_until_reset_and_enable(launch_nodes, ros_client):
     launch_nodes([filter_spec()])
     h = FilterHarness(ros_client, publish_joint_states=True)
     h.wait_connected(joint_states_from_client=True)
-    assert not is_hold(h.answer_to(h.send(HOME, [1.0]))), "an enabled filter passes a safe chunk"
+    assert not h.is_hold(h.answer_to(h.send(HOME, [1.0]))), "an enabled filter passes a safe chunk"
 
     n = len(h.outputs)
     h.estop(True)
     h.hold_after(n)  # pressing the e-stop publishes a hold at once
-    assert is_hold(h.answer_to(h.send(HOME, [1.0])))
+    assert h.is_hold(h.answer_to(h.send(HOME, [1.0])))
     h.wait_diagnostic(DiagnosticStatus.ERROR, "stop latched: e-stop pressed")
 
     h.estop(False)
     ros_client.spin_for(0.3)
-    assert is_hold(h.answer_to(h.send(HOME, [1.0]))), "releasing the e-stop alone must not resume"
+    assert h.is_hold(h.answer_to(h.send(HOME, [1.0]))), "releasing the e-stop alone must not resume"
     response = h.set_enabled(True)
     assert not response.success and "reset_estop" in response.message
-    assert is_hold(h.answer_to(h.send(HOME, [1.0])))
+    assert h.is_hold(h.answer_to(h.send(HOME, [1.0])))
 
     assert h.reset_estop().success
-    assert is_hold(h.answer_to(h.send(HOME, [1.0]))), "reset alone leaves the filter disabled"
+    assert h.is_hold(h.answer_to(h.send(HOME, [1.0]))), "reset alone leaves the filter disabled"
     assert h.set_enabled(True).success
     answer = h.answer_to(h.send(HOME, [1.0]))
-    assert len(answer.points) == 1 and not is_hold(answer)
+    assert len(answer.points) == 1 and not h.is_hold(answer)
 
 
 def test_watchdog_holds_when_commands_or_joint_states_stop(launch_nodes, ros_client):
@@ -287,10 +294,10 @@ def test_watchdog_holds_when_commands_or_joint_states_stop(launch_nodes, ros_cli
     assert len(h.holds_after(n)) == 1, "one hold per trip, not one per tick"
 
     # Commands resume, then joint states stop (the robot's driver dies): a hold again.
-    assert not is_hold(h.answer_to(h.send(target, [1.0])))
+    assert not h.is_hold(h.answer_to(h.send(target, [1.0])))
     ros_client.spin_for(0.3)
     n = len(h.outputs)
     stop_nodes(procs[1:])
     h.hold_after(n)
     h.wait_diagnostic(DiagnosticStatus.WARN, "joint states stale", timeout_s=4.0)
-    assert is_hold(h.answer_to(h.send(target, [1.0]))), "no command without a fresh measured position"
+    assert h.is_hold(h.answer_to(h.send(target, [1.0]))), "no command without a fresh measured position"
