@@ -38,7 +38,7 @@ class FilteredController:
         safe, _ = self.safety.filter(chunk, obs["joint_positions"], obs["time"], measured_time=obs["time"])
         if safe is None:
             self.holds += 1
-            safe = ActionChunk(chunk.joint_names, np.zeros((0, len(chunk.joint_names))), np.zeros(0), obs["time"])
+            safe = self.safety.hold(obs["time"], obs["time"])  # what the node sends: JTC executes it as a stop
         return safe
 
 

@@ -272,12 +272,13 @@ class SafetyFilter:
             return None
         t = (0.0 if stamp is None else arrival - stamp) + HOLD_SETTLE_S
         chunk = ActionChunk(self.profile.joint_names, q[None], np.array([t]), stamp)
-        self._command(chunk, arrival)
+        self._command(chunk, arrival, q)
         return chunk
 
-    def _command(self, chunk: ActionChunk, arrival: float) -> None:
+    def _command(self, chunk: ActionChunk, arrival: float, before: np.ndarray) -> None:
+        """Mirror the controller starting `chunk` at `arrival`; `before`: its position until then."""
         if self._commanded is None:
-            self._commanded = TrajectoryExecutor(self.profile.joint_names, chunk.positions[0])
+            self._commanded = TrajectoryExecutor(self.profile.joint_names, before)
         self._commanded.set_chunk(chunk, arrival)
 
     def reject(self, reason: str) -> tuple[None, list[str]]:
@@ -389,7 +390,7 @@ class SafetyFilter:
             )
         self.stats.passed += 1
         out = ActionChunk(self.profile.joint_names, limited, times, chunk.stamp)
-        self._command(out, arrival)
+        self._command(out, arrival, measured)
         # Stop before this chunk runs out if no other follows: half its remaining time, within bounds.
         remaining = (arrival if chunk.stamp is None else chunk.stamp) + times[-1] - arrival
         self._command_timeout = float(np.clip(remaining / 2.0, self.min_command_timeout_s, self.command_timeout_s))

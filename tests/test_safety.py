@@ -459,3 +459,12 @@ def test_arrival_margin_keeps_the_seam_under_the_limit_for_any_latency_within_it
         knots = [(arrival, q_arrival)] + [(t, q) for t, q in zip(due, out.positions[:, 0], strict=True) if t > arrival]
         speeds = [abs(qb - qa) / (tb - ta) for (ta, qa), (tb, qb) in zip(knots, knots[1:], strict=False)]
         assert max(speeds) <= v * (1 + 1e-9), f"latency {latency}: {max(speeds) / v:.2f}x the limit"
+
+
+def test_the_mirror_starts_at_the_measurement_not_at_the_first_chunk():
+    f = enabled_filter()
+    target = HOME.copy()
+    target[0] += 0.4
+    f.filter(chunk_from([target, target], dt=1.0, stamp=10.0), HOME, now=10.0)
+    np.testing.assert_allclose(f.commanded(10.0), HOME)
+    np.testing.assert_allclose(f.commanded(10.5)[0], HOME[0] + 0.2)
