@@ -13,8 +13,6 @@ import argparse
 import json
 from typing import Any
 
-import numpy as np
-
 from dexstack.hardware.profiles import PANDA
 from dexstack.hardware.safety import SafetyFilter
 from dexstack.sim.evaluate import manipulation_in_process, run_episodes

@@ -181,8 +181,8 @@ PANDA = RobotProfile(
     home=(0.0, -0.5, 0.0, -2.4, 0.0, 1.9, 0.785, 0.04),
     controller="arm_controller",
     cameras=(CameraSpec("wrist", 96, 96), CameraSpec("scene", 96, 96)),
-    # ~0.5 s at the velocity limit for the arm; any finger command is plausible.
-    max_first_step=(1.0,) * 7 + (0.04,),
+    # ~0.5 s at the velocity limit for the arm; any finger command in (or near) its range is plausible.
+    max_first_step=(1.0,) * 7 + (0.1,),
     # IK of the TCP (between the finger pads) over the 7 arm joints, as the scripted expert plans.
     model=RobotModel(
         "dexstack.hardware.models:panda_model",

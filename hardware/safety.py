@@ -114,7 +114,8 @@ class SafetyFilter:
         """Times in seconds; see the module docstring and docs/SAFETY.md for each setting.
         `estop_heartbeat_timeout` 0 = no heartbeat required; `wall_state_timeout_s`: joint states
         missing this long in wall-clock time count as stale even when the node clock stopped.
-        `arrival_margin_s`: latency allowed between sending a chunk and the controller starting it;
+        `arrival_margin_s`: latency allowed between sending a chunk and the controller starting it
+        (none for a chunk stamped at or after `now`: a lockstep sim's clock waits for the answer);
         the rate limit starts from where the controller commands that much later, so any arrival
         within it keeps the seam under the velocity limit (with observations 30-80 ms old the
         first point is due 20-70 ms after sending, and a few ms of latency would magnify its speed)."""
@@ -352,7 +353,9 @@ class SafetyFilter:
         lower, upper = self.profile.lower, self.profile.upper
         arrival = now if chunk.stamp is None else max(now, chunk.stamp)
         start = now if chunk.stamp is None else chunk.stamp
-        t0 = arrival + self.arrival_margin_s  # the latest the controller starts the chunk
+        # The latest the controller starts the chunk. A chunk answering an observation from our
+        # current time (a lockstep sim: its clock waits for this answer) arrives with no delay.
+        t0 = arrival + (0.0 if chunk.stamp is not None and now <= chunk.stamp else self.arrival_margin_s)
         measured = np.clip(measured, lower, upper)
         mirrored = self._commanded.sample(t0) if self._commanded is not None else measured
         following = np.abs(mirrored - measured) <= self.profile.vmax * _TRACKING_S

@@ -468,3 +468,16 @@ def test_the_mirror_starts_at_the_measurement_not_at_the_first_chunk():
     f.filter(chunk_from([target, target], dt=1.0, stamp=10.0), HOME, now=10.0)
     np.testing.assert_allclose(f.commanded(10.0), HOME)
     np.testing.assert_allclose(f.commanded(10.5)[0], HOME[0] + 0.2)
+
+
+def test_no_arrival_margin_when_the_controller_clock_waits_for_the_answer():
+    """Lockstep: the chunk answers an observation stamped `now`, the sim's clock waits for the
+    answer, so the whole first interval may be used (in-process and through-ROS results agree)."""
+    f = enabled_filter(arrival_margin_s=0.05)
+    target = HOME.copy()
+    target[0] += 1.0
+    out, _ = f.filter(chunk_from([target], dt=0.1, stamp=10.0), HOME, now=10.0)
+    np.testing.assert_allclose(out.positions[0, 0], HOME[0] + PANDA.vmax[0] * 0.1)
+    start = f.commanded(20.06)[0]
+    out, _ = f.filter(chunk_from([target], dt=0.1, stamp=20.0), HOME, now=20.01)  # 10 ms old: margin applies
+    np.testing.assert_allclose(out.positions[0, 0], start + PANDA.vmax[0] * 0.04)
