@@ -38,7 +38,7 @@ CAMERA_MAX_AGE_S = 0.25
 # The longest chunk anything may send: a manifest's chunk_length x dt must fit, and the safety
 # filter refuses (ERROR hold) a longer one, so no message can keep it busy or run the arm blind
 # for long (a 20,000-point chunk used to delay the e-stop by 0.7 s).
-MAX_CHUNK_POINTS = 1000
+MAX_CHUNK_POINTS = 200
 MAX_CHUNK_HORIZON_S = 5.0
 
 

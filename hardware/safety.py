@@ -405,9 +405,8 @@ class SafetyFilter:
         """Let each point move at most vmax * scale * dt from the previous output, in time order.
         Returns (positions, worst requested/allowed ratio, joints slowed).
 
-        Runs of points that are within the limit pass unchanged and are checked as whole arrays;
-        only from a point that must be slowed down until the output catches up with the targets
-        again does it step point by point (the recursion has no closed form)."""
+        Points within the limit pass unchanged, checked as whole arrays; only a joint that must be
+        slowed down is walked point by point from its first miss (the recursion has no closed form)."""
         vmax = self.profile.vmax * scale
         start = now if stamp is None else stamp
         due = start + times
@@ -415,33 +414,28 @@ class SafetyFilter:
         t_prev = np.maximum.accumulate(np.concatenate([[max(start, now)], due[:-1]]))
         allowed = vmax[None, :] * np.maximum(due - t_prev, 0.0)[:, None]
         allowed[0] += self.profile.lead * scale  # extra room for the first point only: a squeeze, not a speed
+        # Vectorised: assume every output equals its target and find, per joint, the first miss.
+        prev = np.vstack([start_q[None], target[:-1]])
+        missed = np.abs(target - prev) > allowed + _EPS
         out = target.copy()
         slowed = np.zeros(target.shape[1], dtype=bool)
         max_ratio = 0.0
-        q_prev, i, n = start_q, 0, len(target)
-        while i < n:
-            # Vectorised: assume the output equals the target from point i on; find the first miss.
-            prev = np.vstack([q_prev[None], target[i : n - 1]])
-            bad = np.abs(target[i:] - prev) > allowed[i:] + _EPS
-            rows = np.flatnonzero(bad.any(axis=1))
-            if len(rows) == 0:
-                break
-            i += int(rows[0])
-            q_prev = target[i - 1] if i > 0 and int(rows[0]) > 0 else q_prev
-            # Point by point until a point is reached exactly (then the vectorised check resumes).
-            while i < n:
-                step = target[i] - q_prev
-                too_fast = np.abs(step) > allowed[i] + _EPS
-                if too_fast.any():
-                    slowed |= too_fast
-                    ratio = np.abs(step[too_fast]) / np.maximum(allowed[i][too_fast], _EPS)
-                    max_ratio = max(max_ratio, float(ratio.max()))
-                # Untouched joints keep the exact target (no float drift past a limit).
-                q_prev = np.where(too_fast, q_prev + np.clip(step, -allowed[i], allowed[i]), target[i])
-                out[i] = q_prev
-                i += 1
-                if not too_fast.any():
-                    break
+        for j in np.flatnonzero(missed.any(axis=0)):
+            # Joints are independent: walk this one from its first miss, in plain floats (the same
+            # IEEE operations as the per-row numpy loop this replaced, so the same bits).
+            first = int(np.argmax(missed[:, j]))
+            q = float(prev[first, j])
+            goal, room, col = target[first:, j].tolist(), allowed[first:, j].tolist(), []
+            for t, a in zip(goal, room, strict=True):
+                step = t - q
+                if abs(step) > a + _EPS:
+                    slowed[j] = True
+                    max_ratio = max(max_ratio, abs(step) / max(a, _EPS))
+                    q = q + min(max(step, -a), a)
+                else:
+                    q = t  # untouched points keep the exact target (no float drift past a limit)
+                col.append(q)
+            out[first:, j] = col
         # Every output lies between two in-limit positions; the clip only removes float noise.
         return np.clip(out, self.profile.lower, self.profile.upper), max_ratio, slowed
 

@@ -1,22 +1,21 @@
 """Safety filter node: the only publisher on the controller's trajectory topic.
 
-policy output (`/policy/<controller>/joint_trajectory`) -> `hardware.safety.SafetyFilter`
--> `/<controller>/joint_trajectory`. Every answer keeps the header.stamp of the chunk it
-answers; a hold is `SafetyFilter.hold`, which a stock JointTrajectoryController executes as a stop.
-
-E-stop (`/safety/estop`, std_msgs/Bool) is subscribed twice, reliable + transient-local and
-best-effort + volatile, so a publisher with any common QoS connects; with `estop_heartbeat_timeout`
-set, no fresh `false` for that long latches the stop (how a relay should publish: docs/SAFETY.md).
-It runs on its own callback group of a multithreaded executor, so no chunk delays it.
-
-Services: `~/enable` (std_srvs/SetBool), `~/reset_estop` (std_srvs/Trigger).
-Parameters: profile, watchdog_hz, and every keyword argument of `SafetyFilter` (same defaults).
+policy output (`/policy/<controller>/joint_trajectory`) -> `hardware.safety.SafetyFilter` ->
+`/<controller>/joint_trajectory`. Every answer keeps the header.stamp of the chunk it answers; a
+hold is `SafetyFilter.hold`, which a stock JointTrajectoryController executes as a stop. The
+e-stop (`/safety/estop`) is subscribed twice, reliable + transient-local and best-effort +
+volatile, so a publisher with any common QoS connects; with `estop_heartbeat_timeout` set, no
+fresh `false` for that long latches the stop (how a relay should publish: docs/SAFETY.md). It runs
+on its own callback group of a multithreaded executor, so no chunk delays it. Services:
+`~/enable` (SetBool), `~/reset_estop` (Trigger). Parameters: profile, watchdog_hz and every
+keyword argument of `SafetyFilter` (same defaults).
 """
 
 from __future__ import annotations
 
 import inspect
 import signal
+import sys
 import threading
 import time
 
@@ -56,7 +55,7 @@ class SafetyFilterNode(Node):
         )
         # The e-stop group runs beside the default group; this lock makes each answer atomic
         # against an e-stop (no chunk is published after the hold that answers the e-stop).
-        self.lock, self.closing = threading.Lock(), False
+        self.lock, self.closing, self.stops = threading.Lock(), False, 0
         self.states, self.last_state_wall = StateBuffer(), time.monotonic()
         self.state_error: str | None = None  # the latest /joint_states was refused (duplicate/missing names)
         self.waiting: list[tuple[JointTrajectory, float]] = []  # chunks waiting for their state, steady deadline
@@ -68,7 +67,9 @@ class SafetyFilterNode(Node):
         steady, estop_group = Clock(clock_type=ClockType.STEADY_TIME), MutuallyExclusiveCallbackGroup()
         self.pub = self.create_publisher(JointTrajectory, self.profile.trajectory_topic, QOS[K.COMMAND])
         self.diag_pub = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, QOS[K.DEFAULT])
-        self.create_subscription(JointTrajectory, self.profile.policy_output_topic, self.on_chunk, QOS[K.COMMAND])
+        self.create_subscription(
+            JointTrajectory, self.profile.policy_output_topic, self.on_chunk, QOS[K.COMMAND], raw=True
+        )
         self.create_subscription(JointState, contract.JOINT_STATES, self.on_joint_state, QOS[K.STATE_SUB])
         for qos in (QOS[K.LATCHED], ESTOP_BEST_EFFORT):
             self.create_subscription(Bool, contract.ESTOP, self.on_estop, qos, callback_group=estop_group)
@@ -78,8 +79,7 @@ class SafetyFilterNode(Node):
         self.create_subscription(String, contract.POLICY_ACTIVE, self.on_policy_active, QOS[K.LATCHED])
         self.create_service(SetBool, "~/enable", self.on_enable)
         self.create_service(Trigger, "~/reset_estop", self.on_reset_estop)
-        # Steady-clock timers: they keep running when /clock stops (a dead sim); the watchdog still
-        # judges staleness on the node clock, so a paused or lockstep sim is not "stale".
+        # Steady clock: runs on when /clock stops (dead sim); staleness is judged on the node clock.
         self.create_timer(1.0 / watchdog_hz, self.on_watchdog, clock=steady)
         self.create_timer(STATE_WAIT_S / 2, self.on_wait_timeout, clock=steady)
         self.create_timer(1.0 / contract.DIAGNOSTICS_HZ, self.publish_diagnostics, clock=steady)
@@ -87,7 +87,11 @@ class SafetyFilterNode(Node):
         self.get_logger().info(f"safety filter: {self.profile.policy_output_topic} -> {self.pub.topic_name}, {state}")
 
     def _hold(self, now: float, header=None) -> None:
-        """Publish the hold (lock held); `header`: that of the chunk it answers (exact stamp)."""
+        """Publish the hold (lock held); `header`: that of the chunk it answers (exact stamp).
+        Any other hold is a stop: `stops` counts them so an answer decided before is not sent."""
+        if self.closing:
+            return  # the final hold was the last message
+        self.stops += header is None
         stamp = (to_sec(header.stamp) or None) if header is not None else None
         if (chunk := self.safety.hold(now, stamp)) is None and header is None:
             return  # we never commanded and know no position: the controller holds on its own
@@ -106,20 +110,19 @@ class SafetyFilterNode(Node):
             q = common.joint_positions(msg, self.profile.joint_names)
         except (KeyError, ValueError) as exc:
             with self.lock:
-                if self.state_error is None and not self.closing:
+                if self.state_error is None:
                     self._hold(now_sec(self))
                 self.state_error = f"refusing joint_states: {exc}"
                 self._error(f"{self.state_error}; holding")
             return
         # Receipt time on our clock, not the header stamp: a driver's clock may differ from ours.
         # Before our clock has started (sim time, no /clock yet) the stamp is the best estimate.
-        stamp = to_sec(msg.header.stamp)
-        received = now_sec(self)
+        stamp, received = to_sec(msg.header.stamp), now_sec(self)
         with self.lock:
             self.state_error = None
             self.last_state_wall = time.monotonic()
             self.states.add(stamp, q, received if received > 0.0 else stamp)
-            if (latched := self.safety.observe(q, stamp)) is not None and not self.closing:
+            if (latched := self.safety.observe(q, stamp)) is not None:
                 self._hold(received)
                 self._error(f"{latched}: stop latched; needs ~/reset_estop and ~/enable")
         ready = [w for w in self.waiting if to_sec(w[0].header.stamp) <= stamp + _STAMP_TOL]
@@ -127,63 +130,61 @@ class SafetyFilterNode(Node):
         for chunk_msg, _ in ready:
             self._answer(chunk_msg)
 
-    def on_wait_timeout(self) -> None:
-        """Chunks whose state never came are checked against the latest one."""
+    def on_wait_timeout(self) -> None:  # chunks whose state never came are checked against the latest one
         expired = [w for w in self.waiting if w[1] <= time.monotonic()]
         self.waiting = [w for w in self.waiting if w not in expired]
         for chunk_msg, _ in expired:
             self._answer(chunk_msg)
 
-    def on_chunk(self, msg: JointTrajectory) -> None:
+    def on_chunk(self, raw: bytes) -> None:
         self.last_command_time = now_sec(self)
+        msg, too_long = common.take_trajectory(raw, contract.MAX_CHUNK_POINTS)  # the GIL stays free
         stamp = to_sec(msg.header.stamp)
+        if too_long is not None:
+            return self._answer(msg, too_long)
         if stamp > 0.0 and (self.states.newest_stamp is None or stamp > self.states.newest_stamp + _STAMP_TOL):
             self.waiting.append((msg, time.monotonic() + STATE_WAIT_S))
             return
         self._answer(msg)
 
-    def _answer(self, msg: JointTrajectory) -> None:
-        # Parse outside the lock (the e-stop must not wait for it); refuse long chunks unparsed.
-        last = msg.points[-1].time_from_start if msg.points else None
-        too_long = last and SafetyFilter.size_problem(len(msg.points), last.sec + last.nanosec * 1e-9)
-        chunk, problem = None, too_long or None
-        if msg.points and not too_long:
+    def _answer(self, msg: JointTrajectory, problem: str | None = None) -> None:
+        chunk = None
+        if msg.points and problem is None:  # parsed outside the lock: the e-stop must not wait for it
             try:
                 chunk = common.msg_to_chunk(msg)
             except ValueError as exc:
                 problem = str(exc)
         with self.lock:
-            if self.closing:
-                return
-            now = now_sec(self)
-            if not msg.points:
-                out, reasons = self.safety.upstream_hold()
-            elif problem is not None:
+            now, stops = now_sec(self), self.stops
+            if problem is not None:
                 out, reasons = self.safety.reject(problem)
+            elif not msg.points:
+                out, reasons = self.safety.upstream_hold()
             elif self.state_error is not None:
                 out, reasons = self.safety.upstream_hold(self.state_error)
             else:
                 measured_q, measured_time = self.states.lookup(chunk.stamp, _STAMP_TOL)
                 out, reasons = self.safety.filter(chunk, measured_q, now, measured_time)
-            if out is None:
+        if out is not None:  # reuse the message's points: building new ones costs more than the filter
+            msg.joint_names = list(self.profile.joint_names)  # and its header: the exact stamp we answer
+            for point, q in zip(msg.points, out.positions.tolist(), strict=True):
+                point.positions, point.velocities, point.accelerations, point.effort = q, [], [], []
+        with self.lock:  # a stop (e-stop, disable, ...) since we decided turns the answer into a hold
+            if out is None or stops != self.stops:
                 self._hold(now, msg.header)
-            else:
-                answer = common.chunk_to_msg(out)
-                answer.header = msg.header  # the exact stamp (and frame) of the chunk we answer
-                self.pub.publish(answer)
+            elif not self.closing:
+                self.pub.publish(msg)
         if out is None and reasons[0].startswith("bad input"):
             self._error(f"holding: {reasons[0]}")
-        elif reasons and msg.points:
-            self.get_logger().warning(
-                ("holding: " if out is None else "") + "; ".join(reasons), throttle_duration_sec=2
-            )
+        elif reasons and chunk is not None:
+            text = ("holding: " if out is None else "") + "; ".join(reasons)
+            self.get_logger().warning(text, throttle_duration_sec=2.0)
 
     def on_estop(self, msg: Bool) -> None:
         with self.lock:
-            now = now_sec(self)
-            was_latched = self.safety.estop_latched
+            now, was_latched = now_sec(self), self.safety.estop_latched
             self.safety.estop(now, pressed=msg.data, wall_time=time.monotonic())
-            if msg.data and not self.closing:
+            if msg.data:
                 self._hold(now)
         if msg.data:
             self.get_logger().error("E-STOP: holding; needs ~/reset_estop and ~/enable to resume")
@@ -193,7 +194,7 @@ class SafetyFilterNode(Node):
     def on_heartbeat_timer(self) -> None:
         with self.lock:
             reason = self.safety.heartbeat_check(time.monotonic())
-            if reason is None or self.safety.estop_latched or self.closing:
+            if reason is None or self.safety.estop_latched:
                 return
             self.safety.latch(now_sec(self), reason)
             self._hold(now_sec(self))
@@ -210,12 +211,12 @@ class SafetyFilterNode(Node):
     def on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         with self.lock:
             now = now_sec(self)
-            if request.data:
-                response.success, response.message = self.safety.enable(now)
-            else:
+            if not request.data:
                 self.safety.disable(now)
                 self._hold(now)
-                response.success, response.message = True, "disabled; holding"
+            response.success, response.message = (
+                self.safety.enable(now) if request.data else (True, "disabled; holding")
+            )
         self._log_result(response.success, f"~/enable {request.data}: {response.message}")
         return response
 
@@ -244,7 +245,7 @@ class SafetyFilterNode(Node):
             silence = time.monotonic() - self.last_state_wall if self.get_parameter("use_sim_time").value else 0.0
             last_state_time = None if last_state_time is None else min(last_state_time, now)
             reason = self.safety.check(now, last_state_time, self.last_command_time, silence)
-            tripped = reason is not None and self.watchdog_reason is None and not self.closing
+            tripped = reason is not None and self.watchdog_reason is None
             if tripped:
                 self.watchdog_trips_since_report += 1
                 self.safety.note_hold(f"watchdog: {reason}")
@@ -260,18 +261,16 @@ class SafetyFilterNode(Node):
         if level == "OK" and self.watchdog_trips_since_report:
             level, message = "WARN", f"watchdog tripped: {self.safety.last_hold_reason}"
         values = self.safety.diagnostic_values(now_sec(self)) | {"policy": self.policy_identity or ""}
-        msg = DiagnosticArray()
+        msg = DiagnosticArray(status=[common.diagnostic_status(self, level, message, values)])
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [common.diagnostic_status(self, level, message, values)]
         self.diag_pub.publish(msg)
         self.errors_since_report, self.watchdog_trips_since_report = [], 0
 
     def destroy_node(self) -> None:
         """The last act is a hold (the context is still valid: see `main`)."""
         with self.lock:
-            if not self.closing:
-                self.closing = True
-                self._hold(now_sec(self))
+            self._hold(now_sec(self))
+            self.closing = True
         self.pub.wait_for_all_acked(Duration(seconds=0.5))  # let the hold leave before the process does
         super().destroy_node()
 
@@ -287,6 +286,7 @@ def _first_signal(signum, frame) -> None:
 
 def _make_node() -> SafetyFilterNode:
     node = SafetyFilterNode()
+    sys.setswitchinterval(0.001)  # the e-stop thread gets the GIL within 1 ms of a busy chunk thread, not 5
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _first_signal)
     return node
