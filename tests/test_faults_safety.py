@@ -103,24 +103,25 @@ def test_heartbeat_loss_latches_and_reset_waits_for_heartbeats(launch_nodes, ros
 
 POLICY_SCRIPT = textwrap.dedent(
     """
-    import sys, numpy as np, rclpy
+    import numpy as np, rclpy
+    from sensor_msgs.msg import JointState
     from trajectory_msgs.msg import JointTrajectory
     from dexstack import contract
     from dexstack.hardware.profiles import PANDA
-    from dexstack.ros_nodes.common import QOS, chunk_to_msg
+    from dexstack.ros_nodes.common import QOS, chunk_to_msg, joint_positions
     from dexstack.trajectory import ActionChunk
     rclpy.init()
     node = rclpy.create_node("doomed_policy")
     pub = node.create_publisher(JointTrajectory, PANDA.policy_output_topic, QOS[contract.QoSKind.COMMAND])
-    home, k = np.asarray(PANDA.home), [0]
+    q = [np.asarray(PANDA.home)]
+    node.create_subscription(
+        JointState, contract.JOINT_STATES, lambda m: q.append(joint_positions(m, PANDA.joint_names)),
+        QOS[contract.QoSKind.STATE_SUB])
     def tick():
-        # 1 s chunks (10 points) moving joint 1 at 0.5 rad/s; stamp 0 = "now".
-        base = home[0] + 0.05 * k[0]
-        pts = np.repeat(home[None], 10, 0)
-        pts[:, 0] = base + 0.05 * np.arange(1, 11)
+        # 1 s chunks (10 points) moving joint 1 on from where it is at 0.5 rad/s; stamp 0 = "now".
+        pts = np.repeat(q[-1][None], 10, 0)
+        pts[:, 0] += 0.05 * np.arange(1, 11)
         pub.publish(chunk_to_msg(ActionChunk(PANDA.joint_names, pts, 0.1 * np.arange(1, 11), None)))
-        k[0] += 1
-        print(k[0], flush=True)
     node.create_timer(0.1, tick)
     rclpy.spin(node)
     """
@@ -138,7 +139,7 @@ def test_killed_policy_mid_motion_stops_the_arm_within_the_chunk_horizon(launch_
     h = FilterHarness(ros_client, publish_joint_states=False)
     h.wait_connected(joint_states_from_client=False)
     assert ros_client.spin_until(lambda: h.states, 20.0), "mock hardware never published"
-    policy = subprocess.Popen([sys.executable, "-c", POLICY_SCRIPT], env=node_environment(), stdout=subprocess.PIPE)
+    policy = subprocess.Popen([sys.executable, "-c", POLICY_SCRIPT], env=node_environment())
     try:
         moving = lambda: h.states and joint_positions(h.states[-1], PANDA.joint_names)[0] > HOME[0] + 0.3  # noqa: E731
         assert ros_client.spin_until(moving, 30.0), "the arm never moved"
