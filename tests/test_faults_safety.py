@@ -252,3 +252,41 @@ def test_sigint_makes_a_hold_the_last_message_and_exits_0(launch_nodes, ros_clie
     assert h.outputs[-1] is hold
     check_hold(hold, h.received[-1])
     assert hold.points[0].positions[0] > HOME[0], "the hold stops where the arm is commanded, mid-chunk"
+
+
+def test_dead_sim_under_sim_time_is_detected_by_the_wall_clock(launch_nodes, ros_client):
+    """Row 5: under use_sim_time a dead sim also stops /clock, so sim-time staleness never grows;
+    the filter's wall-clock fallback holds (and says so) anyway."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import JointState
+
+    from dexstack import contract
+    from dexstack.ros_nodes.common import QOS, chunk_to_msg, joint_state_msg, to_stamp
+    from dexstack.trajectory import ActionChunk
+
+    launch_nodes([filter_spec(use_sim_time=True, wall_state_timeout_s=0.5)])
+    h = FilterHarness(ros_client, publish_joint_states=False)
+    node = ros_client.node
+    clock_pub = node.create_publisher(Clock, contract.CLOCK, QOS[contract.QoSKind.DEFAULT])
+    js_pub = node.create_publisher(JointState, contract.JOINT_STATES, QOS[contract.QoSKind.STATE_PUB])
+    sim = {"t": 100.0, "alive": True}
+
+    def step():  # a sim at real-time factor 1 that can die
+        if sim["alive"]:
+            sim["t"] += 0.01
+            clock_pub.publish(Clock(clock=to_stamp(sim["t"])))
+            js_pub.publish(joint_state_msg(PANDA.joint_names, HOME, stamp=sim["t"]))
+
+    node.create_timer(0.01, step)
+    h.js_pub = js_pub
+    h.wait_connected(joint_states_from_client=True)
+    target = HOME.copy()
+    target[0] += 0.3
+    chunk = ActionChunk(PANDA.joint_names, np.stack([target, target]), np.array([2.0, 4.0]), sim["t"])
+    h.policy_pub.publish(chunk_to_msg(chunk))
+    assert ros_client.spin_until(lambda: any(len(m.points) == 2 for m in h.outputs), 5.0), "chunk not passed"
+    n = len(h.outputs)
+    sim["alive"] = False
+    h.hold_after(n, timeout_s=3.0)
+    h.wait_diagnostic(DiagnosticStatus.WARN, "wall-clock", timeout_s=3.0)
