@@ -481,3 +481,26 @@ def test_no_arrival_margin_when_the_controller_clock_waits_for_the_answer():
     start = f.commanded(20.06)[0]
     out, _ = f.filter(chunk_from([target], dt=0.1, stamp=20.0), HOME, now=20.01)  # 10 ms old: margin applies
     np.testing.assert_allclose(out.positions[0, 0], start + PANDA.vmax[0] * 0.04)
+
+
+def test_take_trajectory_reads_only_the_header_of_an_oversized_message():
+    """The node refuses a huge chunk from its CDR header without building its points."""
+    from rclpy.serialization import serialize_message
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    from dexstack.ros_nodes.common import take_trajectory
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        msg = JointTrajectory()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(rng.integers(-5, 2**31 - 1)), int(rng.integers(0, 10**9))
+        msg.header.frame_id = "f" * int(rng.integers(0, 7))
+        msg.joint_names = ["j" * int(rng.integers(1, 9)) for _ in range(int(rng.integers(0, 5)))]
+        n = int(rng.integers(0, 12))
+        msg.points = [JointTrajectoryPoint(positions=list(rng.normal(size=int(rng.integers(0, 4))))) for _ in range(n)]
+        raw = serialize_message(msg)
+        full, problem = take_trajectory(raw, 100)
+        assert problem is None and full == msg
+        if n:
+            head, problem = take_trajectory(raw, n - 1)
+            assert f"{n} points" in problem and head.header == msg.header and not head.points
