@@ -481,7 +481,8 @@ class SafetyFilter:
         if last_state_time is None:
             return "no joint states received"
         if wall_silence > self.wall_state_timeout_s:
-            return f"no joint states for {wall_silence:.1f} s wall-clock (limit {self.wall_state_timeout_s} s): sim or driver stopped?"
+            limit = self.wall_state_timeout_s
+            return f"no joint states for {wall_silence:.1f} s wall-clock (limit {limit} s): sim or driver stopped?"
         if now - last_state_time > self.state_timeout_s:
             return f"joint states stale: last one {now - last_state_time:.3f} s ago (limit {self.state_timeout_s} s)"
         if self.enabled and last_command_time is not None:

@@ -6,7 +6,7 @@ hold is `SafetyFilter.hold`, which a stock JointTrajectoryController executes as
 e-stop (`/safety/estop`) is subscribed twice, reliable + transient-local and best-effort +
 volatile, so a publisher with any common QoS connects; with `estop_heartbeat_timeout` set, no
 fresh `false` for that long latches the stop (how a relay should publish: docs/SAFETY.md). It runs
-on its own callback group of a multithreaded executor, so no chunk delays it. Services:
+on its own node and executor thread ("safety_filter_estop"), so no chunk delays it. Services:
 `~/enable` (SetBool), `~/reset_estop` (Trigger). Parameters: profile, watchdog_hz and every
 keyword argument of `SafetyFilter` (same defaults).
 """
@@ -19,10 +19,11 @@ import sys
 import threading
 import time
 
+import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -63,8 +64,12 @@ class SafetyFilterNode(Node):
         self.last_command_time = self.watchdog_reason = self.policy_identity = None
         # What happened since the last diagnostics message, so a 1 Hz report misses nothing.
         self.errors_since_report, self.watchdog_trips_since_report = [], 0
-
-        steady, estop_group = Clock(clock_type=ClockType.STEADY_TIME), MutuallyExclusiveCallbackGroup()
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        # Own node and executor thread: nothing queued here delays the e-stop (rclpy's MultiThreadedExecutor
+        # would too, at half the chunk throughput).
+        estop = self.estop_node = rclpy.create_node("safety_filter_estop", context=self.context)
+        self.estop_executor = SingleThreadedExecutor(context=self.context)
+        self.estop_executor.add_node(estop)
         self.pub = self.create_publisher(JointTrajectory, self.profile.trajectory_topic, QOS[K.COMMAND])
         self.diag_pub = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, QOS[K.DEFAULT])
         self.create_subscription(
@@ -72,10 +77,10 @@ class SafetyFilterNode(Node):
         )
         self.create_subscription(JointState, contract.JOINT_STATES, self.on_joint_state, QOS[K.STATE_SUB])
         for qos in (QOS[K.LATCHED], ESTOP_BEST_EFFORT):
-            self.create_subscription(Bool, contract.ESTOP, self.on_estop, qos, callback_group=estop_group)
-        if self.safety.heartbeat_timeout_s > 0:
-            hb_period = min(0.02, self.safety.heartbeat_timeout_s / 4)
-            self.create_timer(hb_period, self.on_heartbeat_timer, callback_group=estop_group, clock=steady)
+            estop.create_subscription(Bool, contract.ESTOP, self.on_estop, qos)
+        if (heartbeat := self.safety.heartbeat_timeout_s) > 0:
+            estop.create_timer(min(0.02, heartbeat / 4), self.on_heartbeat_timer, clock=steady)
+        threading.Thread(target=self.estop_executor.spin, name="estop", daemon=True).start()
         self.create_subscription(String, contract.POLICY_ACTIVE, self.on_policy_active, QOS[K.LATCHED])
         self.create_service(SetBool, "~/enable", self.on_enable)
         self.create_service(Trigger, "~/reset_estop", self.on_reset_estop)
@@ -217,21 +222,14 @@ class SafetyFilterNode(Node):
             response.success, response.message = (
                 self.safety.enable(now) if request.data else (True, "disabled; holding")
             )
-        self._log_result(response.success, f"~/enable {request.data}: {response.message}")
+        (self.get_logger().info if response.success else self._error)(f"~/enable {request.data}: {response.message}")
         return response
 
     def on_reset_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self.lock:
             response.success, response.message = self.safety.reset_estop(time.monotonic())
-        self._log_result(response.success, f"~/reset_estop: {response.message}")
+        (self.get_logger().info if response.success else self._error)(f"~/reset_estop: {response.message}")
         return response
-
-    def _log_result(self, success: bool, text: str) -> None:
-        # Separate call sites: rclpy's logger refuses one call site with two severities.
-        if success:
-            self.get_logger().info(text)
-        else:
-            self.get_logger().error(text)
 
     # --- watchdog, diagnostics, shutdown ----------------------------------------------
     def on_watchdog(self) -> None:
@@ -272,6 +270,8 @@ class SafetyFilterNode(Node):
             self._hold(now_sec(self))
             self.closing = True
         self.pub.wait_for_all_acked(Duration(seconds=0.5))  # let the hold leave before the process does
+        self.estop_executor.shutdown(timeout_sec=1.0)
+        self.estop_node.destroy_node()
         super().destroy_node()
 
 
@@ -293,7 +293,7 @@ def _make_node() -> SafetyFilterNode:
 
 
 def main(args: list[str] | None = None) -> None:
-    common.run_node(_make_node, args, multithreaded=True)
+    common.run_node(_make_node, args)
 
 
 if __name__ == "__main__":
