@@ -349,6 +349,8 @@ class SafetyFilter:
             return self.note_hold(f"measured joint positions unusable: {measured.tolist()}")
         if measured_time is not None and now - measured_time > self.state_timeout_s:
             return self.note_hold(f"joint states stale ({now - measured_time:.3f} s old)")
+        if self._measured is None:  # a hold before any command stops here (the node observes every state)
+            self._measured = measured.copy()
 
         lower, upper = self.profile.lower, self.profile.upper
         arrival = now if chunk.stamp is None else max(now, chunk.stamp)

@@ -504,3 +504,43 @@ def test_take_trajectory_reads_only_the_header_of_an_oversized_message():
         if n:
             head, problem = take_trajectory(raw, n - 1)
             assert f"{n} points" in problem and head.header == msg.header and not head.points
+
+
+# --- property-based: whatever the policy sends, the output is safe ------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_floats = st.floats(allow_nan=True, allow_infinity=True, width=64) | st.floats(-4.0, 4.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    positions=st.lists(st.lists(_floats, min_size=8, max_size=8), min_size=1, max_size=12),
+    dt=st.floats(0.001, 0.5),
+    age=st.floats(0.0, 0.2),
+    scale_time=st.floats(0.0, 3.0),
+)
+def test_any_chunk_gives_a_hold_or_a_finite_in_limit_rate_limited_command(positions, dt, age, scale_time):
+    f = SafetyFilter(PANDA, ramp_time_s=2.0)
+    f.enable(10.0)
+    now = 10.0 + scale_time
+    f.observe(HOME, now - 0.01)  # as the node does for every joint state
+    q = np.asarray(positions, dtype=np.float64)
+    chunk = ActionChunk.uniform(NAMES, np.where(np.isfinite(q), q, 0.0), dt, now - age)
+    chunk.positions[:] = q  # the arrays are mutable after the checks: NaN and inf get in anyway
+    anchor = f.commanded(now) if f.commanded(now) is not None else HOME
+    out, reasons = f.filter(chunk, HOME, now, measured_time=now)
+    if out is None:
+        assert reasons and f.hold(now, chunk.stamp) is not None
+        return
+    assert np.all(np.isfinite(out.positions))
+    assert np.all(out.positions >= PANDA.lower) and np.all(out.positions <= PANDA.upper)
+    # From where the controller is (arrival plus the margin) no segment is faster than allowed.
+    scale = f.ramp_scale(now)
+    t0 = now + (f.arrival_margin_s if age > 0 else 0.0)  # a chunk stamped now: no margin (lockstep)
+    due = chunk.stamp + out.times
+    later = due >= t0
+    knots_t = np.concatenate([[t0], due[later]])
+    knots_q = np.vstack([anchor, out.positions[later]])
+    steps = np.abs(np.diff(knots_q, axis=0))
+    assert np.all(steps <= PANDA.vmax * scale * np.diff(knots_t)[:, None] + PANDA.lead * scale + 1e-9)
