@@ -106,8 +106,8 @@ class SafetyFilter:
         start_enabled: bool = False,
         min_command_timeout_s: float = 0.25,
         estop_heartbeat_timeout: float = 0.0,
-        velocity_margin: float = 1.5,
-        velocity_sustain_s: float = 0.05,
+        velocity_margin: float = 2.0,
+        velocity_sustain_s: float = 0.1,
         wall_state_timeout_s: float = 2.0,
         arrival_margin_s: float = 0.05,
     ) -> None:

@@ -65,11 +65,11 @@ class SafetyFilterNode(Node):
         # What happened since the last diagnostics message, so a 1 Hz report misses nothing.
         self.errors_since_report, self.watchdog_trips_since_report = [], 0
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        # Own node and executor thread: nothing queued here delays the e-stop (rclpy's MultiThreadedExecutor
-        # would too, at half the chunk throughput).
-        estop = self.estop_node = rclpy.create_node("safety_filter_estop", context=self.context)
-        self.estop_executor = SingleThreadedExecutor(context=self.context)
-        self.estop_executor.add_node(estop)
+        # Own node (no global args: `-r __node:=` would rename it too) and executor thread: nothing queued here
+        # delays the e-stop (rclpy's MultiThreadedExecutor would do the same at half the chunk throughput).
+        en = self.estop_node = rclpy.create_node("safety_filter_estop", use_global_arguments=False)
+        self.estop_executor = SingleThreadedExecutor()  # the default context, like run_node's node
+        self.estop_executor.add_node(en)
         self.pub = self.create_publisher(JointTrajectory, self.profile.trajectory_topic, QOS[K.COMMAND])
         self.diag_pub = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, QOS[K.DEFAULT])
         self.create_subscription(
@@ -77,9 +77,9 @@ class SafetyFilterNode(Node):
         )
         self.create_subscription(JointState, contract.JOINT_STATES, self.on_joint_state, QOS[K.STATE_SUB])
         for qos in (QOS[K.LATCHED], ESTOP_BEST_EFFORT):
-            estop.create_subscription(Bool, contract.ESTOP, self.on_estop, qos)
+            en.create_subscription(Bool, contract.ESTOP, self.on_estop, qos)
         if (heartbeat := self.safety.heartbeat_timeout_s) > 0:
-            estop.create_timer(min(0.02, heartbeat / 4), self.on_heartbeat_timer, clock=steady)
+            en.create_timer(min(0.02, heartbeat / 4), self.on_heartbeat_timer, clock=steady)
         threading.Thread(target=self.estop_executor.spin, name="estop", daemon=True).start()
         self.create_subscription(String, contract.POLICY_ACTIVE, self.on_policy_active, QOS[K.LATCHED])
         self.create_service(SetBool, "~/enable", self.on_enable)

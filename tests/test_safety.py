@@ -382,7 +382,7 @@ def test_velocity_monitor_latches_on_sustained_overspeed_only():
             break
     assert reason is not None and "panda_joint1" in reason and f.estop_latched and not f.enabled
     assert 0.05 <= 0.01 * k <= 0.07
-    g = enabled_filter(velocity_margin=1.5)
+    g = enabled_filter(velocity_margin=1.5, velocity_sustain_s=0.05)
     for k in range(50):  # 1.4 x vmax: under the margin
         g.observe(HOME + np.eye(8)[1] * 1.4 * PANDA.vmax[1] * 0.01 * k, 1.0 + 0.01 * k)
     assert not g.estop_latched
