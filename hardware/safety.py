@@ -235,7 +235,9 @@ class SafetyFilter:
             return None
         self._measured = q
         previous, self._last_sample = self._last_sample, (float(stamp), q)
-        if previous is None or stamp <= previous[0]:  # first sample, or a clock that jumped back
+        # First sample, a clock that jumped back, or a gap (a sim reset teleports the arm between
+        # episodes): one difference over a gap is no sustained speed.
+        if previous is None or not 0.0 < stamp - previous[0] <= self.velocity_sustain_s / 2:
             self._over_since = None
             return None
         speed = np.abs(q - previous[1]) / (stamp - previous[0])

@@ -148,9 +148,12 @@ def test_every_hold_the_filter_emits_is_accepted_by_jtc_and_stops_the_arm(launch
     moving_chunk()
 
     def overspeed():  # the measured arm runs away at 3x its limit (a broken driver or a collision)
-        for k in range(30):
-            state["q"] = HOME + np.eye(PANDA.n_joints)[0] * 3.0 * PANDA.vmax[0] * 0.01 * k
+        state["on"], t0 = False, h.now()
+        for k in range(40):  # stamps 10 ms apart whatever the machine's load
+            q = HOME + np.eye(PANDA.n_joints)[0] * 3.0 * PANDA.vmax[0] * 0.01 * k
+            js_pub.publish(joint_state_msg(PANDA.joint_names, q, stamp=t0 + 0.01 * k))
             ros_client.spin_for(0.01)
+        state["on"] = True
 
     expect_hold("velocity monitor", overspeed)
     state["q"] = HOME.copy()

@@ -374,10 +374,13 @@ def test_velocity_monitor_latches_on_sustained_overspeed_only():
     jump[0] += 0.5  # one sample at 50 rad/s (a sim reset teleport): not sustained
     assert f.observe(jump, 1.01) is None and f.observe(jump, 1.02) is None
     assert not f.estop_latched
+    f.observe(HOME, 1.2)  # a reset 0.18 s later: one difference over a gap is no sustained speed
+    assert not f.estop_latched
+    q = HOME.copy()
     for k in range(1, 10):  # 2 x vmax for 90 ms
         q = q.copy()
         q[0] += 2.0 * PANDA.vmax[0] * 0.01
-        reason = f.observe(q, 1.02 + 0.01 * k)
+        reason = f.observe(q, 1.2 + 0.01 * k)
         if reason:
             break
     assert reason is not None and "panda_joint1" in reason and f.estop_latched and not f.enabled
