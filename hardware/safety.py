@@ -273,6 +273,11 @@ class SafetyFilter:
         q = self.commanded(arrival)
         if q is None:
             return None
+        if self._measured is not None:
+            # A joint far from the mirror was moved by something else (a sim reset between episodes,
+            # another controller): hold where it is. A finger squeezing within its lead keeps its grip.
+            moved = np.abs(q - self._measured) > self.profile.vmax * _TRACKING_S + self.profile.lead
+            q = np.where(moved, self._measured, q)
         t = (0.0 if stamp is None else arrival - stamp) + HOLD_SETTLE_S
         chunk = ActionChunk(self.profile.joint_names, q[None], np.array([t]), stamp)
         self._command(chunk, arrival, q)

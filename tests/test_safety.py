@@ -547,3 +547,17 @@ def test_any_chunk_gives_a_hold_or_a_finite_in_limit_rate_limited_command(positi
     knots_q = np.vstack([anchor, out.positions[later]])
     steps = np.abs(np.diff(knots_q, axis=0))
     assert np.all(steps <= PANDA.vmax * scale * np.diff(knots_t)[:, None] + PANDA.lead * scale + 1e-9)
+
+
+def test_a_hold_after_the_arm_was_moved_elsewhere_stops_where_it_is():
+    """A sim reset (or another controller) moves the arm away from what we commanded: a hold must
+    not drive it back to our old command."""
+    f = enabled_filter()
+    f.observe(HOME, 9.99)
+    target = HOME.copy()
+    target[0] += 0.5
+    f.filter(chunk_from([target], dt=1.0, stamp=10.0), HOME, now=10.0)
+    f.observe(HOME, 12.0)  # reset: back at home, our mirror still says HOME + 0.5
+    hold = f.hold(12.01)
+    np.testing.assert_allclose(hold.positions[0], HOME)
+    np.testing.assert_allclose(f.commanded(13.0), HOME)
