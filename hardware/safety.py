@@ -50,7 +50,7 @@ from dexstack.trajectory import ActionChunk, TrajectoryExecutor
 _EPS = 1e-9
 # A hold's point is due this long after it is sent: longer than DDS latency plus the skew between
 # our clock and the controller's, so JTC never finds it "ending in the past".
-HOLD_SETTLE_S = 0.1
+HOLD_SETTLE_S = 0.25
 # A joint whose measurement is further than this many seconds at its velocity limit from the
 # mirrored command is not following it: anchor at the measurement.
 _TRACKING_S = 0.1

@@ -61,17 +61,26 @@ def test_every_hold_the_filter_emits_is_accepted_by_jtc_and_stops_the_arm(launch
 
     from dexstack import contract
     from dexstack.launcher import stop_nodes
-    from dexstack.ros_nodes.common import QOS, joint_state_msg, to_stamp
+    from dexstack.ros_nodes.common import QOS, joint_state_msg, msg_to_chunk, to_stamp
+    from dexstack.trajectory import TrajectoryExecutor
 
     procs = launch_nodes([filter_spec(command_timeout_s=1.0)])
     h = FilterHarness(ros_client, publish_joint_states=False)
     node = ros_client.node
     js_pub = node.create_publisher(JointState, contract.JOINT_STATES, QOS[contract.QoSKind.STATE_PUB])
-    state = {"q": HOME.copy(), "names": list(PANDA.joint_names), "on": True}
+    state = {"names": list(PANDA.joint_names), "on": True}
+    # A perfect robot: its measured position is what a JTC executing the filter's output commands.
+    robot = TrajectoryExecutor(PANDA.joint_names, HOME)
+
+    def on_command(msg) -> None:
+        if jtc_reason(msg, h.now()) is None:
+            robot.set_chunk(msg_to_chunk(msg), h.now())
+
+    node.create_subscription(JointTrajectory, PANDA.trajectory_topic, on_command, QOS[contract.QoSKind.COMMAND])
 
     def publish_state():
         if state["on"]:
-            js_pub.publish(joint_state_msg(state["names"], state["q"], stamp=h.now()))
+            js_pub.publish(joint_state_msg(state["names"], robot.sample(h.now()), stamp=h.now()))
 
     node.create_timer(0.01, publish_state)
     h.js_pub = js_pub
@@ -147,16 +156,19 @@ def test_every_hold_the_filter_emits_is_accepted_by_jtc_and_stops_the_arm(launch
 
     moving_chunk()
 
+    runaway: list[np.ndarray] = []
+
     def overspeed():  # the measured arm runs away at 3x its limit (a broken driver or a collision)
-        state["on"], t0 = False, h.now()
+        state["on"], t0, q0 = False, h.now(), robot.sample(h.now())
         for k in range(40):  # stamps 10 ms apart whatever the machine's load
-            q = HOME + np.eye(PANDA.n_joints)[0] * 3.0 * PANDA.vmax[0] * 0.01 * k
+            q = q0 + np.eye(PANDA.n_joints)[0] * 3.0 * PANDA.vmax[0] * 0.01 * k
+            runaway.append(q)
             js_pub.publish(joint_state_msg(PANDA.joint_names, q, stamp=t0 + 0.01 * k))
             ros_client.spin_for(0.01)
         state["on"] = True
 
     expect_hold("velocity monitor", overspeed)
-    state["q"] = HOME.copy()
+    ros_client.spin_for(0.3)  # the filter measures the robot where it really is again
 
     n = len(h.outputs)
     assert stop_nodes(procs) == [0]
@@ -170,7 +182,10 @@ def test_every_hold_the_filter_emits_is_accepted_by_jtc_and_stops_the_arm(launch
         msg, t = h.outputs[i], h.received[i]
         assert jtc_reason(msg, t) is None, f"{kind}: JTC rejects the hold: {jtc_reason(msg, t)}"
         assert len(msg.points) >= 1 and all(math.isfinite(x) for p in msg.points for x in p.positions)
-        # It stops the arm where it was commanded when the hold arrived (within the latency).
         stop = np.asarray(msg.points[-1].positions)
+        if kind == "velocity monitor":  # a runaway arm is held where it was measured, not pulled back
+            assert runaway[0][0] < stop[0] <= runaway[-1][0] and np.allclose(stop[1:], runaway[0][1:]), stop
+            continue
+        # It stops the arm where it was commanded when the hold arrived (within the latency).
         assert np.all(np.abs(stop - before[i]) <= PANDA.vmax * 0.05 + 1e-9), f"{kind}: stops at {stop}, not {before[i]}"
         assert not msg.points[-1].velocities or not any(msg.points[-1].velocities), f"{kind}: ends moving"

@@ -3,7 +3,7 @@
 The filter (and for the watchdog test, mock hardware) run as real processes; a plain rclpy
 client plays policy, e-stop button and joint-state source. Every hold seen is checked for what a
 stock JointTrajectoryController needs to execute it as a stop (`check_hold`); tests send chunks
-lasting >= 1 s so a hold (one point, due ~0.1 s after it is sent) is told apart from an answer.
+lasting >= 1 s so a hold (one point, due ~0.25 s after it is sent) is told apart from an answer.
 """
 
 from __future__ import annotations
