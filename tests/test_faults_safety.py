@@ -139,6 +139,7 @@ def test_killed_policy_mid_motion_stops_the_arm_within_the_chunk_horizon(launch_
     h = FilterHarness(ros_client, publish_joint_states=False)
     h.wait_connected(joint_states_from_client=False)
     assert ros_client.spin_until(lambda: h.states, 20.0), "mock hardware never published"
+    h.wait_passing()
     policy = subprocess.Popen([sys.executable, "-c", POLICY_SCRIPT], env=node_environment())
     try:
         moving = lambda: h.states and joint_positions(h.states[-1], PANDA.joint_names)[0] > HOME[0] + 0.3  # noqa: E731
@@ -179,6 +180,7 @@ def test_stale_observations_and_duplicate_joint_names_keep_measured_speed_under_
     h = FilterHarness(ros_client, publish_joint_states=False)
     h.wait_connected(joint_states_from_client=False)
     assert ros_client.spin_until(lambda: h.states, 20.0), "mock hardware never published"
+    h.wait_passing()
     rng = np.random.default_rng(12)
     saboteur = ros_client.node.create_publisher(JointState, contract.JOINT_STATES, QOS[contract.QoSKind.STATE_PUB])
     n0 = len(h.outputs)
@@ -220,6 +222,7 @@ def test_oversized_and_implausible_chunks_and_a_hot_swap(launch_nodes, ros_clien
     launch_nodes([filter_spec(ramp_time_s=2.0)])
     h = FilterHarness(ros_client, publish_joint_states=True)
     h.wait_connected(joint_states_from_client=True)
+    h.wait_passing()
     assert h.is_hold(h.answer_to(h.send(np.repeat(HOME[None], 20000, 0), 1e-4 * np.arange(1, 20001))))
     h.wait_diagnostic(DiagnosticStatus.ERROR, "exceeds")
     assert h.is_hold(h.answer_to(h.send(HOME + 100.0, [1.0])))

@@ -125,6 +125,15 @@ class FilterHarness:
         assert self.enable_client.wait_for_service(timeout_sec=10.0)
         self.client.spin_for(0.3)  # a few joint states reach the filter
 
+    def wait_passing(self, position=HOME, timeout_s: float = 10.0) -> None:
+        """Until the filter passes a chunk to stay at `position` (it has fresh joint states)."""
+        deadline = self.now() + timeout_s
+        while self.now() < deadline:
+            if not self.is_hold(self.answer_to(self.send(position, [1.0]))):
+                return
+            self.client.spin_for(0.2)
+        raise AssertionError("the filter never passed a chunk")
+
     def send(self, positions, times) -> float:
         """Publish a chunk stamped now (client clock = filter clock: both wall time); returns the stamp."""
         from dexstack.ros_nodes.common import chunk_to_msg
@@ -279,6 +288,7 @@ def test_watchdog_holds_when_commands_or_joint_states_stop(launch_nodes, ros_cli
     ), "mock hardware never connected"
 
     # Policy -> filter -> mock: the arm arrives at the target.
+    h.wait_passing()
     target = HOME.copy()
     target[0] = 0.3
     h.answer_to(h.send([target, target], [1.0, 3.0]))  # 3 s horizon: the watchdog allows 1.5 s
