@@ -44,7 +44,7 @@ def measured_speeds(states) -> np.ndarray:
     return np.abs(np.diff(q, axis=0)[keep]) / np.diff(t)[keep][:, None]
 
 
-def test_estop_latches_from_reliable_volatile_best_effort_and_latched_publishers(launch_nodes, ros_client):
+def test_estop_latches_from_default_qos_and_best_effort_publishers(launch_nodes, ros_client):
     """Row 2: default-QoS and best-effort e-stop publishers used to never connect."""
     from diagnostic_msgs.msg import DiagnosticStatus
     from rclpy.qos import QoSProfile, ReliabilityPolicy
