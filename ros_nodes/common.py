@@ -129,7 +129,7 @@ def take_trajectory(raw: bytes, max_points: int) -> tuple[JointTrajectory, str |
     other thread of the process (the safety filter's e-stop) for as long as that takes."""
     from rclpy.serialization import deserialize_message
 
-    order = "<" if raw[1] == 1 else ">"  # encapsulation: CDR little / big endian
+    order = "<" if raw[1] & 1 else ">"  # encapsulation id: odd = little endian (CDR, PL_CDR, CDR2)
     base = 4  # CDR aligns relative to the payload, after the 4-byte encapsulation header
 
     def u32(offset: int) -> int:
@@ -145,6 +145,8 @@ def take_trajectory(raw: bytes, max_points: int) -> tuple[JointTrajectory, str |
         for _ in range(names):
             offset = after_string(offset)
         n_points = u32(offset)
+        if n_points * 24 > len(raw) - offset:  # each point takes >= 24 bytes: not what we parsed
+            n_points = 0
     except (IndexError, struct.error):  # not the CDR we expect: let rclpy judge it
         n_points = 0
     if n_points <= max_points:
