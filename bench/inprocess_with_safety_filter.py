@@ -13,8 +13,6 @@ import argparse
 import json
 from typing import Any
 
-import numpy as np
-
 from dexstack.hardware.profiles import PANDA
 from dexstack.hardware.safety import SafetyFilter
 from dexstack.sim.evaluate import manipulation_in_process, run_episodes
@@ -38,7 +36,7 @@ class FilteredController:
         safe, _ = self.safety.filter(chunk, obs["joint_positions"], obs["time"], measured_time=obs["time"])
         if safe is None:
             self.holds += 1
-            safe = ActionChunk(chunk.joint_names, np.zeros((0, len(chunk.joint_names))), np.zeros(0), obs["time"])
+            safe = self.safety.hold(obs["time"], obs["time"])  # what the node sends: JTC executes it as a stop
         return safe
 
 

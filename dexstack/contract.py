@@ -36,6 +36,12 @@ TACTILE_HZ = JOINT_STATE_HZ  # tactile pads go out with the joint states they be
 JOINT_STATE_MAX_AGE_S = 0.1
 CAMERA_MAX_AGE_S = 0.25
 
+# The longest chunk anything may send: a manifest's chunk_length x dt must fit, and the safety
+# filter refuses (ERROR hold) a longer one, so no message can keep it busy or run the arm blind
+# for long (a 20,000-point chunk used to delay the e-stop by 0.7 s).
+MAX_CHUNK_POINTS = 200
+MAX_CHUNK_HORIZON_S = 5.0
+
 
 # --- fixed topics -------------------------------------------------------------------------
 CLOCK = "/clock"
@@ -44,6 +50,9 @@ GRASP_TARGET_POSE = "/grasp/target_pose"
 TASK_INSTRUCTION = "/task/instruction"
 ESTOP = "/safety/estop"
 DIAGNOSTICS = "/diagnostics"
+# std_msgs/String JSON naming the policy being served (serving.policy_identity), latched; the
+# policy node republishes it after every hot-swap and the safety filter ramps in again on a change.
+POLICY_ACTIVE = "/policy/active"
 # Ground truth that only the simulator can know (like Gazebo's model states); used by
 # scripted experts and evaluation, never by learned policies.
 SIM_OBJECT_POSE = "/sim/object_pose"

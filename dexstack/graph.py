@@ -266,7 +266,9 @@ def node_list(args: dict[str, str]) -> list[NodeSpec]:
         # Depth + object mask -> /grasp/target_pose (on a real robot a segmentation node sends the mask).
         nodes.append(NodeSpec("grasp_planner_node", "grasp_planner", {"use_sim_time": sim}))
     # On a real robot nothing moves until an operator enables it; the gate then ramps in.
-    nodes.append(NodeSpec("safety_filter", "safety_filter", common | {"start_enabled": hardware != "real"}))
+    # A lockstep sim's clock waits for each answer: no delivery latency for the filter to allow for.
+    safety = {"start_enabled": hardware != "real"} | ({"arrival_margin_s": 0.0} if lockstep else {})
+    nodes.append(NodeSpec("safety_filter", "safety_filter", common | safety))
     # What answers the observations (the expert or the policy) acts at the policy rate, once per
     # observation in lockstep.
     acting = common | {"rate": float(values["policy_rate"]), "trigger": "observation" if lockstep else "timer"}

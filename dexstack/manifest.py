@@ -325,6 +325,11 @@ def _check_outputs(out: Any) -> None:
     _require(_is_int(chunk) and chunk > 0, f"outputs.chunk_length must be a positive integer, got {chunk!r}")
     dt = out.get("dt")
     _require(_is_number(dt) and dt > 0, f"outputs.dt must be a positive number of seconds, got {dt!r}")
+    _require(
+        chunk <= contract.MAX_CHUNK_POINTS and chunk * dt <= contract.MAX_CHUNK_HORIZON_S,
+        f"outputs: chunk_length {chunk} x dt {dt} s exceeds what the safety filter accepts "
+        f"({contract.MAX_CHUNK_POINTS} points, {contract.MAX_CHUNK_HORIZON_S} s)",
+    )
     if "normalization" in out:
         _check_normalization(out["normalization"], len(names), f"{where}.normalization")
 

@@ -119,11 +119,17 @@ class RobotProfile:
     # starts from the measured position. The sim and mock hardware execute what this says.
     jtc_interpolate_from_desired_state: bool = True
     gripper: GripperSpec | None = None  # a gripper joint that may have its own controller
+    # The farthest (rad or m) a chunk's first point may be from the current command before the
+    # safety filter calls the chunk implausible (ERROR hold instead of a clamp that drives every
+    # joint to its limit). () = the joint's whole position range (no plausibility check).
+    max_first_step: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.joint_names)
-        for attr in ("position_lower", "position_upper", "velocity_limit", "home") + (
-            ("tracking_lead",) if self.tracking_lead else ()
+        for attr in (
+            ("position_lower", "position_upper", "velocity_limit", "home")
+            + (("tracking_lead",) if self.tracking_lead else ())
+            + (("max_first_step",) if self.max_first_step else ())
         ):
             if len(getattr(self, attr)) != n:
                 raise ValueError(f"profile {self.name}: {attr} has {len(getattr(self, attr))} entries, expected {n}")
@@ -156,6 +162,10 @@ class RobotProfile:
     @property
     def lead(self) -> np.ndarray:
         return np.asarray(self.tracking_lead or (0.0,) * self.n_joints, dtype=np.float64)
+
+    @property
+    def first_step_bound(self) -> np.ndarray:
+        return np.asarray(self.max_first_step or (self.upper - self.lower), dtype=np.float64)
 
     @property
     def camera_names(self) -> tuple[str, ...]:
@@ -230,6 +240,8 @@ PANDA = RobotProfile(
     # deployment sets the safety filter's gripper_interface, e.g. config/panda_real.yaml).
     gripper=GripperSpec("panda_finger_joint1"),
     cameras=(CameraSpec("wrist", 96, 96), CameraSpec("scene", 96, 96)),
+    # ~0.5 s at the velocity limit for the arm; any finger command in (or near) its range is plausible.
+    max_first_step=(1.0,) * 7 + (0.1,),
     # IK of the TCP (between the finger pads) over the 7 arm joints, as the scripted expert plans.
     model=RobotModel(
         "dexstack.hardware.models:panda_model",
@@ -298,6 +310,8 @@ ADROIT = RobotProfile(
     # The arm may not lead at all; a finger may be commanded up to its whole range past where the
     # object stops it (the grip force GraspEnv, and so the trained policies, close with).
     tracking_lead=(0.0,) * 6 + (1.6,) * 24,
+    # ~0.6 s at the arm's velocity limit; a finger may be commanded anywhere in its range + lead.
+    max_first_step=(0.3,) * 3 + (1.0,) * 3 + (3.2,) * 24,
     home=(0.0,) * 30,
     controller="hand_controller",
     cameras=(CameraSpec("scene", 160, 120),),

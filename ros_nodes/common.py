@@ -4,6 +4,8 @@ stay thin by calling these. (How a manifest input is wired, per kind: `ros_nodes
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -89,8 +91,12 @@ def joint_state_msg(names, position, velocity=None, effort=None, stamp: float = 
 
 
 def joint_positions(msg: JointState, names) -> np.ndarray:
-    """Positions of `names` in that order; raises KeyError naming any missing joint."""
+    """Positions of `names` in that order; raises KeyError naming any missing joint and
+    ValueError on a duplicated name (which value is the joint's would be a guess)."""
     index = {n: i for i, n in enumerate(msg.name)}
+    if len(index) != len(msg.name):
+        dup = sorted({n for n in msg.name if list(msg.name).count(n) > 1})
+        raise ValueError(f"joint_states names joints {dup} more than once")
     missing = [n for n in names if n not in index]
     if missing:
         raise KeyError(f"joint_states lacks joints {missing}; it has {list(msg.name)}")
@@ -123,6 +129,41 @@ def msg_to_chunk(msg: JointTrajectory) -> ActionChunk:
     times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
     stamp = to_sec(msg.header.stamp)
     return ActionChunk(tuple(msg.joint_names), positions, times, stamp if stamp != 0.0 else None)
+
+
+def take_trajectory(raw: bytes, max_points: int) -> tuple[JointTrajectory, str | None]:
+    """A serialized (CDR) JointTrajectory as a message, unless it has more than `max_points`
+    points: then only its header is read and returned (no points) with the reason. rclpy builds a
+    Python object per point while holding the GIL, so a 20,000-point message would stall every
+    other thread of the process (the safety filter's e-stop) for as long as that takes."""
+    from rclpy.serialization import deserialize_message
+
+    order = "<" if raw[1] & 1 else ">"  # encapsulation id: odd = little endian (CDR, PL_CDR, CDR2)
+    base = 4  # CDR aligns relative to the payload, after the 4-byte encapsulation header
+
+    def u32(offset: int) -> int:
+        return struct.unpack_from(order + "I", raw, offset)[0]
+
+    def after_string(offset: int) -> int:  # a string: uint32 length (with its NUL), bytes, pad to 4
+        return base + ((offset + 4 + u32(offset) - base + 3) & ~3)
+
+    try:
+        offset = after_string(base + 8)  # stamp (int32 sec, uint32 nanosec), then frame_id
+        names = u32(offset)
+        offset += 4
+        for _ in range(names):
+            offset = after_string(offset)
+        n_points = u32(offset)
+        if n_points * 24 > len(raw) - offset:  # each point takes >= 24 bytes: not what we parsed
+            n_points = 0
+    except (IndexError, struct.error):  # not the CDR we expect: let rclpy judge it
+        n_points = 0
+    if n_points <= max_points:
+        return deserialize_message(raw, JointTrajectory), None
+    msg = JointTrajectory()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = struct.unpack_from(order + "iI", raw, base)
+    msg.header.frame_id = raw[base + 12 : base + 11 + u32(base + 8)].decode(errors="replace")
+    return msg, f"trajectory of {n_points} points exceeds {max_points} points (not even parsed)"
 
 
 def _duration(seconds: float):

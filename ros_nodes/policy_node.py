@@ -77,6 +77,7 @@ class PolicyNode(Node):
 
         self.pub = self.create_publisher(JointTrajectory, self.profile.policy_output_topic, common.QOS[K.COMMAND])
         self.pub_diag = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, common.QOS[K.DEFAULT])
+        self.pub_active = self.create_publisher(String, contract.POLICY_ACTIVE, common.QOS[K.LATCHED])
         self.create_subscription(String, contract.SIM_EPISODE, self._on_episode, common.QOS[K.LATCHED])
         self.create_service(SetBool, "~/enable", self._on_enable)
         self.create_service(Trigger, "~/reload", self._on_reload)
@@ -107,9 +108,9 @@ class PolicyNode(Node):
         if self.active is not None:
             new.assembler.carry_over_from(self.active.assembler)
         previous = self.active.ref if self.active else None
-        self.active = new
-        self.load_error = ""
+        self.active, self.load_error = new, ""
         self._rewire()
+        self.pub_active.publish(String(data=json.dumps(policy_identity(new))))
         sha, sources = new.manifest_sha256[:12], list(new.assembler.sources())
         self.get_logger().info(f"serving {new.ref} (sha256 {sha}, inputs {sources}) replacing {previous}")
         return True, f"serving {new.ref}"
