@@ -278,6 +278,9 @@ class SafetyFilter:
             # another controller): hold where it is. A finger squeezing within its lead keeps its grip.
             moved = np.abs(q - self._measured) > self.profile.vmax * _TRACKING_S + self.profile.lead
             q = np.where(moved, self._measured, q)
+        # A measurement outside the position limits is held at the nearest limit: no command, not
+        # even a stop, may leave them (the arm is already there or was pushed; JTC moves it back in).
+        q = np.clip(q, self.profile.lower, self.profile.upper)
         t = (0.0 if stamp is None else arrival - stamp) + HOLD_SETTLE_S
         chunk = ActionChunk(self.profile.joint_names, q[None], np.array([t]), stamp)
         self._command(chunk, arrival, q)

@@ -67,8 +67,10 @@ class SafetyFilterNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         # Own node (no global args: `-r __node:=` would rename it too) and executor thread: nothing queued here
         # delays the e-stop (rclpy's MultiThreadedExecutor would do the same at half the chunk throughput).
-        en = self.estop_node = rclpy.create_node("safety_filter_estop", use_global_arguments=False)
-        self.estop_executor = SingleThreadedExecutor()  # the default context, like run_node's node
+        en = self.estop_node = rclpy.create_node(
+            "safety_filter_estop", context=self.context, use_global_arguments=False
+        )
+        self.estop_executor = SingleThreadedExecutor(context=self.context)
         self.estop_executor.add_node(en)
         self.pub = CommandOutput(self, self.profile, QOS[K.COMMAND])  # arm (+ gripper: gripper_bridge)
         self.diag_pub = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, QOS[K.DEFAULT])
