@@ -262,7 +262,7 @@ def main() -> None:
     args.load_1m_samples = []
     start = time.monotonic()
     next_sample = next_checkpoint = start
-    expected = {s.name for s in specs}
+    expected = {n for s in specs for n in s.node_names}
     try:
         while time.monotonic() - start < args.minutes * 60.0:
             monitor.client.spin_for(0.5)

@@ -49,6 +49,8 @@ JOINT_STATES = "/joint_states"
 GRASP_TARGET_POSE = "/grasp/target_pose"
 TASK_INSTRUCTION = "/task/instruction"
 ESTOP = "/safety/estop"
+# The safety filter reads the e-stop on a node of its own (own executor thread), named after it.
+ESTOP_NODE_SUFFIX = "_estop"
 DIAGNOSTICS = "/diagnostics"
 # std_msgs/String JSON naming the policy being served (serving.policy_identity), latched; the
 # policy node republishes it after every hot-swap and the safety filter ramps in again on a change.

@@ -196,6 +196,13 @@ class NodeSpec:
         return self.executable in CRITICAL_EXECUTABLES
 
     @property
+    def node_names(self) -> tuple[str, ...]:
+        """Every ROS node this process creates: the safety filter reads the e-stop on a second one."""
+        if self.executable == "safety_filter":
+            return (self.name, self.name + contract.ESTOP_NODE_SUFFIX)
+        return (self.name,)
+
+    @property
     def module(self) -> str:
         return f"dexstack.ros_nodes.{self.executable}"
 

@@ -112,7 +112,7 @@ def collect_demonstrations(
     env = node_environment(domain_id)
     procs = start_nodes(specs, env=env, log_dir=log_dir)
     client = RosClient("dexstack_demo_collector", int(env.get("ROS_DOMAIN_ID", "0")))
-    guard = GraphGuard(client.node, [spec.name for spec in specs], domain_id)
+    guard = GraphGuard(client.node, [n for spec in specs for n in spec.node_names], domain_id)
     done: dict[int, dict] = {}
 
     def on_episode(msg: String) -> None:

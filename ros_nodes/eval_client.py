@@ -164,7 +164,7 @@ def _run_graph(
     # The client joins the same private domain as the nodes it started.
     client = RosClient("dexstack_eval", int(env.get("ROS_DOMAIN_ID", "0")))
     node = client.node
-    guard = GraphGuard(node, [spec.name for spec in specs], domain_id)
+    guard = GraphGuard(node, [n for spec in specs for n in spec.node_names], domain_id)
     K = contract.QoSKind
     start = time.monotonic()
     mine: list[EpisodeOutcome] = []

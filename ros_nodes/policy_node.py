@@ -12,10 +12,9 @@ Triggers: `timer` acts at `rate` Hz on the node's clock (sim time with use_sim_t
 latest message of each input; `observation` (lockstep sim) acts once per stamp as soon as every
 streamed input with that same stamp has arrived.
 
-Hot-swap (`policy` parameter or `~/reload`): the new version is loaded, verified and built
-(family registry) before the swap; latched inputs carry over; a failure keeps the old policy.
-`~/enable` (SetBool) gates acting. `/sim/episode` resets the runtime and drops latched inputs
-stamped before it. Diagnostics run on the steady clock (a lockstep sim's clock may stand still).
+Hot-swap (`policy` parameter or `~/reload`): the new version is loaded, verified and built (family registry)
+before the swap; latched inputs carry over; a failure keeps the old policy. `~/enable` (SetBool) gates acting.
+`/sim/episode` resets the runtime and drops latched inputs stamped before it. Diagnostics: steady clock.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ hold is `SafetyFilter.hold`, which a stock JointTrajectoryController executes as
 e-stop (`/safety/estop`) is subscribed twice, reliable + transient-local and best-effort +
 volatile, so a publisher with any common QoS connects; with `estop_heartbeat_timeout` set, no
 fresh `false` for that long latches the stop (how a relay should publish: docs/SAFETY.md). It runs
-on its own node and executor thread ("safety_filter_estop"), so no chunk delays it. Services:
+on its own node and executor thread ("<name>_estop"), so no chunk delays it. Services:
 `~/enable` (SetBool), `~/reset_estop` (Trigger). Parameters: profile, watchdog_hz and every
 keyword argument of `SafetyFilter` (same defaults).
 """
@@ -67,8 +67,9 @@ class SafetyFilterNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         # Own node (no global args: `-r __node:=` would rename it too) and executor thread: nothing queued here
         # delays the e-stop (rclpy's MultiThreadedExecutor would do the same at half the chunk throughput).
+        name = self.get_name() + contract.ESTOP_NODE_SUFFIX
         en = self.estop_node = rclpy.create_node(
-            "safety_filter_estop", context=self.context, use_global_arguments=False
+            name, namespace=self.get_namespace(), context=self.context, use_global_arguments=False
         )
         self.estop_executor = SingleThreadedExecutor(context=self.context)
         self.estop_executor.add_node(en)

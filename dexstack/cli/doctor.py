@@ -396,7 +396,8 @@ def check_safety_path(report: Report, probe: GraphProbe, profile: RobotProfile, 
         report.add("safety", topic, OK, f"only {filter_node} commands the controller")
     # What the filter accepts is read from its subscriptions in the graph, not assumed: a relay
     # must offer a QoS that one of them matches (the qos rows check the relays present).
-    accepts = sorted({_qos_text(s.qos_profile) for s in probe.subscriptions(contract.ESTOP) if _who(s) == filter_node})
+    readers = {filter_node, filter_node + contract.ESTOP_NODE_SUFFIX}  # the filter reads it on a node of its own
+    accepts = sorted({_qos_text(s.qos_profile) for s in probe.subscriptions(contract.ESTOP) if _who(s) in readers})
     relays = sorted({_who(p) for p in probe.publishers(contract.ESTOP)})
     if not accepts:
         report.add("safety", contract.ESTOP, FAIL, f"{filter_node} does not subscribe to the e-stop")
