@@ -65,13 +65,16 @@ class SafetyFilterNode(Node):
         # What happened since the last diagnostics message, so a 1 Hz report misses nothing.
         self.errors_since_report, self.watchdog_trips_since_report = [], 0
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        # Own node (no global args: `-r __node:=` would rename it too) and executor thread: nothing queued here
-        # delays the e-stop (rclpy's MultiThreadedExecutor would do the same at half the chunk throughput).
+        # Own node, DDS participant (context) and executor thread: a flood of chunks queued in the main
+        # participant's receive threads or executor cannot delay the e-stop (no global args: `-r __node:=`
+        # would rename it too). rclpy's MultiThreadedExecutor would do the same at half the chunk throughput.
+        self.estop_context = rclpy.Context()
+        rclpy.init(context=self.estop_context, domain_id=self.context.get_domain_id())
         name = self.get_name() + contract.ESTOP_NODE_SUFFIX
         en = self.estop_node = rclpy.create_node(
-            name, namespace=self.get_namespace(), context=self.context, use_global_arguments=False
+            name, namespace=self.get_namespace(), context=self.estop_context, use_global_arguments=False
         )
-        self.estop_executor = SingleThreadedExecutor(context=self.context)
+        self.estop_executor = SingleThreadedExecutor(context=self.estop_context)
         self.estop_executor.add_node(en)
         self.pub = CommandOutput(self, self.profile, QOS[K.COMMAND])  # arm (+ gripper: gripper_bridge)
         self.diag_pub = self.create_publisher(DiagnosticArray, contract.DIAGNOSTICS, QOS[K.DEFAULT])
@@ -275,6 +278,7 @@ class SafetyFilterNode(Node):
         self.pub.wait_for_all_acked(Duration(seconds=0.5))  # let the hold leave before the process does
         self.estop_executor.shutdown(timeout_sec=1.0)
         self.estop_node.destroy_node()
+        self.estop_context.try_shutdown()
         super().destroy_node()
 
 
