@@ -22,9 +22,9 @@ Checks (area: what fails):
   filter's `estop_heartbeat_timeout` > 0) a relay must beat at least twice per timeout;
 - joints: /joint_states names missing, duplicated or in another order than the profile's (our
   nodes map by name, but another order means the profile does not describe this robot);
-- cameras: a resolution other than the profile's (the profile is the one source of robot facts,
-  which every manifest is checked against: fix it rather than the camera), an encoding the policy
-  node cannot convert, camera_info disagreeing with its image. Whether a policy can use the
+- cameras: a resolution smaller than the profile's (a larger one warns: the runtime center-crops
+  and resizes it), an encoding the policy node cannot convert, camera_info disagreeing with its
+  image. Whether a policy can use the
   camera's resolution (cropped and resized to what its manifest asks) is the inputs check;
 - inputs (with a policy): a message on an input's topic that the policy node would refuse;
 - rates: measured from header stamps (so sim time under a real-time factor counts right) below
@@ -494,8 +494,9 @@ def check_joints(report: Report, probe: GraphProbe, profile: RobotProfile) -> No
 
 
 def check_cameras(report: Report, probe: GraphProbe, profile: RobotProfile) -> None:
-    """Each profile camera's images: the profile's resolution, an encoding the policy node's
-    converter for the kind accepts, and camera_info matching the colour image."""
+    """Each profile camera's images: the profile's resolution (a larger one is a warning: the runtime
+    fits it; a smaller one fails), an encoding the policy node's converter for the kind accepts, and
+    camera_info matching the colour image."""
     from dexstack import contract
     from dexstack.ros_nodes import inputs
 
@@ -507,9 +508,12 @@ def check_cameras(report: Report, probe: GraphProbe, profile: RobotProfile) -> N
         ):
             samples = probe.samples.get(topic)
             for (width, height, encoding), msg in samples.variants.items() if samples else []:
-                problems = []
+                problems, notes = [], []
                 if (width, height) != (cam.width, cam.height):
-                    problems.append(f"{width}x{height} (WxH), profile {profile.name} says {cam.width}x{cam.height}")
+                    text = f"{width}x{height} (WxH), profile {profile.name} says {cam.width}x{cam.height}"
+                    # Larger: the runtime center-crops and resizes it (dexstack.images); smaller: refused.
+                    larger = width >= cam.width and height >= cam.height
+                    (notes if larger else problems).append(text + ("; fitted by crop + resize" if larger else ""))
                 try:
                     inputs.convert_input({"kind": kind, "shape": [height, width]}, msg)
                 except (KeyError, ValueError) as exc:
@@ -518,8 +522,8 @@ def check_cameras(report: Report, probe: GraphProbe, profile: RobotProfile) -> N
                     sizes = [s for s in info.variants if s != (width, height)]
                     if sizes:
                         problems.append(f"camera_info says {sizes[0][0]}x{sizes[0][1]}")
-                status = FAIL if problems else OK
-                report.add("cameras", topic, status, "; ".join(problems) or f"{width}x{height} {encoding}")
+                status = FAIL if problems else WARN if notes else OK
+                report.add("cameras", topic, status, "; ".join(problems + notes) or f"{width}x{height} {encoding}")
 
 
 def check_inputs(report: Report, probe: GraphProbe, manifest: dict[str, Any]) -> None:
