@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from sensor_msgs.msg import JointState
+from test_bringup import _alive  # one definition of "this pid still runs (not a zombie)"
 from trajectory_msgs.msg import JointTrajectory
 
 from dexstack import contract
@@ -34,15 +35,6 @@ pytestmark = [pytest.mark.ros, pytest.mark.fault]
 # the physics thread's "publisher's context is invalid", rclpy.spin's take_message error) or an
 # EGL error from a GL context closed off its thread.
 SHUTDOWN_ERRORS = ("Traceback", "EGL_BAD", "context is invalid")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie has exited
-        return f.read().split()[2] != "Z"
 
 
 def _children(pid: int) -> dict[str, int]:
