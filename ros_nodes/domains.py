@@ -13,9 +13,9 @@ Which domain (`claim_domain`):
 3. otherwise the first free domain of `contract.PRIVATE_DOMAIN_IDS`, starting at a pid-dependent
    offset.
 
-"Empty" means two things. No other dexstack tool on this machine holds the domain's lock file
-(`flock`, held until the process exits, so two tools starting together cannot pick the same
-one), and a probe node that joins the domain for a discovery period sees no node and no DDS
+"Empty" means two things. No other dexstack tool on this machine holds the domain's lock (an
+abstract-namespace Unix socket, held until the process exits, so two tools starting together
+cannot pick the same one), and a probe node that joins the domain for a discovery period sees no node and no DDS
 endpoint but its own. Discovery stays on this host (`ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`),
 so the probe sees exactly the participants that could talk to the graph.
 
@@ -27,15 +27,14 @@ a few seconds raises `DomainError`. That also forbids watching a private run wit
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 from rclpy.node import Node
 
@@ -50,8 +49,8 @@ NAMES_S = 1.0  # once a probe sees endpoints, how long it waits for their nodes'
 UNNAMED = " (endpoint of no known node)"  # a DDS endpoint whose node name is unknown (yet, or not ROS)
 GUARD_PERIOD_S = 1.0  # GraphGuard.check() looks at the graph at most this often
 GUARD_CONFIRM_S = 3.0  # and reports a stranger that has stayed this long
-LOCK_DIR = Path("/tmp/dexstack-ros-domains")
-_held_locks: dict[int, int] = {}  # domain -> fd of its lock file, kept open for the process's life
+LOCK_NAME = "dexstack-ros-domain-"  # + the domain id: the abstract socket name of its lock
+_held_locks: dict[int, socket.socket] = {}  # domain -> its bound lock socket, kept for the process's life
 
 
 class DomainError(DexstackError):
@@ -60,27 +59,18 @@ class DomainError(DexstackError):
 
 def _try_lock(domain_id: int) -> bool:
     """Take domain `domain_id`'s lock for the rest of this process; False if another process
-    holds it. Lock files live in one place per machine (not $TMPDIR, which differs between users
-    and shells, while the domains are shared by all); where they cannot be made (another user's
-    folder) the DDS probe alone decides."""
+    holds it. The lock is a Unix socket bound to a name in Linux's abstract namespace: one name
+    per machine for every user (unlike $TMPDIR), no file to create or clean up, and the kernel
+    drops it when the process exits however it exits."""
     if domain_id in _held_locks:
         return True
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        LOCK_DIR.mkdir()
-        os.chmod(LOCK_DIR, 0o1777)  # like /tmp: every user may add lock files
-    except FileExistsError:
-        pass
-    try:
-        # Read-only is enough for flock, and opens another user's lock file too.
-        fd = os.open(LOCK_DIR / f"{domain_id}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
-    except PermissionError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        sock.bind(f"\0{LOCK_NAME}{domain_id}")
+    except OSError:  # EADDRINUSE: another process holds it
+        sock.close()
         return False
-    _held_locks[domain_id] = fd
+    _held_locks[domain_id] = sock
     return True
 
 
@@ -200,9 +190,9 @@ def claim_domain(
 
 
 def _release(domain_id: int) -> None:
-    fd = _held_locks.pop(domain_id, None)
-    if fd is not None:
-        os.close(fd)
+    sock = _held_locks.pop(domain_id, None)
+    if sock is not None:
+        sock.close()
 
 
 def wait_until_empty(domain_id: int, timeout_s: float = 30.0, wait_s: float = DISCOVERY_S) -> None:

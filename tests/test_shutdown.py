@@ -5,8 +5,8 @@
 - Every node exits 0 on SIGINT twice (a terminal's Ctrl-C reaches the whole process group and
   `ros2 launch` signals each node again), with no traceback (EGL context closed from the wrong
   thread, physics publishing on a dead context, KeyboardInterrupt inside destroy_node()).
-- The same under the upstream `ros2 launch`, when a ROS 2 command-line environment built by
-  /work/shared/ros2env/setup.sh is named by DEXSTACK_ROS2ENV (not part of CI).
+- The same under the upstream `ros2 launch`, when DEXSTACK_ROS2ENV names the setup script of a
+  ROS 2 command-line environment (not part of CI).
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ ROS2ENV = os.environ.get("DEXSTACK_ROS2ENV", "")
 def ros2_workspace(tmp_path_factory) -> Path:
     """This checkout built with colcon in the ROS 2 command-line environment DEXSTACK_ROS2ENV."""
     if not (ROS2ENV and Path(ROS2ENV, "env.sh").is_file()):
-        pytest.skip("set DEXSTACK_ROS2ENV to a ROS 2 command-line environment (/work/shared/ros2env/setup.sh)")
+        pytest.skip("set DEXSTACK_ROS2ENV to the setup script of a ROS 2 command-line environment")
     ws = tmp_path_factory.mktemp("ws")
     repo = Path(__file__).resolve().parents[1]
     subprocess.run(
