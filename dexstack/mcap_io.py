@@ -36,7 +36,13 @@ if TYPE_CHECKING:  # core does not import hardware/ (BRIEF §1); the caller pass
 from dexstack import contract
 from dexstack.dataset import ACTION, Dataset, DatasetError, DatasetWriter, staged_dataset
 from dexstack.files import fsync_dir
-from dexstack.trajectory import ActionChunk, TrajectoryExecutor, TrajectoryPoint, trajectory_rejection
+from dexstack.trajectory import (
+    ActionChunk,
+    TrajectoryExecutor,
+    TrajectoryPoint,
+    trajectory_from_msg,
+    trajectory_rejection,
+)
 
 EPISODE_METADATA = "dexstack.episode"
 PARTIAL_SUFFIX = ".part"  # an episode being written; renamed to .mcap only when complete
@@ -419,22 +425,6 @@ def _image_array(msg, path: Path, topic: str) -> np.ndarray:
     raise DatasetError(f"{path}: {topic} has unsupported image encoding {enc!r}")
 
 
-def _recorded_trajectory(msg) -> tuple[tuple[str, ...], float | None, list[TrajectoryPoint]]:
-    """A recorded JointTrajectory as (joint names, start stamp or None for "now", points)."""
-    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-    points = [
-        TrajectoryPoint(
-            p.time_from_start.sec + p.time_from_start.nanosec * 1e-9,
-            list(p.positions),
-            list(p.velocities),
-            list(p.accelerations),
-            list(p.effort),
-        )
-        for p in msg.points
-    ]
-    return tuple(msg.joint_names), (stamp if stamp != 0.0 else None), points
-
-
 @dataclass
 class _Streams:
     """What one pass over an episode file collected (see `_read_streams`)."""
@@ -488,7 +478,7 @@ def _read_streams(path: Path, obs_topics: dict[str, str], profile: RobotProfile)
                 except ValueError as exc:  # a size that does not match height, width and step
                     raise InvalidEpisode(f"{path}: bad {topic} image at log time {t:.3f} s: {exc}") from None
             elif topic == traj_topic:
-                out.trajectories.append((t, *_recorded_trajectory(msg)))
+                out.trajectories.append((t, *trajectory_from_msg(msg)))
                 continue
             elif topic == contract.TASK_INSTRUCTION:
                 out.last_task = msg.data

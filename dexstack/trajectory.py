@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +65,23 @@ class TrajectoryPoint:
     velocities: Sequence[float] = ()
     accelerations: Sequence[float] = ()
     effort: Sequence[float] = ()
+
+
+def _seconds(t: Any) -> float:
+    return t.sec + t.nanosec * 1e-9
+
+
+def trajectory_from_msg(msg: Any) -> tuple[tuple[str, ...], float | None, list[TrajectoryPoint]]:
+    """A `trajectory_msgs/JointTrajectory` (read by attribute: no ROS import) in plain numbers:
+    (joint names, start stamp in seconds or None for the zero stamp "now", points)."""
+    stamp = msg.header.stamp
+    points = [
+        TrajectoryPoint(
+            _seconds(p.time_from_start), list(p.positions), list(p.velocities), list(p.accelerations), list(p.effort)
+        )
+        for p in msg.points
+    ]
+    return tuple(msg.joint_names), (None if stamp.sec == 0 and stamp.nanosec == 0 else _seconds(stamp)), points
 
 
 def trajectory_rejection(

@@ -23,32 +23,14 @@ Facts from the source that the rest of the stack must respect:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dexstack.trajectory import ActionChunk, TrajectoryPoint, trajectory_rejection
+from dexstack.trajectory import ActionChunk, trajectory_from_msg, trajectory_rejection
 
 if TYPE_CHECKING:
     from trajectory_msgs.msg import JointTrajectory
-
-
-def _seconds(t: Any) -> float:
-    return t.sec + t.nanosec * 1e-9
-
-
-def msg_points(msg: JointTrajectory) -> list[TrajectoryPoint]:
-    """The message's points in plain numbers (seconds; values per joint in the message's order)."""
-    return [
-        TrajectoryPoint(
-            _seconds(p.time_from_start),
-            list(p.positions),
-            list(p.velocities),
-            list(p.accelerations),
-            list(p.effort),
-        )
-        for p in msg.points
-    ]
 
 
 def validate_trajectory_msg(
@@ -59,13 +41,12 @@ def validate_trajectory_msg(
 
     strict (default): also refuse non-finite values, duplicated joint names and negative stamps,
     which a stock JTC accepts or crashes on (module docstring); strict=False: JTC's rules alone."""
-    stamp = msg.header.stamp
-    if stamp.sec < 0:
+    if msg.header.stamp.sec < 0:
         # rclcpp::Time(msg) throws "cannot store a negative time point" in JTC's callback.
-        return f"negative header stamp ({stamp.sec} s): rclcpp::Time refuses it"
-    # trajectory.cpp, Trajectory::sample: a zero start time means "start now".
-    start = None if stamp.sec == 0 and stamp.nanosec == 0 else _seconds(stamp)
-    return trajectory_rejection(msg.joint_names, start, msg_points(msg), controller_joints, now_s, strict=strict)
+        return f"negative header stamp ({msg.header.stamp.sec} s): rclcpp::Time refuses it"
+    # trajectory.cpp, Trajectory::sample: a zero start time means "start now" (start None).
+    names, start, points = trajectory_from_msg(msg)
+    return trajectory_rejection(names, start, points, controller_joints, now_s, strict=strict)
 
 
 def accept_trajectory_msg(
@@ -79,9 +60,8 @@ def accept_trajectory_msg(
     reason = validate_trajectory_msg(msg, controller_joints, now_s)
     if reason is not None:
         return None, reason
-    stamp = msg.header.stamp
-    start = None if stamp.sec == 0 and stamp.nanosec == 0 else _seconds(stamp) - clock_offset_s
-    points = msg_points(msg)
+    names, start, points = trajectory_from_msg(msg)
+    start = None if start is None else start - clock_offset_s
     positions = np.array([p.positions for p in points], dtype=np.float64)
     times = np.array([p.time_from_start for p in points], dtype=np.float64)
-    return ActionChunk(tuple(msg.joint_names), positions, times, start), ""
+    return ActionChunk(names, positions, times, start), ""
